@@ -1,0 +1,3 @@
+from hubtools.cli.app import run
+
+run()

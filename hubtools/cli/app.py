@@ -1,0 +1,91 @@
+"""The root typer app, the global ``--debug`` flag, and the one place user errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from hubtools.errors import HubtoolsError
+
+app = typer.Typer(
+    name="hubtools",
+    help="A handful of photos in, a DreamBooth-tuned Stable Diffusion model on the Hub out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# stdout carries results (URLs, tables, JSON); stderr carries progress and errors.
+console = Console()
+err_console = Console(stderr=True)
+
+_DEBUG_ENV = "HUBTOOLS_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(_DEBUG_ENV, "") not in ("", "0")
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    if debug:
+        os.environ[_DEBUG_ENV] = "1"
+
+
+def _register() -> None:
+    # Imported for their side effect of adding commands to ``app``.
+    from hubtools.cli import commands_run  # noqa: F401
+    from hubtools.cli import concept, evaluate, hackathon, hub, identifier
+
+    app.add_typer(hub.app, name="hub")
+    app.add_typer(concept.app, name="concept")
+    app.add_typer(identifier.app, name="identifier")
+    app.add_typer(hackathon.app, name="hackathon")
+    evaluate.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script. Returns the exit code."""
+    if "--debug" in (argv if argv is not None else sys.argv[1:]):
+        os.environ[_DEBUG_ENV] = "1"
+    try:
+        app(args=argv, prog_name="hubtools", standalone_mode=False)
+    except HubtoolsError as error:
+        if debug_enabled():
+            raise
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as error:  # usage errors are shown as click shows them; anything else is a bug
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
+            error.show()
+            return error.exit_code
+        if type(error).__name__ == "Abort":
+            err_console.print("[yellow]aborted[/]")
+            return 1
+        if debug_enabled():
+            raise
+        err_console.print(
+            f"[bold red]unexpected error:[/] {type(error).__name__}: {error}\n"
+            "This is a bug in hubtools; rerun with --debug for the traceback and report it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
