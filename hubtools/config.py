@@ -1,0 +1,300 @@
+"""The one typed description of a run (``RunConfig``), read from TOML and written back resolved.
+
+Every field has a default that follows the published DreamBooth recipe, can be set in a TOML file
+(sections ``[model]``, ``[concept]``, ``[training]``, ``[prior]``, ``[sampling]``, ``[publish]``) and
+overridden by a CLI flag. ``resolve()`` fills the values that depend on others (learning rate by method,
+LoRA alpha) so the copy written into the run folder reproduces the run on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from hubtools.errors import ConfigError
+
+DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TINY_BASE_MODEL = "hubtools/tiny-stable-diffusion"
+RUN_CONFIG_FILENAME = "hubtools.toml"
+
+# Learning rates from the DreamBooth write-ups: 2e-6 for a full fine-tune (5e-6 overfits objects fast),
+# 1e-4 for LoRA, whose low-rank updates need a much larger step.
+DEFAULT_LR = {"full": 2e-6, "lora": 1e-4}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local folder of a diffusers SD 1.x pipeline")
+    revision: str | None = Field(None, description="branch, tag or commit of the base model")
+
+
+class ConceptConfig(_Section):
+    source: str | None = Field(None, description="local folder of photos, or a Hub dataset ns/name[@revision]")
+    identifier: str | None = Field(None, description="the rare token that names the subject, e.g. pkblz")
+    class_noun: str | None = Field(None, description="what the subject is, e.g. dog, ball")
+    instance_prompt: str = Field("a photo of {identifier} {class_noun}", description="training prompt template")
+    image_column: str | None = Field(None, description="image column of a Hub dataset (detected when unset)")
+    min_images: int = Field(1, ge=1)
+    allow_upscale: bool = False
+    strict: bool = Field(False, description="fail on any rejected image or a doubtful identifier")
+
+
+class TrainingConfig(_Section):
+    method: Literal["full", "lora"] = "full"
+    steps: int = Field(800, ge=1)
+    learning_rate: float | None = Field(None, gt=0, description="default: 2e-6 full, 1e-4 LoRA")
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    resolution: int = Field(512, ge=8)
+    seed: int = 0
+    train_text_encoder: bool = False
+    lora_rank: int = Field(4, ge=1)
+    lora_alpha: float | None = Field(None, gt=0, description="default: equal to lora_rank")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+    memory: Literal["auto", "manual", "low", "medium", "high"] = Field(
+        "manual", description="auto picks a memory profile from the free GPU memory"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_latents: bool = True
+    offset_noise: float = Field(0.0, ge=0)
+    snr_gamma: float | None = Field(None, gt=0, description="min-SNR weighting gamma (5.0 is usual)")
+    checkpoint_every: int = Field(0, ge=0, description="0: only the final model")
+    keep_checkpoints: int = Field(2, ge=1)
+    validation_every: int = Field(0, ge=0, description="0: no validation grids during training")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+        return value
+
+
+class PriorConfig(_Section):
+    enabled: bool = True
+    class_prompt: str = "a photo of a {class_noun}"
+    num_class_images: int = Field(100, ge=1)
+    loss_weight: float = Field(1.0, ge=0)
+    source: str | None = Field(None, description="folder or Hub dataset of class images; unset: generate them")
+    generation_steps: int = Field(30, ge=1)
+    generation_batch_size: int = Field(4, ge=1)
+    guidance_scale: float = Field(7.5, ge=0)
+
+
+class SamplingConfig(_Section):
+    prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a photo of {identifier} {class_noun}",
+            "a photo of {identifier} {class_noun} in the snow",
+            "a photo of {identifier} {class_noun} on the beach",
+            "a painting of {identifier} {class_noun} in the style of Van Gogh",
+        ]
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    guidance_scales: list[float] = Field(default_factory=lambda: [7.0, 11.0])
+    num_inference_steps: int = Field(50, ge=1)
+    scheduler: Literal["ddim", "pndm", "euler", "dpm"] = "ddim"
+
+    @field_validator("prompts", "seeds", "guidance_scales")
+    @classmethod
+    def _not_empty(cls, value: list) -> list:
+        if not value:
+            raise ValueError("needs at least one entry")
+        return value
+
+
+class PublishConfig(_Section):
+    repo_id: str | None = Field(None, description="namespace/name of the model repo to push to")
+    private: bool = False
+    hackathon_theme: str | None = None
+    push_checkpoints: bool = False
+    license: str | None = Field(None, description="default: the base model's licence")
+    commit_message: str | None = None
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_shape(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError("must look like namespace/name")
+        return value
+
+
+class EvalSettings(_Section):
+    enabled: bool = False
+    prompts: str = Field("dreambench", description="dreambench, or a file with one prompt per line")
+    n_per_prompt: int = Field(4, ge=1)
+
+
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    concept: ConceptConfig = Field(default_factory=ConceptConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @model_validator(mode="after")
+    def _prompt_fields_exist(self) -> RunConfig:
+        for where, template in [("concept.instance_prompt", self.concept.instance_prompt),
+                                ("prior.class_prompt", self.prior.class_prompt),
+                                *[(f"sampling.prompts[{i}]", p) for i, p in enumerate(self.sampling.prompts)]]:
+            try:
+                template.format(identifier="x", class_noun="y")
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    f"{where}: only {{identifier}} and {{class_noun}} may appear in braces ({error})"
+                ) from None
+        return self
+
+    # -- derived values -------------------------------------------------------------------------
+
+    def format_prompt(self, template: str) -> str:
+        return template.format(identifier=self.concept.identifier or "", class_noun=self.concept.class_noun or "")
+
+    @property
+    def instance_prompt(self) -> str:
+        return self.format_prompt(self.concept.instance_prompt)
+
+    @property
+    def class_prompt(self) -> str:
+        return self.format_prompt(self.prior.class_prompt)
+
+    @property
+    def sample_prompts(self) -> list[str]:
+        return [self.format_prompt(p) for p in self.sampling.prompts]
+
+    @property
+    def learning_rate(self) -> float:
+        return self.training.learning_rate or DEFAULT_LR[self.training.method]
+
+    def resolve(self) -> RunConfig:
+        """A copy with every derived default written out, as stored in the run folder."""
+        resolved = self.model_copy(deep=True)
+        resolved.training.learning_rate = self.learning_rate
+        if resolved.training.lora_alpha is None:
+            resolved.training.lora_alpha = float(resolved.training.lora_rank)
+        return resolved
+
+    def require_subject(self) -> None:
+        """Training needs to know what it learns: fail early, before anything is loaded."""
+        missing = [flag for flag, value in [("--concept", self.concept.source),
+                                             ("--identifier", self.concept.identifier),
+                                             ("--class-noun", self.concept.class_noun)] if not value]
+        if missing:
+            raise ConfigError(
+                f"missing {', '.join(missing)}: say which photos to learn from, the rare token that will "
+                "name the subject and its class noun (or set them in the config's [concept] section)"
+            )
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+# -- reading, overriding and writing ----------------------------------------------------------------
+
+
+def _describe_validation_error(error: ValidationError, origin: str) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            section_fields = _known_fields(item["loc"][:-1])
+            close = difflib.get_close_matches(str(item["loc"][-1]), section_fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(section_fields)})"
+            problems.append(f"unknown setting {where!r}{hint}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            given = item.get("input")
+            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+            problems.append(f"{where}: {message}{shown}" if where else message)
+    return f"invalid config in {origin}: " + "; ".join(problems)
+
+
+def _known_fields(location: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in location:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error, origin)) from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a TOML config; a missing file or bad value is a one-line ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (check the path, or omit --config to use the defaults)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    return config_from_dict(data, origin=str(path))
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Set dotted keys (``"training.steps": 100``) on a copy; ``None`` values mean "not given"."""
+    data = config.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data, origin="the command-line flags")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: RunConfig, path: Path) -> Path:
+    write_text_atomic(path, config.to_toml())
+    return path
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config stored in a run folder."""
+    path = Path(run_dir) / RUN_CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a hubtools run folder (no {RUN_CONFIG_FILENAME}); pass the --out folder of a run")
+    return load_config(path)
