@@ -1,0 +1,83 @@
+"""The layout of a run folder: the one place every stage reads from and writes to.
+
+A run folder holds everything needed to sample, card, push or resume a run, and most of it is exactly
+what the Hub repo receives (the model in diffusers layout, the card, the images, the resolved config).
+
+    RUN/hubtools.toml                    the resolved RunConfig
+    RUN/concept/                         the prepared concept set (images/, metadata.jsonl, manifest.json, contact_sheet.png)
+    RUN/identifier.json                  the identifier check of the run's identifier
+    RUN/model_index.json, unet/, ...     full fine-tune: a diffusers pipeline folder (safetensors)
+    RUN/pytorch_lora_weights.safetensors LoRA: diffusers-format LoRA weights
+    RUN/train_result.json                what training did (steps, loss, timings, weight hashes, base revision)
+    RUN/logs/metrics.jsonl               one JSON object per logged step; logs/tensorboard/ for TensorBoard
+    RUN/images/                          loss_curve.png, sample grids, validation/ grids, samples.json
+    RUN/checkpoints/checkpoint-NNNNNN/   resumable training state (never pushed)
+    RUN/eval.json                        evaluation results
+    RUN/README.md                        the model card
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hubtools.config import RUN_CONFIG_FILENAME, write_text_atomic
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / RUN_CONFIG_FILENAME
+
+    @property
+    def concept(self) -> Path:
+        return self.root / "concept"
+
+    @property
+    def identifier_report(self) -> Path:
+        return self.root / "identifier.json"
+
+    @property
+    def train_result(self) -> Path:
+        return self.root / "train_result.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def metrics(self) -> Path:
+        return self.logs / "metrics.jsonl"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def eval_result(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "README.md"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when the stage that writes it has not run."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
