@@ -1,7 +1,115 @@
-"""`hubtools identifier ...` commands."""
+"""`hubtools identifier ...` commands: check an identifier, suggest rare ones."""
 
 from __future__ import annotations
 
-import typer
+import json
 
-app = typer.Typer(help="identifier commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Check a DreamBooth identifier, or find rare single tokens to use.", no_args_is_help=True)
+
+console = Console()
+err_console = Console(stderr=True)
+
+_BASE_MODEL_HELP = (
+    "Base model (Hub id or folder) whose tokenizer, and text encoder for neighbours and prior, to use. "
+    "Default: Stable Diffusion 1.x's CLIP tokenizer, built offline, without weights."
+)
+
+
+def _load_tools(base_model: str | None, revision: str | None, weights: bool):
+    """(tokenizer, text encoder or None): the base model's own when one is named."""
+    from hubtools.identifier import default_tokenizer
+
+    if base_model is None:
+        return default_tokenizer(), None
+    from hubtools import models
+
+    tokenizer = models.load_tokenizer(base_model, revision=revision)
+    text_encoder = None
+    if weights:
+        try:
+            text_encoder = models.load_text_encoder(base_model, revision=revision)
+        except Exception as error:  # noqa: BLE001 - the tokenizer-only report is still worth giving
+            err_console.print(f"[yellow]note:[/] no text encoder weights ({error}); neighbours and prior skipped",
+                              highlight=False, soft_wrap=True)
+    return tokenizer, text_encoder
+
+
+@app.command("check")
+def check(
+    text: str = typer.Argument(..., help="The identifier to check, e.g. pkblz."),
+    base_model: str | None = typer.Option(None, "--base-model", help=_BASE_MODEL_HELP),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the base model."),
+    class_noun: str | None = typer.Option(None, "--class-noun", help="The subject's class, e.g. dog (for the prior)."),
+    weights: bool = typer.Option(True, "--weights/--no-weights", help="Load the text encoder of --base-model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when there is any warning."),
+) -> None:
+    """Tokenize TEXT as the base model does and say whether it makes a good identifier."""
+    from hubtools.identifier import check_identifier
+
+    tokenizer, text_encoder = _load_tools(base_model, revision, weights)
+    report = check_identifier(text, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_report(report)
+    if strict and report.warnings:
+        raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
+
+
+def _print_report(report) -> None:
+    yes_no = {True: "[green]yes[/]", False: "[red]no[/]"}
+    pieces = "  ".join(f"[bold]{piece}[/] ({token_id})" for piece, token_id in zip(report.tokens, report.token_ids))
+    console.print(f"identifier     {report.text}", highlight=False)
+    console.print(f"tokens         {report.num_tokens}: {pieces}", highlight=False)
+    console.print(f"single token   {yes_no[report.single_token]}")
+    if report.byte_level_of is not None:
+        console.print(f"byte-level of  [bold]{report.byte_level_of}[/]", highlight=False)
+    console.print(f"ordinary word  {'[red]yes[/]' if report.is_word else '[green]no[/]'}")
+    if report.rarity is not None:
+        console.print(f"rarity         {report.rarity:.3f} (0 most frequent .. 1 rarest, by BPE merge order)")
+    if report.prior_strength is not None:
+        with_id, without = report.prior_prompts
+        console.print(f"prior strength {report.prior_strength:.4f} (cosine distance of {with_id!r} from {without!r})",
+                      highlight=False)
+    if report.nearest_neighbours:
+        table = Table("nearest token", "id", "cosine", title="nearest neighbours (token embeddings)")
+        for neighbour in report.nearest_neighbours:
+            table.add_row(neighbour.token, str(neighbour.token_id), f"{neighbour.similarity:.3f}")
+        console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if report.suggestion:
+        console.print(f"suggestion     type [bold]{report.suggestion}[/] instead", highlight=False)
+    if report.ok:
+        console.print("[green]looks good:[/] one rare token with no known meaning to the tokenizer")
+
+
+@app.command("suggest")
+def suggest(
+    n: int = typer.Option(10, "--n", help="How many identifiers to suggest."),
+    base_model: str | None = typer.Option(None, "--base-model", help=_BASE_MODEL_HELP),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the base model."),
+    class_noun: str | None = typer.Option(None, "--class-noun", help="The subject's class, e.g. dog (for the prior)."),
+    weights: bool = typer.Option(True, "--weights/--no-weights", help="Rank by weak prior with the text encoder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the suggestions as JSON."),
+) -> None:
+    """Rare single tokens that are not words, names, emoji or known bad choices, rarest (or weakest prior) first."""
+    from hubtools.identifier import suggest_identifiers
+
+    tokenizer, text_encoder = _load_tools(base_model, revision, weights)
+    suggestions = suggest_identifiers(n, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in suggestions], ensure_ascii=False, indent=2))
+        return
+    with_prior = text_encoder is not None
+    table = Table("identifier", "token id", "rarity", *(["prior strength"] if with_prior else []),
+                  title="rare single-token identifiers" + (", weakest prior first" if with_prior else ", rarest first"))
+    for s in suggestions:
+        table.add_row(s.text, str(s.token_id), f"{s.rarity:.3f}",
+                      *([f"{s.prior_strength:.4f}"] if with_prior else []))
+    console.print(table)
