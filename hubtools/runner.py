@@ -1,0 +1,235 @@
+"""``train-and-push``: the stages called in order, and nothing else.
+
+    start_run (config + concept set + identifier check) -> train -> sample -> [eval] -> card -> push
+
+Each stage is a plain function of the run folder (``hubtools.runfolder``), so ``hubtools train``,
+``sample``, ``card`` and ``push`` can each be run, and re-run, on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hubtools.config import RunConfig, load_run_config, save_config
+from hubtools.errors import ConfigError, HubError
+from hubtools.runfolder import RunFolder, read_json, write_json_atomic
+
+Report = Callable[[str], None]
+logger = logging.getLogger("hubtools")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, computed without loading any model (``--dry-run`` prints this)."""
+
+    config: RunConfig
+    run_dir: Path
+    instance_prompt: str
+    class_prompt: str | None
+    identifier_report: dict[str, Any] | None
+    stages: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainAndPushResult:
+    run_dir: Path
+    train: Any  # hubtools.training.TrainResult
+    samples: Any  # hubtools.sample.SampleResult
+    push: Any  # hubtools.publish.PushResult
+    evaluation: Any | None = None
+
+
+# -- planning ---------------------------------------------------------------------------------------
+
+
+def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
+    """The identifier report as a dict; under ``concept.strict`` a doubtful identifier is an error."""
+    from hubtools.identifier import check_identifier
+
+    identifier = config.concept.identifier
+    if not identifier:
+        return None
+    report = check_identifier(identifier, class_noun=config.concept.class_noun)
+    if config.concept.strict and report.warnings:
+        raise ConfigError(
+            f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
+            "(see `hubtools identifier check`; drop --strict to train anyway)"
+        )
+    return report.to_dict()
+
+
+def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
+    """Validate everything that can be validated before the first model is loaded."""
+    config.require_subject()
+    if push and not config.publish.repo_id:
+        raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
+    resolved = config.resolve()
+    notes: list[str] = []
+    from hubtools.basemodels import resolve_base_model
+
+    moved_to, note = resolve_base_model(resolved.model.base_model)
+    if note:
+        notes.append(note)
+        resolved.model.base_model = moved_to
+    if resolved.publish.hackathon_theme:
+        from hubtools.hackathon import get_theme
+
+        get_theme(resolved.publish.hackathon_theme)  # an unknown theme fails here, not after training
+    report = check_identifier_for(resolved)
+    if report and report.get("warnings"):
+        notes.extend(f"identifier: {warning}" for warning in report["warnings"])
+    stages = ["prepare concept set", "train"]
+    if resolved.prior.enabled:
+        stages.insert(1, f"class images ({resolved.prior.num_class_images}, cached)")
+    stages.append("sample grids")
+    if resolved.eval.enabled:
+        stages.append("evaluate")
+    stages.append("model card")
+    if push:
+        stages.append(f"push to {resolved.publish.repo_id}")
+    return RunPlan(
+        config=resolved,
+        run_dir=Path(run_dir),
+        instance_prompt=resolved.instance_prompt,
+        class_prompt=resolved.class_prompt if resolved.prior.enabled else None,
+        identifier_report=report,
+        stages=stages,
+        notes=notes,
+    )
+
+
+# -- stages -------------------------------------------------------------------------------------------
+
+
+def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True):
+    """Create the run folder: resolved config, prepared concept set, identifier report."""
+    from hubtools.concepts import prepare_concept
+
+    folder = RunFolder(plan.run_dir)
+    if folder.config.exists():
+        raise ConfigError(
+            f"{plan.run_dir} already holds a run: continue it with `hubtools train {plan.run_dir} --resume`, "
+            "or choose another --out"
+        )
+    source = plan.config.concept.source
+    assert source is not None
+    if not Path(source).expanduser().exists() and "/" not in source:
+        raise ConfigError(f"concept folder not found: {source} (give a folder of photos or a Hub dataset namespace/name)")
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    concept = prepare_concept(
+        Path(source).expanduser() if Path(source).expanduser().exists() else source,
+        folder.concept,
+        resolution=plan.config.training.resolution,
+        caption=plan.instance_prompt,
+        min_images=plan.config.concept.min_images,
+        strict=plan.config.concept.strict,
+        allow_upscale=plan.config.concept.allow_upscale,
+        image_column=plan.config.concept.image_column,
+        token=token,
+        progress=progress,
+    )
+    if plan.identifier_report is not None:
+        write_json_atomic(folder.identifier_report, plan.identifier_report)
+    # Written last: a folder with a config is a run that can be trained and resumed.
+    save_config(plan.config, folder.config)
+    return concept
+
+
+def check_push_access(repo_id: str, token: str | None) -> str:
+    """Fail before training, not after, when the push could not succeed. Returns the user name."""
+    from huggingface_hub import HfApi, get_token
+
+    from hubtools.models import current_endpoint
+
+    token = token or get_token()
+    if not token:
+        raise HubError(
+            f"no Hugging Face token for {current_endpoint()}: run `hf auth login` or set HF_TOKEN "
+            "(a token with write access), then run again"
+        )
+    try:
+        user = HfApi(token=token).whoami()
+    except OSError as error:
+        message = str(error).replace(token, "***").splitlines()[0]
+        raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
+    namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
+    namespace = repo_id.split("/")[0]
+    if namespace not in namespaces:
+        raise HubError(
+            f"your token belongs to {user.get('name')!r}, which cannot push to {repo_id}: "
+            f"use --repo {user.get('name')}/{repo_id.split('/')[1]}"
+        )
+    return str(user.get("name"))
+
+
+def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
+              progress: bool = True):
+    from hubtools.training import train_dreambooth
+
+    return train_dreambooth(load_run_config(run_dir), Path(run_dir), resume=resume, force=force,
+                            token=token, progress=progress)
+
+
+def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, progress: bool = True):
+    if not config.eval.enabled:
+        return None
+    from hubtools.evaluation import EvalConfig, evaluate_run
+
+    return evaluate_run(Path(run_dir), EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt))
+
+
+def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None, resume: bool = False,
+                   force: bool = False, progress: bool = True, report: Report = _quiet) -> TrainAndPushResult:
+    """The product's main job: photos in, a model with grids and a card on the Hub out."""
+    from hubtools.card import render_model_card
+    from hubtools.publish import push_run
+    from hubtools.sample import render_samples
+
+    run_dir = Path(run_dir)
+    if resume:
+        config = load_run_config(run_dir)
+        repo_id = config.publish.repo_id
+        if not repo_id:
+            raise ConfigError(f"the run in {run_dir} has no publish.repo_id: push it with `hubtools push {run_dir} NS/NAME`")
+    else:
+        plan = plan_run(config, run_dir)
+        repo_id = plan.config.publish.repo_id
+        for note in plan.notes:
+            report(f"note: {note}")
+    assert repo_id is not None
+    user = check_push_access(repo_id, token)
+    report(f"pushing as {user} to {repo_id} when training is done")
+    if not resume:
+        report("preparing the concept set")
+        concept = start_run(plan, token=token, progress=progress)
+        report(f"{len(concept.images)} concept images ready in {RunFolder(run_dir).concept}")
+        config = plan.config
+    report("training")
+    trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
+    report("rendering sample grids")
+    samples = render_samples(run_dir, progress=progress)
+    evaluation = evaluate_if_enabled(run_dir, config, progress=progress)
+    report("writing the model card")
+    render_model_card(run_dir, repo_id=repo_id)
+    report(f"pushing to {repo_id}")
+    pushed = push_run(run_dir, repo_id, private=config.publish.private, token=token,
+                      checkpoints=config.publish.push_checkpoints, commit_message=config.publish.commit_message)
+    return TrainAndPushResult(run_dir=run_dir, train=trained, samples=samples, push=pushed, evaluation=evaluation)
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """What a finished run holds, for the one-screen summary."""
+    folder = RunFolder(Path(run_dir))
+    return {
+        "train": read_json(folder.train_result),
+        "samples": read_json(folder.images / "samples.json"),
+        "eval": read_json(folder.eval_result),
+    }
