@@ -1,0 +1,366 @@
+"""Labelled sample grids of a trained run: prompts x seeds, a guidance sweep, and checkpoints x prompts.
+
+Every image is drawn from a fixed seed with a CPU generator, so the same run gives byte-identical PNGs on
+any machine that computes the same numbers. Cells are upscaled (nearest) to at least ``MIN_CELL_PX`` so
+the 64 px images of the tiny model stay readable, and the rows and columns carry their prompt, seed,
+guidance and training step as text, so a grid read on its own says what it shows.
+
+    RUN/images/samples_grid.png        prompts x seeds at the first guidance scale
+    RUN/images/guidance_sweep.png      prompts x (guidance x seeds), same seeds in each group
+    RUN/images/checkpoints_grid.png    checkpoint step x prompt (first seed, first guidance)
+    RUN/images/samples.json            every cell (prompt, seed, guidance, step, file, row, column)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from hubtools.config import RunConfig, load_run_config
+from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run, load_run_pipeline, resolve_device
+from hubtools.runfolder import RunFolder, read_json, write_json_atomic
+
+SAMPLES_GRID = "samples_grid.png"
+GUIDANCE_SWEEP = "guidance_sweep.png"
+CHECKPOINTS_GRID = "checkpoints_grid.png"
+SAMPLES_JSON = "samples.json"
+MIN_CELL_PX = 192
+
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_BACKGROUND = (255, 255, 255)
+_INK = (20, 20, 20)
+_MUTED = (90, 90, 90)
+
+
+@dataclass
+class SampleResult:
+    """What ``render_samples`` wrote: grid files by kind, the samples.json, and how many images it drew."""
+
+    run_dir: Path
+    grids: dict[str, Path]  # "samples", "guidance_sweep", "checkpoints" -> file
+    samples_json: Path
+    images_generated: int
+    seconds: float
+    cells: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_grid(self) -> Path:
+        return self.grids["samples"]
+
+    @property
+    def guidance_sweep(self) -> Path | None:
+        return self.grids.get("guidance_sweep")
+
+    @property
+    def checkpoints_grid(self) -> Path | None:
+        return self.grids.get("checkpoints")
+
+
+def describe_samples(result: SampleResult) -> str:
+    """A few lines for the CLI to print."""
+    lines = [f"{result.images_generated} images in {result.seconds:.1f} s"]
+    lines += [f"{kind:>15}: {path}" for kind, path in result.grids.items()]
+    lines.append(f"{'cells':>15}: {result.samples_json}")
+    return "\n".join(lines)
+
+
+# -- generation ----------------------------------------------------------------------------------------
+
+
+_SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+}
+
+
+def _use_scheduler(pipe, name: str) -> None:
+    import diffusers
+
+    pipe.scheduler = getattr(diffusers, _SCHEDULERS[name]).from_config(pipe.scheduler.config)
+
+
+class _Sampler:
+    """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
+
+    def __init__(self, pipe, config: RunConfig, progress) -> None:
+        self.pipe = pipe
+        self.steps = config.sampling.num_inference_steps
+        self.progress = progress
+        self.generated = 0
+        self._cache: dict[tuple[str, int, float], Image.Image] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def images(self, prompt: str, seeds: list[int], guidance: float) -> list[Image.Image]:
+        missing = [s for s in seeds if (prompt, s, guidance) not in self._cache]
+        if missing:
+            # One CPU generator per seed: the image of a seed does not depend on the batch or the device.
+            generators = [torch.Generator(device="cpu").manual_seed(s) for s in missing]
+            with torch.inference_mode():
+                out = self.pipe(
+                    prompt=[prompt] * len(missing), generator=generators, guidance_scale=guidance,
+                    num_inference_steps=self.steps, output_type="pil",
+                )
+            for seed, image in zip(missing, out.images):
+                self._cache[(prompt, seed, guidance)] = image.convert("RGB")
+            self.generated += len(missing)
+            if self.progress is not None:
+                self.progress.update(len(missing))
+        return [self._cache[(prompt, s, guidance)] for s in seeds]
+
+
+# -- drawing ---------------------------------------------------------------------------------------------
+
+
+def _cell_size(image: Image.Image) -> int:
+    side = max(image.size)
+    return side * max(1, math.ceil(MIN_CELL_PX / side))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """Greedy word wrap measured in pixels (long words stay whole rather than being cut)."""
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(candidate, font=font) <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+@dataclass
+class _Grid:
+    image: Image.Image
+    left: int  # where the images start, right of the row labels
+    top: int  # and below the headers
+    cell: int
+
+    def box(self, row: int, column: int) -> list[int]:
+        x, y = self.left + column * self.cell, self.top + row * self.cell
+        return [x, y, x + self.cell, y + self.cell]
+
+
+def _labelled_grid(
+    rows: list[list[Image.Image]],
+    row_labels: list[str],
+    column_labels: list[str],
+    title: str,
+    column_groups: list[tuple[str, int]] | None = None,
+) -> _Grid:
+    """Images in a ``make_image_grid`` grid with a title, optional column-group headers, column and row labels."""
+    from diffusers.utils import make_image_grid
+
+    n_rows, n_cols = len(rows), len(rows[0])
+    cell = _cell_size(rows[0][0])
+    flat = [image.resize((cell, cell), Image.Resampling.NEAREST) for row in rows for image in row]
+    grid = make_image_grid(flat, rows=n_rows, cols=n_cols)
+
+    font_size = max(14, cell // 12)
+    font, title_font = _font(font_size), _font(round(font_size * 1.15))
+    pad = font_size // 2
+    line = round(font_size * 1.3)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # Row labels get up to 1.25 cells of width (prompts wrap), less when they are short (checkpoint steps).
+    max_label = round(cell * 1.25) - 2 * pad
+    row_lines = [_wrap(scratch, label, font, max_label) for label in row_labels]
+    widest = max(scratch.textlength(text, font=font) for lines in row_lines for text in lines)
+    left = math.ceil(min(widest, max_label)) + 3 * pad
+    column_lines = [_wrap(scratch, label, font, cell - pad) for label in column_labels]
+    column_height = max(len(lines) for lines in column_lines) * line
+    title_top = pad
+    group_top = title_top + line + pad // 2
+    column_top = group_top + (line if column_groups else 0)
+    top = column_top + column_height + pad
+
+    width = max(left + grid.width, math.ceil(scratch.textlength(title, font=title_font)) + 2 * pad)
+    canvas = Image.new("RGB", (width, top + grid.height), _BACKGROUND)
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, title_top), title, font=title_font, fill=_INK)
+    if column_groups:
+        x = left
+        for label, span in column_groups:
+            draw.text((x + span * cell / 2, group_top + line / 2), label, font=font, fill=_INK, anchor="mm")
+            if x > left:  # a white rule between groups so the comparison reads as blocks
+                draw.rectangle([x - 2, top, x + 1, top + grid.height], fill=_BACKGROUND)
+            x += span * cell
+    for j, lines in enumerate(column_lines):
+        y0 = column_top + column_height - len(lines) * line  # bottom-aligned, just above the images
+        for k, text in enumerate(lines):
+            draw.text((left + j * cell + cell / 2, y0 + k * line + line / 2), text, font=font, fill=_MUTED, anchor="mm")
+    for i, lines in enumerate(row_lines):
+        y0 = top + i * cell + (cell - len(lines) * line) / 2
+        for k, text in enumerate(lines):
+            draw.text((pad, y0 + k * line), text, font=font, fill=_INK)
+    return _Grid(canvas, left, top, cell)
+
+
+def _save_png_atomic(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _format_guidance(value: float) -> str:
+    return f"{value:g}"
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every saved checkpoint, oldest first."""
+    folder = RunFolder(Path(run_dir)).checkpoints
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))]
+    return sorted(found)
+
+
+def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
+    """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights."""
+    if lora:
+        if not (checkpoint / LORA_WEIGHTS_FILENAME).is_file():
+            return False
+        pipe.unload_lora_weights()
+        pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
+        return True
+    if not (checkpoint / "unet").is_dir():
+        return False
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    pipe.unet = UNet2DConditionModel.from_pretrained(checkpoint / "unet", torch_dtype=dtype).to(device)
+    if (checkpoint / "text_encoder").is_dir():
+        pipe.text_encoder = CLIPTextModel.from_pretrained(checkpoint / "text_encoder", torch_dtype=dtype).to(device)
+    return True
+
+
+# -- the stage -------------------------------------------------------------------------------------------
+
+
+def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> SampleResult:
+    """Draw the run's sample grids into ``RUN/images`` and describe every cell in ``samples.json``."""
+    started = time.monotonic()
+    run = RunFolder(Path(run_dir))
+    config = load_run_config(run.root)
+    sampling = config.sampling
+    prompts, seeds, guidances = config.sample_prompts, sampling.seeds, sampling.guidance_scales
+    train_result = read_json(run.train_result) or {}
+    final_step = int(train_result.get("steps_done") or config.training.steps)
+    lora = is_lora_run(run.root)
+    checkpoints = list_checkpoints(run.root)
+
+    device = resolve_device("auto") if device is None else torch.device(device)
+    pipe = load_run_pipeline(run.root, device=device)
+    _use_scheduler(pipe, sampling.scheduler)
+
+    total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="sampling", unit="img")
+    sampler = _Sampler(pipe, config, bar)
+    scheduler_note = f"{sampling.scheduler.upper()}, {sampling.num_inference_steps} steps"
+    cells: list[dict[str, Any]] = []
+    grids: dict[str, Path] = {}
+
+    def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
+        _save_png_atomic(grid.image, run.images / name)
+        grids[kind] = run.images / name
+        for i, row in enumerate(rows):
+            for j, cell in enumerate(row):
+                cells.append({**cell, "grid": kind, "file": f"images/{name}", "row": i, "column": j,
+                              "box": grid.box(i, j)})
+
+    try:
+        # prompts x seeds at the first guidance scale
+        guidance = guidances[0]
+        rows = [sampler.images(p, seeds, guidance) for p in prompts]
+        grid = _labelled_grid(
+            rows, prompts, [f"seed {s}" for s in seeds],
+            f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+        )
+        save("samples", SAMPLES_GRID, grid,
+             [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
+
+        # the same seeds at every guidance scale, side by side
+        if len(guidances) > 1:
+            rows = [[img for g in guidances for img in sampler.images(p, seeds, g)] for p in prompts]
+            grid = _labelled_grid(
+                rows, prompts, [f"seed {s}" for _ in guidances for s in seeds],
+                f"guidance sweep · step {final_step} · {scheduler_note}",
+                column_groups=[(f"guidance {_format_guidance(g)}", len(seeds)) for g in guidances],
+            )
+            save("guidance_sweep", GUIDANCE_SWEEP, grid,
+                 [[{"prompt": p, "seed": s, "guidance": g, "step": final_step} for g in guidances for s in seeds]
+                    for p in prompts])
+
+        # checkpoint x prompt: how the subject appears over training (the final model is the last row)
+        if checkpoints:
+            seed = seeds[0]
+            final_row = [sampler.images(p, [seed], guidance)[0] for p in prompts]
+            steps, rows = [], []
+            for step, folder in checkpoints:
+                if step == final_step or not _load_checkpoint_into(pipe, folder, lora):
+                    continue
+                sampler.forget()
+                steps.append(step)
+                rows.append([sampler.images(p, [seed], guidance)[0] for p in prompts])
+            steps.append(final_step)
+            rows.append(final_row)
+            grid = _labelled_grid(
+                rows, [f"step {s}" + (" (final)" if s == final_step else "") for s in steps], prompts,
+                f"checkpoints · seed {seed} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+            )
+            save("checkpoints", CHECKPOINTS_GRID, grid,
+                 [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s} for p in prompts] for s in steps])
+    finally:
+        if bar is not None:
+            bar.close()
+
+    # A grid this sampling did not draw (fewer guidance scales now, checkpoints removed) is stale.
+    for kind, name in [("guidance_sweep", GUIDANCE_SWEEP), ("checkpoints", CHECKPOINTS_GRID)]:
+        if kind not in grids:
+            (run.images / name).unlink(missing_ok=True)
+
+    samples_json = run.images / SAMPLES_JSON
+    write_json_atomic(samples_json, {
+        "scheduler": sampling.scheduler,
+        "num_inference_steps": sampling.num_inference_steps,
+        "prompts": prompts,
+        "seeds": seeds,
+        "guidance_scales": guidances,
+        "step": final_step,
+        "grids": {kind: f"images/{path.name}" for kind, path in grids.items()},
+        "cells": cells,
+    })
+    return SampleResult(
+        run_dir=run.root, grids=grids, samples_json=samples_json, images_generated=sampler.generated,
+        seconds=time.monotonic() - started, cells=cells,
+    )
