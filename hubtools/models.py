@@ -198,6 +198,41 @@ def resolve_base_revision(model_cfg: ModelConfig, token: str | None = None) -> t
     return model_id, info.sha
 
 
+# SD 1.x's UNet is (320, 640, 1280, 1280) wide; anything this wide is far too slow to train on a CPU.
+_FULL_SIZE_UNET_WIDTH = 256
+
+
+def unet_width(model_cfg: ModelConfig, token: str | None = None) -> int | None:
+    """The widest UNet block of the base model, read from ``unet/config.json`` alone (no weights)."""
+    import json
+
+    local = Path(model_cfg.base_model).expanduser()
+    try:
+        if local.is_dir():
+            path = local / "unet" / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            model_id = _resolve_moved_id(model_cfg.base_model)
+            path = Path(hf_hub_download(model_id, "unet/config.json", revision=model_cfg.revision, token=token))
+        return max(json.loads(path.read_text(encoding="utf-8"))["block_out_channels"])
+    except (OSError, KeyError, ValueError):
+        return None  # the loader reports what is missing, with a better message
+
+
+def check_device_for_model(model_cfg: ModelConfig, device_preference: str, token: str | None = None) -> torch.device:
+    """The device to train on; a full-size model with no GPU is refused unless the CPU was asked for."""
+    device = resolve_device(device_preference)
+    if device.type == "cpu" and device_preference == "auto":
+        width = unet_width(model_cfg, token=token)
+        if width is not None and width >= _FULL_SIZE_UNET_WIDTH:
+            raise ConfigError(
+                f"no CUDA GPU found, and {model_cfg.base_model} is a full-size model that would take days on a CPU: "
+                "run on a machine with a GPU, pass --device cpu to insist, or try `hubtools demo`"
+            )
+    return device
+
+
 def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32, token: str | None = None) -> BaseModel:
     """Load the base pipeline (pinned to the commit it resolves to now) without the safety checker."""

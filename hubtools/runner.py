@@ -172,10 +172,12 @@ def check_push_access(repo_id: str, token: str | None) -> str:
 
 def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
               progress: bool = True):
+    from hubtools.models import check_device_for_model
     from hubtools.training import train_dreambooth
 
-    return train_dreambooth(load_run_config(run_dir), Path(run_dir), resume=resume, force=force,
-                            token=token, progress=progress)
+    config = load_run_config(run_dir)
+    check_device_for_model(config.model, config.training.device, token=token)
+    return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
 
 
 def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, progress: bool = True):
