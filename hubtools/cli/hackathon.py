@@ -1,7 +1,103 @@
-"""`hubtools hackathon ...` commands."""
+"""`hubtools hackathon ...` commands: themes, the submission check, the leaderboard, concept sets."""
 
 from __future__ import annotations
 
-import typer
+import json
 
-app = typer.Typer(help="hackathon commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="DreamBooth Hackathon: themes, submission check, leaderboard, concept sets.",
+                  no_args_is_help=True)
+
+console = Console()
+
+
+def _echo_json(data) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@app.command("themes")
+def themes(as_json: bool = typer.Option(False, "--json", help="Print the themes as JSON.")) -> None:
+    """The hackathon's themes and the tags an entry in each carries."""
+    from hubtools.hackathon import load_themes
+
+    all_themes = load_themes()
+    if as_json:
+        _echo_json([theme.to_dict() for theme in all_themes])
+        return
+    table = Table("theme", "", "description", "tags", title="DreamBooth Hackathon themes")
+    for theme in all_themes:
+        table.add_row(theme.name, theme.emoji, theme.description, ", ".join(theme.tags))
+    console.print(table)
+    console.print("enter with: hubtools train-and-push ... --hackathon THEME", highlight=False)
+
+
+@app.command("check")
+def check(
+    repo_id: str = typer.Argument(..., help="The entry's model repo, namespace/name."),
+    load: bool = typer.Option(False, "--load", help="Also load the pipeline with diffusers (downloads it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Check an entry against every hackathon rule; exit 0 only when all pass."""
+    from hubtools.hackathon import check_submission
+
+    results = check_submission(repo_id, load=load)
+    failed = [result for result in results if not result.passed]
+    if as_json:
+        _echo_json({"repo_id": repo_id, "passed": not failed, "rules": [r.to_dict() for r in results]})
+    else:
+        table = Table("rule", "result", "detail", "how to fix", title=f"hackathon check of {repo_id}")
+        for result in results:
+            table.add_row(result.rule, "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+                          result.detail, result.fix or "")
+        console.print(table)
+        if failed:
+            console.print(f"[red]{len(failed)} of {len(results)} rules fail[/]: fix them and run the check again")
+        else:
+            console.print(f"[green]all {len(results)} rules pass[/]: {repo_id} is a valid entry", highlight=False)
+    if failed:
+        raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
+
+
+@app.command("leaderboard")
+def leaderboard(
+    theme: str | None = typer.Option(None, "--theme", help="Only this theme."),
+    top: int | None = typer.Option(None, "--top", help="Only the N most liked entries per theme."),
+    as_json: bool = typer.Option(False, "--json", help="Print the leaderboard as JSON."),
+) -> None:
+    """Hackathon entries ranked by likes, grouped by theme."""
+    from hubtools.hackathon import leaderboard as build_leaderboard
+
+    boards = build_leaderboard(theme, top)
+    if as_json:
+        _echo_json([board.to_dict() for board in boards])
+        return
+    for board in boards:
+        table = Table("#", "model", "likes", "downloads", title=board.title, title_justify="left")
+        for entry in board.entries:
+            table.add_row(str(entry.rank), entry.repo_id, str(entry.likes), str(entry.downloads))
+        if not board.entries:
+            table.add_row("", "[dim]no entries yet[/]", "", "")
+        console.print(table)
+
+
+@app.command("datasets")
+def datasets(
+    search: str | None = typer.Option(None, "--search", help="Also datasets whose name contains this."),
+    as_json: bool = typer.Option(False, "--json", help="Print the datasets as JSON."),
+) -> None:
+    """Community concept sets to train on directly with --concept namespace/name."""
+    from hubtools.hackathon import community_datasets
+
+    found = community_datasets(search)
+    if as_json:
+        _echo_json([dataset.to_dict() for dataset in found])
+        return
+    table = Table("dataset", "likes", "downloads", "train on it with", title="community concept sets")
+    for dataset in found:
+        table.add_row(dataset.repo_id, str(dataset.likes), str(dataset.downloads), f"--concept {dataset.repo_id}")
+    if not found:
+        table.add_row("[dim]none found[/]", "", "", "")
+    console.print(table)
