@@ -9,6 +9,7 @@ Each stage is a plain function of the run folder (``hubtools.runfolder``), so ``
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -109,9 +110,25 @@ def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
 # -- stages -------------------------------------------------------------------------------------------
 
 
+_HUB_DATASET_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def concept_source(source: str) -> Path | str:
+    """A local folder (as a Path) or a Hub dataset reference (as a str); anything else is a user error."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConfigError(f"--concept {source} is a file: give the folder that holds the photos")
+    if _HUB_DATASET_REF.match(source) and not source.startswith((".", "/", "~")):
+        return source
+    raise ConfigError(f"concept folder not found: {source} (give a folder of photos, or a Hub dataset as namespace/name)")
+
+
 def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True):
     """Create the run folder: resolved config, prepared concept set, identifier report."""
     from hubtools.concepts import prepare_concept
+    from hubtools.models import resolve_base_revision
 
     folder = RunFolder(plan.run_dir)
     if folder.config.exists():
@@ -119,13 +136,11 @@ def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True)
             f"{plan.run_dir} already holds a run: continue it with `hubtools train {plan.run_dir} --resume`, "
             "or choose another --out"
         )
-    source = plan.config.concept.source
-    assert source is not None
-    if not Path(source).expanduser().exists() and "/" not in source:
-        raise ConfigError(f"concept folder not found: {source} (give a folder of photos or a Hub dataset namespace/name)")
+    source = concept_source(plan.config.concept.source or "")
+    resolve_base_revision(plan.config.model, token=token)  # a wrong base model fails now, not after the photos
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     concept = prepare_concept(
-        Path(source).expanduser() if Path(source).expanduser().exists() else source,
+        source,
         folder.concept,
         resolution=plan.config.training.resolution,
         caption=plan.instance_prompt,

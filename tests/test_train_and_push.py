@@ -1,0 +1,206 @@
+"""`hubtools train-and-push` end to end on the tiny model and the local hub, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hubtools.cli.app import main
+from hubtools.resources import DEMO_CONCEPT_DIR
+
+TINY_FLAGS = [
+    "--resolution", "64", "--steps", "6", "--lr", "5e-4", "--device", "cpu",
+    "--num-class-images", "2", "--checkpoint-every", "3", "--quiet",
+]
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _small_sampling_config(tmp_path: Path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(
+        "[prior]\ngeneration_steps = 2\n\n"
+        "[sampling]\nnum_inference_steps = 2\nseeds = [0, 1]\n"
+        'prompts = ["a photo of {identifier} {class_noun}", "a photo of {identifier} {class_noun} on the beach"]\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo, hf_token):
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import HfApi, ModelCard
+
+    run_dir = tmp_path / "run"
+    repo_id = f"{local_hub.user}/olis-dog-e2e"
+    code, out, err = _run(
+        ["train-and-push", "--config", str(_small_sampling_config(tmp_path)), "--base-model", tiny_model_repo,
+         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis", "--class-noun", "dog",
+         "--repo", repo_id, "--out", str(run_dir), *TINY_FLAGS],
+        capsys,
+    )
+    assert code == 0, err
+    last_line = out.strip().splitlines()[-1]
+    assert last_line == f"{local_hub.url}/{repo_id}"
+
+    # The run folder alone reproduces the run.
+    saved = (run_dir / "hubtools.toml").read_text(encoding="utf-8")
+    assert 'identifier = "olis"' in saved and "steps = 6" in saved and "learning_rate = 0.0005" in saved
+    assert json.loads((run_dir / "identifier.json").read_text())["single_token"] is True
+
+    files = set(HfApi().list_repo_files(repo_id))
+    assert {"README.md", "model_index.json", "unet/diffusion_pytorch_model.safetensors", "hubtools.toml"} <= files
+    assert not any(f.startswith(("checkpoints/", "concept/images/")) for f in files)
+
+    card = ModelCard.load(repo_id)
+    assert card.data.base_model == tiny_model_repo
+    assert card.data.instance_prompt == "a photo of olis dog"
+    assert "dreambooth" in card.data.tags
+
+    pipe = DiffusionPipeline.from_pretrained(repo_id)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a photo of olis dog", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                 output_type="np").images[0]
+    assert image.shape == (64, 64, 3)
+
+    # A retried push of the same run changes nothing on the Hub.
+    commits_before = len(HfApi().list_repo_commits(repo_id))
+    code, out, err = _run(["push", str(run_dir), repo_id], capsys)
+    assert code == 0, err
+    assert len(HfApi().list_repo_commits(repo_id)) == commits_before
+    assert hf_token not in (run_dir / "hubtools.toml").read_text() + card.content
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = _run(
+        ["train-and-push", "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "pkblz", "--class-noun", "ball",
+         "--repo", "me/pokeball", "--out", str(run_dir), "--dry-run"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "a photo of pkblz ball" in out
+    assert "800 steps" in out and "lr 2e-06" in out
+    assert "3 tokens" in err or "3 token" in out
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--concept", "no/such/folder"], "concept folder not found: no/such/folder"),
+        (["--steps", "0"], "training.steps: Input should be greater than or equal to 1"),
+        (["--resolution", "100"], "training.resolution: must be a multiple of 8"),
+        (["--repo", "not-a-repo-id"], "publish.repo_id: must look like namespace/name"),
+        (["--config", "missing.toml"], "config file not found: missing.toml"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, expected):
+    base = ["--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis", "--class-noun", "dog",
+            "--repo", "me/x", "--out", str(tmp_path / "run")]
+    code, out, err = _run(["train-and-push", *base, *args], capsys)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_flags_are_named(capsys):
+    code, _, err = _run(["train-and-push", "--repo", "me/x"], capsys)
+    assert code == 2
+    assert "missing --concept, --identifier, --class-noun" in err
+
+
+def test_no_token_for_the_hub(tmp_path, capsys, local_hub, tiny_model_repo, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    code, _, err = _run(
+        ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
+         "--identifier", "olis", "--class-noun", "dog", "--repo", "tester/x", "--out", str(tmp_path / "run"),
+         *TINY_FLAGS],
+        capsys,
+    )
+    assert code == 2
+    assert "no Hugging Face token" in err and "hf auth login" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_token_for_another_namespace(tmp_path, capsys, local_hub, tiny_model_repo, hf_token):
+    code, _, err = _run(
+        ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
+         "--identifier", "olis", "--class-noun", "dog", "--repo", "other/x", "--out", str(tmp_path / "run"),
+         *TINY_FLAGS],
+        capsys,
+    )
+    assert code == 2
+    assert "cannot push to other/x" in err and "--repo tester/x" in err
+    assert hf_token not in err
+
+
+def test_base_model_not_found(tmp_path, capsys, local_hub, hf_token):
+    code, _, err = _run(
+        ["train", "--base-model", "nobody/no-such-model", "--concept", str(DEMO_CONCEPT_DIR),
+         "--identifier", "olis", "--class-noun", "dog", "--out", str(tmp_path / "run"), *TINY_FLAGS],
+        capsys,
+    )
+    assert code == 2
+    assert "base model nobody/no-such-model not found" in err
+    assert "Traceback" not in err
+
+
+def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_token):
+    """Only the UNet config is read, so a repo holding SD 1.5's config (and no weights) is enough."""
+    from huggingface_hub import HfApi
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    repo_id = f"{local_hub.user}/full-size-config-only"
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    unet_config = {"_class_name": "UNet2DConditionModel", "block_out_channels": [320, 640, 1280, 1280]}
+    api.upload_file(path_or_fileobj=json.dumps(unet_config).encode(), path_in_repo="unet/config.json", repo_id=repo_id)
+    code, _, err = _run(
+        ["train", "--base-model", repo_id, "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis",
+         "--class-noun", "dog", "--out", str(tmp_path / "run"), "--resolution", "64", "--quiet"],
+        capsys,
+    )
+    assert code == 2
+    assert "no CUDA GPU found" in err and "--device cpu" in err and "hubtools demo" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "--debug", "train-and-push", "--concept", "no/such/folder",
+         "--identifier", "olis", "--class-noun", "dog", "--repo", "me/x", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_end_to_end(tmp_path):
+    """The README's first command: no arguments, no network, and the pushed model reloads from the hub."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "demo", "--out", str(tmp_path / "demo"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("http://127.0.0.1:") and last_line.endswith("/demo/olis-dog")
+    from PIL import Image
+
+    reloaded = Image.open(tmp_path / "demo" / "from_hub.png")
+    assert reloaded.size == (256, 256)
+    assert (tmp_path / "demo" / "run" / "README.md").is_file()
