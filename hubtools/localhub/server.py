@@ -1,0 +1,142 @@
+"""Running the local hub: in a background thread (tests, the demo) or in the foreground (the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from hubtools.errors import HubError
+from hubtools.localhub.app import HubSettings, create_app
+from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.naming import check_repo_type
+from hubtools.localhub.storage import Storage, sweep_stale_temp_files
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LocalHub:
+    """A running local hub. ``url`` is what HF_ENDPOINT should be set to."""
+
+    url: str
+    data_dir: Path
+    storage: Storage = field(repr=False)
+
+    def set_likes(self, repo_id: str, likes: int, repo_type: str = "model") -> None:
+        set_likes(self.data_dir, repo_id, likes, repo_type=repo_type, storage=self.storage)
+
+    def set_downloads(self, repo_id: str, n: int, repo_type: str = "model") -> None:
+        set_downloads(self.data_dir, repo_id, n, repo_type=repo_type, storage=self.storage)
+
+
+def _counter(data_dir: Path, repo_id: str, column: str, value: int, repo_type: str, storage: Storage | None) -> None:
+    from hubtools.localhub.errors import HubHTTPError
+
+    if value < 0:
+        raise HubError(f"{column} must be 0 or more, got {value}.")
+    storage = storage or open_storage(data_dir, create=False)
+    try:
+        storage.set_counter(check_repo_type(repo_type), repo_id, column, value)
+    except HubHTTPError as error:
+        raise HubError(f"{error.message} Check the repo id and --repo-type.") from None
+
+
+def set_likes(data_dir: Path, repo_id: str, likes: int, *, repo_type: str = "model",
+              storage: Storage | None = None) -> None:
+    """Admin: set a repo's like count (the client can no longer like repos)."""
+    _counter(data_dir, repo_id, "likes", likes, repo_type, storage)
+
+
+def set_downloads(data_dir: Path, repo_id: str, n: int, *, repo_type: str = "model",
+                  storage: Storage | None = None) -> None:
+    """Admin: set a repo's download count."""
+    _counter(data_dir, repo_id, "downloads", n, repo_type, storage)
+
+
+def open_storage(data_dir: Path, *, create: bool = True) -> Storage:
+    data_dir = Path(data_dir)
+    if not create and not (data_dir / "hub.sqlite").is_file():
+        raise HubError(f"{data_dir} is not a local hub data folder (no hub.sqlite): check --data.")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise HubError(f"{data_dir} exists and is not a folder: pick another --data.")
+    try:
+        return Storage(data_dir)
+    except OSError as error:
+        raise HubError(f"Cannot use {data_dir} as the hub's data folder: {error.strerror}.") from None
+
+
+def _build_server(data_dir: Path, host: str, port: int, tokens: dict[str, str] | None, *,
+                  access_log: bool, settings: HubSettings | None = None) -> tuple[uvicorn.Server, Storage]:
+    storage = open_storage(data_dir)
+    sweep_stale_temp_files(storage)
+    app = create_app(storage, TokenBook(tokens), settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        lifespan="off",
+        h11_max_incomplete_event_size=64 * 1024,  # oversized request headers get a 4xx from uvicorn
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config), storage
+
+
+def _bound_url(server: uvicorn.Server, host: str) -> str:
+    port = server.servers[0].sockets[0].getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"http://{shown_host}:{port}"
+
+
+@contextmanager
+def serve_in_background(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tokens: dict[str, str] | None = None,
+    settings: HubSettings | None = None,
+) -> Iterator[LocalHub]:
+    """Start the local hub in a daemon thread and yield it once it accepts connections; stop it on exit."""
+    server, storage = _build_server(Path(data_dir), host, port, tokens, access_log=False, settings=settings)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+    thread = threading.Thread(target=server.run, name="hubtools-localhub", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise HubError(f"The local hub did not start on {host}:{port} (is the port in use?).")
+        time.sleep(0.02)
+    try:
+        yield LocalHub(url=_bound_url(server, host), data_dir=Path(data_dir).resolve(), storage=storage)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def serve_forever(data_dir: Path, *, host: str, port: int, tokens: dict[str, str] | None,
+                  on_started) -> None:
+    """Run the local hub in this thread until Ctrl-C. ``on_started(url)`` is called once it listens."""
+    server, _ = _build_server(Path(data_dir), host, port, tokens, access_log=True)
+
+    original_startup = server.startup
+
+    async def startup(sockets=None) -> None:
+        await original_startup(sockets=sockets)
+        if server.started:
+            on_started(_bound_url(server, host))
+
+    server.startup = startup  # type: ignore[method-assign]
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    server.run()
+    if not server.started:
+        raise HubError(f"The local hub could not listen on {host}:{port} (is the port in use?).")
