@@ -8,6 +8,7 @@ guidance and training step as text, so a grid read on its own says what it shows
     RUN/images/samples_grid.png        prompts x seeds at the first guidance scale
     RUN/images/guidance_sweep.png      prompts x (guidance x seeds), same seeds in each group
     RUN/images/checkpoints_grid.png    checkpoint step x prompt (first seed, first guidance)
+    RUN/images/widget.png              the instance prompt, first seed and guidance (the card's widget)
     RUN/images/samples.json            every cell (prompt, seed, guidance, step, file, row, column)
 """
 
@@ -33,6 +34,7 @@ SAMPLES_GRID = "samples_grid.png"
 GUIDANCE_SWEEP = "guidance_sweep.png"
 CHECKPOINTS_GRID = "checkpoints_grid.png"
 SAMPLES_JSON = "samples.json"
+WIDGET_IMAGE = "widget.png"
 MIN_CELL_PX = 192
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -46,29 +48,34 @@ class SampleResult:
     """What ``render_samples`` wrote: grid files by kind, the samples.json, and how many images it drew."""
 
     run_dir: Path
-    grids: dict[str, Path]  # "samples", "guidance_sweep", "checkpoints" -> file
+    grid_files: dict[str, Path]  # "samples", "guidance_sweep", "checkpoints" -> file
     samples_json: Path
+    widget_image: Path  # the instance prompt at the first seed and guidance: the card's widget example
     images_generated: int
     seconds: float
     cells: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def grids(self) -> list[Path]:
+        return list(self.grid_files.values())
+
+    @property
     def samples_grid(self) -> Path:
-        return self.grids["samples"]
+        return self.grid_files["samples"]
 
     @property
     def guidance_sweep(self) -> Path | None:
-        return self.grids.get("guidance_sweep")
+        return self.grid_files.get("guidance_sweep")
 
     @property
     def checkpoints_grid(self) -> Path | None:
-        return self.grids.get("checkpoints")
+        return self.grid_files.get("checkpoints")
 
 
 def describe_samples(result: SampleResult) -> str:
     """A few lines for the CLI to print."""
     lines = [f"{result.images_generated} images in {result.seconds:.1f} s"]
-    lines += [f"{kind:>15}: {path}" for kind, path in result.grids.items()]
+    lines += [f"{kind:>15}: {path}" for kind, path in result.grid_files.items()]
     lines.append(f"{'cells':>15}: {result.samples_json}")
     return "\n".join(lines)
 
@@ -308,6 +315,8 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         )
         save("samples", SAMPLES_GRID, grid,
              [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
+        widget = rows[0][0]
+        _save_png_atomic(widget.resize((_cell_size(widget),) * 2, Image.Resampling.NEAREST), run.images / WIDGET_IMAGE)
 
         # the same seeds at every guidance scale, side by side
         if len(guidances) > 1:
@@ -358,9 +367,11 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         "guidance_scales": guidances,
         "step": final_step,
         "grids": {kind: f"images/{path.name}" for kind, path in grids.items()},
+        "widget": {"prompt": prompts[0], "seed": seeds[0], "guidance": guidances[0], "file": f"images/{WIDGET_IMAGE}"},
         "cells": cells,
     })
     return SampleResult(
-        run_dir=run.root, grids=grids, samples_json=samples_json, images_generated=sampler.generated,
+        run_dir=run.root, grid_files=grids, samples_json=samples_json, widget_image=run.images / WIDGET_IMAGE,
+        images_generated=sampler.generated,
         seconds=time.monotonic() - started, cells=cells,
     )

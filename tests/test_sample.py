@@ -38,7 +38,7 @@ def test_writes_every_grid_and_describes_every_cell(full_run):
     assert samples["grids"] == {"samples": "images/samples_grid.png", "guidance_sweep": "images/guidance_sweep.png",
                                 "checkpoints": "images/checkpoints_grid.png"}
     for kind, file in samples["grids"].items():
-        assert (run / file).is_file() and result.grids[kind] == run / file
+        assert (run / file).is_file() and result.grid_files[kind] == run / file
     prompts = load_run_config(run).sample_prompts
     assert prompts[0] == "a photo of pkblz dog" and samples["prompts"] == prompts
     # 4 prompts x 3 seeds; x 2 guidance scales; 2 checkpoint rows (step 2, final step 4) x 4 prompts
@@ -77,6 +77,8 @@ def test_seeds_differ_and_sweep_reuses_the_same_seeds(full_run):
     grid = {(c["prompt"], c["seed"]): c for c in _cells(samples, "samples")}
     prompt = samples["prompts"][0]
     assert np.abs(_cell(run, grid[(prompt, 0)]) - _cell(run, grid[(prompt, 1)])).mean() > 5
+    widget = np.asarray(Image.open(run / samples["widget"]["file"]).convert("RGB")).astype(int)
+    assert np.array_equal(widget, _cell(run, grid[(prompt, 0)], inset=0))
     for cell in _cells(samples, "guidance_sweep"):
         if cell["guidance"] == 7.0:  # the first guidance group shows exactly the sample grid's images
             assert np.array_equal(_cell(run, cell), _cell(run, grid[(cell["prompt"], cell["seed"])]))
@@ -95,9 +97,11 @@ def test_checkpoint_rows_show_the_checkpoint_weights(full_run):
 
 def test_same_run_gives_byte_identical_pngs(full_run):
     run, result = full_run
-    before = {kind: path.read_bytes() for kind, path in result.grids.items()}
+    widget = result.widget_image.read_bytes()
+    before = {kind: path.read_bytes() for kind, path in result.grid_files.items()}
     again = render_samples(run, progress=False)
-    assert {kind: path.read_bytes() for kind, path in again.grids.items()} == before
+    assert {kind: path.read_bytes() for kind, path in again.grid_files.items()} == before
+    assert again.widget_image.read_bytes() == widget
 
 
 def test_lora_run_samples_base_plus_lora_and_its_checkpoints(tmp_path):
@@ -127,7 +131,7 @@ def test_stale_grids_are_removed_when_the_config_no_longer_draws_them(full_run, 
     save_config(config, run / RUN_CONFIG_FILENAME)
     shutil.rmtree(run / "checkpoints")
     result = render_samples(run, progress=False)
-    assert set(result.grids) == {"samples"}
+    assert set(result.grid_files) == {"samples"} and result.grids == [result.samples_grid]
     assert not (run / "images" / "guidance_sweep.png").exists()
     assert not (run / "images" / "checkpoints_grid.png").exists()
     samples = json.loads(result.samples_json.read_text())
