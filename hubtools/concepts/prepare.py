@@ -1,0 +1,291 @@
+"""The prepare stage: any reasonable set of photos in, a clean training folder and a verdict per file out.
+
+Deterministic: the same input gives byte-identical images, metadata.jsonl and contact sheet (the
+manifest differs only in ``created_at``, which honours ``SOURCE_DATE_EPOCH``). The source is only read.
+The output folder is built beside its destination and swapped in whole, so a failed run never leaves
+half a folder behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image
+
+from hubtools.concepts.contact_sheet import render_contact_sheet
+from hubtools.concepts.dedupe import PerceptualHash, perceptual_hash
+from hubtools.concepts.files import CROP_MODES, RejectedImage, fit_to_square, read_image, sha256_of
+from hubtools.concepts.manifest import (
+    CONTACT_SHEET_FILENAME,
+    IMAGES_DIRNAME,
+    MANIFEST_FILENAME,
+    METADATA_FILENAME,
+    ManifestEntry,
+    PreparedConcept,
+    count_statuses,
+    write_manifest,
+    write_metadata,
+)
+from hubtools.concepts.sources import ResolvedSource, SourceItem, resolve_source
+from hubtools.errors import ConfigError, InputError
+
+
+class ConceptNotUsableError(InputError):
+    """Too few images were accepted (or one was rejected under ``strict``). The folder was still written:
+    ``concept`` is there so the CLI can show the table of what happened to each file."""
+
+    def __init__(self, message: str, concept: PreparedConcept) -> None:
+        super().__init__(message)
+        self.concept = concept
+
+
+@dataclass
+class _Kept:
+    entry_index: int
+    hash: PerceptualHash
+    pixels: int
+    staged: Path
+
+
+def prepare_concept(
+    source: str | Path,
+    out_dir: Path | str,
+    *,
+    resolution: int = 512,
+    caption: str | None = None,
+    min_images: int = 1,
+    strict: bool = False,
+    allow_upscale: bool = False,
+    image_column: str | None = None,
+    crop: str = "center",
+    token: str | None = None,
+    progress: bool = True,
+) -> PreparedConcept:
+    """Prepare a concept folder from a local folder or a Hub dataset ``namespace/name[@revision]``.
+
+    Raises ``ConceptNotUsableError`` (an ``InputError``) after writing the folder when fewer than
+    ``min_images`` were accepted, or under ``strict`` when anything was rejected.
+    """
+    if resolution < 8:
+        raise ConfigError(f"resolution must be at least 8 px, got {resolution}")
+    if crop not in CROP_MODES:
+        raise ConfigError(f"unknown crop {crop!r}; use one of {', '.join(CROP_MODES)}")
+    if min_images < 1:
+        raise ConfigError(f"min_images must be at least 1, got {min_images}")
+    out_dir = Path(out_dir).expanduser().resolve()
+    local_src = Path(source).expanduser()
+    if local_src.exists():
+        _check_out_dir_against_source(out_dir, local_src.resolve())
+    _check_out_dir_replaceable(out_dir)
+
+    resolved = resolve_source(source, image_column=image_column, token=token)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.preparing-", dir=out_dir.parent))
+    try:
+        concept = _prepare_into(
+            resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
+            crop=crop, progress=progress,
+        )
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    concept = _relocate(concept, staging, out_dir)
+
+    accepted = concept.counts["accepted"]
+    if accepted < min_images:
+        raise ConceptNotUsableError(
+            f"only {accepted} usable image{'s' if accepted != 1 else ''} in {source} (need {min_images}); "
+            f"see {concept.contact_sheet_path} and {concept.manifest_path} for why each file was left out",
+            concept,
+        )
+    if strict and concept.counts["rejected"]:
+        raise ConceptNotUsableError(
+            f"{concept.counts['rejected']} file(s) rejected and --strict is set; fix or remove them "
+            f"(reasons in {concept.manifest_path})",
+            concept,
+        )
+    return concept
+
+
+def _check_out_dir_against_source(out_dir: Path, src: Path) -> None:
+    if out_dir == src or src in out_dir.parents or out_dir in src.parents:
+        raise InputError(f"--out {out_dir} overlaps the source folder {src}; choose an output folder outside it")
+
+
+def _check_out_dir_replaceable(out_dir: Path) -> None:
+    # Only an empty folder or an earlier prepared concept may be replaced: never a user's photo folder.
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; choose a folder path")
+    if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILENAME).is_file():
+        raise InputError(f"--out {out_dir} exists and is not a prepared concept folder; choose a new or empty folder")
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, old / "previous")
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _relocate(concept: PreparedConcept, staging: Path, out_dir: Path) -> PreparedConcept:
+    def moved(path: Path) -> Path:
+        return out_dir / path.relative_to(staging)
+
+    concept.dir = out_dir
+    concept.images = [moved(path) for path in concept.images]
+    concept.manifest_path = moved(concept.manifest_path)
+    concept.metadata_path = moved(concept.metadata_path)
+    concept.contact_sheet_path = moved(concept.contact_sheet_path)
+    return concept
+
+
+def _created_at() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch and epoch.isdigit() else datetime.now(timezone.utc)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _prepare_into(
+    resolved: ResolvedSource,
+    staging: Path,
+    *,
+    resolution: int,
+    caption: str | None,
+    allow_upscale: bool,
+    crop: str,
+    progress: bool,
+) -> PreparedConcept:
+    images_dir = staging / IMAGES_DIRNAME
+    images_dir.mkdir()
+    entries: list[ManifestEntry] = []
+    kept: list[_Kept] = []
+    by_sha: dict[str, int] = {}  # input sha256 -> entry index of the first copy
+    thumbnails: dict[int, Image.Image] = {}  # decoded but unused inputs, for the contact sheet
+
+    for item in _with_progress(resolved, progress):
+        index = len(entries)
+        entry = ManifestEntry(status="ignored", reason="", path=item.path, row=item.row)
+        entries.append(entry)
+        if item.ignored_reason is not None:
+            entry.reason = item.ignored_reason
+            continue
+        if item.rejected_reason is not None or item.data is None:
+            entry.status, entry.reason = "rejected", item.rejected_reason or "no image data"
+            continue
+        entry.sha256 = sha256_of(item.data)
+        if entry.sha256 in by_sha:
+            first = entries[by_sha[entry.sha256]]
+            entry.status, entry.duplicate_of = "duplicate", first.label
+            entry.reason = f"identical file to {first.label}"
+            continue
+        by_sha[entry.sha256] = index
+        try:
+            read = read_image(item.data, name=item.path or "", min_side=resolution)
+        except RejectedImage as error:
+            entry.status, entry.reason = "rejected", str(error)
+            continue
+        notes = read.notes
+        width, height = read.original_size
+        entry.original_size = [width, height]
+        if min(width, height) < resolution:
+            if not allow_upscale:
+                entry.status = "rejected"
+                entry.reason = (
+                    f"too small: {width}x{height}, the shorter side must be at least {resolution} px "
+                    "(or pass --allow-upscale)"
+                )
+                thumbnails[index] = _thumbnail(read.image)
+                continue
+            notes.append(f"warning: upscaled from {width}x{height}, may look soft")
+        image_hash = perceptual_hash(read.image)
+        twin = next((k for k in kept if k.hash.is_near(image_hash)), None)
+        processed = fit_to_square(read.image, resolution, crop)
+        if twin is not None and width * height <= twin.pixels:
+            kept_entry = entries[twin.entry_index]
+            entry.status, entry.duplicate_of = "duplicate", kept_entry.label
+            entry.reason = f"near duplicate of {kept_entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
+            thumbnails[index] = _thumbnail(processed)
+            continue
+        staged = images_dir / f"staged-{index:06d}.png"
+        processed.save(staged, format="PNG")
+        entry.status = "accepted"
+        entry.reason = "; ".join(notes) if notes else "ok"
+        entry.caption = item.caption if item.caption is not None else (caption or "")
+        if twin is not None:
+            # The new copy is larger: keep it, and demote the earlier, smaller one.
+            old = entries[twin.entry_index]
+            old.status, old.duplicate_of, old.caption = "duplicate", entry.label, None
+            old.reason = f"near duplicate of the larger {entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
+            with Image.open(twin.staged) as previous:
+                thumbnails[twin.entry_index] = _thumbnail(previous.convert("RGB"))
+            twin.staged.unlink()
+            kept.remove(twin)
+        kept.append(_Kept(index, image_hash, width * height, staged))
+
+    # Final names follow input order, so they do not depend on which twin was seen first.
+    kept.sort(key=lambda k: k.entry_index)
+    images: list[Path] = []
+    captions: list[str] = []
+    for number, item in enumerate(kept):
+        final = images_dir / f"{number:04d}.png"
+        os.replace(item.staged, final)
+        entry = entries[item.entry_index]
+        entry.output = f"{IMAGES_DIRNAME}/{final.name}"
+        images.append(final)
+        captions.append(entry.caption or "")
+
+    concept = PreparedConcept(
+        dir=staging,
+        images=images,
+        captions=captions,
+        manifest_path=staging / MANIFEST_FILENAME,
+        contact_sheet_path=staging / CONTACT_SHEET_FILENAME,
+        metadata_path=staging / METADATA_FILENAME,
+        source=resolved.source,
+        source_revision=resolved.source_revision,
+        resolution=resolution,
+        counts=count_statuses(entries),
+        entries=entries,
+        crop=crop,
+        image_column=resolved.image_column,
+        created_at=_created_at(),
+    )
+    write_metadata(concept)
+    render_contact_sheet(concept, concept.contact_sheet_path, thumbnails)
+    write_manifest(concept)
+    return concept
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    thumb = image.convert("RGB")
+    thumb.thumbnail((160, 160), Image.Resampling.LANCZOS)
+    return thumb
+
+
+def _with_progress(resolved: ResolvedSource, enabled: bool):
+    items = resolved.items
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("preparing images", total=resolved.total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+__all__ = ["ConceptNotUsableError", "SourceItem", "prepare_concept"]

@@ -1,0 +1,130 @@
+"""Where concept images come from: a local folder, or a Hub dataset ``namespace/name[@revision]``.
+
+Both yield the same ``SourceItem``s (bytes plus an optional caption), so preparation does not care.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubtools.concepts.files import CAPTION_FILES, FoundFile, walk_source
+from hubtools.errors import InputError
+
+# A file bigger than this is not a photo anyone meant to train on; don't even read it.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
+
+
+@dataclass
+class SourceItem:
+    path: str | None  # relative path (folder) or original file name (dataset row), for people
+    row: int | None = None
+    data: bytes | None = None
+    caption: str | None = None
+    ignored_reason: str | None = None  # not a photo: report and skip
+    rejected_reason: str | None = None  # meant as a photo but could not even be read
+
+
+@dataclass
+class ResolvedSource:
+    """What ``prepare`` reads: a description for the manifest and the items themselves."""
+
+    source: str  # absolute folder path, or the Hub repo id
+    source_revision: str | None  # commit sha for the Hub
+    items: list[SourceItem] | Iterator[SourceItem]
+    total: int | None
+    image_column: str | None = None
+
+
+def parse_hub_id(text: str) -> tuple[str, str | None] | None:
+    """``ns/name@rev`` -> ("ns/name", "rev"); None when ``text`` does not look like a Hub id."""
+    match = _HUB_ID.match(text.strip())
+    if not match or ".." in text:
+        return None
+    return match["repo"], match["revision"]
+
+
+def resolve_source(
+    source: str | Path, *, image_column: str | None = None, token: str | None = None
+) -> ResolvedSource:
+    """An existing local path wins; otherwise ``ns/name[@rev]`` is a Hub dataset."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path} is a file; pass the folder that holds the photos")
+        return local_folder_source(path.resolve())
+    hub_id = parse_hub_id(str(source))
+    if hub_id is None:
+        raise InputError(f"{source} is neither an existing folder nor a Hub dataset id like namespace/name[@revision]")
+    from hubtools.concepts.hub import hub_dataset_source  # datasets is slow to import; only when needed
+
+    repo_id, revision = hub_id
+    return hub_dataset_source(repo_id, revision=revision, image_column=image_column, token=token)
+
+
+def local_folder_source(root: Path) -> ResolvedSource:
+    found = walk_source(root)
+    captions = _read_caption_files(root, found)
+    items: list[SourceItem] = []
+    for file in found:
+        item = SourceItem(path=file.rel_path, ignored_reason=file.ignored_reason, caption=captions.get(file.rel_path))
+        if item.ignored_reason is None:
+            try:
+                size = file.path.stat().st_size
+                if size > MAX_FILE_BYTES:
+                    item.rejected_reason = f"file too large ({size / 2**20:.0f} MiB); photos are far smaller"
+                else:
+                    item.data = file.path.read_bytes()
+            except OSError as error:
+                item.rejected_reason = f"unreadable file ({error.strerror or error})"
+        items.append(item)
+    return ResolvedSource(source=str(root), source_revision=None, items=items, total=len(items))
+
+
+def _read_caption_files(root: Path, found: list[FoundFile]) -> dict[str, str]:
+    """``metadata.jsonl``/``metadata.csv`` ``text`` columns, keyed by image path relative to ``root``."""
+    captions: dict[str, str] = {}
+    for file in found:
+        name = Path(file.rel_path).name
+        if name.lower() not in CAPTION_FILES:
+            continue
+        base = Path(file.rel_path).parent
+        for file_name, text in _caption_rows(file.path, file.rel_path):
+            captions[(base / file_name).as_posix()] = text
+    return captions
+
+
+def _caption_rows(path: Path, label: str) -> list[tuple[str, str]]:
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read captions file {label} ({error}); fix or remove it") from None
+    rows: list[tuple[str, str]] = []
+    if path.suffix.lower() == ".jsonl":
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise InputError(f"{label} line {number} is not valid JSON; fix or remove it") from None
+            if not isinstance(record, dict) or "file_name" not in record:
+                raise InputError(f"{label} line {number} has no \"file_name\"; fix or remove it")
+            if isinstance(record.get("text"), str):
+                rows.append((str(record["file_name"]), record["text"]))
+        return rows
+    reader = csv.DictReader(content.splitlines())
+    if not reader.fieldnames or "file_name" not in reader.fieldnames:
+        raise InputError(f"{label} has no file_name column; fix or remove it")
+    if "text" not in reader.fieldnames:
+        return rows  # metadata without captions: nothing to use
+    for record in reader:
+        if record.get("file_name") and record.get("text") is not None:
+            rows.append((record["file_name"], record["text"]))
+    return rows
