@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -23,6 +24,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 _DEBUG_ENV = "HUBTOOLS_DEBUG"
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for what hubtools says: the libraries' import-time chatter is not for users."""
+    if os.environ.get(_DEBUG_ENV) or "--debug" in sys.argv:
+        return
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "DATASETS_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bitsandbytes warns through plain logging, at import, about optional CPU kernels.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+_quiet_libraries()
 
 
 def debug_enabled() -> bool:
