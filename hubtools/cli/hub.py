@@ -1,7 +1,124 @@
-"""`hubtools hub ...` commands."""
+"""`hubtools hub ...`: run the local hub, and its admin commands (likes and downloads)."""
 
 from __future__ import annotations
 
-import typer
+import secrets
+import time
+from pathlib import Path
 
-app = typer.Typer(help="hub commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+
+from hubtools.errors import ConfigError
+
+app = typer.Typer(help="The local Hub-compatible server: serve it, set likes and downloads.", no_args_is_help=True)
+
+err_console = Console(stderr=True)
+
+INTERNAL_PUBLISHER = "hubtools"
+
+
+def parse_tokens(values: list[str]) -> dict[str, str]:
+    """``["alice=secret", ...]`` -> ``{"alice": "secret"}``; the token never appears in an error."""
+    from hubtools.localhub.naming import check_name_part
+
+    tokens: dict[str, str] = {}
+    for value in values:
+        user, sep, token = value.partition("=")
+        user = user.strip()
+        if not sep or not user or not token:
+            raise ConfigError("--token must look like USER=TOKEN, with a non-empty user and token.")
+        try:
+            check_name_part(user, "user name")
+        except Exception:
+            raise ConfigError(f"--token: {user!r} is not a valid user name (letters, digits, '-', '_', '.').") from None
+        if user == INTERNAL_PUBLISHER:
+            raise ConfigError(f"--token: the user {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model.")
+        if user in tokens:
+            raise ConfigError(f"--token: the user {user!r} is given twice; give each user one token.")
+        tokens[user] = token
+    if len(set(tokens.values())) != len(tokens):
+        raise ConfigError("--token: two users have the same token; give each user its own.")
+    return tokens
+
+
+@app.command("serve")
+def serve(
+    data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
+    token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
+    with_tiny_model: bool = typer.Option(
+        False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
+    ),
+) -> None:
+    """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
+    from hubtools.localhub import serve_in_background
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
+    tokens = parse_tokens(token)
+    publisher_token = secrets.token_urlsafe(24) if with_tiny_model else None
+    if publisher_token is not None:
+        tokens[INTERNAL_PUBLISHER] = publisher_token
+    if not tokens:
+        err_console.print("[yellow]no --token given: the hub is read-only.[/]", highlight=False)
+    with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
+        if publisher_token is not None:
+            from hubtools.models import publish_tiny_model
+
+            err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
+            repo_id = publish_tiny_model(hub.url, publisher_token)
+            err_console.print(f"published {repo_id}", highlight=False)
+        # The URL goes first (and is flushed) so a script can read one line and start using the hub.
+        print(hub.url, flush=True)
+        print(f"export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)
+        err_console.print(f"serving {hub.data_dir} on {hub.url}; Ctrl-C stops it", highlight=False)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err_console.print("stopped", highlight=False)
+
+
+def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:
+    from hubtools.localhub import set_downloads, set_likes
+
+    setter = set_likes if kind == "likes" else set_downloads
+    setter(data, repo_id, value, repo_type=repo_type)
+    print(f"{repo_id} ({repo_type}): {kind} = {value}")
+
+
+@app.command("set-likes")
+def set_likes_command(
+    repo_id: str = typer.Argument(..., help="namespace/name of the repo."),
+    likes: int = typer.Argument(..., help="The like count to set."),
+    data: Path = typer.Option(..., "--data", help="The hub's data folder."),
+    repo_type: str = typer.Option("model", "--repo-type", help="model, dataset or space."),
+) -> None:
+    """Set a repo's like count (the client can no longer like repos). Works while the hub runs."""
+    _set_counter("likes", data, repo_id, likes, repo_type)
+
+
+@app.command("set-downloads")
+def set_downloads_command(
+    repo_id: str = typer.Argument(..., help="namespace/name of the repo."),
+    downloads: int = typer.Argument(..., help="The download count to set."),
+    data: Path = typer.Option(..., "--data", help="The hub's data folder."),
+    repo_type: str = typer.Option("model", "--repo-type", help="model, dataset or space."),
+) -> None:
+    """Set a repo's download count. Works while the hub runs."""
+    _set_counter("downloads", data, repo_id, downloads, repo_type)
+
+
+@app.command("seed")
+def seed_command(
+    seed_file: Path = typer.Argument(..., help="A JSON file: [{\"repo_id\": ..., \"likes\": N, \"downloads\": N, "
+                                               "\"repo_type\": \"model\"}, ...]."),
+    data: Path = typer.Option(..., "--data", help="The hub's data folder."),
+) -> None:
+    """Set likes and downloads of several repos from a seed file."""
+    from hubtools.localhub.seed import apply_seed_file
+
+    for line in apply_seed_file(data, seed_file):
+        print(line)

@@ -5,13 +5,12 @@
 """
 
 from hubtools.localhub.app import HubSettings, create_app
-from hubtools.localhub.server import LocalHub, serve_forever, serve_in_background, set_downloads, set_likes
+from hubtools.localhub.server import LocalHub, serve_in_background, set_downloads, set_likes
 
 __all__ = [
     "HubSettings",
     "LocalHub",
     "create_app",
-    "serve_forever",
     "serve_in_background",
     "set_downloads",
     "set_likes",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -121,22 +120,3 @@ def serve_in_background(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def serve_forever(data_dir: Path, *, host: str, port: int, tokens: dict[str, str] | None,
-                  on_started) -> None:
-    """Run the local hub in this thread until Ctrl-C. ``on_started(url)`` is called once it listens."""
-    server, _ = _build_server(Path(data_dir), host, port, tokens, access_log=True)
-
-    original_startup = server.startup
-
-    async def startup(sockets=None) -> None:
-        await original_startup(sockets=sockets)
-        if server.started:
-            on_started(_bound_url(server, host))
-
-    server.startup = startup  # type: ignore[method-assign]
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    server.run()
-    if not server.started:
-        raise HubError(f"The local hub could not listen on {host}:{port} (is the port in use?).")
