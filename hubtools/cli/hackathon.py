@@ -48,7 +48,9 @@ def check(
     if as_json:
         _echo_json({"repo_id": repo_id, "passed": not failed, "rules": [r.to_dict() for r in results]})
     else:
-        table = Table("rule", "result", "detail", "how to fix", title=f"hackathon check of {repo_id}")
+        table = Table("rule", "result", title=f"hackathon check of {repo_id}")
+        table.add_column("detail", overflow="fold")
+        table.add_column("how to fix", overflow="fold")
         for result in results:
             table.add_row(result.rule, "[green]pass[/]" if result.passed else "[red]FAIL[/]",
                           result.detail, result.fix or "")
@@ -75,7 +77,11 @@ def leaderboard(
         _echo_json([board.to_dict() for board in boards])
         return
     for board in boards:
-        table = Table("#", "model", "likes", "downloads", title=board.title, title_justify="left")
+        table = Table(title=board.title, title_justify="left")
+        table.add_column("#")
+        table.add_column("model", overflow="fold")
+        table.add_column("likes")
+        table.add_column("downloads")
         for entry in board.entries:
             table.add_row(str(entry.rank), entry.repo_id, str(entry.likes), str(entry.downloads))
         if not board.entries:
@@ -95,9 +101,15 @@ def datasets(
     if as_json:
         _echo_json([dataset.to_dict() for dataset in found])
         return
-    table = Table("dataset", "likes", "downloads", "train on it with", title="community concept sets")
+    table = Table(title="community concept sets")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("likes")
+    table.add_column("downloads")
     for dataset in found:
-        table.add_row(dataset.repo_id, str(dataset.likes), str(dataset.downloads), f"--concept {dataset.repo_id}")
+        table.add_row(dataset.repo_id, str(dataset.likes), str(dataset.downloads))
     if not found:
-        table.add_row("[dim]none found[/]", "", "", "")
+        table.add_row("[dim]none found[/]", "", "")
     console.print(table)
+    if found:
+        console.print(f"train on one with: hubtools train-and-push --concept {found[0].repo_id} ...",
+                      highlight=False, soft_wrap=True)
