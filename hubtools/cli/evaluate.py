@@ -71,10 +71,10 @@ def render_table(result):
                         f"({len(result.prompts)} prompts x {result.n_per_prompt} images, {result.prompt_source})")
     table.add_column("metric")
     table.add_column("ours", justify="right")
-    table.add_column("base model", justify="right")
-    table.add_column("real photos", justify="right")
-    table.add_column("paper: DreamBooth SD", justify="right")
-    table.add_column("paper: real images", justify="right")
+    table.add_column("base", justify="right")
+    table.add_column("photos", justify="right")
+    table.add_column("paper SD*", justify="right")
+    table.add_column("paper photos*", justify="right")
     for row in result.comparison_rows():
         arrow = "↑" if row.metric.higher_is_better else "↓"
         ours = _fmt(row.ours)
@@ -83,8 +83,11 @@ def render_table(result):
             ours = f"[{'green' if better else 'red'}]{ours}[/]"
         paper = _fmt(row.paper) + (" (Imagen)" if row.paper is not None and "Imagen" in (row.paper_label or "") else "")
         table.add_row(f"{row.metric.name} {arrow}", ours, _fmt(row.baseline), _fmt(row.real), paper, _fmt(row.paper_real))
-    table.caption = ("paper columns: Ruiz et al. 2022 (DreamBooth), DreamBench averages with the real encoders, "
-                     "not measurements of this model; DIV here is DINO-based (the paper's is LPIPS)")
+    table.caption = ("base: the base model, same prompts and seeds; photos: the subject's own photos compared with "
+                     "each other. *paper: the DreamBooth paper's numbers (Ruiz et al. 2022, DreamBooth on Stable "
+                     "Diffusion and real images, DreamBench averages; PRES: Imagen with prior preservation), not "
+                     "measurements of this model. "
+                     "DIV here is DINO-based (the paper's is LPIPS).")
     return table
 
 

@@ -157,9 +157,13 @@ class _explained_load_errors:
 
         logging.getLogger("hubtools").debug("loading %s encoder %s failed", self.kind, self.model_id, exc_info=error)
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if isinstance(error, GatedRepoError):
+        # transformers wraps the Hub's errors in OSError: look at what it wraps.
+        chain = [error]
+        while chain[-1].__cause__ or chain[-1].__context__:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if any(isinstance(item, GatedRepoError) for item in chain):
             raise HubError(f"{self.kind} encoder {self.model_id} is gated: accept its terms on the Hub and log in") from None
-        if isinstance(error, RepositoryNotFoundError):
+        if any(isinstance(item, RepositoryNotFoundError) for item in chain):
             raise ConfigError(
                 f"{self.kind} encoder {self.model_id} not found on {constants.ENDPOINT}: check the id or pass "
                 f"another with {self.flag}"

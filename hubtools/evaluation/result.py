@@ -155,7 +155,6 @@ class EvalResult(BaseModel):
                 metric_name=metric.name,
                 metric_value=round(value, 4),
                 metric_config=f"{self.n_per_prompt} images per prompt, {len(self.prompts)} prompts",
-                source_name="hubtools eval",
             ))
         return results
 
