@@ -1,7 +1,106 @@
-"""`hubtools concept ...` commands."""
+"""`hubtools concept ...` commands: prepare a photo set, push it as a dataset repo, pull one back."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-app = typer.Typer(help="concept commands", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Prepare, push and pull concept image sets (the photos of your subject).", no_args_is_help=True)
+
+# stdout: the table and paths; progress bars go to stderr inside the stage.
+console = Console()
+
+_STATUS_STYLES = {"accepted": "green", "rejected": "bold red", "duplicate": "yellow", "ignored": "dim"}
+_CROP_HELP = "Which square to keep after resizing: center, top, bottom, left or right."
+
+
+def _print_report(concept) -> None:
+    table = Table(title=f"{concept.source}" + (f" @ {concept.source_revision[:12]}" if concept.source_revision else ""))
+    table.add_column("input", overflow="fold")
+    table.add_column("status")
+    table.add_column("reason", overflow="fold")
+    table.add_column("output", overflow="fold")
+    for entry in concept.entries:
+        style = _STATUS_STYLES.get(entry.status, "")
+        table.add_row(entry.label, f"[{style}]{entry.status}[/]", entry.reason, entry.output or "")
+    console.print(table)
+    counts = concept.counts
+    console.print(
+        f"{counts['accepted']} accepted, {counts['rejected']} rejected, {counts['duplicate']} duplicate, "
+        f"{counts['ignored']} ignored, at {concept.resolution}x{concept.resolution} px",
+        highlight=False,
+    )
+    console.print(f"images:        {concept.dir / 'images'}", highlight=False, soft_wrap=True)
+    console.print(f"manifest:      {concept.manifest_path}", highlight=False, soft_wrap=True)
+    console.print(f"contact sheet: {concept.contact_sheet_path}", highlight=False, soft_wrap=True)
+    if concept.source_revision:
+        console.print(f"revision:      {concept.source_revision}", highlight=False)
+
+
+def _prepare(source: str, out: Path, *, hub_only: bool, **options) -> None:
+    from hubtools.concepts import ConceptNotUsableError, prepare_concept
+
+    try:
+        concept = prepare_concept(source, out, hub_only=hub_only, **options)
+    except ConceptNotUsableError as error:
+        _print_report(error.concept)  # show why before the one-line error
+        raise
+    _print_report(concept)
+
+
+@app.command("prepare")
+def prepare(
+    src: str = typer.Argument(..., help="A folder of photos, or a Hub dataset namespace/name[@revision]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to (replaced if it is one)."),
+    resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
+    caption: str | None = typer.Option(None, "--caption", help="Caption (instance prompt) for images without one."),
+    min_images: int = typer.Option(1, "--min-images", help="Fail unless at least this many images are usable."),
+    strict: bool = typer.Option(False, "--strict", help="Fail if any file is rejected."),
+    allow_upscale: bool = typer.Option(False, "--allow-upscale", help="Keep images smaller than the resolution (upscaled)."),
+    image_column: str | None = typer.Option(None, "--image-column", help="Image column of a Hub dataset (detected if unset)."),
+    crop: str = typer.Option("center", "--crop", help=_CROP_HELP),
+) -> None:
+    """Check and convert a set of photos for training, and say what happened to each file."""
+    _prepare(
+        src, out, hub_only=False, resolution=resolution, caption=caption, min_images=min_images, strict=strict,
+        allow_upscale=allow_upscale, image_column=image_column, crop=crop,
+    )
+
+
+@app.command("pull")
+def pull(
+    repo: str = typer.Argument(..., help="Hub dataset namespace/name[@revision]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to."),
+    resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
+    caption: str | None = typer.Option(None, "--caption", help="Caption for rows without a text column."),
+    min_images: int = typer.Option(1, "--min-images", help="Fail unless at least this many images are usable."),
+    strict: bool = typer.Option(False, "--strict", help="Fail if any row is rejected."),
+    allow_upscale: bool = typer.Option(False, "--allow-upscale", help="Keep images smaller than the resolution (upscaled)."),
+    image_column: str | None = typer.Option(None, "--image-column", help="Image column (detected if unset)."),
+    crop: str = typer.Option("center", "--crop", help=_CROP_HELP),
+) -> None:
+    """Fetch a concept set from the Hub and prepare it; the commit used is recorded in manifest.json."""
+    _prepare(
+        repo, out, hub_only=True, resolution=resolution, caption=caption, min_images=min_images, strict=strict,
+        allow_upscale=allow_upscale, image_column=image_column, crop=crop,
+    )
+
+
+@app.command("push")
+def push(
+    dir: Path = typer.Argument(..., help="A folder written by `hubtools concept prepare`."),
+    repo: str = typer.Argument(..., help="Dataset repo to publish to: namespace/name."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+    identifier: str | None = typer.Option(None, "--identifier", help="The rare token naming the subject, for the card."),
+    class_noun: str | None = typer.Option(None, "--class-noun", help="What the subject is (dog, mug...), for the card."),
+    license: str = typer.Option("cc-by-4.0", "--license", help="Licence of the photos (a Hub licence id)."),
+) -> None:
+    """Publish a prepared set as a Hub dataset (image + text columns) with a dataset card."""
+    from hubtools.concepts import push_concept
+
+    # token=None: huggingface_hub finds HF_TOKEN or the stored login itself.
+    url = push_concept(dir, repo, private=private, identifier=identifier, class_noun=class_noun, license=license)
+    console.print(url, highlight=False, soft_wrap=True)

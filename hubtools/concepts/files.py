@@ -119,7 +119,7 @@ def read_image(data: bytes, *, name: str, min_side: int, max_pixels: int = MAX_P
             # Pillow reports truncation and corrupt streams as OSError/SyntaxError/ValueError.
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
             if "truncated" in detail.lower():
-                raise RejectedImage(f"truncated image: the file ends early ({detail})") from None
+                raise RejectedImage("truncated image: the file ends early (an interrupted copy or download?)") from None
             raise RejectedImage(f"corrupt image data ({detail})") from None
 
 

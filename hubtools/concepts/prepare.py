@@ -65,8 +65,11 @@ def prepare_concept(
     crop: str = "center",
     token: str | None = None,
     progress: bool = True,
+    hub_only: bool = False,
 ) -> PreparedConcept:
     """Prepare a concept folder from a local folder or a Hub dataset ``namespace/name[@revision]``.
+
+    An existing local path wins over a Hub id, unless ``hub_only`` (what ``concept pull`` does).
 
     Raises ``ConceptNotUsableError`` (an ``InputError``) after writing the folder when fewer than
     ``min_images`` were accepted, or under ``strict`` when anything was rejected.
@@ -79,11 +82,19 @@ def prepare_concept(
         raise ConfigError(f"min_images must be at least 1, got {min_images}")
     out_dir = Path(out_dir).expanduser().resolve()
     local_src = Path(source).expanduser()
-    if local_src.exists():
+    if local_src.exists() and not hub_only:
         _check_out_dir_against_source(out_dir, local_src.resolve())
     _check_out_dir_replaceable(out_dir)
+    if hub_only:
+        from hubtools.concepts.hub import hub_dataset_source
+        from hubtools.concepts.sources import parse_hub_id
 
-    resolved = resolve_source(source, image_column=image_column, token=token)
+        hub_id = parse_hub_id(str(source))
+        if hub_id is None:
+            raise InputError(f"{source} is not a Hub dataset id; use namespace/name[@revision]")
+        resolved = hub_dataset_source(hub_id[0], revision=hub_id[1], image_column=image_column, token=token)
+    else:
+        resolved = resolve_source(source, image_column=image_column, token=token)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.preparing-", dir=out_dir.parent))
     try:
