@@ -159,3 +159,24 @@ def test_cli_suggest_json(capsys):
     assert len(data) == 3 and all(len(item["text"]) >= 3 for item in data)
     assert main(["identifier", "suggest", "--n", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_base_model_tokenizer_and_weights_from_the_hub(tiny_model_repo, capsys):
+    from hubtools.identifier import load_tokenizer_and_text_encoder
+
+    tokenizer, text_encoder, notes = load_tokenizer_and_text_encoder(tiny_model_repo)
+    assert notes == [] and text_encoder is not None
+    assert tokenizer("sks", add_special_tokens=False).input_ids == [48136]
+    assert main(["identifier", "check", "sks", "--base-model", tiny_model_repo, "--class-noun", "dog", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["token_ids"] == [48136] and len(data["nearest_neighbours"]) == 8
+    assert data["prior_prompts"] == ["a photo of sks dog", "a photo of a dog"] and data["prior_strength"] > 0
+    assert main(["identifier", "suggest", "--n", "3", "--base-model", tiny_model_repo]) == 0
+    assert "prior strength" in capsys.readouterr().out
+
+
+def test_unreachable_base_model_falls_back_to_the_built_tokenizer(local_hub, capsys):
+    assert main(["identifier", "check", "pkblz", "--base-model", "nobody/missing-model", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_tokens"] == 3
+    assert "built offline" in captured.err and "neighbours and prior skipped" in captured.err

@@ -21,20 +21,13 @@ _BASE_MODEL_HELP = (
 
 def _load_tools(base_model: str | None, revision: str | None, weights: bool):
     """(tokenizer, text encoder or None): the base model's own when one is named."""
-    from hubtools.identifier import default_tokenizer
+    from hubtools.identifier import default_tokenizer, load_tokenizer_and_text_encoder
 
     if base_model is None:
         return default_tokenizer(), None
-    from hubtools import models
-
-    tokenizer = models.load_tokenizer(base_model, revision=revision)
-    text_encoder = None
-    if weights:
-        try:
-            text_encoder = models.load_text_encoder(base_model, revision=revision)
-        except Exception as error:  # noqa: BLE001 - the tokenizer-only report is still worth giving
-            err_console.print(f"[yellow]note:[/] no text encoder weights ({error}); neighbours and prior skipped",
-                              highlight=False, soft_wrap=True)
+    tokenizer, text_encoder, notes = load_tokenizer_and_text_encoder(base_model, revision=revision, weights=weights)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     return tokenizer, text_encoder
 
 
