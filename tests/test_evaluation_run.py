@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
 from hubtools.config import ConceptConfig, ModelConfig, RunConfig, SamplingConfig, save_config
@@ -272,7 +273,16 @@ def test_model_index_passes_the_hubs_yaml_validation(tmp_path, encoders, dog_pho
 
     result = sample_result(encoders, dog_photos, tmp_path)
     data = ModelCardData(model_name="pkblz-dog", eval_results=result.to_hub_eval_results())
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n# pkblz dog\n").validate()  # raises on a rejected card
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# pkblz dog\n")
+    card.validate()  # the local hub's /api/validate-yaml: raises on a rejected card
+    # The local hub checks the YAML only; the real Hub also requires these model-index fields (hub-docs modelcard.md).
+    (entry,) = yaml.safe_load(str(card).split("---")[1])["model-index"]
+    assert isinstance(entry["name"], str) and entry["results"]
+    for item in entry["results"]:
+        assert isinstance(item["task"]["type"], str)
+        assert isinstance(item["dataset"]["type"], str) and isinstance(item["dataset"]["name"], str)
+        for metric in item["metrics"]:
+            assert isinstance(metric["type"], str) and isinstance(metric["value"], float)
 
 
 def test_comparison_rows_put_the_papers_numbers_beside_ours(tmp_path, encoders, dog_photos):
@@ -338,3 +348,16 @@ def test_cli_eval_user_errors_are_one_line(tmp_path, dog_photos, capsys):
     run = make_run(tmp_path, dog_photos)
     assert main(["eval", str(run), "--prompts", str(tmp_path / "missing.txt")]) == 2
     assert "prompt file not found" in capsys.readouterr().err
+
+
+def test_the_rendered_model_card_carries_the_evaluation(tmp_path, encoders, dog_photos):
+    from huggingface_hub import ModelCard
+
+    from hubtools.card import render_model_card
+
+    result = sample_result(encoders, dog_photos, tmp_path)
+    render_model_card(tmp_path / "run")
+    card = ModelCard.load(tmp_path / "run" / "README.md")
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["dino"] == round(result.ours.dino, 4) and values["clip-t"] == round(result.ours.clip_t, 4)
+    assert "0.668" in card.text  # the paper's number beside ours

@@ -191,11 +191,12 @@ def load_real_images(run_dir: Path) -> list[Image.Image]:
 
 def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGenerator | None = None,
                  baseline: ImageGenerator | None = None, encoders: Encoders | None = None,
-                 progress: Progress | None = None) -> EvalResult:
+                 progress: Progress | None = None, token: str | None = None) -> EvalResult:
     """Measure a run folder's model (and its base model) on the prompt list; writes ``run_dir/eval.json``.
 
     ``ours`` / ``baseline`` replace the pipelines loaded from the run (tests, or a pipeline already in memory);
-    ``encoders`` replaces the DINO / CLIP models named in ``cfg``.
+    ``encoders`` replaces the DINO / CLIP models named in ``cfg``. ``token`` is for private or gated models
+    (None: the logged-in user's, as huggingface_hub finds it).
     """
     from hubtools.config import load_run_config
     from hubtools.models import resolve_device
@@ -220,7 +221,7 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
     if encoders is None:
         if progress:
             progress("loading encoders", 0, 1)
-        encoders = load_encoders(cfg.dino_model, cfg.clip_model, device)
+        encoders = load_encoders(cfg.dino_model, cfg.clip_model, device, token=token)
     real = embed_real_images(real_images, encoders)
 
     def measure(which: str, generate: ImageGenerator | None, load) -> Scores:
@@ -242,10 +243,10 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
 
     from hubtools import models
 
-    ours_scores = measure("ours", ours, lambda: models.load_run_pipeline(run_dir, device=device))
+    ours_scores = measure("ours", ours, lambda: models.load_run_pipeline(run_dir, device=device, token=token))
     baseline_scores = None
     if cfg.baseline:
-        baseline_scores = measure("base", baseline, lambda: models.load_base_pipeline(run_config.model, device=device))
+        baseline_scores = measure("base", baseline, lambda: models.load_base_pipeline(run_config.model, device=device, token=token))
 
     result = EvalResult(
         ours=ours_scores,
