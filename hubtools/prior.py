@@ -1,0 +1,174 @@
+"""Prior-preservation class images: generated once with the base model and cached, or taken as given.
+
+Generated sets live in ``$HUBTOOLS_CACHE/class-images/<key>`` (default ``~/.cache/hubtools``), where the
+key hashes everything that decides the pixels: base model and revision, class prompt, resolution, seed,
+count and generation settings. Each image has its own seeded generator, so the batch size does not change
+the result and is not part of the key. A set is generated into a temp folder and renamed into place, so
+an interrupted generation is never mistaken for a cached one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hubtools.config import RunConfig
+from hubtools.errors import InputError
+
+MANIFEST = "class_images.json"
+_KEY_VERSION = 1
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class ClassImages:
+    dir: Path
+    images: list[Path]
+    cache_key: str
+    generated: bool  # True when this call generated them (False: cache hit, folder or Hub dataset)
+    source: str  # "generated" | "cache" | "folder:<path>" | "hub:<dataset id>"
+
+    def to_dict(self) -> dict:
+        return {"count": len(self.images), "cache_key": self.cache_key, "source": self.source,
+                "generated": self.generated}
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    base = cache_dir or os.environ.get("HUBTOOLS_CACHE") or Path.home() / ".cache" / "hubtools"
+    return Path(base).expanduser() / "class-images"
+
+
+def _local_model_fingerprint(folder: Path) -> str:
+    """A local base model has no commit sha: its weight files' names, sizes and mtimes stand in."""
+    parts = sorted(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                   for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def class_images_key(cfg: RunConfig, base) -> str:
+    revision = base.revision
+    if revision is None and Path(base.model_id).is_dir():
+        revision = "local:" + _local_model_fingerprint(Path(base.model_id))
+    settings = {
+        "version": _KEY_VERSION, "base_model": base.model_id, "revision": revision,
+        "class_prompt": cfg.class_prompt, "resolution": cfg.training.resolution, "seed": cfg.training.seed,
+        "count": cfg.prior.num_class_images, "steps": cfg.prior.generation_steps,
+        "guidance_scale": cfg.prior.guidance_scale, "scheduler": type(base.pipeline.scheduler).__name__,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, device=None,
+                        progress: bool = True) -> ClassImages:
+    """The class images of this run: from ``prior.source`` when set, else cached or generated now."""
+    if cfg.prior.source:
+        return _from_source(cfg, cfg.prior.source, cache_dir)
+    key = class_images_key(cfg, base)
+    folder = cache_root(cache_dir) / key
+    cached = _read_cached(folder, cfg.prior.num_class_images)
+    if cached is not None:
+        return ClassImages(folder, cached, key, generated=False, source="cache")
+    _generate(cfg, base, folder, device=device, progress=progress)
+    return ClassImages(folder, _read_cached(folder, cfg.prior.num_class_images) or [], key, generated=True,
+                       source="generated")
+
+
+def _read_cached(folder: Path, count: int) -> list[Path] | None:
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    names = json.loads(manifest.read_text(encoding="utf-8"))["images"]
+    images = [folder / name for name in names]
+    if len(images) < count or not all(p.is_file() for p in images):
+        return None
+    return images[:count]
+
+
+@torch.no_grad()
+def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    pipe = base.pipeline
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    count, batch = cfg.prior.num_class_images, cfg.prior.generation_batch_size
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = []
+    try:
+        with tqdm(total=count, desc="class images", unit="img", disable=not progress) as bar:
+            for start in range(0, count, batch):
+                indices = range(start, min(start + batch, count))
+                generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
+                images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
+                              guidance_scale=cfg.prior.guidance_scale, height=cfg.training.resolution,
+                              width=cfg.training.resolution, generator=generators).images
+                for i, image in zip(indices, images):
+                    names.append(f"{i:05d}.png")
+                    image.save(tmp / names[-1])
+                bar.update(len(indices))
+        (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names}, indent=2),
+                                    encoding="utf-8")
+        if folder.exists():  # a stale or smaller set under the same key (or a concurrent run): replace it
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassImages:
+    count = cfg.prior.num_class_images
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())[:count]
+        if not images:
+            raise InputError(f"prior.source {source} has no images (png, jpg, webp): point it at a folder of "
+                             "class images, or unset it to generate them")
+        key = hashlib.sha256("\n".join(str(p.resolve()) for p in images).encode()).hexdigest()[:20]
+        return ClassImages(folder, images, key, generated=False, source=f"folder:{folder}")
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+        return _from_hub_dataset(source, count, cache_dir)
+    raise InputError(f"prior.source {source!r} is neither a folder nor a Hub dataset id (namespace/name[@revision])")
+
+
+def _from_hub_dataset(source: str, count: int, cache_dir: Path | None) -> ClassImages:
+    """The first ``count`` images of a Hub dataset's train split, exported once as PNG into the cache."""
+    import datasets
+
+    repo_id, _, revision = source.partition("@")
+    try:
+        dataset = datasets.load_dataset(repo_id, revision=revision or None, split="train")
+    except Exception as error:  # datasets raises many types for a missing or unreadable repo
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"could not load class images from Hub dataset {source}: {first}") from None
+    column = next((name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)), None)
+    if column is None:
+        raise InputError(f"Hub dataset {source} has no image column (columns: {', '.join(dataset.column_names)})")
+    fingerprint = getattr(dataset, "_fingerprint", "") or ""
+    key = hashlib.sha256(f"hub\n{source}\n{fingerprint}\n{count}".encode()).hexdigest()[:20]
+    folder = cache_root(cache_dir) / f"hub-{key}"
+    cached = _read_cached(folder, min(count, len(dataset)))
+    if cached is None:
+        tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        names = []
+        for i, row in enumerate(dataset.select(range(min(count, len(dataset))))):
+            names.append(f"{i:05d}.png")
+            row[column].convert("RGB").save(tmp / names[-1])
+        if not names:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise InputError(f"Hub dataset {source} has no rows in its train split")
+        (tmp / MANIFEST).write_text(json.dumps({"source": source, "images": names}, indent=2), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        cached = _read_cached(folder, len(names))
+    return ClassImages(folder, cached or [], key, generated=False, source=f"hub:{source}")

@@ -1,0 +1,139 @@
+"""Resumable checkpoints: written whole or not at all, the newest K kept, and refused on a changed config.
+
+A checkpoint is ``RUN/checkpoints/checkpoint-NNNNNN/``: accelerate's state (optimizer, LR scheduler, RNG
+states, grad scaler), the trainable weights as safetensors (``unet/`` and maybe ``text_encoder/`` for a
+full fine-tune, ``pytorch_lora_weights.safetensors`` for LoRA; the sample stage renders these) and
+``hubtools_state.json`` (step, the config that mattered, the memory profile, the data fingerprint).
+Everything is written into ``.tmp-checkpoint-NNNNNN`` and renamed into place, so a crash or ``kill -9``
+leaves either the old set of checkpoints or the new one, plus a temp folder that the next start removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hubtools.config import RunConfig
+
+STATE_FILENAME = "hubtools_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+_TMP_PREFIX = ".tmp-checkpoint-"
+_TRASH_PREFIX = ".old-checkpoint-"
+
+# Settings that change nothing a checkpoint holds: a resume may change them freely.
+_FREE_TO_CHANGE = {
+    "training.checkpoint_every", "training.keep_checkpoints", "training.validation_every", "training.device",
+    "prior.generation_batch_size", "concept.source", "concept.image_column", "concept.min_images",
+    "concept.allow_upscale", "concept.strict",
+}
+_FREE_SECTIONS = {"sampling", "publish", "eval"}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step:06d}"
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first (temp folders of interrupted saves are not listed)."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoints_dir.iterdir():
+        match = _NAME.match(path.name)
+        if match and (path / STATE_FILENAME).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> tuple[int, Path] | None:
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1] if found else None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILENAME).read_text(encoding="utf-8"))
+
+
+def remove_partial(checkpoints_dir: Path) -> list[Path]:
+    """Delete what interrupted saves left behind; returns what was removed."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    leftovers = [p for p in checkpoints_dir.iterdir() if p.name.startswith((_TMP_PREFIX, _TRASH_PREFIX))]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
+
+
+def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Save the accelerate state of every process plus ``state``, atomically; keep the newest ``keep``.
+
+    Call it on every process: accelerate writes per-process RNG states; the trainer's save hook writes the
+    trainable weights on the main process only."""
+    checkpoints_dir = Path(checkpoints_dir)
+    final = checkpoints_dir / checkpoint_name(step)
+    tmp = checkpoints_dir / f"{_TMP_PREFIX}{step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILENAME).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        _publish_dir(tmp, final)
+        rotate_checkpoints(checkpoints_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _publish_dir(tmp: Path, final: Path) -> None:
+    """Make ``tmp`` visible as ``final`` in one rename (an existing ``final`` is moved aside first)."""
+    if final.exists():
+        trash = final.with_name(_TRASH_PREFIX + final.name)
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def rotate_checkpoints(checkpoints_dir: Path, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` checkpoints (renamed aside first, so none is ever half-deleted)."""
+    found = list_checkpoints(checkpoints_dir)
+    for _step, path in found[:-keep] if keep else found:
+        trash = path.with_name(_TRASH_PREFIX + path.name)
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return [step for step, _ in list_checkpoints(checkpoints_dir)]
+
+
+def comparable_config(cfg: RunConfig) -> dict[str, Any]:
+    """The settings a checkpoint depends on, flattened to dotted keys."""
+    flat: dict[str, Any] = {}
+    for section, values in cfg.model_dump(mode="json").items():
+        if section in _FREE_SECTIONS:
+            continue
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if dotted not in _FREE_TO_CHANGE:
+                flat[dotted] = value
+    if cfg.training.lr_scheduler in ("constant",):
+        flat.pop("training.steps", None)  # a constant schedule can be extended without changing the past
+    return flat
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs (ignoring ones only one side knows of as None)."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if old != new:
+            changes.append(f"{key}: {old!r} -> {new!r}")
+    return changes

@@ -1,0 +1,159 @@
+"""Training data: instance and class images as tensors, cached latents and text embeddings, data order.
+
+The data order and every random draw of a step are functions of (seed, step, process), not of a running
+RNG, so a run resumed from a checkpoint sees exactly the batches and noise an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hubtools.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class Examples:
+    """One set of images (instance or class) and the caption of each."""
+
+    images: list[Path]
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
+    """The prepared concept set (an imagefolder); images without a caption get the instance prompt."""
+    concept_dir = Path(concept_dir)
+    metadata = concept_dir / "metadata.jsonl"
+    if not metadata.is_file():
+        raise InputError(f"no prepared concept set in {concept_dir} (missing metadata.jsonl): "
+                         "prepare it first with `hubtools concept prepare` or `hubtools train`")
+    images, captions = [], []
+    for line in metadata.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        path = concept_dir / row["file_name"]
+        if not path.is_file():
+            raise InputError(f"concept image {path} listed in {metadata} is missing: prepare the concept set again")
+        images.append(path)
+        captions.append(row.get("text") or default_caption)
+    if not images:
+        raise InputError(f"the concept set in {concept_dir} has no images: add photos and prepare it again")
+    return Examples(images, captions)
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def concept_fingerprint(examples: Examples) -> str:
+    """Changes when an image or caption changes: a resume must not silently train on different data."""
+    digest = hashlib.sha256()
+    for path, caption in zip(examples.images, examples.captions):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(caption.encode())
+    return digest.hexdigest()[:16]
+
+
+def load_pixels(paths: list[Path], resolution: int) -> torch.Tensor:
+    """(N, 3, R, R) float tensor in [-1, 1]; images not already R x R are resized and centre-cropped."""
+    tensors = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (resolution, resolution):
+                scale = resolution / min(image.size)
+                size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+                image = image.resize(size, Image.Resampling.BICUBIC)
+                left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+                image = image.crop((left, top, left + resolution, top + resolution))
+            array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+        tensors.append(torch.from_numpy(array).permute(2, 0, 1))
+    return torch.stack(tensors)
+
+
+class LatentSource:
+    """Latent distributions (mean, std) of a set of images: encoded once when the VAE is frozen and
+    ``cache`` is on, else per batch. Sampling uses the step's generator, so caching changes no result."""
+
+    def __init__(self, vae, pixels: torch.Tensor, *, cache: bool, device: torch.device, dtype: torch.dtype,
+                 encode_batch_size: int = 8) -> None:
+        self.vae, self.pixels, self.device, self.dtype = vae, pixels, device, dtype
+        self.scaling = float(vae.config.scaling_factor)
+        self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cache:
+            parts = [self._encode(pixels[i:i + encode_batch_size]) for i in range(0, len(pixels), encode_batch_size)]
+            self.cached = (torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
+
+    @torch.no_grad()
+    def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return dist.mean.float(), dist.std.float()
+
+    def sample(self, indices: list[int], noise: torch.Tensor) -> torch.Tensor:
+        """Scaled latents for ``indices``; ``noise`` is a standard normal draw of the latent shape."""
+        if self.cached is not None:
+            mean, std = self.cached[0][indices], self.cached[1][indices]
+        else:
+            mean, std = self._encode(self.pixels[indices])
+        return (mean + std * noise.to(mean.device)) * self.scaling
+
+    def latent_shape(self) -> tuple[int, ...]:
+        if self.cached is not None:
+            return tuple(self.cached[0].shape[1:])
+        return tuple(self._encode(self.pixels[:1])[0].shape[1:])
+
+
+class PromptSource:
+    """Token ids of every caption; their text-encoder outputs cached once when the encoder is frozen."""
+
+    def __init__(self, tokenizer, captions: list[str], *, device: torch.device) -> None:
+        self.unique = sorted(set(captions))
+        self.row_of = {caption: i for i, caption in enumerate(self.unique)}
+        self.input_ids = tokenizer(self.unique, padding="max_length", truncation=True,
+                                   max_length=tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
+        self.cached: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def cache_embeddings(self, text_encoder, dtype: torch.dtype) -> None:
+        self.cached = text_encoder(self.input_ids)[0].to(dtype)
+
+    def rows(self, captions: list[str]) -> list[int]:
+        return [self.row_of[caption] for caption in captions]
+
+    def embeddings(self, captions: list[str], text_encoder=None) -> torch.Tensor:
+        rows = self.rows(captions)
+        if self.cached is not None:
+            return self.cached[rows]
+        return text_encoder(self.input_ids[rows])[0]
+
+
+def data_indices(micro_step: int, *, count: int, per_process: int, process_index: int, num_processes: int,
+                 seed: int) -> list[int]:
+    """Which examples a process takes at a micro-step: walk seeded per-epoch permutations of ``count``
+    examples, ``per_process * num_processes`` at a time, each process taking its own slice (sharding)."""
+    global_batch = per_process * num_processes
+    start = micro_step * global_batch + process_index * per_process
+    picked = []
+    for position in range(start, start + per_process):
+        epoch, offset = divmod(position, count)
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        picked.append(int(order[offset]))
+    return picked
+
+
+def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
+    """The generator for one micro-step's noise, timesteps and latent samples (CPU: same on every device)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)

@@ -1,0 +1,104 @@
+"""Training metrics: one JSON line per step in ``logs/metrics.jsonl``, the same scalars to TensorBoard
+through accelerate's trackers, and a loss-curve PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hubtools.config import write_text_atomic
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every complete row (a line cut short by a crash is skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class MetricsLog:
+    """Appends rows on the main process; other processes hold a disabled log."""
+
+    def __init__(self, path: Path, accelerator, *, enabled: bool) -> None:
+        self.path, self.accelerator, self.enabled = Path(path), accelerator, enabled
+
+    def keep_until(self, step: int) -> None:
+        """On resume: forget rows after the checkpoint, which the resumed run computes again."""
+        if not self.enabled:
+            return
+        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def reset(self) -> None:
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled or not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(row) + "\n" for row in rows))
+        for row in rows:
+            scalars = {f"train/{k}": v for k, v in row.items() if k not in ("step", "time") and v is not None}
+            self.accelerator.log(scalars, step=row["step"])
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (the first points average what there is)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """Raw per-step losses as faint points, a moving average over them, and the prior term if any."""
+    rows = [row for row in rows if row.get("loss") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in rows]
+    window = max(1, len(rows) // 20)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.scatter(steps, [row["loss"] for row in rows], s=6, alpha=0.25, color="tab:blue", label="loss (per step)")
+    ax.plot(steps, smooth([row["loss"] for row in rows], window), color="tab:blue", linewidth=2,
+            label=f"loss ({window}-step average)")
+    if any(row.get("prior_loss") is not None for row in rows):
+        prior = [(row["step"], row["prior_loss"]) for row in rows if row.get("prior_loss") is not None]
+        ax.plot([s for s, _ in prior], smooth([v for _, v in prior], window), color="tab:orange", linewidth=1.5,
+                linestyle="--", label=f"prior loss ({window}-step average)")
+    ax.set_title(title)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (MSE)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -1,0 +1,62 @@
+"""Validation grids during training: the same few prompts and seeds every time, so the grids of
+successive steps show the subject being learnt (and overfitting coming: noise, copies of the photos)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+VALIDATION_PROMPTS = 2
+VALIDATION_SEEDS = 2
+MAX_VALIDATION_STEPS = 25
+
+
+def validation_path(images_dir: Path, step: int) -> Path:
+    return Path(images_dir) / "validation" / f"step-{step:06d}.png"
+
+
+@torch.no_grad()
+def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_config, prompts: list[str],
+                           seeds: list[int], num_inference_steps: int, resolution: int, device: torch.device,
+                           autocast_dtype: torch.dtype | None, path: Path) -> Path:
+    """Prompts as rows, seeds as columns, DDIM (it stays clean at few steps); written atomically."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers.utils import make_image_grid
+
+    prompts = prompts[:VALIDATION_PROMPTS]
+    seeds = seeds[:VALIDATION_SEEDS]
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        scheduler=DDIMScheduler.from_config(scheduler_config, clip_sample=False), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    was_training = unet.training
+    unet.eval()
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
+    images = []
+    try:
+        with autocast:
+            for prompt in prompts:
+                for seed in seeds:
+                    generator = torch.Generator().manual_seed(seed)
+                    images.append(pipe(prompt, num_inference_steps=min(num_inference_steps, MAX_VALIDATION_STEPS),
+                                       height=resolution, width=resolution, generator=generator).images[0])
+    finally:
+        unet.train(was_training)
+    grid = make_image_grid(images, rows=len(prompts), cols=len(seeds))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        grid.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
