@@ -18,24 +18,34 @@ HASH_SIZE = 8  # 64-bit hashes
 # Max differing bits (of 64) in BOTH hashes for a near duplicate. Recompressed/resized copies measure 0-4;
 # distinct shots of the same subject measured 20+ (see tests and the demo dog set).
 NEAR_DUPLICATE_BITS = 6
+# Both hashes see brightness only, so plain or low-detail pictures in different colours hash alike; a
+# 4x4 colour thumbnail must also match (mean absolute difference per channel, 0-255).
+NEAR_DUPLICATE_COLOUR = 24.0  # a +10% brightness edit measures 11-17
 
 
 @dataclass(frozen=True)
 class PerceptualHash:
     phash: int
     dhash: int
+    colours: bytes  # 4x4 RGB thumbnail
 
     def distance(self, other: PerceptualHash) -> int:
         """The larger of the two Hamming distances: near only when both hashes say so."""
         return max(bin(self.phash ^ other.phash).count("1"), bin(self.dhash ^ other.dhash).count("1"))
 
+    def colour_difference(self, other: PerceptualHash) -> float:
+        mine = np.frombuffer(self.colours, dtype=np.uint8).astype(np.int16)
+        theirs = np.frombuffer(other.colours, dtype=np.uint8).astype(np.int16)
+        return float(np.abs(mine - theirs).mean())
+
     def is_near(self, other: PerceptualHash, max_bits: int = NEAR_DUPLICATE_BITS) -> bool:
-        return self.distance(other) <= max_bits
+        return self.distance(other) <= max_bits and self.colour_difference(other) <= NEAR_DUPLICATE_COLOUR
 
 
 def perceptual_hash(image: Image.Image) -> PerceptualHash:
     gray = image.convert("L")
-    return PerceptualHash(phash=_phash(gray), dhash=_dhash(gray))
+    colours = image.convert("RGB").resize((4, 4), Image.Resampling.BOX).tobytes()
+    return PerceptualHash(phash=_phash(gray), dhash=_dhash(gray), colours=colours)
 
 
 def _bits_to_int(bits: np.ndarray) -> int:
