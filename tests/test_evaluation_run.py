@@ -22,6 +22,7 @@ from hubtools.evaluation import (
     PAPER_REFERENCE,
     EvalConfig,
     EvalResult,
+    evaluate_generator,
     evaluate_images,
     evaluate_run,
     load_clip,
@@ -178,12 +179,16 @@ def test_evaluate_run_scores_ours_above_an_unrelated_baseline_and_writes_eval_js
     ours, base = RecordingGenerator(dog_photos), RecordingGenerator(noise_images(3))
     cfg = EvalConfig(max_prompts=3, n_per_prompt=2, n_class_images=2, batch_size=3, seed=10)
 
-    result = evaluate_run(run, cfg, ours=ours, baseline=base, encoders=encoders)
+    reports = []
+    result = evaluate_run(run, cfg, ours=ours, baseline=base, encoders=encoders,
+                          progress=lambda what, done, total: reports.append((what, done, total)))
 
     prompts = ["a pkblz dog in the jungle", "a pkblz dog in the snow", "a pkblz dog on the beach"]
     assert ours.calls == [(p, s) for p in prompts for s in (10, 11)] + [("a photo of a dog", 10), ("a photo of a dog", 11)]
     assert base.calls == ours.calls  # the baseline sees exactly the same prompts and seeds
     assert result.prompts == prompts and result.seeds == [10, 11]
+    assert [r for r in reports if r[0] == "generating (ours)"] == [("generating (ours)", 3, 8), ("generating (ours)", 6, 8),
+                                                                  ("generating (ours)", 8, 8)]
     assert result.prompt_source == "dreambench (live subjects)"
     assert result.ours.dino > result.baseline.dino
     assert result.ours.clip_i > result.baseline.clip_i
@@ -361,3 +366,12 @@ def test_the_rendered_model_card_carries_the_evaluation(tmp_path, encoders, dog_
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values["dino"] == round(result.ours.dino, 4) and values["clip-t"] == round(result.ours.clip_t, 4)
     assert "0.668" in card.text  # the paper's number beside ours
+
+
+def test_evaluate_generator_is_the_light_validation_version(encoders, dog_photos):
+    ours = RecordingGenerator(dog_photos)
+    scores = evaluate_generator(ours, dog_photos, ["a pkblz dog"], encoders=encoders, seeds=[0, 1],
+                                class_prompt="a dog", n_class_images=1)
+    assert ours.calls == [("a pkblz dog", 0), ("a pkblz dog", 1), ("a dog", 0)]
+    direct = evaluate_images(dog_photos, {"a pkblz dog": dog_photos[:2]}, encoders=encoders, class_images=dog_photos[:1])
+    assert scores == direct

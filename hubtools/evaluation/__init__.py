@@ -16,6 +16,7 @@ from hubtools.evaluation.run import (
     EvalConfig,
     Generations,
     ImageGenerator,
+    evaluate_generator,
     evaluate_images,
     evaluate_run,
     generate_eval_images,
@@ -26,7 +27,7 @@ from hubtools.evaluation.run import (
 __all__ = [
     "DEFAULT_CLIP_MODEL", "DEFAULT_DINO_MODEL", "METRICS", "PAPER_REFERENCE", "ClipEncoder", "ComparisonRow",
     "DinoEncoder", "Encoders", "EvalConfig", "EvalResult", "Generations", "ImageGenerator", "MetricInfo",
-    "PromptSet", "Scores", "dreambench_prompts", "evaluate_images", "evaluate_run", "generate_eval_images",
+    "PromptSet", "Scores", "dreambench_prompts", "evaluate_generator", "evaluate_images", "evaluate_run", "generate_eval_images",
     "load_clip", "load_dino", "load_encoders", "load_prompts", "parse_dreambench", "pipeline_generator",
     "score_generations",
 ]

@@ -172,6 +172,17 @@ def evaluate_images(real_images: Sequence[Image.Image], generated: Mapping[str, 
     return score_generations(real, list(generated), [list(group) for group in generated.values()], encoders, class_images)
 
 
+def evaluate_generator(generate: ImageGenerator, real_images: Sequence[Image.Image], prompts: Sequence[str], *,
+                       encoders: Encoders, seeds: Sequence[int] = (0,), class_prompt: str | None = None,
+                       n_class_images: int = 0, batch_size: int = 4) -> Scores:
+    """Generate and score in one call: the light evaluation a trainer can run at validation steps, e.g.
+    ``evaluate_generator(pipeline_generator(pipe, num_inference_steps=25, guidance_scale=7.5), photos,
+    prompts[:4], encoders=load_encoders(device=pipe.device))`` (encoders are loaded once and cached)."""
+    generations = generate_eval_images(generate, prompts, seeds, class_prompt, n_class_images, batch_size=batch_size)
+    real = embed_real_images(real_images, encoders)
+    return score_generations(real, generations.prompts, generations.images, encoders, generations.class_images)
+
+
 # -- the stage --------------------------------------------------------------------------------------
 
 
