@@ -299,8 +299,9 @@ def test_crop_choice_picks_the_square(tmp_path):
 def test_captions_from_metadata_files_else_the_instance_prompt(tmp_path):
     src = tmp_path / "src"
     (src / "more").mkdir(parents=True)
-    for index, name in enumerate(["a.png", "b.png", "more/c.png", "more/d.png"]):
-        Image.new("RGB", (80, 80), (index * 60, 100, 100)).save(src / name)
+    for photo, name in zip(sorted(DEMO_CONCEPT_DIR.glob("*.jpg")), ["a.png", "b.png", "more/c.png", "more/d.png"]):
+        with Image.open(photo) as image:
+            image.resize((80, 80)).save(src / name)
     (src / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "pkblz dog on grass"}) + "\n")
     (src / "more" / "metadata.csv").write_text("file_name,text\nc.png,\"pkblz dog, asleep\"\n")
 
