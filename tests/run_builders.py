@@ -37,7 +37,7 @@ def _solid(colour: tuple[int, int, int], size: int = 64) -> Image.Image:
 
 
 def build_run(root: Path, *, lora: bool = False, base_model: str | None = None, checkpoints: bool = True,
-              extras: bool = True, concept_source: str = "tester/pkblz-dog") -> Path:
+              extras: bool = True, concept_source: str = "tester/pkblz-dog", base_revision: str | None = None) -> Path:
     """A finished run in ``root/run``. ``base_model`` defaults to a tiny pipeline saved in ``root/base``."""
     run = root / "run"
     run.mkdir(parents=True)
@@ -76,7 +76,7 @@ def build_run(root: Path, *, lora: bool = False, base_model: str | None = None, 
         "method": "lora" if lora else "full", "steps_done": 4, "steps_total": 4, "final_loss": 0.1234,
         "wall_seconds": 1.5, "steps_per_second": 2.7, "peak_memory_bytes": 123456789, "device": "cpu",
         "mixed_precision": "no", "memory_profile": "manual", "base_model": base_model,
-        "base_revision": "0123456789abcdef0123456789abcdef01234567" if "/" in base_model and not Path(base_model).exists() else None,
+        "base_revision": base_revision,
         "weight_files": [{"path": p, "sha256": _sha256(run / p), "bytes": (run / p).stat().st_size} for p in weight_files],
         "checkpoints": [2] if checkpoints else [],
         "class_images": {"count": 4, "cache_key": "abc123", "source": "generated", "generated": 4},

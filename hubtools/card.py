@@ -1,0 +1,359 @@
+"""The model card (``RUN/README.md``): metadata through ``ModelCardData``, body from a Jinja template.
+
+Everything the card says is read from the run folder (resolved config, train_result.json, identifier.json,
+concept manifest, samples.json, eval.json); optional parts that a run lacks are left out rather than shown
+empty. The YAML header is written by huggingface_hub from ``ModelCardData`` so it is always what the Hub
+parses; the template only lays out the body (``templates/model_card.md.j2``, or the user's own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from hubtools.config import RunConfig, load_run_config, write_text_atomic
+from hubtools.errors import ConfigError, InputError
+from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
+from hubtools.resources import TEMPLATES_DIR
+from hubtools.runfolder import RunFolder, read_json
+
+DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md.j2"
+# Stable Diffusion 1.x's licence, which fine-tunes inherit: used when the base model's card names none.
+FALLBACK_LICENSE = "creativeml-openrail-m"
+BASE_TAGS = ["text-to-image", "diffusers", "stable-diffusion", "dreambooth", "hubtools"]
+CONTACT_SHEET_PATH = "concept/contact_sheet.png"
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+log = logging.getLogger("hubtools")
+
+
+def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = None):
+    """Render ``RUN/README.md`` (atomically) and return it as a ``huggingface_hub.ModelCard``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    run = RunFolder(Path(run_dir))
+    config = load_run_config(run.root)
+    template = Path(template) if template is not None else DEFAULT_TEMPLATE
+    if not template.is_file():
+        raise InputError(f"card template not found: {template} (pass an existing .md.j2 file to --template)")
+    context = card_context(run.root, config, repo_id=repo_id)
+
+    eval_results = None
+    if context["evaluation"] is not None:
+        eval_results = context["evaluation"]["hub_results"] or None
+    theme = context["hackathon"]
+    data = ModelCardData(
+        license=context["license"],
+        library_name="diffusers",
+        base_model=context["base_model"]["id"] if context["base_model"]["on_hub"] else None,
+        pipeline_tag="text-to-image",
+        tags=_unique(BASE_TAGS + (["lora"] if context["lora"] else []) + (theme["tags"] if theme else [])),
+        datasets=[context["concept"]["dataset_id"]] if context["concept"]["dataset_id"] else None,
+        model_name=context["model_name"] if eval_results else None,
+        eval_results=eval_results,
+        instance_prompt=context["instance_prompt"],
+        widget=[_widget(context)],
+    )
+    import jinja2
+
+    try:
+        card = ModelCard.from_template(data, template_path=str(template), **context)
+    except jinja2.TemplateError as error:
+        where = f" line {error.lineno}" if getattr(error, "lineno", None) else ""
+        raise InputError(f"card template {template}{where} does not render: {error}") from None
+    write_text_atomic(run.card, str(card))
+    return card
+
+
+def describe_card(card) -> str:
+    """One line for the CLI: what the card's metadata says."""
+    data = card.data
+    return f"license {data.license} · base {data.base_model or '(local)'} · tags {', '.join(data.tags or [])}"
+
+
+# -- what the template sees ----------------------------------------------------------------------------
+
+
+def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None) -> dict[str, Any]:
+    """Every value the template uses, computed once (plain dicts, lists and strings)."""
+    run = RunFolder(Path(run_dir))
+    train = read_json(run.train_result) or {}
+    repo_id = repo_id or config.publish.repo_id
+    model_name = (repo_id or run.root.name).split("/")[-1]
+    lora = is_lora_run(run.root)
+    base_model = _base_model(config, train)
+    return {
+        "repo_id": repo_id,
+        "repo_placeholder": repo_id or f"YOUR_NAMESPACE/{model_name}",
+        "model_name": model_name,
+        "lora": lora,
+        "method": "LoRA" if lora else "full fine-tune",
+        "identifier": config.concept.identifier or "",
+        "class_noun": config.concept.class_noun or "",
+        "instance_prompt": config.instance_prompt,
+        "class_prompt": config.class_prompt,
+        "sample_prompts": config.sample_prompts,
+        "base_model": base_model,
+        "license": _license(config, base_model),
+        "identifier_report": read_json(run.identifier_report),
+        "training": _training(config, train, lora),
+        "hyperparameters": _hyperparameters(config),
+        "weights": _weights(run.root, train, lora),
+        "concept": _concept(run, config),
+        "samples": _samples(run),
+        "loss_curve": "images/loss_curve.png" if (run.images / "loss_curve.png").is_file() else None,
+        "validation_images": sorted(f"images/validation/{p.name}" for p in (run.images / "validation").glob("*.png")),
+        "evaluation": _evaluation(run),
+        "hackathon": _hackathon(config),
+        "sampling": {"scheduler": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
+                     "guidance": _format_value(config.sampling.guidance_scales[0]), "seeds": config.sampling.seeds},
+        "config_toml": config.to_toml().strip(),
+        "hubtools_version": train.get("hubtools_version") or _hubtools_version(),
+    }
+
+
+def _widget(context: dict[str, Any]) -> dict[str, Any]:
+    widget: dict[str, Any] = {"text": context["instance_prompt"]}
+    if context["samples"] and context["samples"]["widget"]:
+        widget["output"] = {"url": context["samples"]["widget"]}
+    return widget
+
+
+def _base_model(config: RunConfig, train: dict) -> dict[str, Any]:
+    model_id = train.get("base_model") or config.model.base_model
+    local = Path(model_id).expanduser().is_dir() or not _HUB_ID.match(model_id)
+    return {
+        "id": model_id,
+        "on_hub": not local,
+        "revision": train.get("base_revision") or config.model.revision,
+        "url": None if local else f"https://huggingface.co/{model_id}",
+    }
+
+
+def _license(config: RunConfig, base_model: dict[str, Any]) -> str:
+    """The licence set in ``[publish]``, else the base model's (from its card), else SD 1.x's."""
+    if config.publish.license:
+        return config.publish.license
+    found = None
+    try:
+        from huggingface_hub import HfApi, ModelCard
+
+        if base_model["on_hub"]:
+            info = HfApi().model_info(base_model["id"], revision=base_model["revision"], timeout=10)
+            found = info.card_data.license if info.card_data else None
+        elif (Path(base_model["id"]) / "README.md").is_file():
+            found = ModelCard.load(Path(base_model["id"]) / "README.md").data.license
+    except Exception as error:  # offline, gated, no card: the licence falls back, the card still renders
+        log.debug("could not read the base model's licence: %s", error)
+    return found if isinstance(found, str) and found else FALLBACK_LICENSE
+
+
+def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
+    t = config.training
+    peak = train.get("peak_memory_bytes")
+    class_images = train.get("class_images") or {}
+    return {
+        "present": bool(train),
+        "steps_done": train.get("steps_done"),
+        "steps_total": train.get("steps_total") or t.steps,
+        "final_loss": _round(train.get("final_loss"), 4),
+        "wall_time": _duration(train.get("wall_seconds")),
+        "steps_per_second": _round(train.get("steps_per_second"), 2),
+        "peak_memory": f"{peak / 2**30:.2f} GiB" if isinstance(peak, (int, float)) else None,
+        "device": train.get("device"),
+        "mixed_precision": train.get("mixed_precision") or t.mixed_precision,
+        "memory_profile": train.get("memory_profile"),
+        "num_instance_images": train.get("num_instance_images"),
+        "resumed_from": train.get("resumed_from"),
+        "prior": config.prior.enabled,
+        "class_images": class_images.get("count"),
+        "class_images_source": class_images.get("source"),
+        "effective_batch": t.batch_size * t.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "lora_rank": t.lora_rank if lora else None,
+        "lora_alpha": t.lora_alpha if lora else None,
+        "text_encoder": t.train_text_encoder,
+    }
+
+
+def _hyperparameters(config: RunConfig) -> list[dict[str, str]]:
+    """Every setting of the sections that shape the weights (training, prior) and the grids (sampling)."""
+    rows = []
+    for section in ("training", "prior", "sampling"):
+        for key, value in getattr(config, section).model_dump(mode="json").items():
+            if section == "prior" and key in ("class_prompt",):
+                value = config.class_prompt
+            if section == "sampling" and key == "prompts":
+                continue  # listed with the grids
+            rows.append({"name": f"{section}.{key}", "value": _format_value(value)})
+    return rows
+
+
+def _weights(run_root: Path, train: dict, lora: bool) -> dict[str, Any]:
+    recorded = {w["path"]: w for w in train.get("weight_files") or [] if isinstance(w, dict) and "path" in w}
+    if lora:
+        paths = [LORA_WEIGHTS_FILENAME] if (run_root / LORA_WEIGHTS_FILENAME).is_file() else []
+    else:
+        paths = sorted(p.relative_to(run_root).as_posix() for p in run_root.glob("*/*.safetensors"))
+    files = []
+    for path in paths:
+        size = (run_root / path).stat().st_size
+        known = recorded.get(path)
+        # train_result's hash holds while the file is the one training wrote (same size); else hash it now.
+        sha = known["sha256"] if known and known.get("bytes") == size and known.get("sha256") else _sha256(run_root / path)
+        files.append({"path": path, "size": _size(size), "sha256": sha})
+    step = train.get("steps_done")
+    return {
+        "format": _lora_format(run_root / LORA_WEIGHTS_FILENAME) if lora
+        else "diffusers StableDiffusionPipeline folder (safetensors)",
+        "step": step,
+        "files": files,
+        "checkpoints": train.get("checkpoints") or [],
+    }
+
+
+def _lora_format(path: Path) -> str:
+    parts = "UNet"
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            if any(key.startswith("text_encoder") for key in handle.keys()):
+                parts = "UNet and text encoder"
+    return f"diffusers LoRA weights for the {parts} (safetensors), loaded over the base model"
+
+
+def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
+    manifest = read_json(run.concept / "manifest.json") or {}
+    source = manifest.get("source") or config.concept.source
+    revision = manifest.get("source_revision")
+    dataset_id = None
+    if source:
+        bare = source.split("@", 1)[0]
+        from_hub = revision is not None or (not manifest and _HUB_ID.match(bare) and not Path(bare).expanduser().exists())
+        if from_hub:
+            dataset_id = bare
+            revision = revision or (source.split("@", 1)[1] if "@" in source else None)
+    counts = manifest.get("counts") or {}
+    return {
+        "present": bool(manifest),
+        "source": source if dataset_id is None else dataset_id,
+        "dataset_id": dataset_id,
+        "dataset_url": f"https://huggingface.co/datasets/{dataset_id}" if dataset_id else None,
+        "revision": revision,
+        "resolution": manifest.get("resolution") or config.training.resolution,
+        "accepted": counts.get("accepted"),
+        "rejected": sum(v for k, v in counts.items() if k not in ("accepted", "total") and isinstance(v, int)) or 0,
+        "contact_sheet": CONTACT_SHEET_PATH if (run.root / CONTACT_SHEET_PATH).is_file() else None,
+    }
+
+
+def _samples(run: RunFolder) -> dict[str, Any] | None:
+    samples = read_json(run.images / "samples.json")
+    if not samples:
+        return None
+    grids = {kind: file for kind, file in samples.get("grids", {}).items() if (run.root / file).is_file()}
+    widget = (samples.get("widget") or {}).get("file")
+    steps = sorted({c["step"] for c in samples.get("cells", []) if c.get("grid") == "checkpoints"})
+    return {
+        "grids": grids,
+        "widget": widget if widget and (run.root / widget).is_file() else None,
+        "prompts": samples.get("prompts", []),
+        "seeds": samples.get("seeds", []),
+        "guidance_scales": [_format_value(g) for g in samples.get("guidance_scales", [])],
+        "scheduler": samples.get("scheduler"),
+        "num_inference_steps": samples.get("num_inference_steps"),
+        "checkpoint_steps": steps,
+    }
+
+
+def _evaluation(run: RunFolder) -> dict[str, Any] | None:
+    if not run.eval_result.is_file():
+        return None
+    from hubtools.evaluation import EvalResult
+
+    result = EvalResult.load(run.eval_result)
+    rows = [{
+        "metric": row.metric.name,
+        "description": row.metric.description,
+        "better": "higher" if row.metric.higher_is_better else "lower",
+        "ours": _round(row.ours, 3), "baseline": _round(row.baseline, 3), "real": _round(row.real, 3),
+        "paper": _round(row.paper, 3), "paper_label": row.paper_label,
+    } for row in result.comparison_rows()]
+    return {
+        "rows": rows,
+        "hub_results": result.to_hub_eval_results(),
+        "prompt_source": result.prompt_source,
+        "n_prompts": len(result.prompts),
+        "n_per_prompt": result.n_per_prompt,
+        "dino_model": result.dino_model,
+        "clip_model": result.clip_model,
+    }
+
+
+def _hackathon(config: RunConfig) -> dict[str, Any] | None:
+    name = config.publish.hackathon_theme
+    if not name:
+        return None
+    try:
+        from hubtools.hackathon import get_theme
+    except ImportError:  # pragma: no cover - the hackathon module ships with hubtools
+        raise ConfigError(f"hackathon theme {name!r} was set but this hubtools has no hackathon support") from None
+    theme = get_theme(name)
+    return {"name": name, "tags": list(theme.tags), "section": theme.card_section_markdown().strip()}
+
+
+# -- small formatting helpers ------------------------------------------------------------------------------
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _round(value, digits: int):
+    return round(value, digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _format_value(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def _duration(seconds) -> str | None:
+    if not isinstance(seconds, (int, float)):
+        return None
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s")
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return f"{num_bytes} B"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hubtools_version() -> str:
+    from hubtools import __version__
+
+    return __version__
