@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,10 @@ def read_image(data: bytes, *, name: str, min_side: int, max_pixels: int = MAX_P
             return _decode(data, min_side=min_side, max_pixels=max_pixels)
         except RejectedImage:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise RejectedImage(_bomb_reason(None, max_pixels)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            # Pillow refused inside open(): its message carries the pixel count, not the dimensions.
+            claimed = re.search(r"\((\d+) pixels\)", str(error))
+            raise RejectedImage(_bomb_reason(None, max_pixels, int(claimed[1]) if claimed else None)) from None
         except UnidentifiedImageError:
             raise RejectedImage("not a readable image (unknown or corrupt format)") from None
         except MemoryError:
@@ -123,8 +126,11 @@ def read_image(data: bytes, *, name: str, min_side: int, max_pixels: int = MAX_P
             raise RejectedImage(f"corrupt image data ({detail})") from None
 
 
-def _bomb_reason(size: tuple[int, int] | None, max_pixels: int) -> str:
-    dims = f" ({size[0]}x{size[1]}, {size[0] * size[1] / 1e6:.0f} megapixels)" if size else ""
+def _bomb_reason(size: tuple[int, int] | None, max_pixels: int, pixels: int | None = None) -> str:
+    if size:
+        dims = f" ({size[0]}x{size[1]}, {size[0] * size[1] / 1e6:.0f} megapixels)"
+    else:
+        dims = f" ({pixels / 1e6:.0f} megapixels)" if pixels else ""
     return (
         f"possible decompression bomb{dims}: over the {max_pixels / 1e6:.0f} megapixel limit; "
         "downscale it before use"
