@@ -149,3 +149,22 @@ def test_cli_push_and_pull(local_hub, hf_token, prepared_dog, tmp_path, capsys):
     # pull never reads a local folder, even one that looks like a repo id
     assert main(["concept", "pull", str(prepared_dog), "--out", str(tmp_path / "nope")]) == 2
     assert "not a Hub dataset id" in capsys.readouterr().err
+
+
+def test_raw_imagefolder_repo_of_jpegs_is_read_too(local_hub, tmp_path):
+    """Many shared concept sets are plain folders of photos uploaded as-is, not parquet."""
+    from huggingface_hub import HfApi
+
+    repo_id = f"{local_hub.user}/raw-photos"
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    for path in sorted(DEMO_CONCEPT_DIR.glob("*.jpg"))[:3]:
+        (upload / path.name).write_bytes(path.read_bytes())
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", token=local_hub.token)
+    api.upload_folder(repo_id=repo_id, folder_path=upload, repo_type="dataset", token=local_hub.token)
+
+    concept = prepare_concept(repo_id, tmp_path / "out", resolution=64, caption=CAPTION, token=local_hub.token, progress=False)
+    assert concept.counts["accepted"] == 3
+    assert [entry.label for entry in concept.entries] == ["row 0 (00.jpg)", "row 1 (01.jpg)", "row 2 (02.jpg)"]
+    assert [entry.original_size for entry in concept.entries] == [[780, 780], [781, 781], [780, 780]]

@@ -432,3 +432,12 @@ def test_cli_prepare_fails_with_one_line_and_still_shows_the_table(tmp_path, cap
     assert "a.jpg" in captured.out and "rejected" in captured.out
     error_lines = [line for line in captured.err.splitlines() if line.strip()]
     assert error_lines[0].startswith("error: only 0 usable images") and "Traceback" not in captured.err
+
+
+def test_dangling_link_is_rejected_as_unreadable(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(DEMO_CONCEPT_DIR, src)
+    (src / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    concept = prepare(src, tmp_path)
+    entry = entry_for(concept, "gone.jpg")
+    assert entry.status == "rejected" and entry.reason.startswith("unreadable file (")

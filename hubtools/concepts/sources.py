@@ -70,8 +70,12 @@ def resolve_source(
 
 def local_folder_source(root: Path) -> ResolvedSource:
     found = walk_source(root)
-    captions = _read_caption_files(root, found)
-    items: list[SourceItem] = []
+    captions = _read_caption_files(root, found)  # read first: a broken captions file fails fast
+    return ResolvedSource(source=str(root), source_revision=None, items=_local_items(found, captions), total=len(found))
+
+
+def _local_items(found: list[FoundFile], captions: dict[str, str]) -> Iterator[SourceItem]:
+    # One file's bytes in memory at a time, however large the folder.
     for file in found:
         item = SourceItem(path=file.rel_path, ignored_reason=file.ignored_reason, caption=captions.get(file.rel_path))
         if item.ignored_reason is None:
@@ -83,8 +87,7 @@ def local_folder_source(root: Path) -> ResolvedSource:
                     item.data = file.path.read_bytes()
             except OSError as error:
                 item.rejected_reason = f"unreadable file ({error.strerror or error})"
-        items.append(item)
-    return ResolvedSource(source=str(root), source_revision=None, items=items, total=len(items))
+        yield item
 
 
 def _read_caption_files(root: Path, found: list[FoundFile]) -> dict[str, str]:
