@@ -925,14 +925,25 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
     return RawPathApp(api)
 
 
+MAX_HEADER_BYTES = 32 * 1024
+
+
 class RawPathApp:
-    """Routes on the raw request path so that percent-encoded slashes stay inside one path segment."""
+    """Routes on the raw request path so that percent-encoded slashes stay inside one path segment, and
+    refuses oversized request headers with a clean 431 before any route sees them."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("raw_path"):
-            raw = scope["raw_path"].split(b"?", 1)[0].decode("latin-1")
-            scope = dict(scope, path=raw)
+        if scope["type"] == "http":
+            header_bytes = sum(len(key) + len(value) + 4 for key, value in scope.get("headers", []))
+            if header_bytes + len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_HEADER_BYTES:
+                message = f"Request headers too large: at most {MAX_HEADER_BYTES} bytes."
+                response = JSONResponse({"error": message}, status_code=431, headers={"X-Error-Message": message})
+                await response(scope, receive, send)
+                return
+            if scope.get("raw_path"):
+                raw = scope["raw_path"].split(b"?", 1)[0].decode("latin-1")
+                scope = dict(scope, path=raw)
         await self.app(scope, receive, send)

@@ -83,7 +83,7 @@ def _build_server(data_dir: Path, host: str, port: int, tokens: dict[str, str] |
         log_level="info" if access_log else "warning",
         access_log=access_log,
         lifespan="off",
-        h11_max_incomplete_event_size=64 * 1024,  # oversized request headers get a 4xx from uvicorn
+        h11_max_incomplete_event_size=256 * 1024,  # beyond the app's own 32 KiB limit (a clean 431)
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config), storage
