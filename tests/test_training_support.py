@@ -1,0 +1,67 @@
+"""Helpers for the training tests (no tests here): a tiny base model folder and prepared run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
+
+IDENTIFIER = "pkblz"
+CLASS_NOUN = "dog"
+RESOLUTION = 64
+
+
+def tiny_base(root: Path) -> Path:
+    """The tiny random pipeline saved as a local base-model folder (no hub needed)."""
+    from hubtools.models import build_tiny_pipeline
+
+    base = Path(root) / "base"
+    if not (base / "model_index.json").is_file():
+        build_tiny_pipeline().save_pretrained(base, safe_serialization=True)
+    return base
+
+
+def write_concept(run: Path, count: int = 3) -> None:
+    """A prepared concept set: ``count`` distinct 64 px images in imagefolder layout with captions."""
+    images = run / "concept" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(count):
+        pixels = np.full((RESOLUTION, RESOLUTION, 3), 30, np.uint8)
+        pixels[..., i % 3] = 210
+        pixels[16:48, 16:48] = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i:02d}.png")
+        rows.append({"file_name": f"images/{i:02d}.png", "text": f"a photo of {IDENTIFIER} {CLASS_NOUN}"})
+    (run / "concept" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def make_run(root: Path, name: str = "run", *, training: dict | None = None, prior: dict | None = None,
+             base: Path | None = None) -> tuple[RunConfig, Path]:
+    """A run folder as the orchestration leaves it before training: resolved config + concept set."""
+    base = base or tiny_base(root)
+    run = Path(root) / name
+    run.mkdir(parents=True, exist_ok=True)
+    write_concept(run)
+    config = RunConfig.model_validate({
+        "model": {"base_model": str(base)},
+        "concept": {"identifier": IDENTIFIER, "class_noun": CLASS_NOUN},
+        "training": {"steps": 6, "resolution": RESOLUTION, "learning_rate": 1e-3, "device": "cpu",
+                     **(training or {})},
+        "prior": {"num_class_images": 2, "generation_steps": 2, "generation_batch_size": 2, **(prior or {})},
+        "sampling": {"num_inference_steps": 2, "seeds": [0, 1]},
+    }).resolve()
+    save_config(config, run / RUN_CONFIG_FILENAME)
+    return config, run
+
+
+def render(pipe, prompt: str = f"a photo of {IDENTIFIER} {CLASS_NOUN}", seed: int = 0) -> np.ndarray:
+    import torch
+
+    image = pipe(prompt, num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
+                 generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+    return np.asarray(image)
