@@ -7,6 +7,7 @@ and, in the hub test, from the local hub by repo id.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,16 @@ def test_encoders_are_loaded_once_and_embed_in_batches(encoder_dirs, encoders, d
     assert batched.shape == (5, 32)
     assert torch.allclose(one_by_one, batched, atol=1e-5)
     assert encoders.clip.embed_texts(["a dog", "a pkblz dog in the snow"]).shape == (2, 16)
+
+    # DINO is the CLS token of the last layer; CLIP the projected (not pooled-only) embeddings.
+    pixels = encoders.dino.processor(images=dog_photos[:1], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        cls = encoders.dino.model(pixel_values=pixels).last_hidden_state[:, 0]
+    assert torch.allclose(encoders.dino.embed_images(dog_photos[:1]), cls, atol=1e-6)
+    tokens = encoders.clip.tokenizer(["a dog"], return_tensors="pt")
+    with torch.no_grad():
+        projected = encoders.clip.model.text_projection(encoders.clip.model.text_model(**tokens).pooler_output)
+    assert torch.allclose(encoders.clip.embed_texts(["a dog"]), projected, atol=1e-6)
 
 
 def test_identical_images_give_dino_and_clip_i_of_one(encoders, dog_photos):
@@ -214,17 +225,24 @@ def test_evaluate_run_with_a_prompt_file_and_no_baseline(tmp_path, encoders, dog
     assert result.to_hub_eval_results()[0].dataset_type == "custom-prompts"
 
 
-def save_tiny_pipeline(path: Path) -> Path:
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
     from hubtools.models import build_tiny_pipeline
 
+    path = tmp_path_factory.mktemp("tiny-sd")
     build_tiny_pipeline().save_pretrained(path, safe_serialization=True)
     return path
 
 
-def test_evaluate_run_loads_the_runs_and_base_pipelines_with_fixed_seeds(tmp_path, encoders, dog_photos):
-    base_dir = save_tiny_pipeline(tmp_path / "base")
-    run = make_run(tmp_path, dog_photos, base_model=str(base_dir))
-    save_tiny_pipeline(run)  # the "trained" model: here the same weights as the base
+def copy_pipeline(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
+def test_evaluate_run_loads_the_runs_and_base_pipelines_with_fixed_seeds(tmp_path, encoders, dog_photos,
+                                                                       tiny_pipeline_dir):
+    run = make_run(tmp_path, dog_photos, base_model=str(tiny_pipeline_dir))
+    copy_pipeline(tiny_pipeline_dir, run)  # the "trained" model: here the same weights as the base
     cfg = EvalConfig(max_prompts=2, n_per_prompt=2, n_class_images=1, device="cpu", save_images=True)
 
     first = evaluate_run(run, cfg, encoders=encoders)
@@ -324,12 +342,11 @@ def test_encoders_load_by_repo_id_from_the_hub(local_hub, encoder_dirs, dog_phot
 # -- CLI ------------------------------------------------------------------------------------------------
 
 
-def test_cli_eval_prints_the_table_and_writes_eval_json(tmp_path, encoder_dirs, dog_photos, capsys):
+def test_cli_eval_prints_the_table_and_writes_eval_json(tmp_path, encoder_dirs, dog_photos, capsys, tiny_pipeline_dir):
     from hubtools.cli.app import main
 
-    base_dir = save_tiny_pipeline(tmp_path / "base")
-    run = make_run(tmp_path, dog_photos, base_model=str(base_dir))
-    save_tiny_pipeline(run)
+    run = make_run(tmp_path, dog_photos, base_model=str(tiny_pipeline_dir))
+    copy_pipeline(tiny_pipeline_dir, run)
     code = main(["eval", str(run), "--max-prompts", "1", "--n-per-prompt", "2", "--n-class-images", "1",
                  "--steps", "2", "--device", "cpu", "--dino-model", str(encoder_dirs[0]),
                  "--clip-model", str(encoder_dirs[1])])
