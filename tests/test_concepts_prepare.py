@@ -7,8 +7,6 @@ import hashlib
 import io
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +439,11 @@ def test_dangling_link_is_rejected_as_unreadable(tmp_path):
     concept = prepare(src, tmp_path)
     entry = entry_for(concept, "gone.jpg")
     assert entry.status == "rejected" and entry.reason.startswith("unreadable file (")
+
+
+def test_cli_prints_odd_file_names_as_they_are(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(DEMO_CONCEPT_DIR / "00.jpg", src / "[bold]dog.jpg")
+    assert main(["concept", "prepare", str(src), "--out", str(tmp_path / "o"), "--resolution", "64"]) == 0
+    assert "[bold]dog.jpg" in capsys.readouterr().out

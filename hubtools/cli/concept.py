@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="Prepare, push and pull concept image sets (the photos of your subject).", no_args_is_help=True)
@@ -18,14 +19,16 @@ _CROP_HELP = "Which square to keep after resizing: center, top, bottom, left or 
 
 
 def _print_report(concept) -> None:
-    table = Table(title=f"{concept.source}" + (f" @ {concept.source_revision[:12]}" if concept.source_revision else ""))
+    # File names and reasons are data, not markup: a photo called "[red].jpg" must print as itself.
+    title = escape(concept.source) + (f" @ {concept.source_revision[:12]}" if concept.source_revision else "")
+    table = Table(title=title)
     table.add_column("input", overflow="fold")
     table.add_column("status")
     table.add_column("reason", overflow="fold")
     table.add_column("output", overflow="fold")
     for entry in concept.entries:
         style = _STATUS_STYLES.get(entry.status, "")
-        table.add_row(entry.label, f"[{style}]{entry.status}[/]", entry.reason, entry.output or "")
+        table.add_row(escape(entry.label), f"[{style}]{entry.status}[/]", escape(entry.reason), entry.output or "")
     console.print(table)
     counts = concept.counts
     console.print(
@@ -53,7 +56,7 @@ def _prepare(source: str, out: Path, *, hub_only: bool, **options) -> None:
 
 @app.command("prepare")
 def prepare(
-    src: str = typer.Argument(..., help="A folder of photos, or a Hub dataset namespace/name[@revision]."),
+    src: str = typer.Argument(..., help="A folder of photos, or a Hub dataset namespace/name\\[@revision]."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to (replaced if it is one)."),
     resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
     caption: str | None = typer.Option(None, "--caption", help="Caption (instance prompt) for images without one."),
@@ -72,7 +75,7 @@ def prepare(
 
 @app.command("pull")
 def pull(
-    repo: str = typer.Argument(..., help="Hub dataset namespace/name[@revision]."),
+    repo: str = typer.Argument(..., help="Hub dataset namespace/name\\[@revision]."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to."),
     resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
     caption: str | None = typer.Option(None, "--caption", help="Caption for rows without a text column."),

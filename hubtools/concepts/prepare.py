@@ -31,7 +31,7 @@ from hubtools.concepts.manifest import (
     write_manifest,
     write_metadata,
 )
-from hubtools.concepts.sources import ResolvedSource, SourceItem, resolve_source
+from hubtools.concepts.sources import ResolvedSource, resolve_source
 from hubtools.errors import ConfigError, InputError
 
 
@@ -299,4 +299,4 @@ def _with_progress(resolved: ResolvedSource, enabled: bool):
             bar.advance(task)
 
 
-__all__ = ["ConceptNotUsableError", "SourceItem", "prepare_concept"]
+__all__ = ["ConceptNotUsableError", "prepare_concept"]
