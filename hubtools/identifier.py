@@ -16,6 +16,7 @@ adds the identifier's nearest neighbours in token-embedding space and how strong
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -188,13 +189,44 @@ def _rarity(tokenizer, token_id: int) -> float:
     return round(token_id / max(len(tokenizer) - 1, 1), 4)
 
 
-def _is_word(vocab_token: str) -> bool:
+_COMMON_WORD_IDS = 10_512  # the first 10,000 merges: the commonest strings of CLIP's training captions
+
+
+def _common_bigrams(tokenizer) -> frozenset[str]:
+    """Letter pairs (with ^ and $ for the word's ends) that recur among the vocabulary's commonest words."""
+    key = (type(tokenizer).__name__, len(tokenizer))
+    if key not in _BIGRAM_CACHE:
+        counts: Counter[str] = Counter()
+        for vocab_token, token_id in tokenizer.get_vocab().items():
+            body = vocab_token.removesuffix(END_OF_WORD)
+            if token_id < _COMMON_WORD_IDS and vocab_token.endswith(END_OF_WORD) and len(body) >= 3 \
+                    and body.isascii() and body.isalpha():
+                counts.update(_bigrams(body))
+        _BIGRAM_CACHE[key] = frozenset(pair for pair, n in counts.items() if n >= 3)
+    return _BIGRAM_CACHE[key]
+
+
+_BIGRAM_CACHE: dict[tuple, frozenset[str]] = {}
+
+
+def _bigrams(word: str) -> list[str]:
+    framed = f"^{word}$"
+    return [framed[i : i + 2] for i in range(len(framed) - 1)]
+
+
+def _is_word(vocab_token: str, tokenizer) -> bool:
+    """Whether a single vocabulary token reads as a word or name (so the model knows what it means)."""
     body = vocab_token.removesuffix(END_OF_WORD)
     if not vocab_token.endswith(END_OF_WORD) or not body.isascii() or not body.isalpha():
         return False
-    # Every whole-word token of the vocabulary was frequent in CLIP's captions; those with vowels are
-    # words and names, the vowel-less ones mostly abbreviations (rare enough, unless commonly read).
-    return bool(_VOWELS & set(body)) or body in _VOWELLESS_WORDS
+    if body in _VOWELLESS_WORDS:
+        return True
+    if not _VOWELS & set(body):
+        return False  # vowel-less tokens are abbreviations, mostly rare enough
+    # Every whole-word token was frequent in CLIP's captions; one spelled like English words and names
+    # (at most one letter pair unseen among the commonest words) is taken as one: ``olis`` is, ``ohwx`` isn't.
+    common = _common_bigrams(tokenizer)
+    return sum(pair not in common for pair in _bigrams(body.lower())) <= 1
 
 
 def check_identifier(
@@ -215,7 +247,7 @@ def check_identifier(
     single = len(token_ids) == 1
     byte_level_of = decode_byte_level(text)
     known_bad = KNOWN_BAD_IDENTIFIERS.get(text.lower())
-    is_word = single and _is_word(vocab_tokens[0]) and known_bad is None
+    is_word = single and _is_word(vocab_tokens[0], tokenizer) and known_bad is None
     report = IdentifierReport(
         text=text,
         tokens=[readable_piece(token) for token in vocab_tokens],

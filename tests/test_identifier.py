@@ -72,6 +72,13 @@ def test_ordinary_words_and_the_class_noun_are_flagged(tokenizer):
     assert report.single_token and report.is_word
     assert any("ordinary word" in w for w in report.warnings)
     assert any("class noun" in w for w in report.warnings)
+    assert check_identifier("rifle", tokenizer=tokenizer).is_word
+
+
+@pytest.mark.parametrize("text", ["ohwx", "nlwx", "shld"])
+def test_rare_tokens_that_read_like_no_word_pass(tokenizer, text):
+    report = check_identifier(text, tokenizer=tokenizer)
+    assert report.single_token and not report.is_word and report.ok
 
 
 @pytest.mark.parametrize(
