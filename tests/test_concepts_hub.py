@@ -168,3 +168,32 @@ def test_raw_imagefolder_repo_of_jpegs_is_read_too(local_hub, tmp_path):
     assert concept.counts["accepted"] == 3
     assert [entry.label for entry in concept.entries] == ["row 0 (00.jpg)", "row 1 (01.jpg)", "row 2 (02.jpg)"]
     assert [entry.original_size for entry in concept.entries] == [[780, 780], [781, 781], [780, 780]]
+
+
+def test_push_with_a_bad_token_is_one_line_without_the_token(local_hub, prepared_dog):
+    from hubtools.errors import HubError
+
+    with pytest.raises(HubError) as caught:
+        push_concept(prepared_dog, f"{local_hub.user}/refused", token="not-a-valid-token")
+    message = str(caught.value)
+    assert message.startswith(f"could not push dataset {local_hub.user}/refused: HTTP 401")
+    assert "not-a-valid-token" not in message and "\n" not in message
+
+
+def test_unreachable_hub_is_a_clear_error(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "concept", "pull", "someone/photos", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"error: could not reach the Hub at http://127.0.0.1:{port} for dataset someone/photos" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()

@@ -227,7 +227,10 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
             return converted
     if im.mode != "RGB":
         notes.append(f"converted from {_MODE_NAMES.get(im.mode, im.mode)} to RGB")
-        im = im.convert("RGB")
+        try:
+            im = im.convert("RGB")
+        except ValueError:  # e.g. LAB or HSV, which Pillow cannot convert
+            raise RejectedImage(f"unsupported colour mode {im.mode}; save it as an RGB JPEG or PNG") from None
     return im
 
 

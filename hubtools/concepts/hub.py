@@ -52,7 +52,7 @@ def hub_dataset_source(
 
 
 def resolve_dataset_revision(repo_id: str, *, revision: str | None = None, token: str | None = None) -> str:
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
@@ -65,8 +65,13 @@ def resolve_dataset_revision(repo_id: str, *, revision: str | None = None, token
         ) from None
     except HfHubHTTPError as error:
         raise HubError(f"could not read dataset {repo_id}: {_http_status(error)}") from None
-    except OSError as error:  # connection refused, DNS...: offline
-        raise HubError(f"could not reach the Hub for dataset {repo_id} ({type(error).__name__}); check the connection") from None
+    except Exception as error:
+        if not _is_connection_error(error):
+            raise
+        raise HubError(
+            f"could not reach the Hub at {constants.ENDPOINT} for dataset {repo_id} ({type(error).__name__}); "
+            "check the connection or HF_ENDPOINT"
+        ) from None
     if not info.sha:
         raise HubError(f"the Hub did not report a commit for dataset {repo_id}")
     return info.sha
@@ -186,6 +191,10 @@ def push_concept(
         )
     except HfHubHTTPError as error:
         raise HubError(f"could not push dataset {repo_id}: {_http_status(error)}") from None
+    except Exception as error:
+        if not _is_connection_error(error):
+            raise
+        raise HubError(f"could not reach the Hub to push {repo_id} ({type(error).__name__}); check the connection") from None
     finally:
         datasets.config.USE_PARQUET_EXPORT = previous_export
     return str(commit.repo_url)
@@ -229,6 +238,13 @@ def _card_values(
         "contact_sheet": CONTACT_SHEET_FILENAME,
         "counts": concept.counts,
     }
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    # The Hub client's HTTP library (httpx or its fork httpx2) raises TransportError subclasses when
+    # offline; matched by name so either library works.
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"TransportError", "ConnectionError", "ConnectError", "TimeoutException"})
 
 
 def _http_status(error: Exception) -> str:

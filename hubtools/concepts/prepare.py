@@ -34,6 +34,9 @@ from hubtools.concepts.manifest import (
 from hubtools.concepts.sources import ResolvedSource, resolve_source
 from hubtools.errors import ConfigError, InputError
 
+# zlib level 3: a third of the default's encode time for ~7% larger PNGs (encoding dominated prepare).
+PNG_COMPRESS_LEVEL = 3
+
 
 class ConceptNotUsableError(InputError):
     """Too few images were accepted (or one was rejected under ``strict``). The folder was still written:
@@ -229,7 +232,7 @@ def _prepare_into(
             thumbnails[index] = _thumbnail(processed)
             continue
         staged = images_dir / f"staged-{index:06d}.png"
-        processed.save(staged, format="PNG")
+        processed.save(staged, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         entry.status = "accepted"
         entry.reason = "; ".join(notes) if notes else "ok"
         entry.caption = item.caption if item.caption is not None else (caption or "")
