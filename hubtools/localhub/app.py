@@ -41,6 +41,7 @@ from hubtools.localhub.errors import (
     PayloadTooLarge,
     RangeNotSatisfiable,
     RepoNotFound,
+    RevisionNotFound,
 )
 from hubtools.localhub.storage import (
     DEFAULT_BRANCH,
@@ -52,6 +53,7 @@ from hubtools.localhub.storage import (
     Repo,
     Storage,
     git_blob_oid,
+    lfs_pointer,
 )
 
 logger = logging.getLogger("hubtools.localhub")
@@ -592,13 +594,8 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
         if kind == "tag":
             raise BadRequest("Cannot commit to a tag: commit to a branch.")
         if storage.get_ref(repo.repo_type, repo.repo_id, kind, name) is None:
-            raise_revision_not_found(name)
+            raise RevisionNotFound(f"Invalid rev id: {name} is not a branch (create it first with create_branch).")
         return kind, name
-
-    def raise_revision_not_found(name: str) -> None:
-        from hubtools.localhub.errors import RevisionNotFound
-
-        raise RevisionNotFound(f"Invalid rev id: {name} is not a branch (create it first with create_branch).")
 
     @api.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
     async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str) -> Response:
@@ -795,8 +792,6 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
                 size = storage.blob_path(oid).stat().st_size
                 if value.get("size") is not None and value.get("size") != size:
                     raise BadRequest(f"LFS file {path}: size {value.get('size')} does not match the object ({size}).")
-                from hubtools.localhub.storage import lfs_pointer
-
                 built.append(AddFile(path, FileEntry(oid, size, git_blob_oid(lfs_pointer(oid, size)), True)))
             elif key == "deletedFile":
                 built.append(DeleteFile(path))
