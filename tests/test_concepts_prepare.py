@@ -447,3 +447,15 @@ def test_cli_prints_odd_file_names_as_they_are(tmp_path, capsys):
     shutil.copy(DEMO_CONCEPT_DIR / "00.jpg", src / "[bold]dog.jpg")
     assert main(["concept", "prepare", str(src), "--out", str(tmp_path / "o"), "--resolution", "64"]) == 0
     assert "[bold]dog.jpg" in capsys.readouterr().out
+
+
+def test_only_photo_decoders_are_used(tmp_path):
+    # An icon or bitmap renamed .jpg must not reach Pillow's exotic plugins (EPS would run Ghostscript).
+    src = tmp_path / "src"
+    shutil.copytree(DEMO_CONCEPT_DIR, src)
+    Image.new("RGB", (128, 128), RED).save(src / "icon.jpg", format="ICO")
+    Image.new("RGB", (128, 128), RED).save(src / "bitmap.png", format="PPM")
+    concept = prepare(src, tmp_path)
+    for name in ("icon.jpg", "bitmap.png"):
+        entry = entry_for(concept, name)
+        assert entry.status == "rejected" and "not a readable image" in entry.reason

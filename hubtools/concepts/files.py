@@ -28,6 +28,15 @@ CAPTION_FILES = frozenset({"metadata.jsonl", "metadata.csv"})
 OS_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r", ".ds_store"})
 OS_JUNK_DIRS = frozenset({"__macosx", ".git", ".svn", "@eadir", "$recycle.bin", ".trash", ".thumbnails"})
 
+# Decoders Pillow may use. Without this list a file named .jpg could be opened as EPS (which runs
+# Ghostscript) or any other exotic plugin; photos need none of them. (JPEG covers cameras' MPO files.)
+SAFE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "AVIF")
+
+
+def _open_formats() -> list[str]:
+    Image.init()
+    return [name for name in SAFE_FORMATS if name in Image.OPEN]  # AVIF only in newer Pillow builds
+
 # Above this many pixels an image is refused before decoding: a decompression bomb is a small file whose
 # header promises gigapixels. Pillow's own default (about 89 Mpx, ~270 MB as RGB) covers phone photos.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -139,7 +148,7 @@ def _bomb_reason(size: tuple[int, int] | None, max_pixels: int, pixels: int | No
 
 def _decode(data: bytes, *, min_side: int, max_pixels: int) -> ReadImage:
     notes: list[str] = []
-    im = Image.open(io.BytesIO(data))
+    im = Image.open(io.BytesIO(data), formats=_open_formats())
     # The header is read, nothing is decoded yet: refuse giant canvases before spending memory on them.
     width, height = im.size
     if width <= 0 or height <= 0:
@@ -152,7 +161,7 @@ def _decode(data: bytes, *, min_side: int, max_pixels: int) -> ReadImage:
         kind = "animated" if getattr(im, "is_animated", False) and im.format != "TIFF" else "multi-page"
         notes.append(f"{kind} ({frames} frames): used the first frame")
     fmt = im.format or "image"
-    if fmt == "JPEG":
+    if fmt in ("JPEG", "MPO"):
         # Ask libjpeg for a reduced-scale decode whose short side still covers ``min_side``.
         short = min(width, height)
         if short > min_side:
