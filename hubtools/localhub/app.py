@@ -597,6 +597,12 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
             raise RevisionNotFound(f"Invalid rev id: {name} is not a branch (create it first with create_branch).")
         return kind, name
 
+    @api.get("/api/{plural}/{namespace}/{name}/xet-write-token/{revision}")
+    @api.get("/api/{plural}/{namespace}/{name}/xet-read-token/{revision}")
+    def xet_token(plural: str, namespace: str, name: str, revision: str) -> Response:
+        raise BadRequest("This local hub stores files with plain LFS, not Xet: set HF_HUB_DISABLE_XET=1 "
+                         "(hubtools.hubenv.point_clients_at does) before using the client.")
+
     @api.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
     async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str) -> Response:
         repo, _ = writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
