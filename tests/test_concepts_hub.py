@@ -197,3 +197,14 @@ def test_unreachable_hub_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert f"error: could not reach the Hub at http://127.0.0.1:{port} for dataset someone/photos" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_private_push_is_hidden_from_others(local_hub, prepared_dog):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    repo_id = f"{local_hub.user}/private-dog"
+    push_concept(prepared_dog, repo_id, token=local_hub.token, private=True)
+    assert HfApi().dataset_info(repo_id, token=local_hub.token).private is True
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi().dataset_info(repo_id, token=local_hub.other_token)
