@@ -358,3 +358,21 @@ def test_showcase_configs_dry_run(filename, tmp_path, capsys):
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing trained
     if filename.startswith("iridescent"):
         assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_an_entry_made_by_train_and_push_passes_the_check(tmp_path, capsys, local_hub, tiny_model_repo, hf_token):
+    """The whole loop: `train-and-push --hackathon` on the tiny model, then every rule passes and it ranks."""
+    small = tmp_path / "small.toml"
+    small.write_text("[prior]\ngeneration_steps = 2\n\n[sampling]\nnum_inference_steps = 2\nseeds = [0]\n"
+                     'prompts = ["a photo of {identifier} {class_noun}"]\n', encoding="utf-8")
+    repo_id = f"{local_hub.user}/{PREFIX}-made-by-hubtools"
+    code = main(["train-and-push", "--config", str(small), "--base-model", tiny_model_repo,
+                 "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog",
+                 "--repo", repo_id, "--out", str(tmp_path / "run"), "--hackathon", "landscape",
+                 "--resolution", "64", "--steps", "2", "--device", "cpu", "--num-class-images", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    results = check_submission(repo_id, load=True)
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    local_hub.set_likes(repo_id, 1000)
+    assert leaderboard(theme="landscape", top=1)[0].entries[0].repo_id == repo_id
