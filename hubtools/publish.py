@@ -1,0 +1,272 @@
+"""Publishing a run: exactly the files a user needs, in one commit, and nothing when nothing changed.
+
+The repo receives the model (a diffusers pipeline folder, or the LoRA weights), the card, the images, the
+resolved config, train_result.json, eval.json, logs/metrics.jsonl and the concept contact sheet. It never
+receives checkpoints, optimizer states, caches, TensorBoard events, class images or the concept photos
+themselves (those are the user's to publish as a dataset).
+
+One ``create_commit`` carries every change, with the remote head as ``parent_commit``: the Hub applies a
+commit whole or not at all, so a push killed mid-upload leaves main as it was, and the retry uploads what
+is missing. Files are compared with the remote tree first (git blob sha1, or LFS sha256), so re-pushing an
+unchanged run makes no commit. With ``checkpoints=True`` each checkpoint's weights go to a ``step-N``
+branch made from main, so ``from_pretrained(repo, revision="step-N")`` loads that checkpoint.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hubtools.config import RunConfig, load_run_config
+from hubtools.errors import ConfigError, HubError
+from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
+from hubtools.runfolder import RunFolder, read_json
+from hubtools.sample import list_checkpoints
+
+# Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
+RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
+             "concept/contact_sheet.png"]
+RUN_FOLDERS = ["images"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".json"}
+# Remote paths this tool manages: a file there that the run no longer has is stale and is deleted.
+# Anything else in the repo (a file a person added by hand) is left alone.
+MANAGED_PATTERNS = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/*", "images/*",
+                    "concept/*", "model_index.json", LORA_WEIGHTS_FILENAME, "unet/*", "vae/*", "text_encoder/*",
+                    "tokenizer/*", "scheduler/*", "safety_checker/*", "feature_extractor/*"]
+
+
+@dataclass
+class PushResult:
+    url: str  # the repo's page
+    repo_id: str
+    commit_sha: str  # main's head after the push (the previous head when nothing changed)
+    commit_url: str | None  # None when nothing changed
+    changed: bool
+    files: list[str]  # the run's files in the repo, as paths in the repo
+    deleted: list[str] = field(default_factory=list)
+    branches: dict[str, str] = field(default_factory=dict)  # step-N -> commit sha, with checkpoints=True
+
+
+def describe_push(result: PushResult) -> str:
+    """A few lines for the CLI to print."""
+    what = (f"new commit {result.commit_sha[:12]}: {len(result.files)} files" if result.changed
+            else f"nothing changed since the last push (main is {result.commit_sha[:12]})")
+    lines = [result.url, what]
+    lines += [f"branch {name}: {sha[:12]}" for name, sha in result.branches.items()]
+    return "\n".join(lines)
+
+
+# -- what a run pushes -----------------------------------------------------------------------------------
+
+
+def files_to_push(run_dir: Path) -> dict[str, Path]:
+    """``path in repo -> local file`` for the run's main branch."""
+    run = RunFolder(Path(run_dir))
+    files: dict[str, Path] = {}
+    if (run.root / "model_index.json").is_file():
+        files["model_index.json"] = run.root / "model_index.json"
+        index = read_json(run.root / "model_index.json") or {}
+        # Only the pipeline's components (unet/, vae/, ...), never whatever else sits in the run folder.
+        for component, spec in index.items():
+            if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+                continue
+            files.update(_folder(run.root, component))
+    elif is_lora_run(run.root):
+        files[LORA_WEIGHTS_FILENAME] = run.root / LORA_WEIGHTS_FILENAME
+    for name in RUN_FILES:
+        if (run.root / name).is_file():
+            files[name] = run.root / name
+    for folder in RUN_FOLDERS:
+        files.update({path: local for path, local in _folder(run.root, folder).items()
+                      if local.suffix.lower() in IMAGE_SUFFIXES})
+    return dict(sorted(files.items()))
+
+
+def _folder(root: Path, name: str) -> dict[str, Path]:
+    folder = root / name
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            and not p.name.endswith(".tmp")}
+
+
+def checkpoint_files(run_dir: Path, checkpoint: Path) -> dict[str, Path]:
+    """The weights of one checkpoint, at the paths the final model has in the repo (no optimizer state)."""
+    if is_lora_run(run_dir):
+        weights = checkpoint / LORA_WEIGHTS_FILENAME
+        return {LORA_WEIGHTS_FILENAME: weights} if weights.is_file() else {}
+    files: dict[str, Path] = {}
+    for component in ("unet", "text_encoder"):
+        files.update({path: local for path, local in _folder(checkpoint, component).items()
+                      if local.suffix in (".safetensors", ".json")})
+    return files
+
+
+# -- the push ---------------------------------------------------------------------------------------------
+
+
+def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str | None = None,
+             checkpoints: bool = False, commit_message: str | None = None) -> PushResult:
+    """Push the run to ``repo_id`` (created if needed) in one commit; a no-op when nothing changed."""
+    from huggingface_hub import HfApi
+
+    run = RunFolder(Path(run_dir))
+    config = load_run_config(run.root)
+    if not ((run.root / "model_index.json").is_file() or is_lora_run(run.root)):
+        raise ConfigError(f"run {run.root} has no trained model to push: run `hubtools train --out {run.root}` first")
+    if not run.card.is_file():
+        from hubtools.card import render_model_card
+
+        render_model_card(run.root, repo_id=repo_id)
+    token = _resolve_token(token)
+    api = HfApi(token=token)
+
+    with _hub_errors(repo_id, token):
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+        repo_id = repo_url.repo_id or repo_id
+        files = files_to_push(run.root)
+        main = _push_tree(api, repo_id, "main", files, commit_message or default_commit_message(run.root, config),
+                          delete_stale=True)
+        branches: dict[str, str] = {}
+        if checkpoints:
+            for step, folder in list_checkpoints(run.root):
+                weights = checkpoint_files(run.root, folder)
+                if not weights:
+                    continue
+                branch = f"step-{step}"
+                api.create_branch(repo_id, branch=branch, revision=main.head, exist_ok=True)
+                pushed = _push_tree(api, repo_id, branch, weights,
+                                    f"Checkpoint at step {step} of {repo_id.split('/')[-1]}", delete_stale=False)
+                branches[branch] = pushed.head
+    return PushResult(
+        url=str(repo_url), repo_id=repo_id, commit_sha=main.head, commit_url=main.commit_url,
+        changed=main.changed, files=sorted(files), deleted=main.deleted, branches=branches,
+    )
+
+
+def default_commit_message(run_dir: Path, config: RunConfig) -> str:
+    train = read_json(RunFolder(Path(run_dir)).train_result) or {}
+    method = "LoRA" if is_lora_run(run_dir) else "fine-tune"
+    steps = train.get("steps_done") or config.training.steps
+    subject = f"{config.concept.identifier or ''} {config.concept.class_noun or ''}".strip() or "a subject"
+    return f"DreamBooth {method} of {subject}: {steps} steps, card and sample grids (hubtools)"
+
+
+@dataclass
+class _Pushed:
+    head: str
+    changed: bool
+    commit_url: str | None
+    deleted: list[str]
+
+
+def _push_tree(api, repo_id: str, revision: str, files: dict[str, Path], message: str, *,
+               delete_stale: bool) -> _Pushed:
+    """One commit on ``revision`` adding what differs from the remote tree (and deleting stale paths)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    head = api.repo_info(repo_id, revision=revision).sha
+    remote = {item.path: item for item in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+              if hasattr(item, "blob_id")}
+    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local))
+                 for path, local in files.items() if not _same_file(local, remote.get(path))]
+    stale = sorted(path for path in remote if delete_stale and path not in files and _managed(path))
+    deletions = [CommitOperationDelete(path_in_repo=path) for path in stale]
+    if not additions and not deletions:
+        return _Pushed(head=head, changed=False, commit_url=None, deleted=[])
+    description = "\n".join([f"- add {op.path_in_repo}" for op in additions] + [f"- delete {p}" for p in stale])
+    info = api.create_commit(repo_id, additions + deletions, commit_message=message, commit_description=description,
+                             revision=revision, parent_commit=head)
+    return _Pushed(head=info.oid, changed=True, commit_url=info.commit_url, deleted=stale)
+
+
+def _managed(path: str) -> bool:
+    return any(fnmatch.fnmatch(path, pattern) for pattern in MANAGED_PATTERNS)
+
+
+def _same_file(local: Path, remote) -> bool:
+    """Whether the remote file holds exactly the local bytes (LFS: sha256; regular: git blob sha1)."""
+    if remote is None or remote.size != local.stat().st_size:
+        return False
+    if remote.lfs is not None:
+        return _digest(local, hashlib.sha256()) == remote.lfs.sha256
+    sha1 = hashlib.sha1(b"blob %d\0" % local.stat().st_size)
+    return _digest(local, sha1) == remote.blob_id
+
+
+def _digest(path: Path, digest) -> str:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- tokens and errors ---------------------------------------------------------------------------------------
+
+
+def _resolve_token(token: str | None) -> str:
+    """The given token, else ``HF_TOKEN``, else the one saved by ``hf auth login``."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hub token: set HF_TOKEN or run `hf auth login` (a token with write access)")
+    return token
+
+
+class _hub_errors:
+    """Turns the client's errors into one-line ``HubError``s that never contain the token."""
+
+    def __init__(self, repo_id: str, token: str | None) -> None:
+        self.repo_id, self.token = repo_id, token
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, error, traceback) -> bool:
+        if error is None or isinstance(error, (HubError, ConfigError)):
+            return False
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if isinstance(error, HfHubHTTPError):
+            status = error.response.status_code if error.response is not None else None
+            detail = _server_message(error)
+            if status in (401, 403):
+                hint = f"check that your token can write to {self.repo_id.split('/')[0]}"
+            elif status == 412:
+                hint = "the repo changed during the push: push again"
+            else:
+                hint = "push again; nothing is half-written, commits are all or nothing"
+            message = f"push to {self.repo_id} failed ({status}): {detail} ({hint})"
+        elif isinstance(error, OSError):  # connection refused, DNS, timeouts (httpx errors are not OSErrors)
+            message = f"could not reach the Hub to push {self.repo_id}: {_first_line(error)} (check the network, then push again)"
+        elif type(error).__module__.startswith(("httpx", "httpcore", "requests")):
+            message = f"could not reach the Hub to push {self.repo_id}: {_first_line(error)} (check the network, then push again)"
+        else:
+            return False
+        raise HubError(_scrub(message, self.token)) from None
+
+
+def _server_message(error) -> str:
+    response = getattr(error, "response", None)
+    if response is not None:
+        try:
+            body = response.json()
+            if isinstance(body, dict) and isinstance(body.get("error"), str):
+                return _first_line(body["error"])
+        except (ValueError, json.JSONDecodeError):
+            pass
+    return _first_line(error)
+
+
+def _first_line(error: BaseException | str) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
