@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import warnings
@@ -166,7 +167,7 @@ def _decode(data: bytes, *, min_side: int, max_pixels: int) -> ReadImage:
         short = min(width, height)
         if short > min_side:
             scale = min_side / short
-            requested = (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999)))
+            requested = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
             im.draft(None, requested)
     exif_orientation = _exif_orientation(im)
     im.load()  # raises on truncated or corrupt data
@@ -224,7 +225,7 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
         if alpha.getextrema()[0] < 255:
             notes.append("transparency flattened onto white")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        im = Image.alpha_composite(background, rgba).convert("RGB")
     if im.mode == "CMYK" and icc:
         converted = _icc_to_srgb(im, icc)
         if converted is not None:
@@ -255,17 +256,20 @@ def _icc_to_srgb(im: Image.Image, icc: bytes) -> Image.Image | None:
         return None
 
 
+# Where the square sits inside the resized image, as fractions of the spare width and height.
+_CROP_ANCHORS = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5), "right": (1.0, 0.5)}
+CROP_MODES = tuple(_CROP_ANCHORS)
+
+
 def fit_to_square(image: Image.Image, resolution: int, crop: str = "center") -> Image.Image:
     """Resize so the short side is ``resolution`` and crop a square (center, top, bottom, left, right)."""
     width, height = image.size
     side = min(width, height)
     dx, dy = width - side, height - side
-    fractions = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5), "right": (1.0, 0.5)}
-    fx, fy = fractions[crop]
+    fx, fy = _CROP_ANCHORS[crop]
     left, top = round(dx * fx), round(dy * fy)
     box = (left, top, left + side, top + side)
     # reducing_gap lets Pillow shrink by integer steps first: faster, same result class, deterministic.
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
-CROP_MODES = ("center", "top", "bottom", "left", "right")

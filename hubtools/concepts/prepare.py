@@ -115,7 +115,7 @@ def prepare_concept(
     if accepted < min_images:
         raise ConceptNotUsableError(
             f"only {accepted} usable image{'s' if accepted != 1 else ''} in {source} (need {min_images}); "
-            f"see {concept.contact_sheet_path} and {concept.manifest_path} for why each file was left out",
+            f"{CONTACT_SHEET_FILENAME} and {MANIFEST_FILENAME} in {concept.dir} say why each file was left out",
             concept,
         )
     if strict and concept.counts["rejected"]:
