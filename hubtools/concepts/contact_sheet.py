@@ -77,8 +77,11 @@ def render_contact_sheet(
     for position, (image, entry) in enumerate(tiles):
         x = PAD + (position % columns) * cell_w
         y = header_h + (position // columns) * cell_h
-        thumb = image.copy()
-        thumb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+        if entry.status == "accepted":  # square at the training resolution: fill the tile, even from 64 px
+            thumb = image.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
+        else:  # shown at most at its own size, so a too-small photo looks small
+            thumb = image.copy()
+            thumb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
         sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
         colour = STATUS_COLOURS[entry.status]
         draw.rectangle((x - 2, y - 2, x + THUMB + 1, y + THUMB + 1), outline=colour, width=3)
