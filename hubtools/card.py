@@ -100,7 +100,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "license": _license(config, base_model),
         "identifier_report": read_json(run.identifier_report),
         "training": _training(config, train, lora),
-        "hyperparameters": _hyperparameters(config),
+        "hyperparameters": _hyperparameters(config, lora),
         "weights": _weights(run.root, train, lora),
         "concept": _concept(run, config),
         "samples": _samples(run),
@@ -179,11 +179,13 @@ def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
     }
 
 
-def _hyperparameters(config: RunConfig) -> list[dict[str, str]]:
+def _hyperparameters(config: RunConfig, lora: bool) -> list[dict[str, str]]:
     """Every setting of the sections that shape the weights (training, prior) and the grids (sampling)."""
     rows = []
     for section in ("training", "prior", "sampling"):
         for key, value in getattr(config, section).model_dump(mode="json").items():
+            if key.startswith("lora_") and not lora:
+                continue  # LoRA settings mean nothing for a full fine-tune
             if section == "prior" and key in ("class_prompt",):
                 value = config.class_prompt
             if section == "sampling" and key == "prompts":
