@@ -55,7 +55,7 @@ def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: s
         model_name=context["model_name"] if eval_results else None,
         eval_results=eval_results,
         instance_prompt=context["instance_prompt"],
-        widget=[_widget(context)],
+        widget=_widgets(context),
     )
     import jinja2
 
@@ -115,11 +115,16 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
     }
 
 
-def _widget(context: dict[str, Any]) -> dict[str, Any]:
+def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instance prompt with its sample as the example output, then the hackathon theme's prompt."""
     widget: dict[str, Any] = {"text": context["instance_prompt"]}
     if context["samples"] and context["samples"]["widget"]:
         widget["output"] = {"url": context["samples"]["widget"]}
-    return widget
+    widgets = [widget]
+    theme = context["hackathon"]
+    if theme and theme["widget_text"] not in (None, context["instance_prompt"]):
+        widgets.append({"text": theme["widget_text"]})
+    return widgets
 
 
 def _base_model(config: RunConfig, train: dict) -> dict[str, Any]:
@@ -305,7 +310,11 @@ def _hackathon(config: RunConfig) -> dict[str, Any] | None:
     except ImportError:  # pragma: no cover - the hackathon module ships with hubtools
         raise ConfigError(f"hackathon theme {name!r} was set but this hubtools has no hackathon support") from None
     theme = get_theme(name)
-    return {"name": name, "tags": list(theme.tags), "section": theme.card_section_markdown().strip()}
+    widget_text = None
+    if config.concept.identifier and config.concept.class_noun:
+        widget_text = theme.widget_text(config.concept.identifier, config.concept.class_noun)
+    return {"name": theme.name, "tags": list(theme.tags), "section": theme.card_section_markdown().strip(),
+            "widget_text": widget_text}
 
 
 # -- small formatting helpers ------------------------------------------------------------------------------

@@ -300,3 +300,22 @@ def test_push_killed_mid_upload_leaves_main_unchanged_and_the_retry_completes(lo
     assert _sha256(hf_hub_download(repo_id, unet_path, revision=retried.commit_sha)) == new_unet
     assert Path(hf_hub_download(repo_id, "README.md", revision=retried.commit_sha)).read_text() == (run / "README.md").read_text()
     assert not push_run(run, repo_id, token=local_hub.token).changed
+
+
+def test_hackathon_entry_passes_the_submission_check(local_hub, api, tiny_model_repo, tmp_path):
+    from hubtools.config import RUN_CONFIG_FILENAME, load_run_config, save_config
+    from hubtools.hackathon import check_submission
+
+    repo_id = f"{local_hub.user}/pkblz-animal"
+    run = build_run(tmp_path, base_model=tiny_model_repo, checkpoints=False)
+    config = load_run_config(run)
+    config.publish.hackathon_theme = "animal"
+    save_config(config, run / RUN_CONFIG_FILENAME)
+    (run / "images" / "samples.json").unlink(missing_ok=True)
+    card = render_model_card(run, repo_id=repo_id)
+    assert {"dreambooth-hackathon", "animal"} <= set(card.data.tags)
+    assert card.data.widget[-1] == {"text": "a photo of pkblz dog swimming in a coral reef"}
+    assert "## DreamBooth Hackathon: Animal" in card.text
+    push_run(run, repo_id, token=local_hub.token)
+    results = check_submission(repo_id, token=local_hub.token)
+    assert [r for r in results if not r.passed] == [], results
