@@ -1,0 +1,196 @@
+"""End-to-end training of the tiny model in-process: outputs, loading, logging, resume rules, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hubtools.config import load_run_config, save_config
+from hubtools.errors import ConfigError, HubtoolsError
+from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.training import TrainResult, train_dreambooth
+from test_training_support import make_run, render, single_thread_torch, tiny_base
+
+CONTRACT_KEYS = {
+    "method", "steps_done", "steps_total", "final_loss", "losses_tail", "wall_seconds", "steps_per_second",
+    "peak_memory_bytes", "device", "mixed_precision", "memory_profile", "base_model", "base_revision",
+    "weight_files", "checkpoints", "class_images", "num_instance_images", "resumed_from", "hubtools_version",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from single_thread_torch()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("training")
+
+
+@pytest.fixture(scope="module")
+def base_pipe(root):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_base(root), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def full_run(root):
+    cfg, run = make_run(root, "full", training={"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 2,
+                                                 "validation_every": 3})
+    return run, train_dreambooth(cfg, run, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lora_run(root):
+    cfg, run = make_run(root, "lora", training={"method": "lora", "steps": 4, "lora_rank": 4, "lora_alpha": 8.0,
+                                                 "learning_rate": 5e-2, "checkpoint_every": 2},
+                        prior={"enabled": False})
+    return run, train_dreambooth(cfg, run, progress=False)
+
+
+def test_full_run_writes_the_contracted_result(full_run):
+    run, result = full_run
+    assert isinstance(result, TrainResult)
+    written = json.loads((run / "train_result.json").read_text())
+    assert CONTRACT_KEYS <= set(written) and written == json.loads(json.dumps(result.to_dict()))
+    assert (written["method"], written["steps_done"], written["steps_total"]) == ("full", 6, 6)
+    assert written["checkpoints"] == [4, 6] and written["resumed_from"] is None
+    assert written["class_images"]["count"] == 2 and written["num_instance_images"] == 3
+    assert written["device"] == "cpu" and written["mixed_precision"] == "no" and written["peak_memory_bytes"] is None
+    assert len(written["losses_tail"]) == 6 and written["final_loss"] == written["losses_tail"][-1]
+    import hashlib
+
+    paths = {entry["path"] for entry in written["weight_files"]}
+    assert "unet/diffusion_pytorch_model.safetensors" in paths
+    for entry in written["weight_files"]:
+        data = (run / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+
+
+def test_full_run_folder_layout_checkpoints_and_logs(full_run):
+    run, _ = full_run
+    for name in ("model_index.json", "unet/config.json", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
+        assert (run / name).is_file(), name
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-000004", "checkpoint-000006"]  # kept the newest 2, no temp leftovers
+    newest = run / "checkpoints" / "checkpoint-000006"
+    assert (newest / "unet" / "diffusion_pytorch_model.safetensors").is_file() and (newest / "unet" / "config.json").is_file()
+    assert not (newest / "model.safetensors").exists()  # trainable weights once, in diffusers layout
+    assert json.loads((newest / "hubtools_state.json").read_text())["step"] == 6
+
+    rows = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for row in rows:
+        assert {"loss", "instance_loss", "prior_loss", "lr", "it/s", "time"} <= set(row)
+        assert row["loss"] == pytest.approx(row["instance_loss"] + 1.0 * row["prior_loss"], rel=1e-5)
+        assert row["prior_loss"] > 0
+    assert list((run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+
+    for step in (3, 6):
+        with Image.open(run / "images" / "validation" / f"step-{step:06d}.png") as grid:
+            assert grid.size == (128, 128)  # 2 prompts x 2 seeds of 64 px
+    with Image.open(run / "images" / "loss_curve.png") as curve:
+        assert curve.format == "PNG" and curve.width >= 600
+
+
+def test_full_model_loads_as_a_pipeline_and_differs_from_the_base(full_run, base_pipe):
+    from diffusers import DiffusionPipeline
+
+    from hubtools.models import load_run_pipeline
+
+    run, _ = full_run
+    trained = DiffusionPipeline.from_pretrained(run, safety_checker=None, requires_safety_checker=False)
+    trained.set_progress_bar_config(disable=True)
+    assert np.abs(render(trained) - render(base_pipe)).max() > 1e-3
+    assert np.allclose(render(load_run_pipeline(run)), render(trained))
+
+
+def test_lora_weights_load_into_the_base_pipeline_and_change_its_output(lora_run, base_pipe, root):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    run, result = lora_run
+    assert result.method == "lora" and [f["path"] for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
+    assert not (run / "model_index.json").exists()
+    assert (run / "checkpoints" / "checkpoint-000004" / LORA_WEIGHTS_FILENAME).is_file()
+    with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:
+        keys = list(handle.keys())
+        metadata = handle.metadata() or {}
+    assert keys and all(k.startswith("unet.") for k in keys)
+    adapter = json.loads(metadata["lora_adapter_metadata"])
+    assert (adapter["unet.r"], adapter["unet.lora_alpha"]) == (4, 8)  # alpha != rank survives the round trip
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_base(root), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    before = render(pipe)
+    pipe.load_lora_weights(run, weight_name=LORA_WEIGHTS_FILENAME)
+    assert np.abs(render(pipe) - before).max() > 1e-3
+    assert np.allclose(before, render(base_pipe))
+
+
+def test_loss_goes_down_on_a_tiny_set(root):
+    cfg, run = make_run(root, "learns", training={"steps": 40, "learning_rate": 2e-3, "batch_size": 2},
+                        prior={"enabled": False})
+    result = train_dreambooth(cfg, run, progress=False)
+    losses = [json.loads(line)["loss"] for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 40 and result.class_images is None
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+
+
+def test_resume_refuses_a_changed_config_naming_it_unless_forced(full_run, root):
+    run = root / "changed"
+    shutil.copytree(full_run[0], run)
+    cfg = load_run_config(run)
+    cfg.prior.loss_weight = 0.5
+    save_config(cfg, run / "hubtools.toml")
+    with pytest.raises(ConfigError, match=r"changed since checkpoint-000006: prior\.loss_weight: 1\.0 -> 0\.5"):
+        train_dreambooth(load_run_config(run), run, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="--resume"):  # a fresh start would silently drop the checkpoints
+        train_dreambooth(load_run_config(run), run, progress=False)
+
+
+def test_resume_continues_from_the_newest_checkpoint_and_can_extend_a_constant_schedule(full_run, root):
+    run = root / "extended"
+    shutil.copytree(full_run[0], run)
+    (run / "checkpoints" / ".tmp-checkpoint-000008").mkdir()  # what a crash mid-save leaves
+    cfg = load_run_config(run)
+    cfg.training.steps = 8
+    save_config(cfg, run / "hubtools.toml")
+    result = train_dreambooth(load_run_config(run), run, resume=True, progress=False)
+    assert (result.resumed_from, result.steps_done, result.checkpoints) == (6, 8, [6, 8])
+    steps = [json.loads(line)["step"] for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+    assert not (run / "checkpoints" / ".tmp-checkpoint-000008").exists()
+
+
+def test_resume_without_checkpoints_says_how_to_start(root):
+    cfg, run = make_run(root, "nothing")
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        train_dreambooth(cfg, run, resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_the_step_and_a_hint(root):
+    cfg, run = make_run(root, "diverges", training={"learning_rate": 1e30, "steps": 4}, prior={"enabled": False})
+    with pytest.raises(HubtoolsError, match=r"loss became nan at step \d.*lower the learning rate"):
+        train_dreambooth(cfg, run, progress=False)
+
+
+def test_a_base_model_without_a_component_is_named(root):
+    base = root / "no-vae"
+    shutil.copytree(tiny_base(root), base)
+    index = json.loads((base / "model_index.json").read_text())
+    del index["vae"]
+    (base / "model_index.json").write_text(json.dumps(index))
+    shutil.rmtree(base / "vae")
+    cfg, run = make_run(root, "novae", base=base)
+    with pytest.raises(ConfigError, match="vae"):
+        train_dreambooth(cfg, run, progress=False)
