@@ -319,3 +319,16 @@ def test_hackathon_entry_passes_the_submission_check(local_hub, api, tiny_model_
     push_run(run, repo_id, token=local_hub.token)
     results = check_submission(repo_id, token=local_hub.token)
     assert [r for r in results if not r.passed] == [], results
+
+
+def test_push_command(full_push, hf_token, capsys):
+    from hubtools.cli.app import main
+
+    run, repo_id, first = full_push
+    assert main(["push", str(run), repo_id]) == 0
+    out = capsys.readouterr()
+    assert "nothing changed" in out.err and repo_id in out.out
+    assert main(["push", str(run), "other/not-mine"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: push to other/not-mine failed") and hf_token not in out.err + out.out
+    assert "Traceback" not in out.err

@@ -142,3 +142,13 @@ def test_stale_grids_are_removed_when_the_config_no_longer_draws_them(full_run, 
 def test_not_a_run_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="not a hubtools run folder"):
         render_samples(tmp_path, progress=False)
+
+
+def test_sample_command_prints_the_grids(full_run, capsys):
+    from hubtools.cli.app import main
+
+    run, result = full_run
+    assert main(["sample", str(run), "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    for grid in result.grids:
+        assert str(grid) in printed.replace("\n", "")
