@@ -146,6 +146,9 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
         print(f"memory profile: {choice.profile} ({choice.reason})", file=sys.stderr)
 
     # -- models --------------------------------------------------------------------------------------
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.training.seed)  # LoRA's initial weights come from the global RNG
     base = load_base_model(effective.model, device=device, dtype=torch.float32, token=token)
     pipe = base.pipeline
     missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -1,0 +1,81 @@
+"""kill -9 in the middle of a run, then resume: the same final weights as a run never interrupted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hubtools.models import LORA_WEIGHTS_FILENAME
+from test_training_support import make_run, subprocess_env
+
+TRAINER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+
+    import torch
+    torch.set_num_threads(1)
+    from hubtools.config import load_run_config
+    from hubtools.training import checkpoints, train_dreambooth
+
+    mode, run = sys.argv[1], Path(sys.argv[2])
+    if mode.startswith("crash-at-"):
+        doomed = checkpoints.checkpoint_name(int(mode.rsplit("-", 1)[1]))
+        publish = checkpoints._publish_dir
+
+        def publish_or_die(tmp, final):
+            if final.name == doomed:  # the whole state is in the temp folder, not yet renamed into place
+                os.kill(os.getpid(), signal.SIGKILL)
+            publish(tmp, final)
+
+        checkpoints._publish_dir = publish_or_die
+    train_dreambooth(load_run_config(run), run, resume=mode == "resume", progress=False)
+""")
+
+CASES = {
+    "full": ({"method": "full", "lr_scheduler": "cosine", "lr_warmup_steps": 2}, {}, "unet/diffusion_pytorch_model.safetensors"),
+    "lora": ({"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {"enabled": False},
+             LORA_WEIGHTS_FILENAME),
+}
+
+
+def _train(script, mode, run):
+    return subprocess.run([sys.executable, str(script), mode, str(run)], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, method):
+    training, prior, weights = CASES[method]
+    training = {**training, "steps": 9, "checkpoint_every": 3, "keep_checkpoints": 3}
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    _, reference = make_run(tmp_path, "reference", training=training, prior=prior)
+    _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior)
+
+    done = _train(script, "fresh", reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = _train(script, "crash-at-6", crashed)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoints = crashed / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp-checkpoint-000006", "checkpoint-000003"]
+    assert not (crashed / "train_result.json").exists() and not (crashed / weights).exists()
+
+    resumed = _train(script, "resume", crashed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-000003", "checkpoint-000006", "checkpoint-000009"]
+
+    expected, actual = load_file(reference / weights), load_file(crashed / weights)
+    assert expected.keys() == actual.keys() and expected
+    difference = max((expected[k] - actual[k]).abs().max().item() for k in expected)
+    assert difference == 0.0
+    # and the run really learnt something, so equality is not the trivial kind
+    base_or_first = load_file(checkpoints / "checkpoint-000003" / weights)
+    assert any(not torch.equal(base_or_first[k], actual[k]) for k in actual)
