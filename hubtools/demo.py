@@ -19,7 +19,7 @@ from hubtools.resources import DEMO_CONCEPT_DIR
 from hubtools.runner import Report, _quiet, train_and_push
 
 DEMO_USER = "demo"
-DEMO_REPO = f"{DEMO_USER}/olis-dog"
+DEMO_REPO = f"{DEMO_USER}/nlwx-dog"
 
 
 @dataclass
@@ -39,8 +39,8 @@ def demo_config(steps: int) -> RunConfig:
         {
             "model.base_model": TINY_BASE_MODEL,
             "concept.source": str(DEMO_CONCEPT_DIR),
-            # One rare token (id 49397) with no meaning yet: what `hubtools identifier suggest` looks for.
-            "concept.identifier": "olis",
+            # One rare token (id 49260) with no meaning yet: what `hubtools identifier suggest` looks for.
+            "concept.identifier": "nlwx",
             "concept.class_noun": "dog",
             "training.resolution": 64,
             "training.steps": steps,
@@ -93,7 +93,7 @@ def _generate_from_hub(repo_id: str, path: Path, token: str) -> Path:
 
     pipe = DiffusionPipeline.from_pretrained(repo_id, token=token)
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a photo of olis dog on the beach", num_inference_steps=10,
+    image = pipe("a photo of nlwx dog on the beach", num_inference_steps=10,
                  generator=torch.Generator().manual_seed(0)).images[0]
     image.resize((256, 256)).save(path)
     return path

@@ -70,6 +70,7 @@ def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
 def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
     """Validate everything that can be validated before the first model is loaded."""
     config.require_subject()
+    concept_source(config.concept.source or "")
     if push and not config.publish.repo_id:
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
     resolved = config.resolve()
@@ -195,12 +196,13 @@ def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token
     return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
 
 
-def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, progress: bool = True):
+def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, token: str | None = None, progress: bool = True):
     if not config.eval.enabled:
         return None
     from hubtools.evaluation import EvalConfig, evaluate_run
 
-    return evaluate_run(Path(run_dir), EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt))
+    eval_config = EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt)
+    return evaluate_run(Path(run_dir), eval_config, progress=progress, token=token)
 
 
 def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None, resume: bool = False,
@@ -233,7 +235,7 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
     trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
     report("rendering sample grids")
     samples = render_samples(run_dir, progress=progress)
-    evaluation = evaluate_if_enabled(run_dir, config, progress=progress)
+    evaluation = evaluate_if_enabled(run_dir, config, token=token, progress=progress)
     report("writing the model card")
     render_model_card(run_dir, repo_id=repo_id)
     report(f"pushing to {repo_id}")

@@ -42,10 +42,10 @@ def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo,
     from huggingface_hub import HfApi, ModelCard
 
     run_dir = tmp_path / "run"
-    repo_id = f"{local_hub.user}/olis-dog-e2e"
+    repo_id = f"{local_hub.user}/nlwx-dog-e2e"
     code, out, err = _run(
         ["train-and-push", "--config", str(_small_sampling_config(tmp_path)), "--base-model", tiny_model_repo,
-         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis", "--class-noun", "dog",
+         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog",
          "--repo", repo_id, "--out", str(run_dir), *TINY_FLAGS],
         capsys,
     )
@@ -55,7 +55,7 @@ def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo,
 
     # The run folder alone reproduces the run.
     saved = (run_dir / "hubtools.toml").read_text(encoding="utf-8")
-    assert 'identifier = "olis"' in saved and "steps = 6" in saved and "learning_rate = 0.0005" in saved
+    assert 'identifier = "nlwx"' in saved and "steps = 6" in saved and "learning_rate = 0.0005" in saved
     assert json.loads((run_dir / "identifier.json").read_text())["single_token"] is True
 
     files = set(HfApi().list_repo_files(repo_id))
@@ -64,12 +64,12 @@ def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo,
 
     card = ModelCard.load(repo_id)
     assert card.data.base_model == tiny_model_repo
-    assert card.data.instance_prompt == "a photo of olis dog"
+    assert card.data.instance_prompt == "a photo of nlwx dog"
     assert "dreambooth" in card.data.tags
 
     pipe = DiffusionPipeline.from_pretrained(repo_id)
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a photo of olis dog", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+    image = pipe("a photo of nlwx dog", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                  output_type="np").images[0]
     assert image.shape == (64, 64, 3)
 
@@ -106,7 +106,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, expected):
-    base = ["--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis", "--class-noun", "dog",
+    base = ["--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog",
             "--repo", "me/x", "--out", str(tmp_path / "run")]
     code, out, err = _run(["train-and-push", *base, *args], capsys)
     assert code == 2
@@ -125,7 +125,7 @@ def test_no_token_for_the_hub(tmp_path, capsys, local_hub, tiny_model_repo, monk
     monkeypatch.delenv("HF_TOKEN", raising=False)
     code, _, err = _run(
         ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "olis", "--class-noun", "dog", "--repo", "tester/x", "--out", str(tmp_path / "run"),
+         "--identifier", "nlwx", "--class-noun", "dog", "--repo", "tester/x", "--out", str(tmp_path / "run"),
          *TINY_FLAGS],
         capsys,
     )
@@ -137,7 +137,7 @@ def test_no_token_for_the_hub(tmp_path, capsys, local_hub, tiny_model_repo, monk
 def test_token_for_another_namespace(tmp_path, capsys, local_hub, tiny_model_repo, hf_token):
     code, _, err = _run(
         ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "olis", "--class-noun", "dog", "--repo", "other/x", "--out", str(tmp_path / "run"),
+         "--identifier", "nlwx", "--class-noun", "dog", "--repo", "other/x", "--out", str(tmp_path / "run"),
          *TINY_FLAGS],
         capsys,
     )
@@ -149,7 +149,7 @@ def test_token_for_another_namespace(tmp_path, capsys, local_hub, tiny_model_rep
 def test_base_model_not_found(tmp_path, capsys, local_hub, hf_token):
     code, _, err = _run(
         ["train", "--base-model", "nobody/no-such-model", "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "olis", "--class-noun", "dog", "--out", str(tmp_path / "run"), *TINY_FLAGS],
+         "--identifier", "nlwx", "--class-noun", "dog", "--out", str(tmp_path / "run"), *TINY_FLAGS],
         capsys,
     )
     assert code == 2
@@ -169,7 +169,7 @@ def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_
     unet_config = {"_class_name": "UNet2DConditionModel", "block_out_channels": [320, 640, 1280, 1280]}
     api.upload_file(path_or_fileobj=json.dumps(unet_config).encode(), path_in_repo="unet/config.json", repo_id=repo_id)
     code, _, err = _run(
-        ["train", "--base-model", repo_id, "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "olis",
+        ["train", "--base-model", repo_id, "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx",
          "--class-noun", "dog", "--out", str(tmp_path / "run"), "--resolution", "64", "--quiet"],
         capsys,
     )
@@ -181,7 +181,7 @@ def test_debug_shows_the_traceback(tmp_path):
     env = {**os.environ}
     result = subprocess.run(
         [sys.executable, "-m", "hubtools", "--debug", "train-and-push", "--concept", "no/such/folder",
-         "--identifier", "olis", "--class-noun", "dog", "--repo", "me/x", "--out", str(tmp_path / "run")],
+         "--identifier", "nlwx", "--class-noun", "dog", "--repo", "me/x", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode != 0
@@ -198,7 +198,7 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last_line = result.stdout.strip().splitlines()[-1]
-    assert last_line.startswith("http://127.0.0.1:") and last_line.endswith("/demo/olis-dog")
+    assert last_line.startswith("http://127.0.0.1:") and last_line.endswith("/demo/nlwx-dog")
     from PIL import Image
 
     reloaded = Image.open(tmp_path / "demo" / "from_hub.png")
