@@ -1,0 +1,196 @@
+"""Training benchmark: steps/s, peak GPU memory and model-FLOPs utilisation per memory profile.
+
+On a GPU it trains the real Stable Diffusion 1.5 shapes (random weights built from ``sd15_configs.json``,
+no download) at 512 px, batch 1 + 1 class image, through the same ``train_dreambooth`` users run. Without
+a GPU it runs the tiny model at 64 px, so the script itself stays tested.
+
+    python benchmarks/bench_train.py                      # GPU: 800 steps per profile; CPU: 30, tiny model
+    python benchmarks/bench_train.py --steps 200 --profiles high,low --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (config overrides, what it is). "lora-fast" is LoRA without the memory savers, for the speed target.
+PROFILES = {
+    "high": ({"memory": "high"}, "full fine-tune, AdamW"),
+    "medium": ({"memory": "medium"}, "full fine-tune, 8-bit Adam, gradient checkpointing"),
+    "low": ({"memory": "low"}, "LoRA r4, 8-bit Adam, gradient checkpointing"),
+    "lora-fast": ({"memory": "manual", "method": "lora"}, "LoRA r4, AdamW, no checkpointing"),
+}
+
+# Dense peak tensor throughput (FLOP/s) for MFU, by GPU name and precision (vendor datasheets, SXM parts).
+PEAK_FLOPS = {
+    "H100": {"bf16": 989.4e12, "fp16": 989.4e12, "no": 494.7e12},
+    "H200": {"bf16": 989.4e12, "fp16": 989.4e12, "no": 494.7e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12, "no": 156e12},
+}
+
+
+def build_base(folder: Path, sd15: bool) -> Path:
+    """A random-weight pipeline of the chosen size, saved as a local base-model folder."""
+    from hubtools.models import build_tiny_pipeline
+
+    if not sd15:
+        build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
+        return folder
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hubtools.tokenizer import build_clip_tokenizer
+
+    configs = json.loads((HERE / "sd15_configs.json").read_text())
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(0)
+    text_config = CLIPTextConfig(**configs["text_encoder"], bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    pipe = StableDiffusionPipeline(
+        unet=UNet2DConditionModel(**configs["unet"]), vae=AutoencoderKL(**configs["vae"]),
+        text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer, scheduler=PNDMScheduler(**configs["scheduler"]),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str):
+    """A run folder with one instance image and a one-image class folder (generation is not benchmarked)."""
+    from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
+
+    run = root / name
+    (run / "concept" / "images").mkdir(parents=True)
+    classes = root / "class-images"
+    classes.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    noise = lambda: Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8))  # noqa: E731
+    noise().save(run / "concept" / "images" / "00.png")
+    noise().save(classes / "00.png")
+    (run / "concept" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "images/00.png", "text": "a photo of pkblz dog"}) + "\n")
+    cfg = RunConfig.model_validate({
+        "model": {"base_model": str(base)},
+        "concept": {"identifier": "pkblz", "class_noun": "dog"},
+        "training": {"steps": steps, "resolution": resolution, "batch_size": 1, "cache_latents": True,
+                     "mixed_precision": "auto", "device": device, "checkpoint_every": 0, "validation_every": 0,
+                     **overrides},
+        "prior": {"enabled": True, "source": str(classes), "num_class_images": 1},
+    }).resolve()
+    save_config(cfg, run / RUN_CONFIG_FILENAME)
+    return cfg, run
+
+
+def unet_forward_flops(base: Path, batch: int, resolution: int, device: torch.device) -> float:
+    """FLOPs of one UNet forward pass on (instance + class) latents, counted by PyTorch's FlopCounterMode."""
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").to(device)
+    latents = torch.randn(batch, unet.config.in_channels, resolution // 8, resolution // 8, device=device)
+    hidden = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(latents, torch.tensor([500] * batch, device=device), hidden)
+    del unet
+    return float(counter.get_total_flops())
+
+
+def peak_flops(precision: str) -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((table.get(precision) for key, table in PEAK_FLOPS.items() if key in name), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--steps", type=int, default=None, help="default: 800 on GPU, 30 on CPU")
+    parser.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, from {', '.join(PROFILES)}")
+    parser.add_argument("--resolution", type=int, default=None, help="default: 512 on GPU (SD 1.5), 64 on CPU (tiny)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    from hubtools.training import train_dreambooth
+
+    gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = "cuda" if gpu else "cpu"
+    steps = args.steps or (800 if gpu else 30)
+    resolution = args.resolution or (512 if gpu else 64)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hubtools-bench-") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        base = build_base(root / "base", sd15=gpu)
+        print(f"built the {'SD 1.5' if gpu else 'tiny'} base model in {time.perf_counter() - started:.0f}s",
+              file=sys.stderr)
+        forward = unet_forward_flops(base, batch=2, resolution=resolution, device=torch.device(device))
+        for name in [p.strip() for p in args.profiles.split(",") if p.strip()]:
+            overrides, summary = PROFILES[name]
+            cfg, run = make_run(root, f"run-{name}", base, steps=steps, resolution=resolution,
+                                overrides=overrides, device=device)
+            gc.collect()
+            if gpu:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            result = train_dreambooth(cfg, run, progress=True)
+            # fwd + bwd: ~3 forward passes for a full fine-tune; LoRA skips the frozen weights' gradients (~2)
+            flops_per_step = forward * (3 if result.method == "full" else 2)
+            peak = peak_flops(result.mixed_precision)
+            achieved = flops_per_step * (result.steps_per_second or 0)
+            results.append({
+                "profile": name, "what": summary, "method": result.method, "steps": steps,
+                "steps_per_second": result.steps_per_second, "peak_memory_gib":
+                    round(result.peak_memory_bytes / 2**30, 2) if result.peak_memory_bytes else None,
+                "mixed_precision": result.mixed_precision, "achieved_tflops": round(achieved / 1e12, 4),
+                "mfu": round(achieved / peak, 4) if peak else None, "final_loss": result.final_loss,
+                "settings": result.settings,
+            })
+            print(json.dumps(results[-1]), file=sys.stderr)
+    report = {
+        "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, "
+                                                           f"{torch.get_num_threads()} threads)",
+        "model": "SD 1.5 shapes, random weights" if gpu else "hubtools tiny model",
+        "resolution": resolution, "batch": "1 instance + 1 class", "unet_forward_gflops_batch2": round(forward / 1e9, 3),
+        "versions": _versions(), "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    import accelerate
+    import diffusers
+    import peft
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__}
+    try:
+        import bitsandbytes
+
+        versions["bitsandbytes"] = bitsandbytes.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        versions["cuda"] = torch.version.cuda or ""
+    return versions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

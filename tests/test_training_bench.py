@@ -1,0 +1,33 @@
+"""The training benchmark still runs where there is no GPU (tiny model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from test_training_support import single_thread_torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from single_thread_torch()
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    assert bench.main(["--device", "cpu", "--steps", "3", "--profiles", "high,low", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "hubtools tiny model" and report["unet_forward_gflops_batch2"] > 0
+    by_profile = {row["profile"]: row for row in report["results"]}
+    assert by_profile["high"]["method"] == "full" and by_profile["low"]["method"] == "lora"
+    assert by_profile["low"]["settings"]["gradient_checkpointing"] is True
+    assert all(row["steps_per_second"] > 0 and row["mfu"] is None for row in report["results"])
