@@ -98,6 +98,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     folder = RunFolder(Path(run_dir))
     wanted_device = resolve_device(cfg.training.device)
     mixed_precision = resolve_mixed_precision(cfg.training.mixed_precision, wanted_device)
+    _forget_previous_accelerator()
     accelerator = Accelerator(
         cpu=wanted_device.type == "cpu", mixed_precision=mixed_precision,
         gradient_accumulation_steps=cfg.training.gradient_accumulation_steps, log_with="tensorboard",
@@ -394,6 +395,16 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
 
 
 # -- helpers -------------------------------------------------------------------------------------------
+
+
+def _forget_previous_accelerator() -> None:
+    """accelerate keeps its settings (mixed precision, accumulation) in a process-wide singleton that
+    refuses new values; a second run in the same process (a notebook, tests) may need different ones. The
+    process group (``PartialState``) is kept: under ``accelerate launch`` it must survive."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def _make_optimizer(params, *, lr: float, use_8bit: bool):

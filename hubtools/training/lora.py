@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from hubtools.errors import ConfigError
 from hubtools.models import LORA_WEIGHTS_FILENAME
 
 UNET_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -22,8 +23,19 @@ def add_lora_adapters(unet, text_encoder, *, rank: int, alpha: float, train_text
                                 target_modules=UNET_TARGET_MODULES))
     models = [unet]
     if train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                            target_modules=TEXT_ENCODER_TARGET_MODULES))
+        try:
+            text_encoder.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                                target_modules=TEXT_ENCODER_TARGET_MODULES))
+        except ValueError as error:  # transformers refuses peft versions it does not support
+            if "PEFT" not in str(error):
+                raise
+            import peft
+
+            raise ConfigError(
+                f"LoRA on the text encoder needs a newer peft than {peft.__version__} for this transformers "
+                f"({str(error).strip().rsplit(' ', 1)[-1]}): `pip install -U peft`, or train the UNet only "
+                "(--freeze-text-encoder)"
+            ) from None
         models.append(text_encoder)
     cast_training_params(models, dtype=torch.float32)
 
