@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hubtools.config import load_run_config, save_config
@@ -194,3 +195,49 @@ def test_a_base_model_without_a_component_is_named(root):
     cfg, run = make_run(root, "novae", base=base)
     with pytest.raises(ConfigError, match="vae"):
         train_dreambooth(cfg, run, progress=False)
+
+
+VARIANTS = {
+    "bf16-text-encoder": {"mixed_precision": "bf16", "train_text_encoder": True},
+    "accumulation-snr-offset-uncached": {"gradient_accumulation_steps": 2, "snr_gamma": 5.0, "offset_noise": 0.1,
+                                         "cache_latents": False, "lr_scheduler": "linear"},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_training_variants_resume_exactly_and_keep_weights_fp32(root, variant):
+    from safetensors.torch import load_file
+
+    cfg, run = make_run(root, f"variant-{variant}", training={"steps": 4, "checkpoint_every": 2,
+                                                               "keep_checkpoints": 2, **VARIANTS[variant]})
+    result = train_dreambooth(cfg, run, progress=False)
+    assert all(np.isfinite(result.losses_tail)) and len(result.losses_tail) == 4
+    resumed = root / f"variant-{variant}-resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "checkpoint-000004")
+    again = train_dreambooth(load_run_config(resumed), resumed, progress=False, resume=True)
+    assert again.resumed_from == 2
+    for entry in result.weight_files:
+        expected, actual = load_file(run / entry["path"]), load_file(resumed / entry["path"])
+        assert all(t.dtype == torch.float32 for t in expected.values()), entry["path"]
+        assert all(np.array_equal(expected[k].numpy(), actual[k].numpy()) for k in expected), entry["path"]
+    if cfg.training.train_text_encoder:
+        base = load_file(tiny_base(root) / "text_encoder" / "model.safetensors")
+        trained = load_file(run / "text_encoder" / "model.safetensors")
+        assert any(not np.array_equal(base[k].numpy(), trained[k].numpy()) for k in base)
+        assert result.mixed_precision == "bf16"
+
+
+def test_lora_on_the_text_encoder_saves_both_or_says_which_peft_it_needs(root):
+    from safetensors import safe_open
+
+    cfg, run = make_run(root, "lora-te", training={"method": "lora", "train_text_encoder": True, "steps": 2},
+                        prior={"enabled": False})
+    try:
+        train_dreambooth(cfg, run, progress=False)
+    except ConfigError as error:  # transformers 5 needs peft >= 0.22 for adapters on its models
+        assert "peft" in str(error) and "--freeze-text-encoder" in str(error)
+        return
+    with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:
+        prefixes = {key.split(".", 1)[0] for key in handle.keys()}
+    assert prefixes == {"unet", "text_encoder"}
