@@ -241,3 +241,25 @@ def test_lora_on_the_text_encoder_saves_both_or_says_which_peft_it_needs(root):
     with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:
         prefixes = {key.split(".", 1)[0] for key in handle.keys()}
     assert prefixes == {"unet", "text_encoder"}
+
+
+def test_hub_base_model_revision_is_recorded_and_pinned_on_resume(root, local_hub):
+    from huggingface_hub import HfApi
+
+    from hubtools.models import publish_tiny_model
+
+    repo = publish_tiny_model(local_hub.url, local_hub.token, repo_id=f"{local_hub.user}/tiny-sd-for-resume")
+    api = HfApi(endpoint=local_hub.url, token=local_hub.token)
+    first_sha = api.model_info(repo).sha
+    cfg, run = make_run(root, "from-hub", training={"steps": 2, "checkpoint_every": 2}, prior={"enabled": False})
+    cfg.model.base_model = repo
+    save_config(cfg, run / "hubtools.toml")
+    result = train_dreambooth(cfg, run, progress=False, token=local_hub.token)
+    assert (result.base_model, result.base_revision) == (repo, first_sha)
+
+    api.upload_file(path_or_fileobj=b"# moved on\n", path_in_repo="README.md", repo_id=repo)
+    assert api.model_info(repo).sha != first_sha
+    cfg.training.steps = 3
+    save_config(cfg, run / "hubtools.toml")
+    resumed = train_dreambooth(load_run_config(run), run, resume=True, progress=False, token=local_hub.token)
+    assert resumed.base_revision == first_sha and resumed.resumed_from == 2

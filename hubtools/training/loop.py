@@ -122,6 +122,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
         ckpt.remove_partial(folder.checkpoints)
     accelerator.wait_for_everyone()
     resume_from: tuple[int, Path] | None = None
+    pinned_revision: str | None = None
     choice: MemoryChoice
     if resume:
         resume_from = ckpt.latest_checkpoint(folder.checkpoints)
@@ -134,6 +135,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
             raise ConfigError(f"the config changed since {resume_from[1].name}: {'; '.join(changes)} "
                               "(restore it, or pass --force to resume with the new settings)")
         choice = MemoryChoice(**state["memory_choice"])
+        pinned_revision = state.get("base_revision")
     else:
         if ckpt.list_checkpoints(folder.checkpoints) and not force:
             raise ConfigError(f"{folder.root} already has checkpoints of an earlier training: continue it with "
@@ -142,6 +144,8 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
             shutil.rmtree(folder.checkpoints)
         choice = choose_profile(cfg, device)
     effective = apply_choice(cfg, choice)
+    if pinned_revision and not effective.model.revision:
+        effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw
     training = effective.training
     if main and progress:
         print(f"memory profile: {choice.profile} ({choice.reason})", file=sys.stderr)
@@ -340,6 +344,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
                 ckpt.save_checkpoint(accelerator, folder.checkpoints, done, {
                     "step": done, "config": comparable, "memory_choice": choice.to_dict(),
                     "class_images_key": class_images.cache_key if class_images else None,
+                    "base_revision": base.revision,
                     "hubtools_version": hubtools.__version__,
                 }, keep=training.keep_checkpoints)
             if validation_due:
