@@ -126,6 +126,15 @@ def concept_source(source: str) -> Path | str:
     raise ConfigError(f"concept folder not found: {source} (give a folder of photos, or a Hub dataset as namespace/name)")
 
 
+def caption_note(captions: list[str], identifier: str) -> str | None:
+    """Captions that came with the set win over the instance prompt; say so when they lack the identifier."""
+    foreign = [caption for caption in captions if caption and identifier not in caption]
+    if not foreign:
+        return None
+    return (f"{len(foreign)} of {len(captions)} captions from the concept set do not contain {identifier!r} "
+            f"(e.g. {foreign[0]!r}): the subject will be learned under their words")
+
+
 def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True):
     """Create the run folder: resolved config, prepared concept set, identifier report."""
     from hubtools.concepts import prepare_concept
@@ -154,6 +163,9 @@ def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True)
     )
     if plan.identifier_report is not None:
         write_json_atomic(folder.identifier_report, plan.identifier_report)
+    note = caption_note(concept.captions, plan.config.concept.identifier or "")
+    if note:
+        plan.notes.append(note)
     # Written last: a folder with a config is a run that can be trained and resumed.
     save_config(plan.config, folder.config)
     return concept
@@ -230,6 +242,9 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
         report("preparing the concept set")
         concept = start_run(plan, token=token, progress=progress)
         report(f"{len(concept.images)} concept images ready in {RunFolder(run_dir).concept}")
+        note = caption_note(concept.captions, plan.config.concept.identifier or "")
+        if note:
+            report(f"note: {note}")
         config = plan.config
     report("training")
     trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)

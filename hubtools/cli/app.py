@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
         os.environ[_DEBUG_ENV] = "1"
     try:
-        app(args=argv, prog_name="hubtools", standalone_mode=False)
+        returned = app(args=argv, prog_name="hubtools", standalone_mode=False)
     except HubtoolsError as error:
         if debug_enabled():
             raise
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
-    return 0
+    # Without standalone mode, click hands back typer.Exit's code as the return value.
+    return returned if isinstance(returned, int) else 0
 
 
 def run() -> None:

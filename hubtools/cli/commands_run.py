@@ -179,11 +179,21 @@ def print_train_summary(result: Any) -> None:
     console.print(table)
 
 
-@_command("train-and-push", exclude=set())
+_CONFIG_ARGUMENT = inspect.Parameter(
+    "config_file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
+    default=typer.Argument(None, help="TOML config (same as --config), e.g. hackathon/pokeball-machine.toml."),
+)
+
+
+@_command("train-and-push", exclude=set(), extra=[_CONFIG_ARGUMENT])
 def train_and_push_command(**options: Any) -> None:
     """Prepare the photos, train DreamBooth, render grids and a card, and push it all in one commit."""
     from hubtools.runner import plan_run, train_and_push
 
+    config_file = options.pop("config_file")
+    if config_file and options["config"] and config_file != options["config"]:
+        raise typer.BadParameter("give the config file once: as the argument or as --config")
+    options["config"] = options["config"] or config_file
     config = build_config(options)
     run_dir = options["out"] or default_run_dir(config)
     if options["dry_run"]:
