@@ -35,7 +35,8 @@ GUIDANCE_SWEEP = "guidance_sweep.png"
 CHECKPOINTS_GRID = "checkpoints_grid.png"
 SAMPLES_JSON = "samples.json"
 WIDGET_IMAGE = "widget.png"
-MIN_CELL_PX = 192
+MIN_CELL_PX = 192  # smaller images (the tiny model's 64 px) are upscaled, nearest, by a whole factor
+MAX_CELL_PX = 384  # larger ones (SD's 512 px) are shown smaller, so a 4 x 6 sweep stays a few MB
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _BACKGROUND = (255, 255, 255)
@@ -133,7 +134,16 @@ class _Sampler:
 
 def _cell_size(image: Image.Image) -> int:
     side = max(image.size)
-    return side * max(1, math.ceil(MIN_CELL_PX / side))
+    if side < MIN_CELL_PX:
+        return side * math.ceil(MIN_CELL_PX / side)
+    return min(side, MAX_CELL_PX)
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    if image.size == (size, size):
+        return image
+    upscale = size >= max(image.size)
+    return image.resize((size, size), Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -176,7 +186,7 @@ def _labelled_grid(
 
     n_rows, n_cols = len(rows), len(rows[0])
     cell = _cell_size(rows[0][0])
-    flat = [image.resize((cell, cell), Image.Resampling.NEAREST) for row in rows for image in row]
+    flat = [_fit(image, cell) for row in rows for image in row]
     grid = make_image_grid(flat, rows=n_rows, cols=n_cols)
 
     font_size = max(14, cell // 12)
@@ -316,7 +326,8 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         save("samples", SAMPLES_GRID, grid,
              [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
         widget = rows[0][0]
-        _save_png_atomic(widget.resize((_cell_size(widget),) * 2, Image.Resampling.NEAREST), run.images / WIDGET_IMAGE)
+        widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
+        _save_png_atomic(_fit(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
 
         # the same seeds at every guidance scale, side by side
         if len(guidances) > 1:
