@@ -183,6 +183,7 @@ def _run_card_snippet(repo_id: str, cwd: Path, local_hub) -> subprocess.Complete
                           timeout=300)
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch and diffusers
 def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_repo, tmp_path):
     from PIL import Image
 
