@@ -263,3 +263,21 @@ def test_hub_base_model_revision_is_recorded_and_pinned_on_resume(root, local_hu
     save_config(cfg, run / "hubtools.toml")
     resumed = train_dreambooth(load_run_config(run), run, resume=True, progress=False, token=local_hub.token)
     assert resumed.base_revision == first_sha and resumed.resumed_from == 2
+
+
+def test_out_of_memory_is_answered_with_the_next_smaller_profile(root, monkeypatch):
+    import hubtools.training.loop as loop
+
+    real_loss, calls = loop.dreambooth_loss, []
+
+    def runs_out_at_step_3(*args, **kwargs):  # what CUDA raises when the activations no longer fit
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "dreambooth_loss", runs_out_at_step_3)
+    cfg, run = make_run(root, "oom", training={"steps": 4}, prior={"enabled": False})
+    with pytest.raises(HubtoolsError, match=r"out of memory at step 3 with the manual memory profile \(full\): "
+                                            r"retry with --memory medium"):
+        train_dreambooth(cfg, run, progress=False)

@@ -86,10 +86,31 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+@dataclass
+class _Where:
+    """How far a run got, for the out-of-memory message."""
+
+    effective: RunConfig | None = None
+    choice: MemoryChoice | None = None
+    step: int | None = None  # None: still loading
+
+
 def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
                      token: str | None = None, progress: bool = True) -> TrainResult:
     """Train the run in ``run_dir`` (config and concept set already there); ``resume`` continues from the
-    newest checkpoint. Raises ``ConfigError`` when a resume's config changed, unless ``force``."""
+    newest checkpoint. Raises ``ConfigError`` when a resume's config changed, unless ``force``; a CUDA
+    out-of-memory error becomes a ``HubtoolsError`` naming the next smaller memory profile."""
+    where = _Where()
+    try:
+        return _train(cfg, Path(run_dir), resume=resume, force=force, token=token, progress=progress, where=where)
+    except torch.OutOfMemoryError:
+        if where.choice is None:
+            raise
+        raise out_of_memory_error(where.effective, where.choice, where.step) from None
+
+
+def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: str | None, progress: bool,
+           where: _Where) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
@@ -144,6 +165,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
             shutil.rmtree(folder.checkpoints)
         choice = choose_profile(cfg, device)
     effective = apply_choice(cfg, choice)
+    where.effective, where.choice = effective, choice
     if pinned_revision and not effective.model.revision:
         effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw
     training = effective.training
@@ -291,7 +313,6 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     bar = tqdm(total=total, initial=start_step, desc="training", unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     rows_written: list[dict[str, Any]] = []
-    step = start_step
 
     def flush() -> None:
         """One host sync for the whole window: loss values, NaN check, metrics rows, bar postfix."""
@@ -320,6 +341,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
 
     try:
         for step in range(start_step, total):
+            where.step = step + 1
             summed = None
             for k in range(accumulation):
                 with accelerator.accumulate(*trainable_models):
@@ -353,8 +375,6 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
                               validation_path(folder.images, done))
                 accelerator.wait_for_everyone()
         flush()
-    except torch.OutOfMemoryError:
-        raise out_of_memory_error(effective, choice, step) from None
     finally:
         bar.close()
     loop_seconds = time.perf_counter() - loop_started

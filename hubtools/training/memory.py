@@ -104,9 +104,10 @@ def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice) -> str | None:
     return None if choice.use_8bit_adam and choice.gradient_checkpointing else "low"
 
 
-def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int) -> HubtoolsError:
+def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None) -> HubtoolsError:
     smaller = next_smaller_profile(cfg, choice)
-    where = f"CUDA ran out of memory at step {step} with the {choice.profile} memory profile ({choice.method})"
+    when = f"at step {step}" if step is not None else "while loading the models"
+    where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"
     if smaller:
         return HubtoolsError(f"{where}: retry with --memory {smaller} ({PROFILE_BY_NAME[smaller].summary})")
     return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, "
