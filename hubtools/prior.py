@@ -9,6 +9,7 @@ an interrupted generation is never mistaken for a cached one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,8 +104,12 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     names = []
+    on_gpu = pipe.device.type == "cuda"
+    # half precision on a GPU: several times faster, and class images only need to look like the class
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                if on_gpu else contextlib.nullcontext())
     try:
-        with tqdm(total=count, desc="class images", unit="img", disable=not progress) as bar:
+        with tqdm(total=count, desc="class images", unit="img", disable=not progress) as bar, autocast:
             for start in range(0, count, batch):
                 indices = range(start, min(start + batch, count))
                 generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]

@@ -91,11 +91,13 @@ class LatentSource:
     def __init__(self, vae, pixels: torch.Tensor, *, cache: bool, device: torch.device, dtype: torch.dtype,
                  encode_batch_size: int = 8) -> None:
         self.vae, self.pixels, self.device, self.dtype = vae, pixels, device, dtype
+        self.count = len(pixels)
         self.scaling = float(vae.config.scaling_factor)
         self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
         if cache:
             parts = [self._encode(pixels[i:i + encode_batch_size]) for i in range(0, len(pixels), encode_batch_size)]
             self.cached = (torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts]))
+            self.pixels = None  # hundreds of class images at 512 px are gigabytes of host memory
 
     @torch.no_grad()
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,12 +101,16 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     newest checkpoint. Raises ``ConfigError`` when a resume's config changed, unless ``force``; a CUDA
     out-of-memory error becomes a ``HubtoolsError`` naming the next smaller memory profile."""
     where = _Where()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         return _train(cfg, Path(run_dir), resume=resume, force=force, token=token, progress=progress, where=where)
     except torch.OutOfMemoryError:
         if where.choice is None:
             raise
         raise out_of_memory_error(where.effective, where.choice, where.step) from None
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
 def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: str | None, progress: bool,
@@ -282,7 +286,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
         latents = [instance_latents.sample(picked, torch.randn((len(picked), *latent_shape), generator=generator))]
         batch_captions = [instance.captions[i] for i in picked]
         if class_latents is not None:
-            picked_class = data_indices(micro, count=len(class_latents.pixels), per_process=per_process,
+            picked_class = data_indices(micro, count=class_latents.count, per_process=per_process,
                                         process_index=process_index, num_processes=num_processes, seed=seed + 1)
             latents.append(class_latents.sample(picked_class,
                                                 torch.randn((len(picked_class), *latent_shape), generator=generator)))
