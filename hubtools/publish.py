@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from hubtools.errors import ConfigError, HubError
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.runfolder import RunFolder, read_json
 from hubtools.sample import list_checkpoints
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 # Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
 RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
@@ -114,6 +117,8 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     """Push the run to ``repo_id`` (created if needed) in one commit; a no-op when nothing changed."""
     from huggingface_hub import HfApi
 
+    if not _REPO_ID.match(repo_id or ""):
+        raise ConfigError(f"repo id {repo_id!r} must look like namespace/name (letters, digits, '-', '_', '.')")
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
     if not ((run.root / "model_index.json").is_file() or is_lora_run(run.root)):

@@ -322,10 +322,11 @@ def test_hackathon_entry_passes_the_submission_check(local_hub, api, tiny_model_
     assert [r for r in results if not r.passed] == [], results
 
 
-def test_push_command(full_push, hf_token, capsys):
+def test_push_command(full_push, hf_token, capsys, tmp_path):
     from hubtools.cli.app import main
 
     run, repo_id, first = full_push
+    run = Path(shutil.copytree(run, tmp_path / "run"))  # the command re-renders the card for the repo it is given
     assert main(["push", str(run), repo_id]) == 0
     out = capsys.readouterr()
     assert "nothing changed" in out.err and repo_id in out.out
@@ -333,3 +334,20 @@ def test_push_command(full_push, hf_token, capsys):
     out = capsys.readouterr()
     assert out.err.startswith("error: push to other/not-mine failed") and hf_token not in out.err + out.out
     assert "Traceback" not in out.err
+
+
+def test_bad_repo_id_and_unreachable_hub_are_one_line_errors(full_push, local_hub, tmp_path):
+    from hubtools.errors import ConfigError
+
+    run = Path(shutil.copytree(full_push[0], tmp_path / "run"))
+    with pytest.raises(ConfigError, match="namespace/name"):
+        push_run(run, "no-namespace", token=local_hub.token)
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {**os.environ, "HF_ENDPOINT": dead, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": local_hub.token}
+    done = subprocess.run([sys.executable, "-m", "hubtools", "push", str(run), "tester/unreachable"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: could not reach the Hub to push tester/unreachable")
+    assert "Traceback" not in done.stderr and local_hub.token not in done.stderr + done.stdout
