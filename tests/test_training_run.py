@@ -281,3 +281,15 @@ def test_out_of_memory_is_answered_with_the_next_smaller_profile(root, monkeypat
     with pytest.raises(HubtoolsError, match=r"out of memory at step 3 with the manual memory profile \(full\): "
                                             r"retry with --memory medium"):
         train_dreambooth(cfg, run, progress=False)
+
+
+def test_forcing_a_resume_past_an_incompatible_change_is_a_clear_error(full_run, root):
+    run = root / "switched"
+    shutil.copytree(full_run[0], run)
+    cfg = load_run_config(run)
+    cfg.training.method = "lora"
+    save_config(cfg, run / "hubtools.toml")
+    with pytest.raises(ConfigError, match="training.method: 'full' -> 'lora'"):
+        train_dreambooth(load_run_config(run), run, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="checkpoint-000006 cannot be loaded with the current settings"):
+        train_dreambooth(load_run_config(run), run, resume=True, force=True, progress=False)

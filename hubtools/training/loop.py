@@ -159,7 +159,8 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
         if changes and not force:
             raise ConfigError(f"the config changed since {resume_from[1].name}: {'; '.join(changes)} "
                               "(restore it, or pass --force to resume with the new settings)")
-        choice = MemoryChoice(**state["memory_choice"])
+        # auto picked from the free memory of that day: keep its pick; anything else follows the config
+        choice = MemoryChoice(**state["memory_choice"]) if cfg.training.memory == "auto" else choose_profile(cfg, device)
         pinned_revision = state.get("base_revision")
     else:
         if ckpt.list_checkpoints(folder.checkpoints) and not force:
@@ -266,7 +267,12 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
         accelerator.init_trackers("hubtools", config=_hparams(effective, choice))
     start_step = 0
     if resume_from is not None:
-        accelerator.load_state(str(resume_from[1]))
+        try:
+            accelerator.load_state(str(resume_from[1]))
+        except (OSError, KeyError, ValueError, RuntimeError) as error:  # forced past a change it cannot absorb
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConfigError(f"{resume_from[1].name} cannot be loaded with the current settings ({first[:200]}): "
+                              "restore the settings it was trained with, or start over with --force") from None
         start_step = resume_from[0]
         metrics.keep_until(start_step)
     else:
