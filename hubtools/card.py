@@ -177,9 +177,9 @@ def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
         "class_images": class_images.get("count"),
         "class_images_source": class_images.get("source"),
         "effective_batch": t.batch_size * t.gradient_accumulation_steps,
-        "learning_rate": config.learning_rate,
+        "learning_rate": _format_value(config.learning_rate),
         "lora_rank": t.lora_rank if lora else None,
-        "lora_alpha": t.lora_alpha if lora else None,
+        "lora_alpha": _format_value(t.lora_alpha) if lora else None,
         "text_encoder": t.train_text_encoder,
     }
 
