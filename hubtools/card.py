@@ -110,9 +110,33 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "hackathon": _hackathon(config),
         "sampling": {"scheduler": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
                      "guidance": _format_value(config.sampling.guidance_scales[0]), "seeds": config.sampling.seeds},
+        "repo_files": _repo_files(run.root),
         "config_toml": config.to_toml().strip(),
         "hubtools_version": train.get("hubtools_version") or _hubtools_version(),
     }
+
+
+_FILE_ROLES = {  # what a pushed path is for; folders end in "/"
+    "model_index.json": "the pipeline's index; `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/` hold its parts",
+    LORA_WEIGHTS_FILENAME: "the LoRA weights",
+    "hubtools.toml": "the resolved config of the run",
+    "train_result.json": "what training did: steps, loss, timings, weight hashes, base revision",
+    "logs/metrics.jsonl": "loss and learning rate, step by step",
+    "images/": "sample grids (`samples.json` describes every cell), loss curve, validation grids",
+    "eval.json": "evaluation scores",
+    "concept/contact_sheet.png": "the training photos at a glance",
+}
+
+
+def _repo_files(run_root: Path) -> list[dict[str, str]]:
+    """What the push puts in the repo beside this card, one line per file or folder."""
+    from hubtools.publish import files_to_push
+
+    pushed = set()
+    for path in files_to_push(run_root):
+        folder = path.split("/", 1)[0] + "/"
+        pushed.add(path if path in _FILE_ROLES else folder)
+    return [{"path": name, "what": what} for name, what in _FILE_ROLES.items() if name in pushed]
 
 
 def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:

@@ -88,6 +88,11 @@ def test_pushed_card_loads_with_its_metadata_and_every_image(full_push, api, loc
     assert len(images) >= 6
     assert set(images) <= remote
     card.validate()
+    # the card's list of files names what the repo holds
+    listed = re.findall(r"^- `([^`]+)`: ", card.text.split("## Files", 1)[1].split("## ", 1)[0], flags=re.MULTILINE)
+    assert {"model_index.json", "hubtools.toml", "images/", "logs/metrics.jsonl", "concept/contact_sheet.png"} <= set(listed)
+    for name in listed:
+        assert name in remote or any(path.startswith(name) for path in remote if name.endswith("/")), name
     info = api.model_info(repo_id)
     assert "dreambooth" in info.tags and info.pipeline_tag == "text-to-image"
 
