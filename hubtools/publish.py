@@ -186,6 +186,8 @@ def _push_tree(api, repo_id: str, revision: str, files: dict[str, Path], message
     description = "\n".join([f"- add {op.path_in_repo}" for op in additions] + [f"- delete {p}" for p in stale])
     info = api.create_commit(repo_id, additions + deletions, commit_message=message, commit_description=description,
                              revision=revision, parent_commit=head)
+    if info.oid == head:  # the client found every file unchanged after all (it skips no-op commits itself)
+        return _Pushed(head=head, changed=False, commit_url=None, deleted=[])
     return _Pushed(head=info.oid, changed=True, commit_url=info.commit_url, deleted=stale)
 
 
