@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -217,11 +216,14 @@ def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_rep
 
 
 class _SlowUploadProxy:
-    """A TCP proxy to the local hub that slows LFS upload bodies and says when one is under way."""
+    """A TCP proxy to the local hub that stalls LFS uploads part-way and says when one is stuck there.
+
+    Stalling (rather than slowing) makes sure the push cannot finish before the test kills it."""
 
     def __init__(self, upstream_port: int, after_bytes: int = 256 * 1024) -> None:
         self.upstream_port, self.after_bytes = upstream_port, after_bytes
         self.uploading = threading.Event()
+        self.closed = threading.Event()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.sockets: list[socket.socket] = []
@@ -246,7 +248,8 @@ class _SlowUploadProxy:
                     uploaded += len(chunk)
                     if uploaded > self.after_bytes:
                         self.uploading.set()
-                        time.sleep(0.2)
+                        self.closed.wait()
+                        return
                 target.sendall(chunk)
         except OSError:
             pass
@@ -258,6 +261,7 @@ class _SlowUploadProxy:
                     pass
 
     def close(self) -> None:
+        self.closed.set()
         self.server.close()
         for sock in self.sockets:
             sock.close()
