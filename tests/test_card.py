@@ -46,7 +46,7 @@ def full_run(tmp_path_factory) -> Path:
 
 def test_lora_card_metadata(lora_run, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_never_in_the_card")
-    card = render_model_card(lora_run, repo_id="tester/pkblz-lora")
+    card = render_model_card(lora_run, repo_id="tester/card-lora")
     loaded = ModelCard.load(lora_run / "README.md")
     assert str(loaded) == str(card)
     data = loaded.data
@@ -61,11 +61,11 @@ def test_lora_card_metadata(lora_run, monkeypatch):
 
 
 def test_lora_card_body(lora_run):
-    text = render_model_card(lora_run, repo_id="tester/pkblz-lora").text
+    text = render_model_card(lora_run, repo_id="tester/card-lora").text
     assert "**pkblz dog**" in text and "`pkblz`" in text and "`dog`" in text
     snippet = _code_blocks(text, "python")[0]
     ast.parse(snippet)
-    assert 'pipe.load_lora_weights("tester/pkblz-lora")' in snippet
+    assert 'pipe.load_lora_weights("tester/card-lora")' in snippet
     assert f'from_pretrained("{lora_run.parent / "base"}"' in snippet  # base model first, then the LoRA
     assert "num_inference_steps=2" in snippet and "DDIMScheduler" in snippet
     # grids, loss curve and concept sheet, every one a file of the run folder
@@ -88,17 +88,17 @@ def test_lora_card_body(lora_run):
     # the exact config, reproducible from the card alone
     toml = _code_blocks(text, "toml")[0]
     assert tomllib.loads(toml) == tomllib.loads((lora_run / RUN_CONFIG_FILENAME).read_text())
-    assert "hubtools train --config pkblz-lora/hubtools.toml" in text
+    assert "hubtools train --config card-lora/hubtools.toml" in text
     assert "None" not in text
 
 
 def test_full_card_uses_the_pipeline_and_the_base_models_licence(full_run):
     (full_run.parent / "base" / "README.md").write_text("---\nlicense: mit\n---\n# base\n")
-    card = render_model_card(full_run, repo_id="tester/pkblz-full")
+    card = render_model_card(full_run, repo_id="tester/card-full")
     assert card.data.license == "mit"
     assert "lora" not in card.data.tags
     snippet = _code_blocks(card.text, "python")[0]
-    assert 'StableDiffusionPipeline.from_pretrained("tester/pkblz-full"' in snippet
+    assert 'StableDiffusionPipeline.from_pretrained("tester/card-full"' in snippet
     assert "load_lora_weights" not in snippet
     for weights in ["unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                     "text_encoder/model.safetensors"]:
@@ -108,7 +108,7 @@ def test_full_card_uses_the_pipeline_and_the_base_models_licence(full_run):
     config.publish.license = "openrail++"
     save_config(config, full_run / RUN_CONFIG_FILENAME)
     try:
-        assert render_model_card(full_run, repo_id="tester/pkblz-full").data.license == "openrail++"
+        assert render_model_card(full_run, repo_id="tester/card-full").data.license == "openrail++"
     finally:
         config.publish.license = None
         save_config(config, full_run / RUN_CONFIG_FILENAME)
@@ -141,11 +141,11 @@ def test_evaluation_results_become_model_index(full_run, tmp_path):
         prompts=["a pkblz dog in the jungle"] * 4, n_per_prompt=4, n_class_images=4, seeds=[0, 1, 2, 3],
         dino_model="tiny-dino", clip_model="tiny-clip",
     ).save(run / "eval.json")
-    card = render_model_card(run, repo_id="tester/pkblz-full")
+    card = render_model_card(run, repo_id="tester/card-full")
     loaded = ModelCard.load(run / "README.md")
     results = {r.metric_type: r.metric_value for r in loaded.data.eval_results}
     assert results["dino"] == 0.61 and results["clip-t"] == 0.29
-    assert loaded.data.model_name == "pkblz-full"
+    assert loaded.data.model_name == "card-full"
     assert "model-index:" in str(card)
     assert "| DINO | 0.61 | 0.3 | 0.77 | 0.668 | higher |" in card.text
 
@@ -170,7 +170,7 @@ def test_card_validates_with_the_hub_and_reads_the_hub_base_models_licence(local
 
     sha = HfApi().model_info(tiny_model_repo).sha
     run = build_run(tmp_path, base_model=tiny_model_repo, checkpoints=False, base_revision=sha)
-    card = render_model_card(run, repo_id=f"{local_hub.user}/pkblz")
+    card = render_model_card(run, repo_id=f"{local_hub.user}/card-validate")
     assert f'revision="{sha}"' not in card.text  # a full fine-tune loads from its own repo
     assert card.data.base_model == "hubtools/tiny-stable-diffusion"
     assert card.data.license == "apache-2.0"  # from the tiny model's own card on the hub

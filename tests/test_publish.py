@@ -49,7 +49,7 @@ def api(local_hub) -> HfApi:
 
 @pytest.fixture(scope="module")
 def full_push(local_hub, tiny_model_repo, tmp_path_factory) -> tuple[Path, str, PushResult]:
-    repo_id = f"{local_hub.user}/pkblz-full"
+    repo_id = f"{local_hub.user}/publish-full"
     run = _finished_run(tmp_path_factory.mktemp("full"), repo_id, samples=True, base_model=tiny_model_repo)
     return run, repo_id, push_run(run, repo_id, token=local_hub.token)
 
@@ -105,7 +105,7 @@ def test_repush_of_an_unchanged_run_makes_no_commit(full_push, api, local_hub):
 
 
 def test_changes_and_stale_files_make_one_commit_and_hand_added_files_stay(local_hub, api, tiny_model_repo, tmp_path):
-    repo_id = f"{local_hub.user}/pkblz-stale"
+    repo_id = f"{local_hub.user}/publish-stale"
     run = _finished_run(tmp_path, repo_id, base_model=tiny_model_repo)
     push_run(run, repo_id, token=local_hub.token)
     api.upload_file(path_or_fileobj=b"my notes", path_in_repo="notes.md", repo_id=repo_id)
@@ -125,7 +125,7 @@ def test_changes_and_stale_files_make_one_commit_and_hand_added_files_stay(local
 def test_checkpoints_go_to_step_branches_without_optimizer_state(local_hub, api, tiny_model_repo, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    repo_id = f"{local_hub.user}/pkblz-branches"
+    repo_id = f"{local_hub.user}/publish-branches"
     run = _finished_run(tmp_path, repo_id, base_model=tiny_model_repo)
     result = push_run(run, repo_id, token=local_hub.token, checkpoints=True)
     assert set(result.branches) == {"step-2"}
@@ -158,26 +158,26 @@ def test_token_is_nowhere(full_push, local_hub, tmp_path):
 def test_hub_errors_are_one_line_and_never_show_the_token(full_push, local_hub, monkeypatch, tmp_path):
     run, _, _ = full_push
     with pytest.raises(HubError) as refused:
-        push_run(run, f"{local_hub.other_user}/not-mine", token=local_hub.token)
+        push_run(run, f"{local_hub.other_user}/publish-not-mine", token=local_hub.token)
     message = str(refused.value)
-    assert "not-mine" in message and "\n" not in message and local_hub.token not in message
+    assert "publish-not-mine" in message and "\n" not in message and local_hub.token not in message
 
     bad_token = "tester-secret-token-but-wrong"
     with pytest.raises(HubError) as bad:
-        push_run(run, f"{local_hub.user}/bad-token", token=bad_token)
+        push_run(run, f"{local_hub.user}/publish-bad-token", token=bad_token)
     assert bad_token not in str(bad.value) and "\n" not in str(bad.value)
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))
     monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
     with pytest.raises(HubError, match="HF_TOKEN or run `hf auth login`"):
-        push_run(run, f"{local_hub.user}/no-token")
+        push_run(run, f"{local_hub.user}/publish-no-token")
 
 
 def test_token_from_the_environment(full_push, hf_token, api):
     run, _, _ = full_push
-    result = push_run(run, "tester/from-env")  # no token argument: HF_TOKEN, as a user's shell has it
-    assert result.changed and "README.md" in api.list_repo_files("tester/from-env")
+    result = push_run(run, "tester/publish-from-env")  # no token argument: HF_TOKEN, as a user's shell has it
+    assert result.changed and "README.md" in api.list_repo_files("tester/publish-from-env")
 
 
 def _run_card_snippet(repo_id: str, cwd: Path, local_hub) -> subprocess.CompletedProcess:
@@ -199,7 +199,7 @@ def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_rep
     assert Image.open(tmp_path / "full" / "pkblz-dog.png").size == (64, 64)
 
     # LoRA: the base model from the hub, then the repo's LoRA weights over it
-    lora_repo = f"{local_hub.user}/pkblz-lora"
+    lora_repo = f"{local_hub.user}/publish-lora"
     sha = HfApi().model_info(tiny_model_repo).sha
     run = _finished_run(tmp_path / "lora-run", lora_repo, lora=True, base_model=tiny_model_repo, base_revision=sha)
     push_run(run, lora_repo, token=local_hub.token)
@@ -271,7 +271,7 @@ def test_push_killed_mid_upload_leaves_main_unchanged_and_the_retry_completes(lo
     import torch
     from safetensors.torch import load_file, save_file
 
-    repo_id = f"{local_hub.user}/pkblz-interrupted"
+    repo_id = f"{local_hub.user}/publish-interrupted"
     run = _finished_run(tmp_path, repo_id, base_model=tiny_model_repo)
     first = push_run(run, repo_id, token=local_hub.token)
     unet_path = "unet/diffusion_pytorch_model.safetensors"
@@ -316,7 +316,7 @@ def test_hackathon_entry_passes_the_submission_check(local_hub, api, tiny_model_
     from hubtools.config import RUN_CONFIG_FILENAME, load_run_config, save_config
     from hubtools.hackathon import check_submission
 
-    repo_id = f"{local_hub.user}/pkblz-animal"
+    repo_id = f"{local_hub.user}/publish-animal"
     run = build_run(tmp_path, base_model=tiny_model_repo, checkpoints=False)
     config = load_run_config(run)
     config.publish.hackathon_theme = "animal"
@@ -339,9 +339,9 @@ def test_push_command(full_push, hf_token, capsys, tmp_path):
     assert main(["push", str(run), repo_id]) == 0
     out = capsys.readouterr()
     assert "nothing changed" in out.err and repo_id in out.out
-    assert main(["push", str(run), "other/not-mine"]) == 2
+    assert main(["push", str(run), "other/publish-not-mine"]) == 2
     out = capsys.readouterr()
-    assert out.err.startswith("error: push to other/not-mine failed") and hf_token not in out.err + out.out
+    assert out.err.startswith("error: push to other/publish-not-mine failed") and hf_token not in out.err + out.out
     assert "Traceback" not in out.err
 
 
@@ -355,8 +355,8 @@ def test_bad_repo_id_and_unreachable_hub_are_one_line_errors(full_push, local_hu
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     env = {**os.environ, "HF_ENDPOINT": dead, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": local_hub.token}
-    done = subprocess.run([sys.executable, "-m", "hubtools", "push", str(run), "tester/unreachable"], env=env,
+    done = subprocess.run([sys.executable, "-m", "hubtools", "push", str(run), "tester/publish-unreachable"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: could not reach the Hub to push tester/unreachable")
+    assert done.stderr.startswith("error: could not reach the Hub to push tester/publish-unreachable")
     assert "Traceback" not in done.stderr and local_hub.token not in done.stderr + done.stdout
