@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from hubtools.atomic import write_text_atomic
 from hubtools.errors import ConfigError
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -270,21 +270,6 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         section, _, key = dotted.partition(".")
         data.setdefault(section, {})[key] = value
     return config_from_dict(data, origin="the command-line flags")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(config: RunConfig, path: Path) -> Path:

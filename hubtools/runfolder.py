@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubtools.config import RUN_CONFIG_FILENAME, write_text_atomic
+from hubtools.atomic import write_text_atomic
+from hubtools.config import RUN_CONFIG_FILENAME
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ guidance and training step as text, so a grid read on its own says what it shows
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run, load_run_pipeline, resolve_device
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
@@ -229,18 +228,6 @@ def _labelled_grid(
     return _Grid(canvas, left, top, cell)
 
 
-def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _format_guidance(value: float) -> str:
     return f"{value:g}"
 
@@ -308,7 +295,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
     grids: dict[str, Path] = {}
 
     def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
-        _save_png_atomic(grid.image, run.images / name)
+        save_image_atomic(grid.image, run.images / name)
         grids[kind] = run.images / name
         for i, row in enumerate(rows):
             for j, cell in enumerate(row):
@@ -327,7 +314,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
              [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
         widget = rows[0][0]
         widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
-        _save_png_atomic(_fit(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+        save_image_atomic(_fit(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
 
         # the same seeds at every guidance scale, side by side
         if len(guidances) > 1:

@@ -12,12 +12,11 @@ reads it; files not named in metadata.jsonl, like the contact sheet, are skipped
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hubtools.atomic import write_text_atomic
 from hubtools.errors import InputError
 
 MANIFEST_FILENAME = "manifest.json"
@@ -109,17 +108,6 @@ def manifest_dict(concept: PreparedConcept) -> dict[str, Any]:
         "created_at": concept.created_at,
         "entries": [asdict(entry) for entry in concept.entries],
     }
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(concept: PreparedConcept) -> None:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from hubtools.atomic import save_image_atomic
 from hubtools.errors import InputError
 from hubtools.evaluation import metrics
 from hubtools.evaluation.encoders import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, Encoders, load_encoders
@@ -294,8 +295,4 @@ def _save_generations(out_dir: Path, generations: Generations, seeds: Sequence[i
 
 
 def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    save_image_atomic(image, path)

@@ -4,12 +4,10 @@ through accelerate's trackers, and a loss-curve PNG at the end."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from hubtools.config import write_text_atomic
+from hubtools.atomic import atomic_path, write_text_atomic
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -91,14 +89,9 @@ def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str) -> Pa
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)

@@ -4,11 +4,11 @@ successive steps show the subject being learnt (and overfitting coming: noise, c
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from hubtools.atomic import save_image_atomic
 
 VALIDATION_PROMPTS = 2
 VALIDATION_SEEDS = 2
@@ -50,13 +50,4 @@ def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_conf
     finally:
         unet.train(was_training)
     grid = make_image_grid(images, rows=len(prompts), cols=len(seeds))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_image_atomic(grid, path)

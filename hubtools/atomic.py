@@ -1,0 +1,42 @@
+"""Atomic file writes: readers see the old file or the new one, never half of either.
+
+Everything hubtools writes for the user (configs, manifests, grids, curves, results) goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; if the block succeeds it replaces ``path``, else it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def save_image_atomic(image: Any, path: str | os.PathLike, **save_options: Any) -> Path:
+    """Save a PIL image as PNG (or ``save_options``' format) atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=save_options.pop("format", "PNG"), **save_options)
+    return Path(path)
