@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -54,17 +55,34 @@ def _prepare(source: str, out: Path, *, hub_only: bool, **options) -> None:
     _print_report(concept)
 
 
+# Options that prepare and pull share: one declaration each, so their help can't drift apart.
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the prepared set to (replaced if it is one).")]
+Resolution = Annotated[int, typer.Option("--resolution", "-r", help="Training resolution: square side in pixels.")]
+Caption = Annotated[
+    Optional[str], typer.Option("--caption", help="Caption (instance prompt) for images that come without one.")
+]
+MinImages = Annotated[int, typer.Option("--min-images", help="Fail unless at least this many images are usable.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Fail if any image is rejected.")]
+AllowUpscale = Annotated[
+    bool, typer.Option("--allow-upscale", help="Keep images smaller than the resolution (upscaled).")
+]
+ImageColumn = Annotated[
+    Optional[str], typer.Option("--image-column", help="Image column of a Hub dataset (detected if unset).")
+]
+Crop = Annotated[str, typer.Option("--crop", help=_CROP_HELP)]
+
+
 @app.command("prepare")
 def prepare(
-    src: str = typer.Argument(..., help="A folder of photos, or a Hub dataset namespace/name\\[@revision]."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to (replaced if it is one)."),
-    resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
-    caption: str | None = typer.Option(None, "--caption", help="Caption (instance prompt) for images without one."),
-    min_images: int = typer.Option(1, "--min-images", help="Fail unless at least this many images are usable."),
-    strict: bool = typer.Option(False, "--strict", help="Fail if any file is rejected."),
-    allow_upscale: bool = typer.Option(False, "--allow-upscale", help="Keep images smaller than the resolution (upscaled)."),
-    image_column: str | None = typer.Option(None, "--image-column", help="Image column of a Hub dataset (detected if unset)."),
-    crop: str = typer.Option("center", "--crop", help=_CROP_HELP),
+    src: Annotated[str, typer.Argument(help="A folder of photos, or a Hub dataset namespace/name\\[@revision].")],
+    out: OutDir,
+    resolution: Resolution = 512,
+    caption: Caption = None,
+    min_images: MinImages = 1,
+    strict: Strict = False,
+    allow_upscale: AllowUpscale = False,
+    image_column: ImageColumn = None,
+    crop: Crop = "center",
 ) -> None:
     """Check and convert a set of photos for training, and say what happened to each file."""
     _prepare(
@@ -75,15 +93,15 @@ def prepare(
 
 @app.command("pull")
 def pull(
-    repo: str = typer.Argument(..., help="Hub dataset namespace/name\\[@revision]."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the prepared set to."),
-    resolution: int = typer.Option(512, "--resolution", "-r", help="Training resolution: square side in pixels."),
-    caption: str | None = typer.Option(None, "--caption", help="Caption for rows without a text column."),
-    min_images: int = typer.Option(1, "--min-images", help="Fail unless at least this many images are usable."),
-    strict: bool = typer.Option(False, "--strict", help="Fail if any row is rejected."),
-    allow_upscale: bool = typer.Option(False, "--allow-upscale", help="Keep images smaller than the resolution (upscaled)."),
-    image_column: str | None = typer.Option(None, "--image-column", help="Image column (detected if unset)."),
-    crop: str = typer.Option("center", "--crop", help=_CROP_HELP),
+    repo: Annotated[str, typer.Argument(help="Hub dataset namespace/name\\[@revision].")],
+    out: OutDir,
+    resolution: Resolution = 512,
+    caption: Caption = None,
+    min_images: MinImages = 1,
+    strict: Strict = False,
+    allow_upscale: AllowUpscale = False,
+    image_column: ImageColumn = None,
+    crop: Crop = "center",
 ) -> None:
     """Fetch a concept set from the Hub and prepare it; the commit used is recorded in manifest.json."""
     _prepare(

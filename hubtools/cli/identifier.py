@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +18,11 @@ _BASE_MODEL_HELP = (
     "Base model (Hub id or folder) whose tokenizer, and text encoder for neighbours and prior, to use. "
     "Default: Stable Diffusion 1.x's CLIP tokenizer, built offline, without weights."
 )
+
+# Options that check and suggest share.
+BaseModel = Annotated[Optional[str], typer.Option("--base-model", help=_BASE_MODEL_HELP)]
+Revision = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of the base model.")]
+ClassNoun = Annotated[Optional[str], typer.Option("--class-noun", help="The subject's class, e.g. dog (for the prior).")]
 
 
 def _load_tools(base_model: str | None, revision: str | None, weights: bool):
@@ -34,9 +40,9 @@ def _load_tools(base_model: str | None, revision: str | None, weights: bool):
 @app.command("check")
 def check(
     text: str = typer.Argument(..., help="The identifier to check, e.g. pkblz."),
-    base_model: str | None = typer.Option(None, "--base-model", help=_BASE_MODEL_HELP),
-    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the base model."),
-    class_noun: str | None = typer.Option(None, "--class-noun", help="The subject's class, e.g. dog (for the prior)."),
+    base_model: BaseModel = None,
+    revision: Revision = None,
+    class_noun: ClassNoun = None,
     weights: bool = typer.Option(True, "--weights/--no-weights", help="Load the text encoder of --base-model."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when there is any warning."),
@@ -85,9 +91,9 @@ def _print_report(report) -> None:
 @app.command("suggest")
 def suggest(
     n: int = typer.Option(10, "--n", help="How many identifiers to suggest."),
-    base_model: str | None = typer.Option(None, "--base-model", help=_BASE_MODEL_HELP),
-    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit of the base model."),
-    class_noun: str | None = typer.Option(None, "--class-noun", help="The subject's class, e.g. dog (for the prior)."),
+    base_model: BaseModel = None,
+    revision: Revision = None,
+    class_noun: ClassNoun = None,
     weights: bool = typer.Option(True, "--weights/--no-weights", help="Rank by weak prior with the text encoder."),
     as_json: bool = typer.Option(False, "--json", help="Print the suggestions as JSON."),
 ) -> None:
