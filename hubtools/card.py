@@ -31,14 +31,23 @@ log = logging.getLogger("hubtools")
 
 
 def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = None):
-    """Render ``RUN/README.md`` (atomically) and return it as a ``huggingface_hub.ModelCard``."""
+    """Render ``RUN/README.md`` (atomically) and return it as a ``huggingface_hub.ModelCard``.
+
+    A ``template`` given here is kept in the run folder, so a later re-render (``hubtools push`` to another
+    repo, a re-run) uses it again instead of falling back to the default.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
-    template = Path(template) if template is not None else DEFAULT_TEMPLATE
-    if not template.is_file():
-        raise InputError(f"card template not found: {template} (pass an existing .md.j2 file to --template)")
+    if template is not None:
+        template = Path(template)
+        if not template.is_file():
+            raise InputError(f"card template not found: {template} (pass an existing .md.j2 file to --template)")
+    elif run.card_template.is_file():
+        template = run.card_template
+    else:
+        template = DEFAULT_TEMPLATE
     context = card_context(run.root, config, repo_id=repo_id)
 
     eval_results = None
@@ -64,6 +73,8 @@ def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: s
     except jinja2.TemplateError as error:
         where = f" line {error.lineno}" if getattr(error, "lineno", None) else ""
         raise InputError(f"card template {template}{where} does not render: {error}") from None
+    if template != run.card_template and template != DEFAULT_TEMPLATE:
+        write_text_atomic(run.card_template, template.read_text(encoding="utf-8"))
     write_text_atomic(run.card, str(card))
     return card
 

@@ -35,6 +35,11 @@ RUN_CONFIG_FILENAME = "hubtools.toml"
 DEFAULT_LR = {"full": 2e-6, "lora": 1e-4}
 
 
+
+def describe_precision(mixed_precision: str | None) -> str:
+    """How a person reads accelerate's mixed-precision setting: ``no`` means plain fp32."""
+    return "fp32" if mixed_precision in (None, "", "no") else f"{mixed_precision} mixed precision"
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -233,6 +233,39 @@ def check_device_for_model(model_cfg: ModelConfig, device_preference: str, token
     return device
 
 
+def quiet_weight_loading() -> None:
+    """Hide diffusers' and transformers' per-component loading and saving bars (noise for a user).
+
+    huggingface_hub's download and upload bars stay: those are real transfers a person waits for.
+    """
+    if os.environ.get("HUBTOOLS_DEBUG", "") not in ("", "0"):
+        return
+    import diffusers
+    import transformers
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    hub_bars_were_on = not are_progress_bars_disabled()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # also turns the hub's bars off ...
+    if hub_bars_were_on:
+        enable_progress_bars()  # ... so give those back
+
+
+def dtype_kwargs(library: str, dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s dtype argument under the name this install's ``library`` wants.
+
+    diffusers 0.40 and transformers 4.56 renamed ``torch_dtype`` to ``dtype`` and warn on the old name;
+    older releases ignore the new one, so the name follows the installed version.
+    """
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    renamed_in = {"diffusers": "0.40", "transformers": "4.56"}[library]
+    name = "dtype" if Version(version(library)) >= Version(renamed_in) else "torch_dtype"
+    return {name: dtype}
+
+
 def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32, token: str | None = None) -> BaseModel:
     """Load the base pipeline (pinned to the commit it resolves to now) without the safety checker."""
@@ -241,7 +274,7 @@ def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = Non
     model_id, sha = resolve_base_revision(model_cfg, token=token)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            model_id, revision=sha or model_cfg.revision, torch_dtype=dtype, token=token,
+            model_id, revision=sha or model_cfg.revision, token=token, **dtype_kwargs("diffusers", dtype),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
     except (OSError, ValueError, TypeError) as error:

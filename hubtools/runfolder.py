@@ -14,6 +14,7 @@ what the Hub repo receives (the model in diffusers layout, the card, the images,
     RUN/checkpoints/checkpoint-NNNNNN/   resumable training state (never pushed)
     RUN/eval.json                        evaluation results
     RUN/README.md                        the model card
+    RUN/card_template.md.j2              your own card template, kept by `hubtools card --template` (never pushed)
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class RunFolder:
     @property
     def card(self) -> Path:
         return self.root / "README.md"
+
+    @property
+    def card_template(self) -> Path:
+        return self.root / "card_template.md.j2"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

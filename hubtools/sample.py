@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
-from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run, load_run_pipeline, resolve_device
+from hubtools.models import LORA_WEIGHTS_FILENAME, dtype_kwargs, is_lora_run, load_run_pipeline, resolve_device
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 
 SAMPLES_GRID = "samples_grid.png"
@@ -258,9 +258,11 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
     from transformers import CLIPTextModel
 
     device, dtype = pipe.unet.device, pipe.unet.dtype
-    pipe.unet = UNet2DConditionModel.from_pretrained(checkpoint / "unet", torch_dtype=dtype).to(device)
+    pipe.unet = UNet2DConditionModel.from_pretrained(checkpoint / "unet", **dtype_kwargs("diffusers", dtype)).to(device)
     if (checkpoint / "text_encoder").is_dir():
-        pipe.text_encoder = CLIPTextModel.from_pretrained(checkpoint / "text_encoder", torch_dtype=dtype).to(device)
+        pipe.text_encoder = CLIPTextModel.from_pretrained(
+            checkpoint / "text_encoder", **dtype_kwargs("transformers", dtype)
+        ).to(device)
     return True
 
 

@@ -345,6 +345,29 @@ def test_push_command(full_push, hf_token, capsys, tmp_path):
     assert "Traceback" not in out.err
 
 
+
+def test_push_command_keeps_a_custom_card_template_and_follows_push_checkpoints(
+    local_hub, api, tiny_model_repo, hf_token, tmp_path, capsys
+):
+    from hubtools.cli.app import main
+    from hubtools.config import RUN_CONFIG_FILENAME, load_run_config, save_config
+
+    first_repo, second_repo = f"{local_hub.user}/publish-template-a", f"{local_hub.user}/publish-template-b"
+    run = _finished_run(tmp_path, first_repo, base_model=tiny_model_repo)
+    config = load_run_config(run)
+    config.publish.push_checkpoints = True
+    save_config(config, run / RUN_CONFIG_FILENAME)
+    template = tmp_path / "mine.md.j2"
+    template.write_text("---\n{{ card_data }}\n---\n\n# {{ model_name }}, carded my way\n")
+    assert main(["card", str(run), "--template", str(template), "--repo", first_repo]) == 0
+    template.unlink()  # the run keeps its own copy
+    assert main(["push", str(run), second_repo]) == 0  # another repo: the card is rendered again, from the copy
+    capsys.readouterr()
+    card = ModelCard.load(hf_hub_download(second_repo, "README.md"))
+    assert card.text.strip() == "# publish-template-b, carded my way"
+    assert "card_template.md.j2" not in api.list_repo_files(second_repo)
+    assert {b.name for b in api.list_repo_refs(second_repo).branches} == {"main", "step-2"}
+
 def test_bad_repo_id_and_unreachable_hub_are_one_line_errors(full_push, local_hub, tmp_path):
     from hubtools.errors import ConfigError
 

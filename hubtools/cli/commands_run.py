@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from hubtools.cli.app import app, console, err_console
-from hubtools.config import RunConfig, apply_overrides, load_config
+from hubtools.config import RunConfig, apply_overrides, describe_precision, load_config
 
 # CLI option name -> dotted RunConfig key. Options missing here steer the command, not the run.
 OVERRIDES = {
@@ -107,6 +107,7 @@ def _command(name: str, exclude: set[str], extra: list[inspect.Parameter] | None
         shared = [p for p in inspect.signature(_run_options, eval_str=True).parameters.values() if p.name not in exclude]
 
         def command(**kwargs: Any) -> None:
+            quiet_weight_loading()
             impl(**kwargs)
 
         command.__signature__ = inspect.Signature((extra or []) + shared)  # type: ignore[attr-defined]
@@ -116,6 +117,12 @@ def _command(name: str, exclude: set[str], extra: list[inspect.Parameter] | None
         return impl
 
     return decorate
+
+
+def quiet_weight_loading() -> None:
+    from hubtools.models import quiet_weight_loading as quiet
+
+    quiet()
 
 
 def build_config(options: dict[str, Any]) -> RunConfig:
@@ -173,7 +180,7 @@ def print_train_summary(result: Any) -> None:
         table.add_row("time", f"{data['wall_seconds']:.1f} s ({data.get('steps_per_second') or 0:.2f} steps/s)")
     if data.get("peak_memory_bytes"):
         table.add_row("peak GPU memory", f"{data['peak_memory_bytes'] / 2**30:.2f} GiB")
-    table.add_row("device", f"{data.get('device')} ({data.get('mixed_precision')})")
+    table.add_row("device", f"{data.get('device')}, {describe_precision(data.get('mixed_precision'))}")
     for weight in data.get("weight_files") or []:
         table.add_row("weights", f"{weight['path']} (sha256 {weight['sha256'][:12]}…)")
     console.print(table)
@@ -256,6 +263,7 @@ def sample_command(
     from hubtools.models import resolve_device
     from hubtools.sample import render_samples
 
+    quiet_weight_loading()
     result = render_samples(run, device=resolve_device(device or "auto"), progress=not quiet)
     for grid in getattr(result, "grids", []) or []:
         console.print(str(grid), highlight=False)
@@ -272,6 +280,9 @@ def card_command(
 
     render_model_card(run, template=template, repo_id=repo)
     console.print(str(Path(run) / "README.md"), highlight=False)
+    if template is not None:
+        err_console.print("the run keeps this template: later renders (push to another repo) use it too",
+                          highlight=False)
 
 
 @app.command("push")
@@ -279,7 +290,10 @@ def push_command(
     run: Path = typer.Argument(..., help="Run folder."),
     repo: Optional[str] = typer.Argument(None, help="namespace/name (default: the run's publish.repo_id)."),
     private: bool = typer.Option(False, "--private", help="Create the repo private."),
-    checkpoints: bool = typer.Option(False, "--checkpoints", help="Also push each checkpoint to a step-N branch."),
+    checkpoints: Optional[bool] = typer.Option(
+        None, "--checkpoints/--no-checkpoints",
+        help="Also push each checkpoint to a step-N branch (default: the run's publish.push_checkpoints).",
+    ),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
 ) -> None:
     """Push a run (model, card, grids, config) to the Hub in one commit. Safe to retry."""
@@ -292,9 +306,11 @@ def push_command(
     if not repo_id:
         raise typer.BadParameter("name the repo: hubtools push RUN namespace/name")
     if not (Path(run) / "README.md").is_file() or repo_id != config.publish.repo_id:
-        render_model_card(run, repo_id=repo_id)
+        render_model_card(run, repo_id=repo_id)  # with the template `hubtools card --template` kept, if any
+    if checkpoints is None:
+        checkpoints = config.publish.push_checkpoints
     result = push_run(run, repo_id, private=private or config.publish.private, checkpoints=checkpoints,
-                      commit_message=message)
+                      commit_message=message or config.publish.commit_message)
     if not result.changed:
         err_console.print("nothing changed since the last push: no new commit", highlight=False)
     console.print(result.url, highlight=False)
@@ -309,6 +325,7 @@ def demo_command(
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo
 
+    quiet_weight_loading()
     result = run_demo(out, steps=steps, progress=not quiet, report=_stage)
     print_train_summary(result.train)
     console.print(f"run folder      {result.run_dir}", highlight=False)

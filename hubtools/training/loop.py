@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import hubtools
-from hubtools.config import RunConfig
+from hubtools.config import RunConfig, describe_precision
 from hubtools.errors import ConfigError, HubtoolsError
 from hubtools.models import LORA_WEIGHTS_FILENAME, load_base_model, resolve_device
 from hubtools.runfolder import RunFolder, write_json_atomic
@@ -317,7 +317,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     loop_started = time.perf_counter()
     if main and progress:
         print(f"training: {training.method}, {total} steps from step {start_step}, batch {per_process} "
-              f"x {num_processes} process(es), {mixed_precision} precision on {device}", file=sys.stderr)
+              f"x {num_processes} process(es), {describe_precision(mixed_precision)} on {device}", file=sys.stderr)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=start_step, desc="training", unit="step", disable=not (progress and main),
@@ -345,8 +345,10 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
                          "it/s": rate, "time": round(now - started, 3)})
         metrics.write(rows)
         rows_written.extend(rows)
-        memory = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}GB" if device.type == "cuda" else "-"
-        bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", mem=memory, refresh=False)
+        postfix = {"loss": f"{rows[-1]['loss']:.4f}"}
+        if device.type == "cuda":
+            postfix["mem"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}GB"
+        bar.set_postfix(postfix, refresh=False)
         window, window_started = [], now
 
     try:
