@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hubtools.config import RunConfig, load_run_config, write_text_atomic
+from hubtools.atomic import write_text_atomic
+from hubtools.config import RunConfig, load_run_config, local_name
 from hubtools.errors import ConfigError, InputError
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.resources import TEMPLATES_DIR
@@ -122,7 +123,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "sampling": {"scheduler": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
                      "guidance": _format_value(config.sampling.guidance_scales[0]), "seeds": config.sampling.seeds},
         "repo_files": _repo_files(run.root),
-        "config_toml": config.to_toml().strip(),
+        "config_toml": config.shareable().to_toml().strip(),
         "hubtools_version": train.get("hubtools_version") or _hubtools_version(),
     }
 
@@ -166,7 +167,8 @@ def _base_model(config: RunConfig, train: dict) -> dict[str, Any]:
     model_id = train.get("base_model") or config.model.base_model
     local = Path(model_id).expanduser().is_dir() or not _HUB_ID.match(model_id)
     return {
-        "id": model_id,
+        "id": local_name(model_id) if local else model_id,  # the card never shows where a local copy lives
+        "path": model_id if local else None,
         "on_hub": not local,
         "revision": train.get("base_revision") or config.model.revision,
         "url": None if local else f"https://huggingface.co/{model_id}",
@@ -184,8 +186,8 @@ def _license(config: RunConfig, base_model: dict[str, Any]) -> str:
         if base_model["on_hub"]:
             info = HfApi().model_info(base_model["id"], revision=base_model["revision"], timeout=10)
             found = info.card_data.license if info.card_data else None
-        elif (Path(base_model["id"]) / "README.md").is_file():
-            found = ModelCard.load(Path(base_model["id"]) / "README.md").data.license
+        elif (Path(base_model["path"]) / "README.md").is_file():
+            found = ModelCard.load(Path(base_model["path"]) / "README.md").data.license
     except Exception as error:  # offline, gated, no card: the licence falls back, the card still renders
         log.debug("could not read the base model's licence: %s", error)
     return found if isinstance(found, str) and found else FALLBACK_LICENSE
@@ -282,7 +284,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     counts = manifest.get("counts") or {}
     return {
         "present": bool(manifest),
-        "source": source if dataset_id is None else dataset_id,
+        "source": local_name(source) if dataset_id is None else dataset_id,
         "dataset_id": dataset_id,
         "dataset_url": f"https://huggingface.co/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,

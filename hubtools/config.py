@@ -216,6 +216,33 @@ class RunConfig(_Section):
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
+    def shareable(self) -> RunConfig:
+        """A copy fit to publish: paths on this machine are cut to their last part (``/home/me/photos/dog`` ->
+        ``dog``), so neither the pushed config nor the card tells the world how someone's disk is laid out.
+        Hub ids are kept as they are."""
+        shared = self.model_copy(deep=True)
+        shared.model.base_model = local_name(shared.model.base_model)
+        shared.concept.source = local_name(shared.concept.source)
+        shared.prior.source = local_name(shared.prior.source)
+        if shared.eval.prompts != "dreambench":
+            shared.eval.prompts = local_name(shared.eval.prompts)
+        return shared
+
+
+def is_local_path(value: str) -> bool:
+    """Whether ``value`` names something on this machine rather than a Hub repo (``namespace/name[@rev]``)."""
+    bare = value.split("@", 1)[0]
+    if bare.startswith(("/", "~", "./", "../", "\\")) or (len(bare) > 1 and bare[1] == ":"):
+        return True
+    return bare.count("/") != 1 or Path(bare).expanduser().exists()
+
+
+def local_name(value: str | None) -> str | None:
+    """``value`` reduced to its last path part when it is a local path; Hub ids and None pass through."""
+    if value is None or not is_local_path(value):
+        return value
+    return Path(value.rstrip("/\\")).name or value
+
 
 # -- reading, overriding and writing ----------------------------------------------------------------
 

@@ -18,13 +18,14 @@ import fnmatch
 import hashlib
 import json
 import re
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubtools.config import RunConfig, load_run_config
+from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, is_local_path, load_run_config, local_name, save_config
 from hubtools.errors import ConfigError, HubError
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
-from hubtools.runfolder import RunFolder, read_json
+from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 from hubtools.sample import list_checkpoints
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -33,6 +34,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
              "concept/contact_sheet.png"]
 RUN_FOLDERS = ["images"]
+# JSON records that can name local paths (base model folder, resumed checkpoint, class images): pushed scrubbed.
+SCRUBBED_JSON = ["train_result.json", "eval.json", "images/samples.json"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".json"}
 # Remote paths this tool manages: a file there that the run no longer has is stale and is deleted.
 # Anything else in the repo (a file a person added by hand) is left alone.
@@ -66,7 +69,11 @@ def describe_push(result: PushResult) -> str:
 
 
 def files_to_push(run_dir: Path) -> dict[str, Path]:
-    """``path in repo -> local file`` for the run's main branch."""
+    """``path in repo -> local file`` for the run's main branch.
+
+    ``hubtools.toml`` and the JSON records are pushed as shareable copies (local paths cut to their last part),
+    which this writes under ``RUN/.hubtools/shared/``.
+    """
     run = RunFolder(Path(run_dir))
     files: dict[str, Path] = {}
     if (run.root / "model_index.json").is_file():
@@ -82,10 +89,28 @@ def files_to_push(run_dir: Path) -> dict[str, Path]:
     for name in RUN_FILES:
         if (run.root / name).is_file():
             files[name] = run.root / name
+    if run.config.is_file():
+        save_config(load_run_config(run.root).shareable(), run.shared / RUN_CONFIG_FILENAME)
+        files[RUN_CONFIG_FILENAME] = run.shared / RUN_CONFIG_FILENAME
+    for name in SCRUBBED_JSON:
+        if name in files:
+            write_json_atomic(run.shared / name, without_local_paths(read_json(files[name])))
+            files[name] = run.shared / name
     for folder in RUN_FOLDERS:
         files.update({path: local for path, local in _folder(run.root, folder).items()
                       if local.suffix.lower() in IMAGE_SUFFIXES})
     return dict(sorted(files.items()))
+
+
+def without_local_paths(data: Any) -> Any:
+    """``data`` with every absolute local path (``/home/me/run/checkpoints/...``) cut to its last part."""
+    if isinstance(data, dict):
+        return {key: without_local_paths(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [without_local_paths(value) for value in data]
+    if isinstance(data, str) and is_local_path(data) and Path(data.split("@", 1)[0]).expanduser().is_absolute():
+        return local_name(data)
+    return data
 
 
 def _folder(root: Path, name: str) -> dict[str, Path]:

@@ -3,7 +3,7 @@
 A run folder holds everything needed to sample, card, push or resume a run, and most of it is exactly
 what the Hub repo receives (the model in diffusers layout, the card, the images, the resolved config).
 
-    RUN/hubtools.toml                    the resolved RunConfig
+    RUN/hubtools.toml                    the resolved RunConfig (pushed from .hubtools/shared/: no local paths)
     RUN/concept/                         the prepared concept set (images/, metadata.jsonl, manifest.json, contact_sheet.png)
     RUN/identifier.json                  the identifier check of the run's identifier
     RUN/model_index.json, unet/, ...     full fine-tune: a diffusers pipeline folder (safetensors)
@@ -35,6 +35,11 @@ class RunFolder:
     @property
     def config(self) -> Path:
         return self.root / RUN_CONFIG_FILENAME
+
+    @property
+    def shared(self) -> Path:
+        """Where the published copies of the config and JSON records go: local paths cut to their last part."""
+        return self.root / ".hubtools" / "shared"
 
     @property
     def concept(self) -> Path:

@@ -84,7 +84,7 @@ def build_run(root: Path, *, lora: bool = False, base_model: str | None = None, 
     }
     (run / "train_result.json").write_text(json.dumps(train_result, indent=2), encoding="utf-8")
     if extras:
-        _write_extras(run)
+        _write_extras(run, concept_source)
     return run
 
 
@@ -108,7 +108,7 @@ def _save_lora(pipe, folder: Path, seed: int) -> str:
     return LORA_WEIGHTS_FILENAME
 
 
-def _write_extras(run: Path) -> None:
+def _write_extras(run: Path, concept_source: str) -> None:
     (run / "logs").mkdir()
     (run / "logs" / "metrics.jsonl").write_text(
         "".join(json.dumps({"step": s, "loss": 0.5 / s, "lr": 2e-6}) + "\n" for s in range(1, 5)), encoding="utf-8")
@@ -124,8 +124,9 @@ def _write_extras(run: Path) -> None:
         _solid((10 * i, 100, 150)).save(concept / "images" / f"{i:02d}.png")
     (concept / "metadata.jsonl").write_text(
         "".join(json.dumps({"file_name": f"images/{i:02d}.png"}) + "\n" for i in range(3)), encoding="utf-8")
+    from_hub = not Path(concept_source).is_absolute()
     (concept / "manifest.json").write_text(json.dumps({
-        "source": "tester/pkblz-dog", "source_revision": "fedcba9876543210fedcba9876543210fedcba98",
+        "source": concept_source, "source_revision": "fedcba9876543210fedcba9876543210fedcba98" if from_hub else None,
         "resolution": 64, "counts": {"accepted": 3, "rejected": 1},
     }), encoding="utf-8")
     _solid((90, 90, 200), 192).save(concept / "contact_sheet.png")

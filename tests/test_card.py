@@ -66,7 +66,8 @@ def test_lora_card_body(lora_run):
     snippet = _code_blocks(text, "python")[0]
     ast.parse(snippet)
     assert 'pipe.load_lora_weights("tester/card-lora")' in snippet
-    assert f'from_pretrained("{lora_run.parent / "base"}"' in snippet  # base model first, then the LoRA
+    assert 'from_pretrained("base"' in snippet  # base model first, then the LoRA; a local base by its name only
+    assert str(lora_run.parent) not in (lora_run / "README.md").read_text()
     assert "num_inference_steps=2" in snippet and "DDIMScheduler" in snippet
     # grids, loss curve and concept sheet, every one a file of the run folder
     images = IMAGE_LINK.findall(text)
@@ -87,7 +88,9 @@ def test_lora_card_body(lora_run):
     assert "after step 4" in text and "Intermediate checkpoints were saved at step 2" in text
     # the exact config, reproducible from the card alone
     toml = _code_blocks(text, "toml")[0]
-    assert tomllib.loads(toml) == tomllib.loads((lora_run / RUN_CONFIG_FILENAME).read_text())
+    run_config = tomllib.loads((lora_run / RUN_CONFIG_FILENAME).read_text())
+    run_config["model"]["base_model"] = "base"  # a local folder by its name only: the card never shows a disk path
+    assert tomllib.loads(toml) == run_config
     assert "hubtools train --config card-lora/hubtools.toml" in text
     assert "None" not in text
 

@@ -18,6 +18,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from run_builders import build_run
 
 from hubtools.card import render_model_card
+from hubtools.config import load_config, load_run_config
 from hubtools.errors import HubError
 from hubtools.publish import PushResult, files_to_push, push_run
 from hubtools.sample import render_samples
@@ -154,6 +155,24 @@ def test_token_is_nowhere(full_push, local_hub, tmp_path):
     for path in files:
         assert token not in path.read_bytes(), path
 
+
+
+def test_paths_of_this_machine_stay_on_it(local_hub, api, tmp_path):
+    """A local base model and photo folder appear by their last name only, in the card and the pushed config."""
+    photos = tmp_path / "my" / "secret" / "photos" / "dog"
+    photos.mkdir(parents=True)
+    repo_id = f"{local_hub.user}/publish-local-paths"
+    run = _finished_run(tmp_path, repo_id, concept_source=str(photos), checkpoints=False)
+    push_run(run, repo_id, token=local_hub.token)
+    pushed = Path(snapshot_download(repo_id, local_dir=tmp_path / "snapshot"))
+    for path in pushed.rglob("*"):
+        if path.is_file() and path.suffix in {".md", ".toml", ".json", ".jsonl"}:
+            assert str(tmp_path).encode() not in path.read_bytes(), path
+    shared = load_config(pushed / "hubtools.toml")
+    assert shared.concept.source == "dog" and shared.model.base_model == "base"
+    assert "The photos came from a local folder (`dog`)" in (pushed / "README.md").read_text()
+    # the run keeps the real paths: resuming and re-sampling still find the photos and the base model
+    assert load_run_config(run).concept.source == str(photos)
 
 def test_hub_errors_are_one_line_and_never_show_the_token(full_push, local_hub, monkeypatch, tmp_path):
     run, _, _ = full_push
