@@ -83,7 +83,7 @@ def test_lora_card_body(lora_run):
     import hashlib
 
     sha = hashlib.sha256((lora_run / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
-    assert f"| `pytorch_lora_weights.safetensors` |" in text and sha in text
+    assert "| `pytorch_lora_weights.safetensors` |" in text and sha in text
     assert "fedcba9876543210fedcba9876543210fedcba98" in text
     assert "after step 4" in text and "Intermediate checkpoints were saved at step 2" in text
     # the exact config, reproducible from the card alone
