@@ -194,7 +194,9 @@ def test_junk_is_ignored_and_extensions_match_in_any_case(tmp_path):
     (src / "__MACOSX").mkdir()
     (src / "nested" / "deeper").mkdir(parents=True)
     for index, name in enumerate(["A.JPG", "b.Jpeg", "nested/c.PnG", "nested/deeper/d.jpg"]):
-        two_tone((100, 100), (index * 60, 0, 0), (0, index * 60, 200)).save(src / name, "PNG" if "PnG" in name else "JPEG")
+        # colours far enough apart that no two count as the same picture recoloured
+        two_tone((100, 100), (index * 60, 0, 0), (0, 200 - index * 60, index * 60)).save(
+            src / name, "PNG" if "PnG" in name else "JPEG")
     for junk in [".DS_Store", "Thumbs.db", "desktop.ini", "._A.JPG", ".secret.jpg", "notes.txt", "clip.mov", "__MACOSX/._x.jpg"]:
         (src / junk).write_bytes(b"junk")
     Image.new("RGB", (100, 100)).save(src / ".thumbnails" / "t.jpg")
