@@ -19,7 +19,7 @@ from hubtools.config import RunConfig, load_run_config, local_name
 from hubtools.errors import ConfigError, InputError
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.resources import TEMPLATES_DIR
-from hubtools.runfolder import RunFolder, read_json
+from hubtools.runfolder import RunFolder, read_json, read_jsonl
 
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md.j2"
 # Stable Diffusion 1.x's licence, which fine-tunes inherit: used when the base model's card names none.
@@ -117,6 +117,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "concept": _concept(run, config),
         "samples": _samples(run),
         "loss_curve": "images/loss_curve.png" if (run.images / "loss_curve.png").is_file() else None,
+        "fidelity": [row for row in read_jsonl(run.fidelity) if row.get("dino") is not None],
         "validation_images": sorted(f"images/validation/{p.name}" for p in (run.images / "validation").glob("*.png")),
         "evaluation": _evaluation(run),
         "hackathon": _hackathon(config),
@@ -134,6 +135,7 @@ _FILE_ROLES = {  # what a pushed path is for; folders end in "/"
     "hubtools.toml": "the resolved config of the run",
     "train_result.json": "what training did: steps, loss, timings, weight hashes, base revision",
     "logs/metrics.jsonl": "loss and learning rate, step by step",
+    "logs/fidelity.jsonl": "subject fidelity (DINO) of the validation images at each validation step",
     "images/": "sample grids (`samples.json` describes every cell), loss curve, validation grids",
     "eval.json": "evaluation scores",
     "concept/contact_sheet.png": "the training photos at a glance",

@@ -149,6 +149,11 @@ class EvalSettings(_Section):
     enabled: bool = False
     prompts: str = Field("dreambench", description="dreambench, or a file with one prompt per line")
     n_per_prompt: int = Field(4, ge=1)
+    during_training: bool = Field(
+        False, description="DINO fidelity of the validation images at each validation step (logs/fidelity.jsonl)"
+    )
+    dino_model: str = "facebook/dino-vits16"
+    clip_model: str = "openai/clip-vit-base-patch32"
 
 
 class RunConfig(_Section):
@@ -159,6 +164,13 @@ class RunConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @model_validator(mode="after")
+    def _fidelity_needs_validation(self) -> RunConfig:
+        if self.eval.during_training and not self.training.validation_every:
+            raise ValueError("eval.during_training scores the validation grids: set training.validation_every "
+                             "(--validation-every N) too")
+        return self
 
     @model_validator(mode="after")
     def _prompt_fields_exist(self) -> RunConfig:

@@ -31,7 +31,7 @@ from hubtools.sample import list_checkpoints
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 # Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
-RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
+RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl", "logs/fidelity.jsonl",
              "concept/contact_sheet.png"]
 RUN_FOLDERS = ["images"]
 # JSON records that can name local paths (base model folder, resumed checkpoint, class images): pushed scrubbed.

@@ -10,6 +10,7 @@ what the Hub repo receives (the model in diffusers layout, the card, the images,
     RUN/pytorch_lora_weights.safetensors LoRA: diffusers-format LoRA weights
     RUN/train_result.json                what training did (steps, loss, timings, weight hashes, base revision)
     RUN/logs/metrics.jsonl               one JSON object per logged step; logs/tensorboard/ for TensorBoard
+    RUN/logs/fidelity.jsonl              DINO fidelity at each validation step, with eval.during_training
     RUN/images/                          loss_curve.png, sample grids, validation/ grids, samples.json
     RUN/checkpoints/checkpoint-NNNNNN/   resumable training state (never pushed)
     RUN/eval.json                        evaluation results
@@ -62,6 +63,11 @@ class RunFolder:
         return self.logs / "metrics.jsonl"
 
     @property
+    def fidelity(self) -> Path:
+        """DINO fidelity of the validation images, one row per validation step (``eval.during_training``)."""
+        return self.logs / "fidelity.jsonl"
+
+    @property
     def images(self) -> Path:
         return self.root / "images"
 
@@ -92,3 +98,17 @@ def read_json(path: Path) -> Any | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete row of a JSON-lines log (a line cut short by a crash is skipped); [] when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

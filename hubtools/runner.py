@@ -213,7 +213,8 @@ def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, token: str | None =
         return None
     from hubtools.evaluation import EvalConfig, evaluate_run
 
-    eval_config = EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt)
+    eval_config = EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt,
+                             dino_model=config.eval.dino_model, clip_model=config.eval.clip_model)
     return evaluate_run(Path(run_dir), eval_config, progress=progress, token=token)
 
 

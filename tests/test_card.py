@@ -154,11 +154,14 @@ def test_evaluation_results_become_model_index(full_run, tmp_path):
 
 
 def test_custom_template_and_template_errors(full_run, tmp_path):
+    full_run = Path(shutil.copytree(full_run, tmp_path / "run"))  # the run keeps the template it is given
     template = tmp_path / "mine.md.j2"
     template.write_text("---\n{{ card_data }}\n---\n\n# {{ model_name }} by me\n\nSay `{{ instance_prompt }}`.\n")
     card = render_model_card(full_run, template=template, repo_id="tester/mine")
     assert card.text.strip() == "# mine by me\n\nSay `a photo of pkblz dog`."
     assert card.data.library_name == "diffusers"
+    template.unlink()
+    assert render_model_card(full_run, repo_id="tester/mine").text == card.text  # rendered again from its copy
 
     with pytest.raises(InputError, match="card template not found"):
         render_model_card(full_run, template=tmp_path / "missing.md.j2")
@@ -188,3 +191,12 @@ def test_card_validates_with_the_hub_and_reads_the_hub_base_models_licence(local
 
     with pytest.raises(ValueError, match="YAML"):
         RawCard("---\nlicense: [unclosed\n---\n# x\n").validate()
+
+
+def test_fidelity_curve_is_explained_under_the_loss_curve(full_run, tmp_path):
+    run = Path(shutil.copytree(full_run, tmp_path / "run"))
+    assert "subject fidelity" not in render_model_card(run, repo_id="tester/fid").text
+    (run / "logs" / "fidelity.jsonl").write_text('{"step": 2, "dino": 0.41}\n{"step": 4, "dino": 0.5678}\n')
+    text = render_model_card(run, repo_id="tester/fid").text
+    assert "measured at\n2 validation steps (0.410 at step 2,\n0.568 at step 4)" in text
+    assert "`logs/fidelity.jsonl`: subject fidelity (DINO)" in text

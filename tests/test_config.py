@@ -83,3 +83,11 @@ def test_require_subject_names_every_missing_flag():
     with pytest.raises(ConfigError, match="missing --concept, --identifier, --class-noun"):
         RunConfig().require_subject()
     config_from_dict({"concept": {"source": "x", "identifier": "sks", "class_noun": "dog"}}).require_subject()
+
+
+def test_fidelity_curve_needs_validation_steps():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="set training.validation_every"):
+        RunConfig.model_validate({"eval": {"during_training": True}})
+    assert RunConfig.model_validate({"eval": {"during_training": True}, "training": {"validation_every": 50}})

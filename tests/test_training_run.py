@@ -293,3 +293,33 @@ def test_forcing_a_resume_past_an_incompatible_change_is_a_clear_error(full_run,
         train_dreambooth(load_run_config(run), run, resume=True, progress=False)
     with pytest.raises(ConfigError, match="checkpoint-000006 cannot be loaded with the current settings"):
         train_dreambooth(load_run_config(run), run, resume=True, force=True, progress=False)
+
+
+def test_fidelity_curve_scores_each_validation_grid_with_dino(root):
+    from test_evaluation_run import build_tiny_encoder_folders
+
+    from hubtools.evaluation.fidelity import FidelityProbe
+
+    dino_dir, _ = build_tiny_encoder_folders(root / "encoders")
+    cfg, run = make_run(root, "fidelity", training={"steps": 4, "validation_every": 2}, prior={"enabled": False},
+                        eval={"during_training": True, "dino_model": str(dino_dir)})
+    train_dreambooth(cfg, run, progress=False)
+    rows = [json.loads(line) for line in (run / "logs" / "fidelity.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2, 4]
+    # the logged number is DINO of the validation images (the grid's cells) against the concept photos
+    grid = Image.open(run / "images" / "validation" / "step-000004.png").convert("RGB")
+    cell = grid.width // 2
+    cells = [grid.crop((x * cell, y * cell, (x + 1) * cell, (y + 1) * cell)) for y in range(2) for x in range(2)]
+    probe = FidelityProbe.for_run(run, model_id=str(dino_dir), device="cpu")
+    assert rows[-1]["dino"] == pytest.approx(probe.score(cells), abs=1e-5)
+    # and the loss curve carries it: the plot has the fidelity line's green, a plain run's plot has none
+    def green_pixels(path) -> int:
+        pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return int((np.abs(pixels - np.array([44, 160, 44])).sum(axis=-1) < 40).sum())
+
+    assert green_pixels(run / "images" / "loss_curve.png") > 50
+    plain_cfg, plain = make_run(root, "no-fidelity", training={"steps": 4, "validation_every": 2},
+                                prior={"enabled": False})
+    train_dreambooth(plain_cfg, plain, progress=False)
+    assert green_pixels(plain / "images" / "loss_curve.png") == 0
+    assert not (plain / "logs" / "fidelity.jsonl").exists()

@@ -61,7 +61,7 @@ def write_concept(run: Path, count: int = 3) -> None:
 
 
 def make_run(root: Path, name: str = "run", *, training: dict | None = None, prior: dict | None = None,
-             base: Path | None = None) -> tuple[RunConfig, Path]:
+             base: Path | None = None, eval: dict | None = None) -> tuple[RunConfig, Path]:
     """A run folder as the orchestration leaves it before training: resolved config + concept set."""
     base = base or tiny_base(root)
     run = Path(root) / name
@@ -74,6 +74,7 @@ def make_run(root: Path, name: str = "run", *, training: dict | None = None, pri
                      **(training or {})},
         "prior": {"num_class_images": 2, "generation_steps": 2, "generation_batch_size": 2, **(prior or {})},
         "sampling": {"num_inference_steps": 2, "seeds": [0, 1]},
+        "eval": eval or {},
     }).resolve()
     save_config(config, run / RUN_CONFIG_FILENAME)
     return config, run

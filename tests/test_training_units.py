@@ -14,7 +14,8 @@ from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import data_indices, step_generator
 from hubtools.training.loss import add_noise, dreambooth_loss, snr_weights, training_target
 from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile, next_smaller_profile, out_of_memory_error
-from hubtools.training.metrics import plot_loss_curve, read_metrics, smooth
+from hubtools.runfolder import read_jsonl
+from hubtools.training.metrics import plot_loss_curve, smooth
 
 
 def _scheduler(prediction_type="epsilon"):
@@ -171,7 +172,7 @@ def test_loss_curve_is_a_png_and_cut_lines_are_skipped(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({"step": s, "loss": 1 / s, "prior_loss": 0.5}) + "\n" for s in range(1, 41))
                        + '{"step": 41, "lo', encoding="utf-8")
-    rows = read_metrics(metrics)
+    rows = read_jsonl(metrics)
     assert len(rows) == 40
     path = plot_loss_curve(rows, tmp_path / "images" / "loss_curve.png", title="t")
     with Image.open(path) as image:

@@ -52,6 +52,7 @@ OVERRIDES = {
     "hackathon": "publish.hackathon_theme",
     "push_checkpoints": "publish.push_checkpoints",
     "evaluate": "eval.enabled",
+    "fidelity_curve": "eval.during_training",
 }
 
 
@@ -92,6 +93,10 @@ def _run_options(
     hackathon: Optional[str] = typer.Option(None, help="Enter the DreamBooth hackathon under this theme."),
     push_checkpoints: Optional[bool] = typer.Option(None, "--push-checkpoints", help="Push each checkpoint to a step-N branch."),
     evaluate: Optional[bool] = typer.Option(None, "--eval/--no-eval", help="Evaluate (DINO, CLIP-I, CLIP-T) before pushing."),
+    fidelity_curve: Optional[bool] = typer.Option(
+        None, "--fidelity-curve/--no-fidelity-curve",
+        help="Score each validation grid with DINO against the photos: a fidelity curve beside the loss.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run folder from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="With --resume: continue even though the config changed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; load and train nothing."),

@@ -28,7 +28,7 @@ import hubtools
 from hubtools.config import RunConfig, describe_precision
 from hubtools.errors import ConfigError, HubtoolsError
 from hubtools.models import LORA_WEIGHTS_FILENAME, load_base_model, resolve_device
-from hubtools.runfolder import RunFolder, write_json_atomic
+from hubtools.runfolder import RunFolder, read_jsonl, write_json_atomic
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
     LatentSource, PromptSource, concept_fingerprint, data_indices, load_instance_examples, load_pixels,
@@ -36,7 +36,7 @@ from hubtools.training.data import (
 )
 from hubtools.training.loss import add_noise, dreambooth_loss, snr_weights, training_target
 from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile, out_of_memory_error
-from hubtools.training.metrics import MetricsLog, plot_loss_curve, read_metrics
+from hubtools.training.metrics import MetricsLog, plot_loss_curve
 from hubtools.training.validation import render_validation_grid, validation_path
 
 logger = logging.getLogger("hubtools")
@@ -263,6 +263,13 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     _register_weight_hooks(accelerator, unet, text_encoder if train_text_encoder else None, lora=lora)
 
     metrics = MetricsLog(folder.metrics, accelerator, enabled=main)
+    fidelity_log = MetricsLog(folder.fidelity, accelerator, enabled=main)
+    fidelity = None
+    if main and effective.eval.during_training and training.validation_every:
+        from hubtools.evaluation.fidelity import FidelityProbe
+
+        fidelity = FidelityProbe.for_run(folder.root, model_id=effective.eval.dino_model, device=accelerator.device,
+                                         token=token)
     if main:
         accelerator.init_trackers("hubtools", config=_hparams(effective, choice))
     start_step = 0
@@ -275,8 +282,10 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
                               "restore the settings it was trained with, or start over with --force") from None
         start_step = resume_from[0]
         metrics.keep_until(start_step)
+        fidelity_log.keep_until(start_step)
     else:
         metrics.reset()
+        fidelity_log.reset()
 
     # -- the loop ------------------------------------------------------------------------------------
     seed = training.seed
@@ -383,8 +392,10 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
                 }, keep=training.keep_checkpoints)
             if validation_due:
                 if main:
-                    _validate(effective, accelerator, pipe, unet, text_encoder, weight_dtype, mixed_precision,
-                              validation_path(folder.images, done))
+                    images = _validate(effective, accelerator, pipe, unet, text_encoder, weight_dtype,
+                                       mixed_precision, validation_path(folder.images, done))
+                    if fidelity is not None:
+                        fidelity_log.write([{"step": done, "dino": round(fidelity.score(images), 6)}])
                 accelerator.wait_for_everyone()
         flush()
     finally:
@@ -401,13 +412,14 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
             weight_files = _save_final_lora(folder.root, unet_final, text_final if train_text_encoder else None)
         else:
             weight_files = _save_final_pipeline(folder.root, pipe, unet_final, text_final)
-        all_rows = read_metrics(folder.metrics)
+        all_rows = read_jsonl(folder.metrics)
         plot_loss_curve(all_rows, folder.images / "loss_curve.png",
-                        title=f"DreamBooth {training.method} training loss ({total} steps)")
+                        title=f"DreamBooth {training.method} training loss ({total} steps)",
+                        fidelity=read_jsonl(folder.fidelity))
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
-    tail_rows = read_metrics(folder.metrics)[-LOSSES_TAIL:] if main else rows_written[-LOSSES_TAIL:]
+    tail_rows = read_jsonl(folder.metrics)[-LOSSES_TAIL:] if main else rows_written[-LOSSES_TAIL:]
     steps_run = total - start_step
     result = TrainResult(
         method=training.method, steps_done=total, steps_total=total,
@@ -489,8 +501,8 @@ def _register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> No
 
 
 def _validate(cfg: RunConfig, accelerator, pipe, unet, text_encoder, weight_dtype, mixed_precision,
-              path: Path) -> None:
-    render_validation_grid(
+              path: Path) -> list:
+    return render_validation_grid(
         unet=unet, vae=pipe.vae, text_encoder=text_encoder, tokenizer=pipe.tokenizer,
         scheduler_config=pipe.scheduler.config, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
         num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.resolution,

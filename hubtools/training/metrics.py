@@ -8,20 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import atomic_path, write_text_atomic
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every complete row (a line cut short by a crash is skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+from hubtools.runfolder import read_jsonl
 
 
 class MetricsLog:
@@ -34,7 +21,7 @@ class MetricsLog:
         """On resume: forget rows after the checkpoint, which the resumed run computes again."""
         if not self.enabled:
             return
-        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
+        kept = [row for row in read_jsonl(self.path) if row.get("step", 0) <= step]
         write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def reset(self) -> None:
@@ -63,8 +50,10 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str) -> Path | None:
-    """Raw per-step losses as faint points, a moving average over them, and the prior term if any."""
+def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str,
+                    fidelity: list[dict[str, Any]] | None = None) -> Path | None:
+    """Raw per-step losses as faint points, a moving average over them, the prior term if any, and the
+    DINO fidelity of the validation images on a second axis when it was measured."""
     rows = [row for row in rows if row.get("loss") is not None]
     if not rows:
         return None
@@ -87,7 +76,19 @@ def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str) -> Pa
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (MSE)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right")
+    handles, labels = ax.get_legend_handles_labels()
+    fidelity = [row for row in fidelity or [] if row.get("dino") is not None]
+    if fidelity:
+        right = ax.twinx()
+        right.plot([row["step"] for row in fidelity], [row["dino"] for row in fidelity], color="tab:green",
+                   marker="o", linewidth=1.5, label="subject fidelity (DINO, validation images)")
+        right.set_ylabel("DINO similarity to the photos")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+        # below the plot: two axes' lines would run through a legend drawn inside it
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    else:
+        ax.legend(handles, labels, loc="upper right")
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:

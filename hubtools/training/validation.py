@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from hubtools.atomic import save_image_atomic
 
@@ -22,8 +23,9 @@ def validation_path(images_dir: Path, step: int) -> Path:
 @torch.no_grad()
 def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_config, prompts: list[str],
                            seeds: list[int], num_inference_steps: int, resolution: int, device: torch.device,
-                           autocast_dtype: torch.dtype | None, path: Path) -> Path:
-    """Prompts as rows, seeds as columns, DDIM (it stays clean at few steps); written atomically."""
+                           autocast_dtype: torch.dtype | None, path: Path) -> list[Image.Image]:
+    """Prompts as rows, seeds as columns, DDIM (it stays clean at few steps); the grid written atomically to
+    ``path``. Returns the images (row by row), which the fidelity probe scores."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from diffusers.utils import make_image_grid
 
@@ -49,5 +51,5 @@ def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_conf
                                        height=resolution, width=resolution, generator=generator).images[0])
     finally:
         unet.train(was_training)
-    grid = make_image_grid(images, rows=len(prompts), cols=len(seeds))
-    return save_image_atomic(grid, path)
+    save_image_atomic(make_image_grid(images, rows=len(prompts), cols=len(seeds)), path)
+    return images
