@@ -9,8 +9,6 @@ It starts the local hub in-process, publishes the tiny random-weight pipeline th
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +58,7 @@ def demo_config(steps: int) -> RunConfig:
 
 
 def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Report = _quiet) -> DemoResult:
-    from hubtools.hubenv import point_clients_at
+    from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.localhub import serve_in_background
     from hubtools.models import publish_tiny_model
 
@@ -75,7 +73,7 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Repor
         point_clients_at(hub.url)
         report(f"local hub at {hub.url}")
         report(f"publishing the tiny base model as {TINY_BASE_MODEL}")
-        with _hub_bars_hidden():  # the stand-in base model's upload is scenery, not the user's push
+        with hub_progress_bars_hidden():  # the stand-in base model's upload is scenery, not the user's push
             publish_tiny_model(hub.url, tokens["hubtools"])
         result = train_and_push(demo_config(steps), run_dir, token=tokens[DEMO_USER], progress=progress, report=report)
         report(f"loading {DEMO_REPO} back from the hub")
@@ -88,19 +86,6 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Repor
         reloaded_image=reloaded,
         train=result.train,
     )
-
-
-@contextmanager
-def _hub_bars_hidden() -> Iterator[None]:
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    were_on = not are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        if were_on:
-            enable_progress_bars()
 
 
 def _generate_from_hub(repo_id: str, path: Path, token: str) -> Path:

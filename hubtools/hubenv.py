@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 # Module-level string constants that hold the endpoint (or a URL template that starts with it).
@@ -24,18 +26,34 @@ _ENDPOINT_CONSTANTS = (
 _CLIENT_PACKAGES = ("huggingface_hub", "datasets", "diffusers", "transformers")
 
 
-def _current_endpoint() -> str:
+def current_endpoint() -> str:
+    """The endpoint the Hub clients of this process use now."""
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         return constants.ENDPOINT
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def plain_lfs_unless_huggingface_co() -> None:
+    """Default ``HF_HUB_DISABLE_XET=1`` when ``HF_ENDPOINT`` is not huggingface.co (the local hub, a mirror).
+
+    huggingface_hub uploads through Xet whenever ``hf_xet`` is installed, and servers other than the Hub's
+    speak plain LFS only: without this, every push to them fails. A value the user set is kept. Must run
+    before huggingface_hub is imported (it reads the variable once).
+    """
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if not endpoint:
+        return
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host != "huggingface.co" and not host.endswith(".huggingface.co"):
+        os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+
 def point_clients_at(url: str) -> None:
     """Make every Hub client in this process use ``url``: plain LFS (no Xet), no download counting, no
     parquet export. Safe to call before or after the clients are imported, and more than once."""
     url = url.rstrip("/")
-    previous = _current_endpoint()
+    previous = current_endpoint()
     os.environ["HF_ENDPOINT"] = url
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
@@ -68,3 +86,25 @@ def point_clients_at(url: str) -> None:
     if datasets_config is not None:
         datasets_config.USE_PARQUET_EXPORT = False
         datasets_config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` means the endpoint could not be reached (refused, DNS, timeout), not a refusal."""
+    # The Hub client's HTTP library (httpx or its fork httpx2) raises TransportError subclasses, requests
+    # (datasets' fsspec paths) ConnectionError: matched by name so any of them works.
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"TransportError", "ConnectionError", "ConnectError", "TimeoutException"})
+
+
+@contextmanager
+def hub_progress_bars_hidden() -> Iterator[None]:
+    """huggingface_hub's transfer bars off for a block (uploads that are scenery, not the user's own)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    were_on = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if were_on:
+            enable_progress_bars()

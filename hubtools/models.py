@@ -19,6 +19,7 @@ import torch
 
 from hubtools.config import RUN_CONFIG_FILENAME, TINY_BASE_MODEL, ModelConfig, load_run_config
 from hubtools.errors import ConfigError, HubError
+from hubtools.hubenv import current_endpoint
 
 TINY_RESOLUTION = 64
 LORA_WEIGHTS_FILENAME = "pytorch_lora_weights.safetensors"
@@ -318,12 +319,6 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def current_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, is_local_path, load_run_config, local_name, save_config
 from hubtools.errors import ConfigError, HubError
+from hubtools.hubenv import is_connection_error
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 from hubtools.sample import list_checkpoints
@@ -274,9 +275,7 @@ class _hub_errors:
             else:
                 hint = "push again; nothing is half-written, commits are all or nothing"
             message = f"push to {self.repo_id} failed ({status}): {detail} ({hint})"
-        elif isinstance(error, OSError):  # connection refused, DNS, timeouts (httpx errors are not OSErrors)
-            message = f"could not reach the Hub to push {self.repo_id}: {_first_line(error)} (check the network, then push again)"
-        elif type(error).__module__.startswith(("httpx", "httpcore", "requests")):
+        elif isinstance(error, OSError) or is_connection_error(error):  # httpx errors are not OSErrors
             message = f"could not reach the Hub to push {self.repo_id}: {_first_line(error)} (check the network, then push again)"
         else:
             return False

@@ -175,7 +175,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     """Fail before training, not after, when the push could not succeed. Returns the user name."""
     from huggingface_hub import HfApi, get_token
 
-    from hubtools.models import current_endpoint
+    from hubtools.hubenv import current_endpoint
 
     token = token or get_token()
     if not token:

@@ -177,6 +177,25 @@ def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_
     assert "no CUDA GPU found" in err and "--device cpu" in err and "hubtools demo" in err
 
 
+def test_unreachable_hub_is_one_line_before_anything_is_done(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_DISABLE_XET"}
+    env.update(HF_ENDPOINT=dead, HF_TOKEN="hf_not_a_real_token_but_secret")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "train-and-push", "--base-model", "hubtools/tiny-stable-diffusion",
+         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog", "--repo", "me/x",
+         "--out", str(tmp_path / "run"), *TINY_FLAGS],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: could not reach the Hub at {dead}") and "HF_ENDPOINT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "hf_not_a_real_token" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
 def test_debug_shows_the_traceback(tmp_path):
     env = {**os.environ}
     result = subprocess.run(

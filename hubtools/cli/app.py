@@ -9,7 +9,8 @@ import sys
 import typer
 from rich.console import Console
 
-from hubtools.errors import HubtoolsError
+from hubtools.errors import HubError, HubtoolsError
+from hubtools.hubenv import is_connection_error
 
 app = typer.Typer(
     name="hubtools",
@@ -26,6 +27,13 @@ err_console = Console(stderr=True)
 _DEBUG_ENV = "HUBTOOLS_DEBUG"
 
 
+def _prepare_environment() -> None:
+    from hubtools.hubenv import plain_lfs_unless_huggingface_co
+
+    plain_lfs_unless_huggingface_co()
+    _quiet_libraries()
+
+
 def _quiet_libraries() -> None:
     """Keep the terminal for what hubtools says: the libraries' import-time chatter is not for users."""
     if os.environ.get(_DEBUG_ENV) or "--debug" in sys.argv:
@@ -37,7 +45,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-_quiet_libraries()
+_prepare_environment()
 
 
 def debug_enabled() -> bool:
@@ -92,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if debug_enabled():
             raise
+        if is_connection_error(error):  # whichever stage met it: the Hub is down or HF_ENDPOINT is wrong
+            from hubtools.hubenv import current_endpoint
+
+            err_console.print(
+                f"[bold red]error:[/] could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
+                "check the connection or HF_ENDPOINT, then run again",
+                highlight=False, soft_wrap=True,
+            )
+            return HubError.exit_code
         err_console.print(
             f"[bold red]unexpected error:[/] {type(error).__name__}: {error}\n"
             "This is a bug in hubtools; rerun with --debug for the traceback and report it.",

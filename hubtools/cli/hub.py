@@ -65,10 +65,14 @@ def serve(
         err_console.print("[yellow]no --token given: the hub is read-only.[/]", highlight=False)
     with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
         if publisher_token is not None:
-            from hubtools.models import publish_tiny_model
+            from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
+            from hubtools.models import publish_tiny_model, quiet_weight_loading
 
+            point_clients_at(hub.url)  # this process publishes to itself: plain LFS, its own URL
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
-            repo_id = publish_tiny_model(hub.url, publisher_token)
+            quiet_weight_loading()
+            with hub_progress_bars_hidden():
+                repo_id = publish_tiny_model(hub.url, publisher_token)
             err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)

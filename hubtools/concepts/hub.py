@@ -23,6 +23,7 @@ from hubtools.concepts.manifest import (
 )
 from hubtools.concepts.sources import ResolvedSource, SourceItem
 from hubtools.errors import HubError, InputError
+from hubtools.hubenv import is_connection_error
 
 DATASET_CARD_TEMPLATE = "dataset_card.md.j2"
 TEXT_COLUMN_CANDIDATES = ("text", "caption", "prompt", "instance_prompt")
@@ -66,7 +67,7 @@ def resolve_dataset_revision(repo_id: str, *, revision: str | None = None, token
     except HfHubHTTPError as error:
         raise HubError(f"could not read dataset {repo_id}: {_http_status(error)}") from None
     except Exception as error:
-        if not _is_connection_error(error):
+        if not is_connection_error(error):
             raise
         raise HubError(
             f"could not reach the Hub at {constants.ENDPOINT} for dataset {repo_id} ({type(error).__name__}); "
@@ -192,7 +193,7 @@ def push_concept(
     except HfHubHTTPError as error:
         raise HubError(f"could not push dataset {repo_id}: {_http_status(error)}") from None
     except Exception as error:
-        if not _is_connection_error(error):
+        if not is_connection_error(error):
             raise
         raise HubError(f"could not reach the Hub to push {repo_id} ({type(error).__name__}); check the connection") from None
     finally:
@@ -238,13 +239,6 @@ def _card_values(
         "contact_sheet": CONTACT_SHEET_FILENAME,
         "counts": concept.counts,
     }
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    # The Hub client's HTTP library (httpx or its fork httpx2) raises TransportError subclasses when
-    # offline; matched by name so either library works.
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"TransportError", "ConnectionError", "ConnectError", "TimeoutException"})
 
 
 def _http_status(error: Exception) -> str:
