@@ -461,3 +461,16 @@ def test_only_photo_decoders_are_used(tmp_path):
     for name in ("icon.jpg", "bitmap.png"):
         entry = entry_for(concept, name)
         assert entry.status == "rejected" and "not a readable image" in entry.reason
+
+
+def test_contact_sheet_names_a_local_folder_without_its_path(tmp_path):
+    """The sheet is pushed with models and datasets: where the photos sit on this disk must not show."""
+    sheets = []
+    for parent in ("a", "somewhere/much/deeper"):
+        src = tmp_path / parent / "dog"
+        src.mkdir(parents=True)
+        two_tone((100, 100), RED, BLUE).save(src / "one.png")
+        concept = prepare_concept(src, tmp_path / parent / "out", resolution=RES, progress=False)
+        sheets.append(concept.contact_sheet_path.read_bytes())
+        assert concept.public_source == "local folder dog/"
+    assert sheets[0] == sheets[1]

@@ -64,7 +64,7 @@ def render_contact_sheet(
 
     counts = concept.counts
     revision = f"@{concept.source_revision[:12]}" if concept.source_revision else ""
-    draw.text((PAD, PAD), f"{_fit(concept.source, 90)}{revision}", fill=INK, font=title_font)
+    draw.text((PAD, PAD), f"{_fit(concept.public_source, 90)}{revision}", fill=INK, font=title_font)
     summary = (
         f"{concept.resolution}x{concept.resolution} px, {concept.crop} crop   |   "
         f"{counts.get('accepted', 0)} accepted, {counts.get('rejected', 0)} rejected, "

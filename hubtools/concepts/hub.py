@@ -180,7 +180,7 @@ def push_concept(
         card_data.size_categories = ["n<1K"] if concept.num_images < 1000 else ["1K<n<10K"]
         card = DatasetCard.from_template(card_data, template_path=str(_template_path()), **_card_values(concept, repo_id, identifier, class_noun, license))
         public_manifest = manifest_dict(concept)
-        public_manifest["source"] = _public_source(concept)  # no local home-folder paths on the Hub
+        public_manifest["source"] = concept.public_source  # no local home-folder paths on the Hub
         operations = [
             CommitOperationAdd("README.md", str(card).encode("utf-8")),
             CommitOperationAdd(MANIFEST_FILENAME, (json.dumps(public_manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
@@ -211,12 +211,6 @@ def _pretty_name(repo_id: str, identifier: str | None, class_noun: str | None) -
     if identifier and class_noun:
         return f"{identifier} {class_noun} (DreamBooth concept)"
     return repo_id.split("/")[-1]
-
-
-def _public_source(concept: PreparedConcept) -> str:
-    if concept.source_revision:
-        return concept.source
-    return f"local folder {Path(concept.source).name}/"
 
 
 def _card_values(

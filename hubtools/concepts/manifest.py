@@ -84,6 +84,11 @@ class PreparedConcept:
     def source_is_hub(self) -> bool:
         return self.source_revision is not None
 
+    @property
+    def public_source(self) -> str:
+        """The source as shown to others (contact sheet, dataset repo): a local folder by its name only."""
+        return self.source if self.source_is_hub else f"local folder {Path(self.source).name}/"
+
     def entries_with_status(self, status: Status) -> list[ManifestEntry]:
         return [entry for entry in self.entries if entry.status == status]
 
