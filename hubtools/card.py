@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import write_text_atomic
-from hubtools.config import RunConfig, load_run_config, local_name
+from hubtools.config import RunConfig, describe_precision, load_run_config, local_name
 from hubtools.errors import ConfigError, InputError
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.resources import TEMPLATES_DIR
@@ -209,6 +209,7 @@ def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
         "peak_memory": f"{peak / 2**30:.2f} GiB" if isinstance(peak, (int, float)) else None,
         "device": train.get("device"),
         "mixed_precision": train.get("mixed_precision") or t.mixed_precision,
+        "precision": describe_precision(train.get("mixed_precision")) if train.get("mixed_precision") else None,
         "memory_profile": train.get("memory_profile"),
         "num_instance_images": train.get("num_instance_images"),
         "resumed_from": train.get("resumed_from"),
