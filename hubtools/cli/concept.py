@@ -1,7 +1,5 @@
 """`hubtools concept ...` commands: prepare a photo set, push it as a dataset repo, pull one back."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -72,42 +70,37 @@ ImageColumn = Annotated[
 Crop = Annotated[str, typer.Option("--crop", help=_CROP_HELP)]
 
 
-@app.command("prepare")
-def prepare(
-    src: Annotated[str, typer.Argument(help="A folder of photos, or a Hub dataset namespace/name\\[@revision].")],
-    out: OutDir,
-    resolution: Resolution = 512,
-    caption: Caption = None,
-    min_images: MinImages = 1,
-    strict: Strict = False,
-    allow_upscale: AllowUpscale = False,
-    image_column: ImageColumn = None,
-    crop: Crop = "center",
-) -> None:
-    """Check and convert a set of photos for training, and say what happened to each file."""
-    _prepare(
-        src, out, hub_only=False, resolution=resolution, caption=caption, min_images=min_images, strict=strict,
-        allow_upscale=allow_upscale, image_column=image_column, crop=crop,
-    )
+def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
+    """prepare and pull: the same options, one reading any source, the other only Hub datasets."""
+
+    def command(
+        source: Annotated[str, typer.Argument(metavar="SOURCE", help=source_help)],
+        out: OutDir,
+        resolution: Resolution = 512,
+        caption: Caption = None,
+        min_images: MinImages = 1,
+        strict: Strict = False,
+        allow_upscale: AllowUpscale = False,
+        image_column: ImageColumn = None,
+        crop: Crop = "center",
+    ) -> None:
+        _prepare(
+            source, out, hub_only=hub_only, resolution=resolution, caption=caption, min_images=min_images,
+            strict=strict, allow_upscale=allow_upscale, image_column=image_column, crop=crop,
+        )
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command("pull")
-def pull(
-    repo: Annotated[str, typer.Argument(help="Hub dataset namespace/name\\[@revision].")],
-    out: OutDir,
-    resolution: Resolution = 512,
-    caption: Caption = None,
-    min_images: MinImages = 1,
-    strict: Strict = False,
-    allow_upscale: AllowUpscale = False,
-    image_column: ImageColumn = None,
-    crop: Crop = "center",
-) -> None:
-    """Fetch a concept set from the Hub and prepare it; the commit used is recorded in manifest.json."""
-    _prepare(
-        repo, out, hub_only=True, resolution=resolution, caption=caption, min_images=min_images, strict=strict,
-        allow_upscale=allow_upscale, image_column=image_column, crop=crop,
-    )
+app.command("prepare")(_prepare_command(
+    hub_only=False, source_help="A folder of photos, or a Hub dataset namespace/name\\[@revision].",
+    doc="Check and convert a set of photos for training, and say what happened to each file.",
+))
+app.command("pull")(_prepare_command(
+    hub_only=True, source_help="Hub dataset namespace/name\\[@revision].",
+    doc="Fetch a concept set from the Hub and prepare it; the commit used is recorded in manifest.json.",
+))
 
 
 @app.command("push")
