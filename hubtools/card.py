@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import write_text_atomic
 from hubtools.config import RunConfig, describe_precision, load_run_config, local_name
 from hubtools.errors import ConfigError, InputError
+from hubtools.hubenv import current_endpoint
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.resources import TEMPLATES_DIR
 from hubtools.runfolder import RunFolder, read_json, read_jsonl
@@ -183,16 +185,25 @@ def _license(config: RunConfig, base_model: dict[str, Any]) -> str:
         return config.publish.license
     found = None
     try:
-        from huggingface_hub import HfApi, ModelCard
+        from huggingface_hub import ModelCard
 
         if base_model["on_hub"]:
-            info = HfApi().model_info(base_model["id"], revision=base_model["revision"], timeout=10)
-            found = info.card_data.license if info.card_data else None
+            found = _hub_license(current_endpoint(), base_model["id"], base_model["revision"])
         elif (Path(base_model["path"]) / "README.md").is_file():
             found = ModelCard.load(Path(base_model["path"]) / "README.md").data.license
     except Exception as error:  # offline, gated, no card: the licence falls back, the card still renders
         log.debug("could not read the base model's licence: %s", error)
     return found if isinstance(found, str) and found else FALLBACK_LICENSE
+
+
+@lru_cache(maxsize=32)
+def _hub_license(endpoint: str, model_id: str, revision: str | None) -> str | None:
+    # One answer per base model and commit for the life of the process: a card rendered twice (card, then
+    # push to another repo) must not change because the Hub was slow to answer once.
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=endpoint).model_info(model_id, revision=revision, timeout=10)
+    return info.card_data.license if info.card_data else None
 
 
 def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
