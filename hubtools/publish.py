@@ -72,8 +72,8 @@ def describe_push(result: PushResult) -> str:
 def files_to_push(run_dir: Path) -> dict[str, Path]:
     """``path in repo -> local file`` for the run's main branch.
 
-    ``hubtools.toml`` and the JSON records are pushed as shareable copies (local paths cut to their last part),
-    which this writes under ``RUN/.hubtools/shared/``.
+    ``hubtools.toml`` and the JSON records are pushed from their shareable copies under ``RUN/.hubtools/shared/``
+    (local paths cut to their last part): ``write_shared_copies`` writes them before a push.
     """
     run = RunFolder(Path(run_dir))
     files: dict[str, Path] = {}
@@ -90,17 +90,23 @@ def files_to_push(run_dir: Path) -> dict[str, Path]:
     for name in RUN_FILES:
         if (run.root / name).is_file():
             files[name] = run.root / name
-    if run.config.is_file():
-        save_config(load_run_config(run.root).shareable(), run.shared / RUN_CONFIG_FILENAME)
-        files[RUN_CONFIG_FILENAME] = run.shared / RUN_CONFIG_FILENAME
-    for name in SCRUBBED_JSON:
+    for name in [RUN_CONFIG_FILENAME, *SCRUBBED_JSON]:
         if name in files:
-            write_json_atomic(run.shared / name, without_local_paths(read_json(files[name])))
-            files[name] = run.shared / name
+            files[name] = run.shared / name  # the shareable copy, which write_shared_copies makes
     for folder in RUN_FOLDERS:
         files.update({path: local for path, local in _folder(run.root, folder).items()
                       if local.suffix.lower() in IMAGE_SUFFIXES})
     return dict(sorted(files.items()))
+
+
+def write_shared_copies(run_dir: Path) -> None:
+    """The config and JSON records as they are published, with the paths of this machine cut off."""
+    run = RunFolder(Path(run_dir))
+    if run.config.is_file():
+        save_config(load_run_config(run.root).shareable(), run.shared / RUN_CONFIG_FILENAME)
+    for name in SCRUBBED_JSON:
+        if (run.root / name).is_file():
+            write_json_atomic(run.shared / name, without_local_paths(read_json(run.root / name)))
 
 
 def without_local_paths(data: Any) -> Any:
@@ -159,6 +165,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     with _hub_errors(repo_id, token):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         repo_id = repo_url.repo_id or repo_id
+        write_shared_copies(run.root)
         files = files_to_push(run.root)
         main = _push_tree(api, repo_id, "main", files, commit_message or default_commit_message(run.root, config),
                           delete_stale=True)
