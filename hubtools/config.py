@@ -259,10 +259,12 @@ def local_name(value: str | None) -> str | None:
 # -- reading, overriding and writing ----------------------------------------------------------------
 
 
-def _describe_validation_error(error: ValidationError, origin: str) -> str:
+def _describe_validation_error(error: ValidationError, origin: str, labels: dict[str, str] | None = None) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"])
+        if labels and where in labels:
+            where = f"{labels[where]} ({where})"
         if item["type"] == "extra_forbidden":
             section_fields = _known_fields(item["loc"][:-1])
             close = difflib.get_close_matches(str(item["loc"][-1]), section_fields, n=1)
@@ -286,11 +288,11 @@ def _known_fields(location: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def config_from_dict(data: dict[str, Any], origin: str = "config") -> RunConfig:
+def config_from_dict(data: dict[str, Any], origin: str = "config", labels: dict[str, str] | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe_validation_error(error, origin)) from None
+        raise ConfigError(_describe_validation_error(error, origin, labels)) from None
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -305,15 +307,19 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     return config_from_dict(data, origin=str(path))
 
 
-def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Set dotted keys (``"training.steps": 100``) on a copy; ``None`` values mean "not given"."""
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], *, flags: dict[str, str] | None = None) -> RunConfig:
+    """Set dotted keys (``"training.steps": 100``) on a copy; ``None`` values mean "not given".
+
+    ``flags`` names the command-line flag of each dotted key (``"training.steps": "--steps"``), so a bad
+    value is reported under the flag the user typed.
+    """
     data = config.model_dump(mode="json")
     for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         data.setdefault(section, {})[key] = value
-    return config_from_dict(data, origin="the command-line flags")
+    return config_from_dict(data, origin="the command line", labels=flags)
 
 
 def save_config(config: RunConfig, path: Path) -> Path:

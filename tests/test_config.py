@@ -75,7 +75,7 @@ def test_missing_config_file(tmp_path):
 def test_overrides_are_validated_and_none_means_not_given():
     config = apply_overrides(RunConfig(), {"training.steps": None, "training.seed": 7})
     assert config.training.steps == 800 and config.training.seed == 7
-    with pytest.raises(ConfigError, match="command-line flags: training.steps"):
+    with pytest.raises(ConfigError, match="the command line: training.steps"):
         apply_overrides(RunConfig(), {"training.steps": 0})
 
 

@@ -99,9 +99,10 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     ("args", "expected"),
     [
         (["--concept", "no/such/folder"], "concept folder not found: no/such/folder"),
-        (["--steps", "0"], "training.steps: Input should be greater than or equal to 1"),
-        (["--resolution", "100"], "training.resolution: must be a multiple of 8"),
-        (["--repo", "not-a-repo-id"], "publish.repo_id: must look like namespace/name"),
+        (["--steps", "0"], "--steps (training.steps): Input should be greater than or equal to 1"),
+        (["--resolution", "100"], "--resolution (training.resolution): must be a multiple of 8"),
+        (["--repo", "not-a-repo-id"], "--repo (publish.repo_id): must look like namespace/name"),
+        (["--lr", "-1"], "--learning-rate (training.learning_rate): Input should be greater than 0"),
         (["--config", "missing.toml"], "config file not found: missing.toml"),
     ],
 )

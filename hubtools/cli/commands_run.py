@@ -133,7 +133,17 @@ def quiet_weight_loading() -> None:
 def build_config(options: dict[str, Any]) -> RunConfig:
     base = load_config(options["config"]) if options.get("config") else RunConfig()
     overrides = {key: options.get(name) for name, key in OVERRIDES.items()}
-    return apply_overrides(base, overrides)
+    return apply_overrides(base, overrides, flags=_flag_names())
+
+
+def _flag_names() -> dict[str, str]:
+    """``"training.steps" -> "--steps"``: the flag a user typed for each setting, for error messages."""
+    parameters = inspect.signature(_run_options, eval_str=True).parameters
+    names = {}
+    for name, key in OVERRIDES.items():
+        declared = [d.split("/")[0] for d in getattr(parameters[name].default, "param_decls", ()) if d.startswith("--")]
+        names[key] = declared[0] if declared else "--" + name.replace("_", "-")
+    return names
 
 
 def default_run_dir(config: RunConfig) -> Path:
