@@ -84,7 +84,7 @@ class TrainingConfig(_Section):
     cache_latents: bool = True
     offset_noise: float = Field(0.0, ge=0)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR weighting gamma (5.0 is usual)")
-    checkpoint_every: int = Field(0, ge=0, description="0: only the final model")
+    checkpoint_every: int = Field(400, ge=0, description="resumable checkpoint every N steps; 0: only the final model")
     keep_checkpoints: int = Field(2, ge=1)
     validation_every: int = Field(0, ge=0, description="0: no validation grids during training")
 

@@ -143,8 +143,8 @@ def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True)
     folder = RunFolder(plan.run_dir)
     if folder.config.exists():
         raise ConfigError(
-            f"{plan.run_dir} already holds a run: continue it with `hubtools train {plan.run_dir} --resume`, "
-            "or choose another --out"
+            f"{plan.run_dir} already holds a run: continue it with --resume (a finished run goes on to the "
+            "stages after training), or choose another --out"
         )
     source = concept_source(plan.config.concept.source or "")
     resolve_base_revision(plan.config.model, token=token)  # a wrong base model fails now, not after the photos
@@ -198,11 +198,32 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     return str(user.get("name"))
 
 
+def completed_training(run_dir: Path):
+    """The ``TrainResult`` of a run whose training already finished (all steps, weights on disk), else None."""
+    from dataclasses import fields
+
+    from hubtools.training import TrainResult
+
+    folder = RunFolder(Path(run_dir))
+    done = read_json(folder.train_result)
+    if not done or not folder.config.is_file():
+        return None
+    if done.get("steps_done", 0) < load_run_config(run_dir).training.steps:
+        return None  # more steps were asked for since: a resume trains them
+    if not all((folder.root / entry["path"]).is_file() for entry in done.get("weight_files") or []):
+        return None
+    known = {f.name for f in fields(TrainResult)}
+    return TrainResult(**{key: value for key, value in done.items() if key in known})
+
+
 def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
               progress: bool = True):
+    """Train the run in ``run_dir``; with ``resume``, continue it (a finished run is returned as it is)."""
     from hubtools.models import check_device_for_model
     from hubtools.training import train_dreambooth
 
+    if resume and (finished := completed_training(run_dir)) is not None:
+        return finished
     config = load_run_config(run_dir)
     check_device_for_model(config.model, config.training.device, token=token)
     return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
@@ -247,7 +268,10 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
         if note:
             report(f"note: {note}")
         config = plan.config
-    report("training")
+    if resume and (finished := completed_training(run_dir)) is not None:
+        report(f"training finished before (step {finished.steps_done}): going on to the grids and the push")
+    else:
+        report("training")
     trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
     report("rendering sample grids")
     samples = render_samples(run_dir, progress=progress)

@@ -43,12 +43,10 @@ def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo,
 
     run_dir = tmp_path / "run"
     repo_id = f"{local_hub.user}/nlwx-dog-e2e"
-    code, out, err = _run(
-        ["train-and-push", "--config", str(_small_sampling_config(tmp_path)), "--base-model", tiny_model_repo,
-         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog",
-         "--repo", repo_id, "--out", str(run_dir), *TINY_FLAGS],
-        capsys,
-    )
+    command = ["train-and-push", "--config", str(_small_sampling_config(tmp_path)), "--base-model", tiny_model_repo,
+               "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog",
+               "--repo", repo_id, "--out", str(run_dir), *TINY_FLAGS]
+    code, out, err = _run(command, capsys)
     assert code == 0, err
     last_line = out.strip().splitlines()[-1]
     assert last_line == f"{local_hub.url}/{repo_id}"
@@ -79,6 +77,18 @@ def test_train_and_push_end_to_end(tmp_path, capsys, local_hub, tiny_model_repo,
     assert code == 0, err
     assert len(HfApi().list_repo_commits(repo_id)) == commits_before
     assert hf_token not in (run_dir / "hubtools.toml").read_text() + card.content
+
+    # The same command again: the folder holds a run, and --resume on a finished one trains nothing.
+    code, _, err = _run(command, capsys)
+    assert code == 2 and "already holds a run: continue it with --resume" in err
+    trained = (run_dir / "train_result.json").read_text()
+    code, out, err = _run(["train-and-push", "--out", str(run_dir), "--resume", "--quiet"], capsys)
+    assert code == 0, err
+    assert "training finished before (step 6)" in err and out.strip().splitlines()[-1].endswith(repo_id)
+    assert (run_dir / "train_result.json").read_text() == trained
+    assert len(HfApi().list_repo_commits(repo_id)) == commits_before
+    code, _, err = _run(["train", str(run_dir), "--resume", "--quiet"], capsys)
+    assert code == 0 and "nothing to resume" in err
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):

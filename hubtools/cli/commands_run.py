@@ -242,12 +242,14 @@ _RUN_ARGUMENT = inspect.Parameter(
 @_command("train", exclude={"repo", "private", "hackathon", "push_checkpoints", "evaluate"}, extra=[_RUN_ARGUMENT])
 def train_command(**options: Any) -> None:
     """Train DreamBooth into a run folder (no push). `hubtools train RUN --resume` continues a run."""
-    from hubtools.runner import plan_run, start_run, train_run
+    from hubtools.runner import completed_training, plan_run, start_run, train_run
 
     run_dir = options.pop("run") or options["out"]
     if options["resume"]:
         if run_dir is None:
             raise typer.BadParameter("--resume needs the run folder: hubtools train RUN --resume")
+        if completed_training(run_dir) is not None:
+            err_console.print("training had already finished: nothing to resume", highlight=False)
         result = train_run(run_dir, resume=True, force=options["force"], progress=not options["quiet"])
         print_train_summary(result)
         console.print(str(run_dir), highlight=False)
