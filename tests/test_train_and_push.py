@@ -20,6 +20,13 @@ TINY_FLAGS = [
 ]
 
 
+def _dog_run(command: str, base_model: str, out: Path, repo_id: str | None = None,
+             flags: list[str] = TINY_FLAGS) -> list[str]:
+    """Arguments of a tiny run on the shipped dog photos (``repo_id`` for train-and-push)."""
+    return [command, "--base-model", base_model, "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx",
+            "--class-noun", "dog", *(["--repo", repo_id] if repo_id else []), "--out", str(out), *flags]
+
+
 def _run(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     captured = capsys.readouterr()
@@ -134,35 +141,21 @@ def test_missing_flags_are_named(capsys):
 
 def test_no_token_for_the_hub(tmp_path, capsys, local_hub, tiny_model_repo, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    code, _, err = _run(
-        ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "nlwx", "--class-noun", "dog", "--repo", "tester/x", "--out", str(tmp_path / "run"),
-         *TINY_FLAGS],
-        capsys,
-    )
+    code, _, err = _run(_dog_run("train-and-push", tiny_model_repo, tmp_path / "run", "tester/x"), capsys)
     assert code == 2
     assert "no Hugging Face token" in err and "hf auth login" in err
     assert not (tmp_path / "run").exists()
 
 
 def test_token_for_another_namespace(tmp_path, capsys, local_hub, tiny_model_repo, hf_token):
-    code, _, err = _run(
-        ["train-and-push", "--base-model", tiny_model_repo, "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "nlwx", "--class-noun", "dog", "--repo", "other/x", "--out", str(tmp_path / "run"),
-         *TINY_FLAGS],
-        capsys,
-    )
+    code, _, err = _run(_dog_run("train-and-push", tiny_model_repo, tmp_path / "run", "other/x"), capsys)
     assert code == 2
     assert "cannot push to other/x" in err and "--repo tester/x" in err
     assert hf_token not in err
 
 
 def test_base_model_not_found(tmp_path, capsys, local_hub, hf_token):
-    code, _, err = _run(
-        ["train", "--base-model", "nobody/no-such-model", "--concept", str(DEMO_CONCEPT_DIR),
-         "--identifier", "nlwx", "--class-noun", "dog", "--out", str(tmp_path / "run"), *TINY_FLAGS],
-        capsys,
-    )
+    code, _, err = _run(_dog_run("train", "nobody/no-such-model", tmp_path / "run"), capsys)
     assert code == 2
     assert "base model nobody/no-such-model not found" in err
     assert "Traceback" not in err
@@ -179,11 +172,8 @@ def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_
     api.create_repo(repo_id, exist_ok=True)
     unet_config = {"_class_name": "UNet2DConditionModel", "block_out_channels": [320, 640, 1280, 1280]}
     api.upload_file(path_or_fileobj=json.dumps(unet_config).encode(), path_in_repo="unet/config.json", repo_id=repo_id)
-    code, _, err = _run(
-        ["train", "--base-model", repo_id, "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx",
-         "--class-noun", "dog", "--out", str(tmp_path / "run"), "--resolution", "64", "--quiet"],
-        capsys,
-    )
+    # no --device: the default (auto) finds no GPU
+    code, _, err = _run(_dog_run("train", repo_id, tmp_path / "run", flags=["--resolution", "64", "--quiet"]), capsys)
     assert code == 2
     assert "no CUDA GPU found" in err and "--device cpu" in err and "hubtools demo" in err
 
@@ -197,9 +187,8 @@ def test_unreachable_hub_is_one_line_before_anything_is_done(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_DISABLE_XET"}
     env.update(HF_ENDPOINT=dead, HF_TOKEN="hf_not_a_real_token_but_secret")
     result = subprocess.run(
-        [sys.executable, "-m", "hubtools", "train-and-push", "--base-model", "hubtools/tiny-stable-diffusion",
-         "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog", "--repo", "me/x",
-         "--out", str(tmp_path / "run"), *TINY_FLAGS],
+        [sys.executable, "-m", "hubtools",
+         *_dog_run("train-and-push", "hubtools/tiny-stable-diffusion", tmp_path / "run", "me/x")],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 2, result.stderr
