@@ -77,6 +77,8 @@ def leaderboard(
         _echo_json([board.to_dict() for board in boards])
         return
     for board in boards:
+        if not board.entries:
+            continue
         table = Table(title=board.title, title_justify="left")
         table.add_column("#")
         table.add_column("model", overflow="fold")
@@ -84,9 +86,10 @@ def leaderboard(
         table.add_column("downloads")
         for entry in board.entries:
             table.add_row(str(entry.rank), entry.repo_id, str(entry.likes), str(entry.downloads))
-        if not board.entries:
-            table.add_row("", "[dim]no entries yet[/]", "", "")
         console.print(table)
+    empty = [board.title for board in boards if not board.entries]
+    if empty:  # one line for the themes nobody entered, not a table each
+        console.print(f"[dim]no entries yet: {', '.join(empty)}[/]", highlight=False)
 
 
 @app.command("datasets")
