@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import write_text_atomic
-from hubtools.config import RunConfig, describe_precision, load_run_config, local_name
+from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name
 from hubtools.errors import ConfigError, InputError
 from hubtools.hubenv import current_endpoint
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
@@ -29,7 +28,6 @@ FALLBACK_LICENSE = "creativeml-openrail-m"
 BASE_TAGS = ["text-to-image", "diffusers", "stable-diffusion", "dreambooth", "hubtools"]
 CONTACT_SHEET_PATH = "concept/contact_sheet.png"
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 log = logging.getLogger("hubtools")
 
 
@@ -169,7 +167,7 @@ def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _base_model(config: RunConfig, train: dict) -> dict[str, Any]:
     model_id = train.get("base_model") or config.model.base_model
-    local = Path(model_id).expanduser().is_dir() or not _HUB_ID.match(model_id)
+    local = is_local_path(model_id)
     return {
         "id": local_name(model_id) if local else model_id,  # the card never shows where a local copy lives
         "path": model_id if local else None,
@@ -291,7 +289,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     dataset_id = None
     if source:
         bare = source.split("@", 1)[0]
-        from_hub = revision is not None or (not manifest and _HUB_ID.match(bare) and not Path(bare).expanduser().exists())
+        from_hub = revision is not None or (not manifest and not is_local_path(bare))
         if from_hub:
             dataset_id = bare
             revision = revision or (source.split("@", 1)[1] if "@" in source else None)

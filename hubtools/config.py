@@ -9,6 +9,7 @@ LoRA alpha) so the copy written into the run folder reproduces the run on its ow
 from __future__ import annotations
 
 import difflib
+import re
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ from hubtools.errors import ConfigError
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_BASE_MODEL = "hubtools/tiny-stable-diffusion"
 RUN_CONFIG_FILENAME = "hubtools.toml"
+# A Hub repo id: namespace/name, each part starting with a letter or digit.
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def check_repo_id(repo_id: str | None, kind: str = "repo") -> str:
+    """``repo_id`` if it is shaped like one, else a one-line ``ConfigError`` (before any Hub call)."""
+    if not REPO_ID.match(repo_id or ""):
+        raise ConfigError(f"{kind} id {repo_id!r} must look like namespace/name (letters, digits, '-', '_', '.')")
+    return repo_id
 
 # Learning rates from the DreamBooth write-ups: 2e-6 for a full fine-tune (5e-6 overfits objects fast),
 # 1e-4 for LoRA, whose low-rank updates need a much larger step.
@@ -140,8 +150,8 @@ class PublishConfig(_Section):
     @field_validator("repo_id")
     @classmethod
     def _repo_id_shape(cls, value: str | None) -> str | None:
-        if value is not None and (value.count("/") != 1 or not all(value.split("/"))):
-            raise ValueError("must look like namespace/name")
+        if value is not None and not REPO_ID.match(value):
+            raise ValueError("must look like namespace/name (letters, digits, '-', '_', '.')")
         return value
 
 

@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from hubtools.basemodels import resolve_base_model  # noqa: F401 - part of this module's interface
+from hubtools.config import check_repo_id
 from hubtools.errors import ConfigError, HubError
 from hubtools.resources import HACKATHON_DIR
 
@@ -186,7 +187,7 @@ def check_submission(repo_id: str, *, token: str | None = None, load: bool = Fal
 
     ``load=True`` also loads a full pipeline with diffusers (a real one downloads gigabytes).
     """
-    submission = _fetch_submission(repo_id, token)
+    submission = _fetch_submission(check_repo_id(repo_id, "model"), token)
     tags = [str(tag) for tag in _as_list(submission.metadata.get("tags"))]
     return [
         _rule_public(submission),

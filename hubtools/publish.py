@@ -17,19 +17,19 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import re
 from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, is_local_path, load_run_config, local_name, save_config
+from hubtools.config import (
+    RUN_CONFIG_FILENAME, RunConfig, check_repo_id, is_local_path, load_run_config, local_name, save_config,
+)
 from hubtools.errors import ConfigError, HubError
 from hubtools.hubenv import is_connection_error
 from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 from hubtools.sample import list_checkpoints
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 # Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
 RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl", "logs/fidelity.jsonl",
@@ -149,8 +149,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     """Push the run to ``repo_id`` (created if needed) in one commit; a no-op when nothing changed."""
     from huggingface_hub import HfApi
 
-    if not _REPO_ID.match(repo_id or ""):
-        raise ConfigError(f"repo id {repo_id!r} must look like namespace/name (letters, digits, '-', '_', '.')")
+    check_repo_id(repo_id)
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
     if not ((run.root / "model_index.json").is_file() or is_lora_run(run.root)):

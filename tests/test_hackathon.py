@@ -154,6 +154,13 @@ def test_unknown_theme_lists_the_valid_names(capsys):
     assert "unknown hackathon theme 'sports'" in capsys.readouterr().err
 
 
+def test_a_malformed_repo_id_is_named_before_any_hub_call(capsys):
+    assert main(["hackathon", "check", "bad"]) == 2
+    assert capsys.readouterr().err.startswith("error: model id 'bad' must look like namespace/name")
+    assert main(["concept", "push", ".", "no-namespace"]) == 2
+    assert capsys.readouterr().err.startswith("error: dataset id 'no-namespace' must look like namespace/name")
+
+
 def test_cli_themes_json(capsys):
     assert main(["hackathon", "themes", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -22,6 +22,7 @@ from hubtools.concepts.manifest import (
     manifest_dict,
 )
 from hubtools.concepts.sources import ResolvedSource, SourceItem
+from hubtools.config import check_repo_id
 from hubtools.errors import HubError, InputError
 from hubtools.hubenv import is_connection_error
 
@@ -153,6 +154,7 @@ def push_concept(
     license: str = "cc-by-4.0",
 ) -> str:
     """Publish a prepared concept folder as dataset ``repo_id``; returns the repo URL."""
+    check_repo_id(repo_id, "dataset")
     concept = load_prepared_concept(dir)
     if not concept.images:
         raise InputError(f"{concept.dir} has no accepted images to push; prepare a set with usable photos first")
