@@ -38,7 +38,7 @@ def _quiet_libraries() -> None:
     """Keep the terminal for what hubtools says: the libraries' import-time chatter is not for users."""
     if os.environ.get(_DEBUG_ENV) or "--debug" in sys.argv:
         return
-    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "DATASETS_VERBOSITY"):
+    for variable in ("HF_HUB_VERBOSITY", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "DATASETS_VERBOSITY"):
         os.environ.setdefault(variable, "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # bitsandbytes warns through plain logging, at import, about optional CPU kernels.

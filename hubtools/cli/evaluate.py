@@ -25,8 +25,8 @@ def eval_command(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images generated at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip measuring the base model."),
-    dino_model: str | None = typer.Option(None, "--dino-model", help="DINO ViT model id or folder. Default: facebook/dino-vits16."),
-    clip_model: str | None = typer.Option(None, "--clip-model", help="CLIP model id or folder. Default: openai/clip-vit-base-patch32."),
+    dino_model: str | None = typer.Option(None, "--dino-model", help="DINO ViT model id or folder. Default: the run's eval.dino_model (facebook/dino-vits16)."),
+    clip_model: str | None = typer.Option(None, "--clip-model", help="CLIP model id or folder. Default: the run's eval.clip_model (openai/clip-vit-base-patch32)."),
     save_images: bool = typer.Option(False, "--save-images", help="Also write the generated images to RUN/images/eval/."),
 ) -> None:
     """Generate with fixed seeds on the DreamBench prompts and score DINO, CLIP-I, CLIP-T, PRES and DIV; writes RUN/eval.json."""
@@ -50,11 +50,9 @@ def eval_command(
         "device": device,
         "baseline": not no_baseline,
         "save_images": save_images,
+        "dino_model": dino_model or settings.dino_model,
+        "clip_model": clip_model or settings.clip_model,
     }
-    if dino_model:
-        chosen["dino_model"] = dino_model
-    if clip_model:
-        chosen["clip_model"] = clip_model
     cfg = EvalConfig(**chosen)
 
     with _progress(err_console) as report:
@@ -102,7 +100,8 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=console, transient=True)
+                             TimeElapsedColumn(), console=console, transient=True,
+                             disable=not console.is_terminal)  # in a log, a bar is noise (and a stray blank line)
         self._task = None
 
     def __enter__(self):
