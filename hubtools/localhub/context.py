@@ -1,0 +1,205 @@
+"""What every route of the local hub shares: the ``HubContext`` (storage, tokens, settings, LFS upload
+tickets) and the helpers that read requests, check access and shape a repo as JSON.
+
+Path parameters arrive still percent-encoded (see ``app``): every helper here that takes one unquotes it,
+then validates it with ``naming`` before it reaches storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from hubtools.localhub import naming
+from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
+from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.storage import Commit, Repo, Storage
+
+MAX_JSON_BODY = 16 * 1024 * 1024
+MAX_COMMIT_BODY = 512 * 1024 * 1024
+MAX_LFS_OBJECT = 64 * 1024**3
+
+
+@dataclass
+class HubSettings:
+    max_json_body: int = MAX_JSON_BODY
+    max_commit_body: int = MAX_COMMIT_BODY
+    max_lfs_object: int = MAX_LFS_OBJECT
+
+
+@dataclass
+class LfsTicket:
+    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``."""
+
+    oid: str
+    size: int
+    expires: float
+
+
+@dataclass
+class HubContext:
+    """One per app (``app.state.hub``); routes get it with ``hub: Hub``."""
+
+    storage: Storage
+    tokens: TokenBook
+    settings: HubSettings = field(default_factory=HubSettings)
+    lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
+    tickets_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---- who is asking, and may they --------------------------------------------------------
+
+    def viewer(self, request: Request) -> str | None:
+        authorization = request.headers.get("authorization")
+        user = self.tokens.user_for(authorization)
+        if authorization and user is None:
+            self.tokens.require_user(authorization)  # raises 401 for a wrong token
+        return user
+
+    def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
+        repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
+        repo = self.storage.get_repo(repo_type, repo_id)
+        if repo is None or (repo.private and self.viewer(request) != repo.owner):
+            raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
+        return repo
+
+    def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
+        user = self.tokens.require_user(request.headers.get("authorization"))
+        repo = self.visible_repo(request, repo_type, namespace, name)
+        self.tokens.require_owner(user, repo.owner)
+        return repo, user
+
+    # ---- request bodies ----------------------------------------------------------------------
+
+    async def read_json(self, request: Request) -> Any:
+        body = await read_body(request, self.settings.max_json_body)
+        if not body:
+            return {}
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("Request body is not valid JSON.") from None
+
+    # ---- revisions ---------------------------------------------------------------------------
+
+    def resolve(self, repo: Repo, revision: str) -> tuple[Commit, Any]:
+        return self.storage.resolve(repo.repo_type, repo.repo_id, unquote(revision))
+
+    def branch_target(self, repo: Repo, revision: str) -> tuple[str, str]:
+        """The (kind, name) of the ref a commit to ``revision`` moves: a branch or an open PR ref."""
+        kind, name = self.storage.split_revision(unquote(revision))
+        kind = kind or "branch"
+        if kind == "tag":
+            raise BadRequest("Cannot commit to a tag: commit to a branch.")
+        if self.storage.get_ref(repo.repo_type, repo.repo_id, kind, name) is None:
+            raise RevisionNotFound(f"Invalid rev id: {name} is not a branch (create it first with create_branch).")
+        return kind, name
+
+    # ---- a repo as the Hub shows it ----------------------------------------------------------
+
+    def card_of(self, commit: Commit) -> dict | None:
+        entry = commit.tree.get("README.md")
+        if entry is None or entry.size > 1024 * 1024:
+            return None
+        try:
+            return parse_card_metadata(self.storage.read_blob(entry.sha256).decode("utf-8", "replace"))
+        except (CardMetadataError, OSError):
+            return None
+
+    def repo_json(self, request: Request, repo: Repo, commit: Commit, head: Commit | None = None) -> dict:
+        card = self.card_of(commit)
+        paths = sorted(commit.tree)
+        tags, library_name, pipeline_tag = derive_tags(card, paths)
+        siblings = []
+        for path in paths:
+            entry = commit.tree[path]
+            sibling: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.git_oid}
+            if entry.lfs:
+                sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": entry.pointer_size}
+            siblings.append(sibling)
+        data: dict[str, Any] = {
+            "_id": hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24],
+            "id": repo.repo_id,
+            "author": repo.repo_id.split("/")[0],
+            "sha": commit.oid,
+            "lastModified": commit.date,
+            "createdAt": repo.created_at,
+            "private": repo.private,
+            "gated": False,
+            "disabled": False,
+            "downloads": repo.downloads,
+            "likes": repo.likes,
+            "tags": tags,
+            "siblings": siblings,
+            "cardData": card,
+            "usedStorage": sum(entry.size for entry in commit.tree.values()),
+        }
+        if repo.repo_type == "model":
+            data["modelId"] = repo.repo_id
+            data["library_name"] = library_name
+            data["pipeline_tag"] = pipeline_tag
+        if repo.repo_type == "space":
+            data["sdk"] = (card or {}).get("sdk")
+        return data
+
+
+async def get_hub(request: Request) -> HubContext:
+    # async, so FastAPI calls it on the event loop rather than sending it to the thread pool
+    return request.app.state.hub
+
+
+Hub = Annotated[HubContext, Depends(get_hub)]
+
+
+# ---- helpers that need no context ------------------------------------------------------------
+
+
+def error_response(status: int, message: str, code: str | None = None, extra: dict | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    header_message = message.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:500]
+    all_headers = {"X-Error-Message": header_message, **(headers or {})}
+    if code:
+        all_headers["X-Error-Code"] = code
+    return JSONResponse({"error": message, **(extra or {})}, status_code=status, headers=all_headers)
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def repo_url(request: Request, repo: Repo) -> str:
+    return f"{base_url(request)}/{naming.URL_PREFIXES[repo.repo_type]}{repo.repo_id}"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"Request body too large: at most {limit} bytes.")
+        except ValueError:
+            raise BadRequest("Invalid Content-Length header.") from None
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Request body too large: at most {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return value
+
+
+def flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes")

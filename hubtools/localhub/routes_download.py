@@ -1,0 +1,101 @@
+"""The download route: ``resolve/{revision}/{path}`` for each repo type, GET or HEAD, with one byte Range
+(what huggingface_hub's resumed and parallel downloads send)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from hubtools.localhub import naming
+from hubtools.localhub.context import Hub, HubContext
+from hubtools.localhub.errors import EntryNotFound, RangeNotSatisfiable
+
+CHUNK = 1024 * 1024
+
+router = APIRouter()
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` -> (a, b) inclusive; None for no (or a multi-) range; raises 416 when unsatisfiable."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    start_text, dash, end_text = spec.strip().partition("-")
+    try:
+        if not dash:
+            raise ValueError
+        if start_text == "":
+            suffix = int(end_text)
+            if suffix <= 0:
+                raise ValueError
+            start, end = max(size - suffix, 0), size - 1
+        else:
+            start = int(start_text)
+            end = int(end_text) if end_text else size - 1
+    except ValueError:
+        raise RangeNotSatisfiable(f"Invalid Range header {header!r}.", extra={"size": size}) from None
+    end = min(end, size - 1)
+    if start < 0 or start > end:
+        raise RangeNotSatisfiable(f"Range {header!r} is outside the file ({size} bytes).", extra={"size": size})
+    return start, end
+
+
+def stream_blob(path: Any, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = handle.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _resolve_file(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+                  path: str) -> Response:
+    repo = hub.visible_repo(request, repo_type, namespace, name)
+    commit, _ = hub.resolve(repo, revision)
+    file_path = naming.check_path(unquote(path))
+    entry = commit.tree.get(file_path)
+    if entry is None:
+        raise EntryNotFound(f"{file_path} does not exist at revision {unquote(revision)}.",
+                            extra={"repo_commit": commit.oid})
+    headers = {
+        "X-Repo-Commit": commit.oid,
+        "ETag": f'"{entry.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'inline; filename="{file_path.rsplit("/", 1)[-1].encode("ascii", "replace").decode().replace(chr(34), "_")}"',
+    }
+    if entry.lfs:
+        headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+        headers["X-Linked-Size"] = str(entry.size)
+    byte_range = parse_range(request.headers.get("range"), entry.size) if entry.size else None
+    status, start, length = 200, 0, entry.size
+    if byte_range is not None:
+        start, end = byte_range
+        status, length = 206, end - start + 1
+        headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(stream_blob(hub.storage.blob_path(entry.sha256), start, length), status_code=status,
+                             headers=headers, media_type="application/octet-stream")
+
+
+def _resolve_route(bound_type: str):
+    def resolve_file(request: Request, namespace: str, name: str, revision: str, path: str, hub: Hub) -> Response:
+        return _resolve_file(hub, request, bound_type, namespace, name, revision, path)
+
+    return resolve_file
+
+
+for _prefix, _repo_type in (("/datasets", "dataset"), ("/spaces", "space"), ("", "model")):
+    router.add_api_route(f"{_prefix}/{{namespace}}/{{name}}/resolve/{{revision}}/{{path:path}}",
+                         _resolve_route(_repo_type), methods=["GET", "HEAD"], name=f"resolve_{_repo_type}")

@@ -1,0 +1,222 @@
+"""Upload routes before the commit: preupload (regular or LFS per file), the refused Xet tokens, and the
+LFS batch API with its one-time upload and verify URLs ("tickets")."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import fnmatch
+import hashlib
+import os
+import secrets
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from hubtools.localhub import naming
+from hubtools.localhub.context import Hub, HubContext, LfsTicket, base_url, json_object
+from hubtools.localhub.errors import BadRequest, NotFound
+from hubtools.localhub.storage import Commit, Repo
+
+LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub's limit for regular (non-LFS) files
+LFS_TICKET_TTL_S = 3600.0
+
+router = APIRouter()
+
+
+# ---- preupload -----------------------------------------------------------------------------------
+
+
+def lfs_patterns(hub: HubContext, commit: Commit) -> list[str]:
+    entry = commit.tree.get(".gitattributes")
+    if entry is None or entry.size > 1024 * 1024:
+        return []
+    patterns = []
+    for line in hub.storage.read_blob(entry.sha256).decode("utf-8", "replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#") and "filter=lfs" in fields[1:]:
+            patterns.append(fields[0])
+    return patterns
+
+
+def is_lfs_path(path: str, patterns: list[str]) -> bool:
+    basename = path.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        target = path if "/" in pattern else basename
+        if fnmatch.fnmatchcase(target, pattern.lstrip("/")):
+            return True
+    return False
+
+
+def looks_binary(sample: bytes) -> bool:
+    if b"\0" in sample:
+        return True
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def storage_ref_name(kind: str, name: str) -> str:
+    return {"branch": "refs/heads/", "pr": "refs/pr/", "tag": "refs/tags/"}[kind] + name
+
+
+@router.get("/api/{plural}/{namespace}/{name}/xet-write-token/{revision}")
+@router.get("/api/{plural}/{namespace}/{name}/xet-read-token/{revision}")
+def xet_token(plural: str, namespace: str, name: str, revision: str) -> Response:
+    raise BadRequest("This local hub stores files with plain LFS, not Xet: set HF_HUB_DISABLE_XET=1 "
+                     "(hubtools.hubenv.point_clients_at does) before using the client.")
+
+
+@router.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
+async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str,
+                    hub: Hub) -> Response:
+    repo, _ = hub.writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
+    kind, branch = hub.branch_target(repo, revision)
+    commit, _ = hub.storage.resolve(repo.repo_type, repo.repo_id, storage_ref_name(kind, branch))
+    body = json_object(await hub.read_json(request))
+    files = body.get("files")
+    if not isinstance(files, list):
+        raise BadRequest("preupload needs a JSON body with a list 'files'.")
+    patterns = lfs_patterns(hub, commit)
+    answers = []
+    for item in files:
+        if not isinstance(item, dict):
+            raise BadRequest("Each entry of 'files' must be an object with path, sample and size.")
+        path = naming.check_path(item.get("path"))
+        size = item.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise BadRequest(f"Invalid size for {path}.")
+        try:
+            sample = base64.b64decode(item.get("sample") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise BadRequest(f"Invalid base64 sample for {path}.") from None
+        lfs = size > LFS_SIZE_THRESHOLD or is_lfs_path(path, patterns) or looks_binary(sample)
+        existing = commit.tree.get(path)
+        oid = None if existing is None else (existing.sha256 if existing.lfs else existing.git_oid)
+        answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                        "oid": oid})
+    return JSONResponse({"files": answers, "commitOid": commit.oid})
+
+
+# ---- the LFS batch API ---------------------------------------------------------------------------
+
+
+def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
+                   name_git: str) -> tuple[Repo, str]:
+    if not name_git.endswith(".git"):
+        raise NotFound("Not found: no such endpoint.")
+    repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
+    return hub.writable_repo(request, repo_type, namespace, name_git[: -len(".git")])
+
+
+async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
+                     name_git: str) -> Response:
+    lfs_batch_repo(hub, request, plural_prefix, namespace, name_git)
+    body = json_object(await hub.read_json(request))
+    if body.get("operation") != "upload":
+        raise BadRequest("Only the 'upload' operation of the LFS batch API is served; download via resolve.")
+    objects = body.get("objects")
+    if not isinstance(objects, list):
+        raise BadRequest("The LFS batch request needs a list 'objects'.")
+    base = base_url(request)
+    answers = []
+    now = time.monotonic()
+    with hub.tickets_lock:
+        for expired in [key for key, ticket in hub.lfs_tickets.items() if ticket.expires < now]:
+            del hub.lfs_tickets[expired]
+    for obj in objects:
+        if not isinstance(obj, dict):
+            raise BadRequest("Each LFS object must be an object with oid and size.")
+        oid, size = obj.get("oid"), obj.get("size")
+        if not (isinstance(oid, str) and len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)):
+            raise BadRequest("LFS oid must be 64 lowercase hex characters (sha256).")
+        if not isinstance(size, int) or size < 0:
+            raise BadRequest(f"Invalid size for LFS object {oid}.")
+        if size > hub.settings.max_lfs_object:
+            message = f"Object larger than {hub.settings.max_lfs_object} bytes."
+            answers.append({"oid": oid, "size": size, "error": {"code": 422, "message": message}})
+            continue
+        if hub.storage.has_blob(oid, size):
+            answers.append({"oid": oid, "size": size})
+            continue
+        ticket = secrets.token_urlsafe(24)
+        with hub.tickets_lock:
+            hub.lfs_tickets[ticket] = LfsTicket(oid, size, now + LFS_TICKET_TTL_S)
+        answers.append({
+            "oid": oid,
+            "size": size,
+            "authenticated": True,
+            "actions": {
+                "upload": {"href": f"{base}/api/lfs-upload/{ticket}", "expires_in": int(LFS_TICKET_TTL_S)},
+                "verify": {"href": f"{base}/api/lfs-verify/{ticket}"},
+            },
+        })
+    return JSONResponse({"transfer": "basic", "objects": answers, "hash_algo": "sha256"},
+                        media_type="application/vnd.git-lfs+json")
+
+
+@router.post("/{namespace}/{name_git}/info/lfs/objects/batch")
+async def lfs_batch_model(request: Request, namespace: str, name_git: str, hub: Hub) -> Response:
+    return await _lfs_batch(hub, request, "", namespace, name_git)
+
+
+@router.post("/datasets/{namespace}/{name_git}/info/lfs/objects/batch")
+async def lfs_batch_dataset(request: Request, namespace: str, name_git: str, hub: Hub) -> Response:
+    return await _lfs_batch(hub, request, "datasets", namespace, name_git)
+
+
+@router.post("/spaces/{namespace}/{name_git}/info/lfs/objects/batch")
+async def lfs_batch_space(request: Request, namespace: str, name_git: str, hub: Hub) -> Response:
+    return await _lfs_batch(hub, request, "spaces", namespace, name_git)
+
+
+def ticket_for(hub: HubContext, ticket: str) -> LfsTicket:
+    with hub.tickets_lock:
+        found = hub.lfs_tickets.get(ticket)
+    if found is None or found.expires < time.monotonic():
+        raise NotFound("Unknown or expired LFS upload URL: ask the batch endpoint again.")
+    return found
+
+
+@router.put("/api/lfs-upload/{ticket}")
+async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
+    expected = ticket_for(hub, ticket)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) != expected.size:
+        raise BadRequest(f"Upload is {declared} bytes but the LFS object is {expected.size} bytes.")
+    fd, temp_path = hub.storage.new_temp_file()
+    digest, total = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > expected.size:
+                    raise BadRequest(f"Upload is larger than the LFS object ({expected.size} bytes).")
+                digest.update(chunk)
+                await run_in_threadpool(handle.write, chunk)
+            await run_in_threadpool(handle.flush)
+            await run_in_threadpool(os.fsync, handle.fileno())
+        if total != expected.size or digest.hexdigest() != expected.oid:
+            raise BadRequest("The uploaded bytes do not match the LFS object's oid (sha256) and size.")
+        await run_in_threadpool(hub.storage.adopt_blob, temp_path, expected.oid)
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+    return JSONResponse({})
+
+
+@router.post("/api/lfs-verify/{ticket}")
+async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
+    hub.tokens.require_user(request.headers.get("authorization"))
+    expected = ticket_for(hub, ticket)
+    body = json_object(await hub.read_json(request))
+    if body.get("oid") != expected.oid or not hub.storage.has_blob(expected.oid, expected.size):
+        raise NotFound("The LFS object was not uploaded (or does not match its oid).")
+    with hub.tickets_lock:
+        hub.lfs_tickets.pop(ticket, None)
+    return JSONResponse({"message": "verified"})
