@@ -113,7 +113,7 @@ class HubContext:
         except (CardMetadataError, OSError):
             return None
 
-    def repo_json(self, request: Request, repo: Repo, commit: Commit, head: Commit | None = None) -> dict:
+    def repo_json(self, request: Request, repo: Repo, commit: Commit) -> dict:
         card = self.card_of(commit)
         paths = sorted(commit.tree)
         tags, library_name, pipeline_tag = derive_tags(card, paths)
