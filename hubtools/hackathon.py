@@ -20,7 +20,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from hubtools.basemodels import resolve_base_model  # noqa: F401 - part of this module's interface
 from hubtools.config import check_repo_id
 from hubtools.errors import ConfigError, HubError
 from hubtools.resources import HACKATHON_DIR

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hubtools.cli.app import main
+from hubtools.basemodels import resolve_base_model
 from hubtools.config import load_config
 from hubtools.errors import ConfigError, HubError
 from hubtools.hackathon import (
@@ -20,7 +21,6 @@ from hubtools.hackathon import (
     get_theme,
     leaderboard,
     load_themes,
-    resolve_base_model,
 )
 from hubtools.resources import DEMO_CONCEPT_DIR, HACKATHON_DIR
 
