@@ -62,6 +62,7 @@ def test_pushed_repo_has_card_contact_sheet_and_public_manifest(local_hub, pushe
     assert "**pkblz**" in card.text and "**dog**" in card.text
     assert "![Contact sheet" in card.text and "contact_sheet.png" in card.text
     assert "| Images | 5 |" in card.text and "64 px" in card.text
+    assert f"hubtools train-and-push --concept {pushed_dog} --identifier pkblz --class-noun dog" in card.text
     manifest_file = HfApi().hf_hub_download(pushed_dog, "manifest.json", repo_type="dataset", token=local_hub.token)
     manifest = json.loads(Path(manifest_file).read_text())
     assert manifest["source"] == "local folder dog/"  # no local absolute paths published
