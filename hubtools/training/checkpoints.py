@@ -92,6 +92,41 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, state: dict[s
     return final
 
 
+def register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> None:
+    """Checkpoints hold only the trainable weights, as safetensors in diffusers layout (not accelerate's
+    whole-model ``model.safetensors``: for LoRA that would be the frozen UNet again in every checkpoint).
+    ``text_encoder`` is None when it is not trained."""
+    from safetensors.torch import load_file
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            out = Path(output_dir)
+            if lora:
+                from hubtools.training.lora import save_lora
+
+                save_lora(out, unet, text_encoder)
+            else:
+                unet.save_pretrained(out / "unet", safe_serialization=True)
+                if text_encoder is not None:
+                    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+        weights.clear()  # accelerate must not save the models itself
+
+    def load_hook(models, input_dir):
+        models.clear()  # loaded here, not by accelerate
+        folder = Path(input_dir)
+        if lora:
+            from hubtools.training.lora import load_lora_state
+
+            load_lora_state(folder, unet, text_encoder)
+            return
+        unet.load_state_dict(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+        if text_encoder is not None:
+            text_encoder.load_state_dict(load_file(folder / "text_encoder" / "model.safetensors"), strict=False)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
 def _publish_dir(tmp: Path, final: Path) -> None:
     """Make ``tmp`` visible as ``final`` in one rename (an existing ``final`` is moved aside first)."""
     if final.exists():

@@ -2,6 +2,7 @@
 
 The data order and every random draw of a step are functions of (seed, step, process), not of a running
 RNG, so a run resumed from a checkpoint sees exactly the batches and noise an uninterrupted run would.
+``encode_training_data`` builds what the loop draws from; ``TrainingData.draw`` is one micro-batch of it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
-from hubtools.errors import InputError
+from hubtools.errors import HubtoolsError, InputError
+
+if TYPE_CHECKING:
+    from hubtools.prior import ClassImages
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -140,6 +145,58 @@ class PromptSource:
         if self.cached is not None:
             return self.cached[rows]
         return text_encoder(self.input_ids[rows])[0]
+
+
+@dataclass
+class TrainingData:
+    """The examples as the loop draws them: latents to sample, captions to embed."""
+
+    instance: Examples
+    instance_latents: LatentSource
+    class_latents: LatentSource | None  # None without prior preservation
+    class_prompt: str
+    prompts: PromptSource
+    latent_shape: tuple[int, ...]
+
+    def draw(self, micro_step: int, generator: torch.Generator, *, seed: int, per_process: int, process_index: int,
+             num_processes: int) -> tuple[torch.Tensor, list[str], int]:
+        """A process's share of a micro-batch as sampled latents, instance examples first, then class
+        examples with prior preservation. Returns (latents, the caption of each, number of instance examples)."""
+        picked = data_indices(micro_step, count=len(self.instance), per_process=per_process,
+                              process_index=process_index, num_processes=num_processes, seed=seed)
+        latents = [self.instance_latents.sample(picked,
+                                                torch.randn((len(picked), *self.latent_shape), generator=generator))]
+        captions = [self.instance.captions[i] for i in picked]
+        if self.class_latents is not None:
+            picked_class = data_indices(micro_step, count=self.class_latents.count, per_process=per_process,
+                                        process_index=process_index, num_processes=num_processes, seed=seed + 1)
+            noise = torch.randn((len(picked_class), *self.latent_shape), generator=generator)
+            latents.append(self.class_latents.sample(picked_class, noise))
+            captions += [self.class_prompt] * len(picked_class)
+        return torch.cat(latents), captions, len(picked)
+
+
+def encode_training_data(instance: Examples, class_images: ClassImages | None, *, class_prompt: str, vae,
+                         tokenizer, frozen_text_encoder, resolution: int, cache_latents: bool,
+                         device: torch.device, dtype: torch.dtype) -> TrainingData:
+    """Instance and class images as latent sources (encoded once when ``cache_latents``), captions as token
+    ids, embedded once by ``frozen_text_encoder`` (None: the text encoder trains, so it embeds every step)."""
+    instance_latents = LatentSource(vae, load_pixels(instance.images, resolution), cache=cache_latents, device=device,
+                                    dtype=dtype)
+    class_latents = None
+    captions = list(instance.captions)
+    if class_images is not None:
+        if not class_images.images:
+            raise HubtoolsError(f"no class images in {class_images.dir}: set prior.source to a folder of "
+                                "class images, or delete that folder to generate them again")
+        class_latents = LatentSource(vae, load_pixels(class_images.images, resolution), cache=cache_latents,
+                                     device=device, dtype=dtype)
+        captions.append(class_prompt)
+    prompts = PromptSource(tokenizer, captions, device=device)
+    if frozen_text_encoder is not None:
+        prompts.cache_embeddings(frozen_text_encoder, dtype)
+    return TrainingData(instance, instance_latents, class_latents, class_prompt, prompts,
+                        instance_latents.latent_shape())
 
 
 def data_indices(micro_step: int, *, count: int, per_process: int, process_index: int, num_processes: int,

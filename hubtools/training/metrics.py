@@ -1,13 +1,20 @@
 """Training metrics: one JSON line per step in ``logs/metrics.jsonl``, the same scalars to TensorBoard
-through accelerate's trackers, and a loss-curve PNG at the end."""
+through accelerate's trackers, and a loss-curve PNG at the end. ``LossWindow`` turns the loop's losses,
+read back from the device a window of steps at a time, into those rows."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hubtools.atomic import atomic_path, write_text_atomic
+from hubtools.errors import HubtoolsError
 from hubtools.runfolder import read_jsonl
 
 
@@ -37,6 +44,52 @@ class MetricsLog:
         for row in rows:
             scalars = {f"train/{k}": v for k, v in row.items() if k not in ("step", "time") and v is not None}
             self.accelerator.log(scalars, step=row["step"])
+
+
+@dataclass
+class LossWindow:
+    """The steps since the last host sync. Reading losses back stalls the GPU, so it happens once per
+    window, for everything that needs the values: the NaN check, the metrics rows, the progress-bar postfix."""
+
+    metrics: MetricsLog
+    bar: Any  # tqdm
+    device: torch.device
+    has_prior: bool
+    learning_rate: float  # named in the advice when the loss is no longer finite
+    mixed_precision: str  # likewise
+    run_started: float  # time.perf_counter() at the start of the run: the rows' time column
+    started: float  # when this window began: its steps per second
+    steps: list[tuple[int, torch.Tensor, float]] = field(default_factory=list)  # (step, loss parts on device, lr)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # every row made so far
+
+    def add(self, step: int, loss_parts: torch.Tensor, lr: float) -> None:
+        """``loss_parts``: (loss, instance loss, prior loss) of the step, still on the device."""
+        self.steps.append((step, loss_parts, lr))
+
+    def flush(self) -> None:
+        if not self.steps:
+            return
+        values = torch.stack([parts for _, parts, _ in self.steps]).tolist()
+        now = time.perf_counter()
+        rate = len(self.steps) / max(now - self.started, 1e-9)
+        rows = []
+        for (step, _, lr), (loss, instance_loss, prior_loss) in zip(self.steps, values):
+            if not math.isfinite(loss):
+                raise HubtoolsError(
+                    f"the loss became {loss} at step {step}: lower the learning rate (now {self.learning_rate:g}) "
+                    f"or use --mixed-precision bf16/no instead of {self.mixed_precision}; resume from the last "
+                    "checkpoint with --resume --force after changing it"
+                )
+            rows.append({"step": step, "loss": loss, "instance_loss": instance_loss,
+                         "prior_loss": prior_loss if self.has_prior else None, "lr": lr,
+                         "it/s": rate, "time": round(now - self.run_started, 3)})
+        self.metrics.write(rows)
+        self.rows.extend(rows)
+        postfix = {"loss": f"{rows[-1]['loss']:.4f}"}
+        if self.device.type == "cuda":
+            postfix["mem"] = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}GB"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.steps, self.started = [], now
 
 
 def smooth(values: list[float], window: int) -> list[float]:
