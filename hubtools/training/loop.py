@@ -8,7 +8,7 @@ generator seeded by (seed, step, process), so a resumed run ends with the same w
 one on CPU.
 
 ``_train`` is the recipe, one call per phase; what flows between the phases travels in small dataclasses
-(``_Run`` here, ``RunPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
+(``_Run`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
 ``TrainingData`` from ``data``, ``_Logs`` here).
 """
 
@@ -36,7 +36,7 @@ from hubtools.training.final_weights import save_final_lora, save_final_pipeline
 from hubtools.training.loss import LossParts, add_noise, dreambooth_loss, snr_weights, training_target
 from hubtools.training.memory import MemoryChoice, out_of_memory_error
 from hubtools.training.metrics import LossWindow, MetricsLog, plot_loss_curve
-from hubtools.training.resume import RunPlan, checkpoint_state, load_checkpoint, plan_run
+from hubtools.training.resume import TrainingPlan, checkpoint_state, load_checkpoint, plan_training
 from hubtools.training.trainable import (
     Optimization, TrainableModels, load_trainable_models, prepare_optimization,
 )
@@ -130,7 +130,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), progress=progress, token=token, started=started)
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
-    plan = plan_run(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
+    plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
                     resume=resume, force=force)
     where.effective, where.choice = plan.effective, plan.choice
     run.say(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
@@ -241,7 +241,7 @@ def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: E
     )
 
 
-def _open_logs(run: _Run, plan: RunPlan) -> _Logs:
+def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
     """The metrics logs, the fidelity probe when validation grids are scored, and TensorBoard's trackers."""
     cfg = plan.effective
     logs = _Logs(MetricsLog(run.folder.metrics, run.accelerator, enabled=run.main),
@@ -256,7 +256,7 @@ def _open_logs(run: _Run, plan: RunPlan) -> _Logs:
     return logs
 
 
-def _restore_or_reset(run: _Run, plan: RunPlan, logs: _Logs) -> int:
+def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
     """The step to start from. A resume loads the checkpoint and forgets the metrics rows after it (it
     computes them again); a fresh start begins with empty logs."""
     if plan.resume_from is None:
@@ -268,7 +268,7 @@ def _restore_or_reset(run: _Run, plan: RunPlan, logs: _Logs) -> int:
     return step
 
 
-def _train_steps(run: _Run, plan: RunPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
+def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
                  logs: _Logs, *, start_step: int, where: _Where) -> _LoopOutcome:
     """Every optimizer step from ``start_step`` on, with checkpoints and validation grids when due."""
     cfg, training = plan.effective, plan.effective.training
@@ -332,7 +332,7 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
     return weight_files
 
 
-def _summarise(run: _Run, plan: RunPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
+def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
                weight_files: list[dict[str, Any]]) -> TrainResult:
     """What ``train_result.json`` says. The main process reads the losses back from metrics.jsonl, which
     after a resume also holds the rows from before the checkpoint; other processes have only their own."""

@@ -23,7 +23,7 @@ from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile
 
 
 @dataclass
-class RunPlan:
+class TrainingPlan:
     """Where a run starts and the settings it trains with."""
 
     effective: RunConfig  # the config with the memory profile applied (and a resumed run's base revision)
@@ -32,8 +32,8 @@ class RunPlan:
     resume_from: tuple[int, Path] | None  # (step, folder) of the checkpoint to continue from; None: from scratch
 
 
-def plan_run(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerprint: str, resume: bool,
-             force: bool) -> RunPlan:
+def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerprint: str, resume: bool,
+                  force: bool) -> TrainingPlan:
     """Clear what interrupted saves left, then resume from the newest checkpoint or start over. Every
     process decides the same; only the main process deletes."""
     checkpoint_config = {**ckpt.comparable_config(cfg), "concept images": concept_fingerprint,
@@ -60,7 +60,7 @@ def plan_run(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerpr
     effective = apply_choice(cfg, choice)
     if pinned_revision and not effective.model.revision:
         effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw
-    return RunPlan(effective, choice, checkpoint_config, resume_from)
+    return TrainingPlan(effective, choice, checkpoint_config, resume_from)
 
 
 def _newest_checkpoint(folder: RunFolder) -> tuple[int, Path]:
@@ -91,9 +91,9 @@ def load_checkpoint(accelerator, checkpoint: Path) -> None:
                           "restore the settings it was trained with, or start over with --force") from None
 
 
-def checkpoint_state(plan: RunPlan, step: int, *, class_images_key: str | None,
+def checkpoint_state(plan: TrainingPlan, step: int, *, class_images_key: str | None,
                      base_revision: str | None) -> dict[str, Any]:
-    """``hubtools_state.json`` of the checkpoint at ``step``: what ``plan_run`` checks and restores."""
+    """``hubtools_state.json`` of the checkpoint at ``step``: what ``plan_training`` checks and restores."""
     return {
         "step": step, "config": plan.checkpoint_config, "memory_choice": plan.choice.to_dict(),
         "class_images_key": class_images_key,
