@@ -234,8 +234,8 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
 def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
     """Latents by the frozen VAE; caption embeddings cached unless the text encoder trains."""
     return encode_training_data(
-        instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.vae, tokenizer=models.tokenizer,
-        frozen_text_encoder=None if models.train_text_encoder else models.text_encoder,
+        instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.base.vae, tokenizer=models.base.tokenizer,
+        frozen_text_encoder=None if models.train_text_encoder else models.base.text_encoder,
         resolution=cfg.training.resolution, cache_latents=cfg.training.cache_latents, device=run.device,
         dtype=run.weight_dtype,
     )
@@ -319,11 +319,11 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
         train_text_encoder = models.train_text_encoder
         unet = accelerator.unwrap_model(optimization.unet)
         text_encoder = (accelerator.unwrap_model(optimization.text_encoder) if train_text_encoder
-                        else models.text_encoder)
+                        else models.base.text_encoder)
         if models.lora:
             weight_files = save_final_lora(run.folder.root, unet, text_encoder if train_text_encoder else None)
         else:
-            weight_files = save_final_pipeline(run.folder.root, models.pipe, unet, text_encoder)
+            weight_files = save_final_pipeline(run.folder.root, models.base.pipeline, unet, text_encoder)
         plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.images / "loss_curve.png",
                         title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
                         fidelity=read_jsonl(run.folder.fidelity))
@@ -413,9 +413,9 @@ def _validate(run: _Run, cfg: RunConfig, models: TrainableModels, logs: _Logs, s
     """The validation grid of ``step`` on the main process, scored for subject fidelity when that is on;
     the other processes wait for it."""
     if run.main:
-        pipe = models.pipe
+        pipe = models.base.pipeline
         images = render_validation_grid(
-            unet=models.unet, vae=pipe.vae, text_encoder=models.text_encoder, tokenizer=pipe.tokenizer,
+            unet=models.base.unet, vae=pipe.vae, text_encoder=models.base.text_encoder, tokenizer=pipe.tokenizer,
             scheduler_config=pipe.scheduler.config, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
             num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.resolution,
             device=run.accelerator.device, autocast_dtype=None if run.mixed_precision == "no" else run.weight_dtype,

@@ -30,26 +30,6 @@ class TrainableModels:
     lora: bool
     train_text_encoder: bool
 
-    @property
-    def pipe(self):
-        return self.base.pipeline
-
-    @property
-    def unet(self):
-        return self.base.unet
-
-    @property
-    def vae(self):
-        return self.base.vae
-
-    @property
-    def text_encoder(self):
-        return self.base.text_encoder
-
-    @property
-    def tokenizer(self):
-        return self.base.tokenizer
-
 
 @dataclass
 class Optimization:
@@ -96,7 +76,7 @@ def _set_up_for_training(models: TrainableModels, training: TrainingConfig, devi
     """Freeze and cast what is not trained; add LoRA adapters, or unfreeze the full model."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    unet, vae, text_encoder = models.unet, models.vae, models.text_encoder
+    unet, vae, text_encoder = models.base.unet, models.base.vae, models.base.text_encoder
     train_text_encoder = models.train_text_encoder
     vae.requires_grad_(False)
     vae.to(device, dtype=weight_dtype)
@@ -129,7 +109,7 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
     from diffusers.optimization import get_scheduler
 
     training = cfg.training
-    trainable_models = [models.unet] + ([models.text_encoder] if models.train_text_encoder else [])
+    trainable_models = [models.base.unet] + ([models.base.text_encoder] if models.train_text_encoder else [])
     params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam)
     # accelerate steps a prepared scheduler once per process per optimizer step
@@ -137,10 +117,10 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
                                  num_warmup_steps=training.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=training.steps * accelerator.num_processes)
     prepared = accelerator.prepare(*trainable_models, optimizer, lr_scheduler)
-    ckpt.register_weight_hooks(accelerator, models.unet, models.text_encoder if models.train_text_encoder else None,
+    ckpt.register_weight_hooks(accelerator, models.base.unet, models.base.text_encoder if models.train_text_encoder else None,
                                lora=models.lora)
     return Optimization(trainable_models, params, optimizer=prepared[-2], lr_scheduler=prepared[-1], unet=prepared[0],
-                        text_encoder=prepared[1] if models.train_text_encoder else models.text_encoder)
+                        text_encoder=prepared[1] if models.train_text_encoder else models.base.text_encoder)
 
 
 def _make_optimizer(params, *, lr: float, use_8bit: bool):
