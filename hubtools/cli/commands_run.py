@@ -348,7 +348,8 @@ def demo_command(
     console.print(f"run folder      {result.run_dir}", highlight=False)
     for grid in result.grids:
         console.print(f"grid            {grid}", highlight=False)
+    console.print(f"card            {result.run_dir / 'README.md'}", highlight=False)
     console.print(f"reloaded image  {result.reloaded_image}", highlight=False)
-    console.print(f"hub data        {result.hub_data} (browse it again: hubtools hub serve --data {result.hub_data})",
-                  highlight=False)
+    console.print(f"hub data        {result.hub_data}", highlight=False)
+    console.print(f"browse it again hubtools hub serve --data {result.hub_data}", highlight=False)
     console.print(result.repo_url, highlight=False)
