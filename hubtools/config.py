@@ -9,8 +9,8 @@ LoRA alpha) so the copy written into the run folder reproduces the run on its ow
 from __future__ import annotations
 
 import difflib
-import re
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -45,10 +45,10 @@ def check_repo_id(repo_id: str | None, kind: str = "repo") -> str:
 DEFAULT_LR = {"full": 2e-6, "lora": 1e-4}
 
 
-
 def describe_precision(mixed_precision: str | None) -> str:
     """How a person reads accelerate's mixed-precision setting: ``no`` means plain fp32."""
     return "fp32" if mixed_precision in (None, "", "no") else f"{mixed_precision} mixed precision"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
