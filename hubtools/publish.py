@@ -17,12 +17,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hubtools.config import (
-    RUN_CONFIG_FILENAME, RunConfig, check_repo_id, is_local_path, load_run_config, local_name, save_config,
+    RUN_CONFIG_FILENAME, RunConfig, check_repo_id, load_run_config, local_name, save_config,
 )
 from hubtools.errors import ConfigError, HubError
 from hubtools.hubenv import is_connection_error
@@ -30,10 +30,9 @@ from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 from hubtools.sample import list_checkpoints
 
-
 # Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
-RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl", "logs/fidelity.jsonl",
-             "concept/contact_sheet.png"]
+RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
+             "logs/fidelity.jsonl", "concept/contact_sheet.png"]
 RUN_FOLDERS = ["images"]
 # JSON records that can name local paths (base model folder, resumed checkpoint, class images): pushed scrubbed.
 SCRUBBED_JSON = ["train_result.json", "eval.json", "images/samples.json"]
@@ -115,7 +114,7 @@ def without_local_paths(data: Any) -> Any:
         return {key: without_local_paths(value) for key, value in data.items()}
     if isinstance(data, list):
         return [without_local_paths(value) for value in data]
-    if isinstance(data, str) and is_local_path(data) and Path(data.split("@", 1)[0]).expanduser().is_absolute():
+    if isinstance(data, str) and Path(data).expanduser().is_absolute():
         return local_name(data)
     return data
 
