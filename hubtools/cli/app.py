@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from hubtools.errors import HubError, HubtoolsError
-from hubtools.hubenv import is_connection_error
+from hubtools.hubenv import current_endpoint, is_connection_error, plain_lfs_unless_huggingface_co
 
 app = typer.Typer(
     name="hubtools",
@@ -28,8 +28,6 @@ _DEBUG_ENV = "HUBTOOLS_DEBUG"
 
 
 def _prepare_environment() -> None:
-    from hubtools.hubenv import plain_lfs_unless_huggingface_co
-
     plain_lfs_unless_huggingface_co()
     _quiet_libraries()
 
@@ -101,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         if debug_enabled():
             raise
         if is_connection_error(error):  # whichever stage met it: the Hub is down or HF_ENDPOINT is wrong
-            from hubtools.hubenv import current_endpoint
-
             err_console.print(
                 f"[bold red]error:[/] could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
                 "check the connection or HF_ENDPOINT, then run again",
