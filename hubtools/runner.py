@@ -268,11 +268,12 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
         if note:
             report(f"note: {note}")
         config = plan.config
-    if resume and (finished := completed_training(run_dir)) is not None:
-        report(f"training finished before (step {finished.steps_done}): going on to the grids and the push")
+    trained = completed_training(run_dir) if resume else None
+    if trained is not None:
+        report(f"training finished before (step {trained.steps_done}): going on to the grids and the push")
     else:
         report("training")
-    trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
+        trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
     report("rendering sample grids")
     samples = render_samples(run_dir, progress=progress)
     evaluation = evaluate_if_enabled(run_dir, config, token=token, progress=progress)

@@ -112,6 +112,8 @@ def _command(name: str, exclude: set[str], extra: list[inspect.Parameter] | None
         shared = [p for p in inspect.signature(_run_options, eval_str=True).parameters.values() if p.name not in exclude]
 
         def command(**kwargs: Any) -> None:
+            from hubtools.models import quiet_weight_loading
+
             quiet_weight_loading()
             impl(**kwargs)
 
@@ -122,12 +124,6 @@ def _command(name: str, exclude: set[str], extra: list[inspect.Parameter] | None
         return impl
 
     return decorate
-
-
-def quiet_weight_loading() -> None:
-    from hubtools.models import quiet_weight_loading as quiet
-
-    quiet()
 
 
 def build_config(options: dict[str, Any]) -> RunConfig:
@@ -248,9 +244,11 @@ def train_command(**options: Any) -> None:
     if options["resume"]:
         if run_dir is None:
             raise typer.BadParameter("--resume needs the run folder: hubtools train RUN --resume")
-        if completed_training(run_dir) is not None:
+        result = completed_training(run_dir)
+        if result is not None:
             err_console.print("training had already finished: nothing to resume", highlight=False)
-        result = train_run(run_dir, resume=True, force=options["force"], progress=not options["quiet"])
+        else:
+            result = train_run(run_dir, resume=True, force=options["force"], progress=not options["quiet"])
         print_train_summary(result)
         console.print(str(run_dir), highlight=False)
         return
@@ -277,7 +275,7 @@ def sample_command(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Render the sample grids of a trained run (prompts x seeds, guidance sweep, checkpoints)."""
-    from hubtools.models import resolve_device
+    from hubtools.models import quiet_weight_loading, resolve_device
     from hubtools.sample import render_samples
 
     quiet_weight_loading()
@@ -341,6 +339,7 @@ def demo_command(
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo
+    from hubtools.models import quiet_weight_loading
 
     quiet_weight_loading()
     result = run_demo(out, steps=steps, progress=not quiet, report=_stage)

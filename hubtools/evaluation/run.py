@@ -289,10 +289,6 @@ def _save_generations(out_dir: Path, generations: Generations, seeds: Sequence[i
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, group in enumerate(generations.images):
         for seed, image in zip(seeds, group):
-            _save_png_atomic(image, out_dir / f"prompt{index:02d}-seed{seed}.png")
+            save_image_atomic(image, out_dir / f"prompt{index:02d}-seed{seed}.png")
     for index, image in enumerate(generations.class_images):
-        _save_png_atomic(image, out_dir / f"class-{index:02d}.png")
-
-
-def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    save_image_atomic(image, path)
+        save_image_atomic(image, out_dir / f"class-{index:02d}.png")
