@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
+from hubtools.fonts import label_font
 from hubtools.models import LORA_WEIGHTS_FILENAME, dtype_kwargs, is_lora_run, load_run_pipeline, resolve_device
 from hubtools.runfolder import RunFolder, read_json, write_json_atomic
 
@@ -145,10 +146,6 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
     return image.resize((size, size), Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     """Greedy word wrap measured in pixels (long words stay whole rather than being cut)."""
     lines: list[str] = []
@@ -189,7 +186,7 @@ def _labelled_grid(
     grid = make_image_grid(flat, rows=n_rows, cols=n_cols)
 
     font_size = max(14, cell // 12)
-    font, title_font = _font(font_size), _font(round(font_size * 1.15))
+    font, title_font = label_font(font_size), label_font(round(font_size * 1.15))
     pad = font_size // 2
     line = round(font_size * 1.3)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))

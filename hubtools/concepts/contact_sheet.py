@@ -9,9 +9,10 @@ import math
 import textwrap
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from hubtools.concepts.manifest import ManifestEntry, PreparedConcept
+from hubtools.fonts import label_font
 
 THUMB = 160
 PAD = 12
@@ -25,13 +26,6 @@ MUTED = (110, 110, 110)
 STATUS_COLOURS = {"accepted": (46, 139, 87), "duplicate": (230, 140, 0), "rejected": (200, 40, 40), "ignored": (140, 140, 140)}
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # Pillow's bundled font (needs FreeType)
-    except Exception:  # pragma: no cover - Pillow without FreeType
-        return ImageFont.load_default()
-
-
 def _fit(text: str, width_chars: int) -> str:
     return text if len(text) <= width_chars else "…" + text[-(width_chars - 1) :]
 
@@ -42,7 +36,7 @@ def render_contact_sheet(
     """Write the sheet for ``concept`` to ``path``. ``extra_thumbnails`` maps entry index -> image for
     inputs that were decoded but not used (duplicates, too small), so a person can see them too."""
     extra_thumbnails = extra_thumbnails or {}
-    font, small, title_font = _font(13), _font(12), _font(16)
+    font, small, title_font = label_font(13), label_font(12), label_font(16)
     tiles: list[tuple[Image.Image, ManifestEntry]] = []
     for index, entry in enumerate(concept.entries):
         if entry.status == "accepted" and entry.output:
