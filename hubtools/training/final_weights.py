@@ -11,31 +11,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hubtools.models import LORA_WEIGHTS_FILENAME
 
 
-def save_final_lora(root: Path, unet, text_encoder) -> list[dict[str, Any]]:
-    """``pytorch_lora_weights.safetensors``; ``text_encoder`` None when only the UNet was adapted."""
+def save_final_lora(root: Path, family, adapted: dict[str, Any]) -> list[dict[str, Any]]:
+    """``pytorch_lora_weights.safetensors`` of the adapted components (the denoiser, and the text encoders
+    that were trained)."""
     from hubtools.training.lora import save_lora
 
     with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-lora-") as tmp:
-        saved = save_lora(Path(tmp), unet, text_encoder)
+        saved = save_lora(Path(tmp), family, adapted)
         os.replace(saved, root / LORA_WEIGHTS_FILENAME)
     return [_file_entry(root, root / LORA_WEIGHTS_FILENAME)]
 
 
-def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[dict[str, Any]]:
-    """The whole pipeline, fp32 as the base was; each component folder is swapped in by rename and
-    model_index.json comes last, so the folder only reads as a model once every part is in place."""
-    from diffusers import StableDiffusionPipeline
-
-    final = StableDiffusionPipeline(
-        unet=unet, vae=pipe.vae.to(torch.float32), text_encoder=text_encoder.to(torch.float32),
-        tokenizer=pipe.tokenizer, scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+def save_final_pipeline(root: Path, family, pipe, trained: dict[str, Any]) -> list[dict[str, Any]]:
+    """The whole pipeline of the family's class, fp32 as the base was, the ``trained`` components in place of
+    the base's; each component folder is swapped in by rename and model_index.json comes last, so the folder
+    only reads as a model once every part is in place."""
+    final = family.final_pipeline(pipe.components, trained)
     (root / "model_index.json").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-model-") as tmp:
         final.save_pretrained(tmp, safe_serialization=True)
@@ -47,8 +41,8 @@ def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[dict[str, 
                 shutil.rmtree(target)
             os.replace(item, target)
         os.replace(Path(tmp) / "model_index.json", root / "model_index.json")
-    return [_file_entry(root, p) for p in sorted(root.glob("*/*.safetensors"))
-            if p.parent.name in ("unet", "vae", "text_encoder")]
+    weighted = {family.denoiser, "vae", *family.text_encoders}
+    return [_file_entry(root, p) for p in sorted(root.glob("*/*.safetensors")) if p.parent.name in weighted]
 
 
 def _file_entry(root: Path, path: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from hubtools.training.data import (
     Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples, step_generator,
 )
 from hubtools.training.final_weights import save_final_lora, save_final_pipeline
-from hubtools.training.loss import LossParts, add_noise, dreambooth_loss, snr_weights, training_target
+from hubtools.training.loss import LossParts, dreambooth_loss
 from hubtools.training.memory import MemoryChoice, out_of_memory_error
 from hubtools.training.metrics import LossWindow, MetricsLog, plot_loss_curve
 from hubtools.training.resume import TrainingPlan, checkpoint_state, load_checkpoint, plan_training
@@ -232,10 +232,10 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
 
 
 def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
-    """Latents by the frozen VAE; caption embeddings cached unless the text encoder trains."""
+    """Latents by the frozen VAE; caption embeddings cached unless a text encoder trains."""
     return encode_training_data(
-        instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.base.vae, tokenizer=models.base.tokenizer,
-        frozen_text_encoder=None if models.train_text_encoder else models.base.text_encoder,
+        instance, models.class_images, class_prompt=cfg.class_prompt, family=models.family, parts=models.parts,
+        frozen_text_encoders=None if models.trained_text_encoders else models.text_encoders,
         resolution=cfg.training.resolution, cache_latents=cfg.training.cache_latents, device=run.device,
         dtype=run.weight_dtype,
     )
@@ -316,14 +316,11 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
     accelerator.wait_for_everyone()
     weight_files: list[dict[str, Any]] = []
     if run.main:
-        train_text_encoder = models.train_text_encoder
-        unet = accelerator.unwrap_model(optimization.unet)
-        text_encoder = (accelerator.unwrap_model(optimization.text_encoder) if train_text_encoder
-                        else models.base.text_encoder)
+        trained = {name: accelerator.unwrap_model(model) for name, model in models.trained.items()}
         if models.lora:
-            weight_files = save_final_lora(run.folder.root, unet, text_encoder if train_text_encoder else None)
+            weight_files = save_final_lora(run.folder.root, models.family, trained)
         else:
-            weight_files = save_final_pipeline(run.folder.root, models.base.pipeline, unet, text_encoder)
+            weight_files = save_final_pipeline(run.folder.root, models.family, models.base.pipeline, trained)
         plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.images / "loss_curve.png",
                         title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
                         fidelity=read_jsonl(run.folder.fidelity))
@@ -354,7 +351,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
         class_images=models.class_images.to_dict() if models.class_images else None,
         num_instance_images=len(data.instance),
         resumed_from=plan.resume_from[0] if plan.resume_from else None, num_processes=run.accelerator.num_processes,
-        settings={"learning_rate": plan.effective.learning_rate, "batch_size": training.batch_size,
+        settings={"family": models.family.name, "learning_rate": plan.effective.learning_rate, "batch_size": training.batch_size,
                   "gradient_accumulation_steps": training.gradient_accumulation_steps,
                   "use_8bit_adam": training.use_8bit_adam, "gradient_checkpointing": training.gradient_checkpointing,
                   "cache_latents": training.cache_latents, "train_text_encoder": models.train_text_encoder,
@@ -390,36 +387,31 @@ def _micro_batch_loss(micro: int, run: _Run, cfg: RunConfig, models: TrainableMo
                       optimization: Optimization) -> LossParts:
     """The DreamBooth loss of this process's share of one micro-batch. Every draw comes from the micro-step's
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
-    training, device, scheduler = cfg.training, run.device, models.noise_scheduler
+    training, family = cfg.training, models.family
     generator = step_generator(training.seed, micro, run.accelerator.process_index)
     latents, captions, num_instance = data.draw(
         micro, generator, seed=training.seed, per_process=training.batch_size,
         process_index=run.accelerator.process_index, num_processes=run.accelerator.num_processes)
-    count = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator).to(device)
-    offset = torch.randn((count, latents.shape[1], 1, 1), generator=generator).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator).to(device)
-    noisy, noise = add_noise(scheduler, latents, noise, timesteps, training.offset_noise, offset)
-    target = training_target(scheduler, latents, noise, timesteps)
+    batch = family.noisy_input_and_target(models.noise_scheduler, latents, generator, training, run.device)
     with run.accelerator.autocast():
-        hidden = data.prompts.embeddings(captions, optimization.text_encoder)
-        prediction = optimization.unet(noisy, timesteps, hidden).sample
-    weights = snr_weights(scheduler, timesteps, training.snr_gamma) if training.snr_gamma else None
-    return dreambooth_loss(prediction, target, num_instance=num_instance,
-                           prior_loss_weight=cfg.prior.loss_weight, weights=weights)
+        conditioning = data.prompts.embeddings(captions, optimization.text_encoders)
+        prediction = family.predict(optimization.denoiser, batch.model_input, batch.timesteps, conditioning)
+    return dreambooth_loss(prediction, batch.target, num_instance=num_instance,
+                           prior_loss_weight=cfg.prior.loss_weight, weights=batch.weights)
 
 
 def _validate(run: _Run, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
     """The validation grid of ``step`` on the main process, scored for subject fidelity when that is on;
     the other processes wait for it."""
     if run.main:
-        pipe = models.base.pipeline
+        family, parts = models.family, models.parts
+        denoiser_config = dict(models.denoiser.config)
         images = render_validation_grid(
-            unet=models.base.unet, vae=pipe.vae, text_encoder=models.base.text_encoder, tokenizer=pipe.tokenizer,
-            scheduler_config=pipe.scheduler.config, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
+            pipe=family.pipeline(parts, scheduler=family.validation_scheduler(parts["scheduler"].config)),
+            denoiser=models.denoiser, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
             num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.resolution,
             device=run.accelerator.device, autocast_dtype=None if run.mixed_precision == "no" else run.weight_dtype,
-            path=validation_path(run.folder.images, step),
+            path=validation_path(run.folder.images, step), call_kwargs=family.call_kwargs(denoiser_config),
         )
         if logs.fidelity is not None:
             logs.fidelity_log.write([{"step": step, "dino": round(logs.fidelity.score(images), 6)}])
