@@ -184,6 +184,31 @@ class Family(ABC):
         self.pipeline_class().save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **layers)
         return Path(folder) / weight_name
 
+    # Whether diffusers has a converter to the kohya/A1111/ComfyUI layout for this family's LoRA files.
+    kohya_lora: ClassVar[bool] = True
+
+    def kohya_lora_state(self, diffusers_file: Path) -> dict[str, torch.Tensor]:
+        """The LoRA of ``diffusers_file`` in the kohya layout that AUTOMATIC1111, ComfyUI, SD.Next and
+        InvokeAI read (``lora_unet_*``, ``lora_te1_*``, ``lora_te2_*``; ``lora_down``/``lora_up``/``alpha``),
+        through diffusers' converters. Each module's ``alpha`` is the adapter's own (the converter assumes
+        alpha = rank)."""
+        import json
+
+        from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(diffusers_file), "pt") as handle:
+            metadata = json.loads((handle.metadata() or {}).get("lora_adapter_metadata", "{}"))
+        kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(diffusers_file)))
+        prefixes = {"lora_unet": self.denoiser, "lora_te1": "text_encoder", "lora_te2": "text_encoder_2"}
+        for key in [k for k in kohya if k.endswith(".alpha")]:
+            component = prefixes[next(p for p in prefixes if key.startswith(p + "_"))]
+            alpha = metadata.get(f"{component}.lora_alpha")
+            if alpha is not None:
+                kohya[key] = torch.tensor(float(alpha))
+        return kohya
+
     def final_pipeline(self, base_parts: dict[str, Any], trained: dict[str, Any]):
         """The pipeline a finished full fine-tune saves: the base's parts, the trained ones in their place,
         every model in fp32 as the base was."""

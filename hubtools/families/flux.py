@@ -56,6 +56,9 @@ class Flux(Family):
     card_dtype = "torch.bfloat16"
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
     tiny_card_tags = ("flux",)
+    # diffusers converts kohya's FLUX LoRAs (BFL names, fused qkv) to its own, not back; ComfyUI loads the
+    # diffusers file itself (its ``transformer.*`` keys), so no second file is written.
+    kohya_lora = False
 
     @staticmethod
     def is_schnell(denoiser_config: dict[str, Any]) -> bool:

@@ -14,15 +14,35 @@ from typing import Any
 from hubtools.models import LORA_WEIGHTS_FILENAME
 
 
-def save_final_lora(root: Path, family, adapted: dict[str, Any]) -> list[dict[str, Any]]:
+def save_final_lora(root: Path, family, adapted: dict[str, Any], *, kohya_name: str | None = None) -> list[dict[str, Any]]:
     """``pytorch_lora_weights.safetensors`` of the adapted components (the denoiser, and the text encoders
-    that were trained)."""
+    that were trained), for ``load_lora_weights``; and, where the family has diffusers' converter, the same
+    LoRA in the kohya layout as ``<kohya_name>.safetensors`` for AUTOMATIC1111 / ComfyUI / SD.Next (their
+    prompt syntax ``<lora:NAME:1>`` takes the file's name, so it is named after the model, not generically)."""
+    from safetensors.torch import save_file
+
     from hubtools.training.lora import save_lora
 
+    written = [root / LORA_WEIGHTS_FILENAME]
     with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-lora-") as tmp:
         saved = save_lora(Path(tmp), family, adapted)
+        if family.kohya_lora and kohya_name:
+            kohya = Path(tmp) / kohya_lora_filename(kohya_name)
+            save_file(family.kohya_lora_state(saved), kohya, metadata={"format": "pt"})
+            os.replace(kohya, root / kohya.name)
+            written.append(root / kohya.name)
         os.replace(saved, root / LORA_WEIGHTS_FILENAME)
-    return [_file_entry(root, root / LORA_WEIGHTS_FILENAME)]
+    return [_file_entry(root, path) for path in written]
+
+
+def kohya_lora_filename(name: str) -> str:
+    """``<name>.safetensors`` with ``name`` reduced to characters every UI and file system takes."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "lora"
+    if cleaned + ".safetensors" == LORA_WEIGHTS_FILENAME:
+        cleaned += "-kohya"
+    return cleaned + ".safetensors"
 
 
 def save_final_pipeline(root: Path, family, pipe, trained: dict[str, Any]) -> list[dict[str, Any]]:

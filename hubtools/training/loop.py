@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import hubtools
-from hubtools.config import RunConfig, TrainingConfig, describe_precision
+from hubtools.config import RunConfig, describe_precision
 from hubtools.errors import ConfigError
 from hubtools.models import resolve_device
 from hubtools.runfolder import RunFolder, read_jsonl, write_json_atomic
@@ -141,7 +141,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     logs = _open_logs(run, plan)
     start_step = _restore_or_reset(run, plan, logs)
     loop = _train_steps(run, plan, models, data, optimization, logs, start_step=start_step, where=where)
-    weight_files = _write_final_outputs(run, plan.effective.training, models, optimization)
+    weight_files = _write_final_outputs(run, plan, models, optimization)
     result = _summarise(run, plan, models, data, loop, weight_files)
     if run.main:
         write_json_atomic(run.folder.train_result, result.to_dict())
@@ -308,17 +308,18 @@ def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: T
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
 
 
-def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableModels,
+def _write_final_outputs(run: _Run, plan: TrainingPlan, models: TrainableModels,
                          optimization: Optimization) -> list[dict[str, Any]]:
     """The final weights and the loss curve, on the main process once every process is done; returns the
     weight files (none on the other processes)."""
-    accelerator = run.accelerator
+    accelerator, training = run.accelerator, plan.effective.training
     accelerator.wait_for_everyone()
     weight_files: list[dict[str, Any]] = []
     if run.main:
         trained = {name: accelerator.unwrap_model(model) for name, model in models.trained.items()}
         if models.lora:
-            weight_files = save_final_lora(run.folder.root, models.family, trained)
+            weight_files = save_final_lora(run.folder.root, models.family, trained,
+                                           kohya_name=kohya_name(plan.effective, run.folder.root))
         else:
             weight_files = save_final_pipeline(run.folder.root, models.family, models.base.pipeline, trained)
         plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.images / "loss_curve.png",
@@ -419,6 +420,12 @@ def _validate(run: _Run, cfg: RunConfig, models: TrainableModels, logs: _Logs, s
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def kohya_name(cfg: RunConfig, root: Path) -> str:
+    """The name of the kohya-layout LoRA file: the model's repo name, else the run folder's."""
+    repo_id = cfg.publish.repo_id
+    return repo_id.split("/")[-1] if repo_id else Path(root).resolve().name
 
 
 def _forget_previous_accelerator() -> None:
