@@ -182,3 +182,18 @@ def test_a_full_flux_fine_tune_is_refused_where_memory_does_not_allow(pipelines,
     monkeypatch.setattr(flux, "_ALWAYS_FULL_BELOW", 0)  # as if it were the 12B model
     with pytest.raises(ConfigError, match=r"full fine-tune of FLUX.1 .*\(no GPU here\): train a LoRA instead"):
         family.check_training("full", transformer, torch.device("cpu"))
+
+
+def test_memory_profiles_are_the_families_own():
+    from hubtools.config import RunConfig
+    from hubtools.training.memory import MemoryChoice, choose_profile, next_smaller_profile, out_of_memory_error
+
+    cfg = RunConfig.model_validate({"training": {"memory": "high"}})
+    cpu = torch.device("cpu")
+    assert choose_profile(cfg, cpu, "sd").method == "full"
+    assert choose_profile(cfg, cpu, "flux").method == "lora"  # no profile fully fine-tunes FLUX.1
+    low = choose_profile(RunConfig.model_validate({"training": {"memory": "low"}}), cpu, "sdxl")
+    assert (low.method, low.gradient_checkpointing) == ("lora", True)
+    assert next_smaller_profile(cfg, MemoryChoice("high", "", "lora", False, False), "flux") == "medium"
+    message = str(out_of_memory_error(cfg, MemoryChoice("medium", "", "full", True, True), 3, "sdxl"))
+    assert "retry with --memory low (LoRA, 8-bit Adam, gradient checkpointing)" in message

@@ -26,6 +26,7 @@ import torch
 import hubtools
 from hubtools.config import RunConfig, describe_precision
 from hubtools.errors import ConfigError
+from hubtools.families.loading import detect_family
 from hubtools.models import resolve_device
 from hubtools.runfolder import RunFolder, read_jsonl, write_json_atomic
 from hubtools.training import checkpoints as ckpt
@@ -99,6 +100,7 @@ class _Where:
     effective: RunConfig | None = None
     choice: MemoryChoice | None = None
     step: int | None = None  # None: still loading
+    family: str = "sd"  # the base model's family (its memory profiles)
 
 
 def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -114,7 +116,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     except torch.OutOfMemoryError:
         if where.choice is None:
             raise
-        raise out_of_memory_error(where.effective, where.choice, where.step) from None
+        raise out_of_memory_error(where.effective, where.choice, where.step, where.family) from None
     finally:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
@@ -130,8 +132,9 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), progress=progress, token=token, started=started)
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
+    where.family = detect_family(cfg.model, token=run.token)[0].name  # its memory profiles; nothing loaded yet
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
-                    resume=resume, force=force)
+                         resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.effective, plan.choice
     run.say(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
     models = load_trainable_models(plan.effective, run.accelerator, seed=cfg.training.seed,
