@@ -197,3 +197,18 @@ def test_memory_profiles_are_the_families_own():
     assert next_smaller_profile(cfg, MemoryChoice("high", "", "lora", False, False), "flux") == "medium"
     message = str(out_of_memory_error(cfg, MemoryChoice("medium", "", "full", True, True), 3, "sdxl"))
     assert "retry with --memory low (LoRA, 8-bit Adam, gradient checkpointing)" in message
+
+
+def test_a_vae_of_the_users_choice_replaces_the_base_models(tiny_folders, tmp_path):
+    """``model.vae`` (``--vae``): e.g. an fp16-safe SDXL VAE, from a VAE folder or a pipeline's vae/."""
+    from diffusers import AutoencoderKL
+
+    from hubtools.config import ModelConfig
+    from hubtools.families.loading import load_base
+
+    vae_folder = tmp_path / "my-vae"
+    AutoencoderKL.from_pretrained(tiny_folders["sdxl"], subfolder="vae", scaling_factor=0.5).save_pretrained(vae_folder)
+    family, base = load_base(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(vae_folder)))
+    assert family.name == "sdxl" and base.pipeline.vae.config.scaling_factor == 0.5
+    with pytest.raises(ConfigError, match=r"--vae .*nowhere could not be loaded as a diffusers AutoencoderKL"):
+        load_base(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "nowhere")))

@@ -57,10 +57,11 @@ def load_base(model_cfg: ModelConfig, *, device: torch.device | None = None, dty
     from hubtools.models import BaseModel, _first_line, dtype_kwargs
 
     family, model_id, sha = detect_family(model_cfg, token=token)
+    replaced = {"vae": load_vae(model_cfg.vae, dtype=dtype, token=token)} if model_cfg.vae else {}
     try:
         pipe = family.pipeline_class().from_pretrained(
             model_id, revision=sha or model_cfg.revision, token=token, **dtype_kwargs("diffusers", dtype),
-            **family.extra_pipeline_kwargs,
+            **family.extra_pipeline_kwargs, **replaced,
         )
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(
@@ -71,3 +72,24 @@ def load_base(model_cfg: ModelConfig, *, device: torch.device | None = None, dty
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return family, BaseModel(model_id=model_id, revision=sha, pipeline=pipe)
+
+
+def load_vae(reference: str, *, dtype: torch.dtype = torch.float32, token: str | None = None):
+    """An ``AutoencoderKL`` from a Hub id (``ns/name[@revision]``) or local folder: a VAE repo (config at the
+    top, as ``madebyollin/sdxl-vae-fp16-fix``) or a pipeline's ``vae/`` subfolder."""
+    from diffusers import AutoencoderKL
+
+    from hubtools.models import _first_line, dtype_kwargs
+
+    local = Path(reference).expanduser()
+    model_id, _, revision = (str(local), "", "") if local.is_dir() else reference.partition("@")
+    attempts = [None, "vae"]
+    error: Exception | None = None
+    for subfolder in attempts:
+        try:
+            return AutoencoderKL.from_pretrained(model_id, subfolder=subfolder, revision=revision or None, token=token,
+                                                 **dtype_kwargs("diffusers", dtype))
+        except (OSError, ValueError) as failure:
+            error = failure
+    raise ConfigError(f"--vae {reference} could not be loaded as a diffusers AutoencoderKL (a VAE repo or a "
+                      f"pipeline with vae/): {_first_line(error)}")
