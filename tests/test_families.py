@@ -212,3 +212,18 @@ def test_a_vae_of_the_users_choice_replaces_the_base_models(tiny_folders, tmp_pa
     assert family.name == "sdxl" and base.pipeline.vae.config.scaling_factor == 0.5
     with pytest.raises(ConfigError, match=r"--vae .*nowhere could not be loaded as a diffusers AutoencoderKL"):
         load_base(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "nowhere")))
+
+
+def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_folders):
+    """FLUX has CLIP and T5: both tokenizers come from the base model's own folders."""
+    from hubtools.families.tokenizers import base_model_tokenizers, identifier_splits, split_warnings
+
+    family, tokenizers = base_model_tokenizers(str(tiny_folders["flux"]))
+    assert family.name == "flux" and list(tokenizers) == ["tokenizer", "tokenizer_2"]
+    splits = {split.tokenizer: split for split in identifier_splits("nlwx", tokenizers)}
+    assert splits["tokenizer"].num_tokens == 1 and splits["tokenizer"].tokenizer_class == "CLIPTokenizer"
+    assert splits["tokenizer_2"].num_tokens > 1 and "T5" in splits["tokenizer_2"].tokenizer_class
+    (warning,) = split_warnings("nlwx", list(splits.values()))
+    assert warning.startswith("'nlwx' is 3 tokens to tokenizer_2") and "▁n + l + wx" in warning
+    _, sd_tokenizers = base_model_tokenizers(str(tiny_folders["sd"]))
+    assert list(sd_tokenizers) == ["tokenizer"]
