@@ -227,3 +227,24 @@ def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_fol
     assert warning.startswith("'nlwx' is 3 tokens to tokenizer_2") and "▁n + l + wx" in warning
     _, sd_tokenizers = base_model_tokenizers(str(tiny_folders["sd"]))
     assert list(sd_tokenizers) == ["tokenizer"]
+
+
+def test_family_defaults_fill_only_what_the_user_left_unset(tiny_folders):
+    from hubtools.config import RunConfig
+    from hubtools.families import apply_family_defaults
+    from hubtools.families.loading import with_family_defaults
+
+    flux, dev = by_name("flux"), {"guidance_embeds": True}
+    cfg = RunConfig.model_validate({"model": {"base_model": str(tiny_folders["flux"])},
+                                    "sampling": {"num_inference_steps": 3}})
+    filled = apply_family_defaults(cfg, flux, dev)
+    assert (filled.training.resolution, filled.training.method) == (1024, "lora")
+    assert filled.sampling.guidance_scales == [2.5, 3.5, 4.5] and filled.sampling.num_inference_steps == 3
+    assert filled.prior.guidance_scale == 3.5
+    schnell = apply_family_defaults(cfg, flux, {"guidance_embeds": False})
+    assert schnell.sampling.guidance_scales == [0.0] and schnell.prior.generation_steps == 4
+    assert apply_family_defaults(cfg, by_name("sd"), {}).model_dump() == cfg.model_dump()
+    family, detected = with_family_defaults(cfg)  # reads model_index.json and transformer/config.json
+    assert family is flux and detected.model_dump() == filled.model_dump()
+    # a config read back from a run folder has every value written out: nothing changes
+    assert apply_family_defaults(RunConfig.model_validate_json(cfg.model_dump_json()), flux, dev) != filled

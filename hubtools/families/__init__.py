@@ -40,6 +40,19 @@ def by_name(name: str) -> Family:
         raise ConfigError(f"unknown model family {name!r}: choose one of {', '.join(_BY_NAME)}") from None
 
 
+def apply_family_defaults(cfg, family: Family, denoiser_config: dict[str, Any]):
+    """A copy of ``cfg`` (a ``RunConfig``) with the family's defaults for the settings the user left unset
+    (SDXL and FLUX.1: 1024 px, their guidance and steps; FLUX.1: LoRA). Set values, and every value of a
+    config read back from a run folder (all written out), are kept."""
+    updated = cfg.model_copy(deep=True)
+    for dotted, value in family.config_defaults(denoiser_config).items():
+        section_name, key = dotted.split(".")
+        section = getattr(updated, section_name)
+        if key not in section.model_fields_set:
+            setattr(section, key, value)
+    return updated
+
+
 def of_pipeline(pipeline) -> Family:
     """The family of a loaded pipeline."""
     return detect({"_class_name": type(pipeline).__name__}, source=f"pipeline {type(pipeline).__name__}")
@@ -47,5 +60,5 @@ def of_pipeline(pipeline) -> Family:
 
 __all__ = [
     "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "SamplingDefaults", "StableDiffusion",
-    "StableDiffusionXL", "by_name", "detect", "of_pipeline", "supported",
+    "StableDiffusionXL", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
 ]

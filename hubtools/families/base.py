@@ -118,6 +118,27 @@ class Family(ABC):
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         """Guidance, steps and call arguments this family (and variant) samples well with."""
 
+    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
+        """Run settings (dotted ``section.key``) whose defaults differ for this family: applied to a config only
+        where the user left them unset (``families.apply_family_defaults``). SD's are the config's own."""
+        defaults = self.sampling_defaults(denoiser_config)
+        return {"training.resolution": self.default_resolution,
+                "sampling.guidance_scales": list(defaults.guidance_scales),
+                "sampling.num_inference_steps": defaults.num_inference_steps,
+                "prior.guidance_scale": defaults.guidance_scale,
+                "prior.generation_steps": min(defaults.num_inference_steps, 30)}
+
+    def sampling_scheduler(self, name: str, scheduler_config):
+        """The scheduler the sample grids draw with, by the config's name (ddim, pndm, euler, dpm)."""
+        import diffusers
+
+        classes = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "euler": "EulerDiscreteScheduler",
+                   "dpm": "DPMSolverMultistepScheduler"}
+        return getattr(diffusers, classes[name]).from_config(scheduler_config)
+
+    def sampling_scheduler_label(self, name: str) -> str:
+        return name.upper()
+
     def call_kwargs(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         """Pipeline-call arguments beyond prompt, steps, guidance, size and generator."""
         return dict(self.sampling_defaults(denoiser_config).extra)

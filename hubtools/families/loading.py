@@ -42,6 +42,32 @@ def read_model_index(model_id: str, revision: str | None, token: str | None = No
         raise HubError(f"could not read model_index.json of {model_id} from {current_endpoint()}: {error}") from None
 
 
+def read_denoiser_config(family: Family, model_id: str, revision: str | None,
+                         token: str | None = None) -> dict[str, Any]:
+    """The denoiser's ``config.json`` (FLUX dev and schnell differ there), or {} when it cannot be read."""
+    local = Path(model_id).expanduser()
+    try:
+        if local.is_dir():
+            path = local / family.denoiser / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model_id, f"{family.denoiser}/config.json", revision=revision, token=token))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def with_family_defaults(cfg, token: str | None = None):
+    """(family, ``cfg`` with the family's defaults where the user left settings unset); reads only
+    ``model_index.json`` and the denoiser's ``config.json``."""
+    from hubtools.families import apply_family_defaults
+
+    family, model_id, sha = detect_family(cfg.model, token=token)
+    denoiser_config = read_denoiser_config(family, model_id, sha or cfg.model.revision, token=token)
+    return family, apply_family_defaults(cfg, family, denoiser_config)
+
+
 def detect_family(model_cfg: ModelConfig, token: str | None = None) -> tuple[Family, str, str | None]:
     """(family, model id after known moves, commit sha) of a base model, from its ``model_index.json``."""
     from hubtools.models import resolve_base_revision

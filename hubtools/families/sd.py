@@ -30,6 +30,9 @@ class StableDiffusion(Family):
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         return SamplingDefaults(guidance_scale=7.0, num_inference_steps=50, guidance_scales=(7.0, 11.0))
 
+    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
+        return {}  # the config's defaults are SD 1.x's
+
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
         return License("creativeml-openrail-m")
 

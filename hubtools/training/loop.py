@@ -26,7 +26,7 @@ import torch
 import hubtools
 from hubtools.config import RunConfig, describe_precision
 from hubtools.errors import ConfigError
-from hubtools.families.loading import detect_family
+from hubtools.families.loading import with_family_defaults
 from hubtools.models import resolve_device
 from hubtools.runfolder import RunFolder, read_jsonl, write_json_atomic
 from hubtools.training import checkpoints as ckpt
@@ -129,10 +129,11 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     """The recipe. The order of the phases is part of exact resume: the accelerate calls (prepare, hooks,
     trackers, load_state) and the draws from the global RNG must come in the same order on every run."""
     started = time.perf_counter()
+    family, cfg = with_family_defaults(cfg, token=token)  # reads two small JSON files, loads nothing
+    where.family = family.name  # its memory profiles
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), progress=progress, token=token, started=started)
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
-    where.family = detect_family(cfg.model, token=run.token)[0].name  # its memory profiles; nothing loaded yet
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
                          resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.effective, plan.choice
