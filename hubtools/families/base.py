@@ -139,6 +139,22 @@ class Family(ABC):
     def sampling_scheduler_label(self, name: str) -> str:
         return name.upper()
 
+    def card_snippet(self, denoiser_config: dict[str, Any], scheduler_name: str) -> dict[str, Any]:
+        """What the card's code snippet needs: the pipeline class, the half-precision dtype it loads with on a
+        GPU, the scheduler class it swaps in (None: keep the model's own), extra call arguments as Python."""
+        extra = self.call_kwargs(denoiser_config)
+        scheduler = type(self.sampling_scheduler(scheduler_name, self._scheduler_probe_config())).__name__
+        return {"pipeline_class": self.pipeline_class_name, "dtype": self.card_dtype,
+                "scheduler_class": scheduler if self.swaps_scheduler else None,
+                "call_args": "".join(f", {key}={value!r}" for key, value in extra.items())}
+
+    # Whether sampling swaps in the config's scheduler (SD, SDXL) or keeps the model's own (FLUX).
+    swaps_scheduler: ClassVar[bool] = True
+
+    @staticmethod
+    def _scheduler_probe_config() -> dict[str, Any]:
+        return {"num_train_timesteps": 1000}
+
     def call_kwargs(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         """Pipeline-call arguments beyond prompt, steps, guidance, size and generator."""
         return dict(self.sampling_defaults(denoiser_config).extra)

@@ -59,6 +59,7 @@ class Flux(Family):
     # diffusers converts kohya's FLUX LoRAs (BFL names, fused qkv) to its own, not back; ComfyUI loads the
     # diffusers file itself (its ``transformer.*`` keys), so no second file is written.
     kohya_lora = False
+    swaps_scheduler = False
 
     @staticmethod
     def is_schnell(denoiser_config: dict[str, Any]) -> bool:
