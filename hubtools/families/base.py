@@ -139,10 +139,14 @@ class Family(ABC):
     def sampling_scheduler_label(self, name: str) -> str:
         return name.upper()
 
-    def card_snippet(self, denoiser_config: dict[str, Any], scheduler_name: str) -> dict[str, Any]:
+    def card_snippet(self, denoiser_config: dict[str, Any], scheduler_name: str,
+                     resolution: int | None = None) -> dict[str, Any]:
         """What the card's code snippet needs: the pipeline class, the half-precision dtype it loads with on a
-        GPU, the scheduler class it swaps in (None: keep the model's own), extra call arguments as Python."""
+        GPU, the scheduler class it swaps in (None: keep the model's own), extra call arguments as Python
+        (the image size where the pipeline's default is not the model's: FLUX always draws 1024 px)."""
         extra = self.call_kwargs(denoiser_config)
+        if resolution and not self.pipeline_sizes_itself:
+            extra = {"height": resolution, "width": resolution, **extra}
         scheduler = type(self.sampling_scheduler(scheduler_name, self._scheduler_probe_config())).__name__
         return {"pipeline_class": self.pipeline_class_name, "dtype": self.card_dtype,
                 "scheduler_class": scheduler if self.swaps_scheduler else None,
@@ -150,6 +154,8 @@ class Family(ABC):
 
     # Whether sampling swaps in the config's scheduler (SD, SDXL) or keeps the model's own (FLUX).
     swaps_scheduler: ClassVar[bool] = True
+    # Whether the pipeline's default image size follows the model's config (SD, SDXL: the UNet's sample size).
+    pipeline_sizes_itself: ClassVar[bool] = True
 
     @staticmethod
     def _scheduler_probe_config() -> dict[str, Any]:

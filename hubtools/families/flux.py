@@ -60,6 +60,7 @@ class Flux(Family):
     # diffusers file itself (its ``transformer.*`` keys), so no second file is written.
     kohya_lora = False
     swaps_scheduler = False
+    pipeline_sizes_itself = False  # FluxPipeline draws 1024 px unless told
 
     @staticmethod
     def is_schnell(denoiser_config: dict[str, Any]) -> bool:
