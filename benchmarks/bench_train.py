@@ -43,7 +43,7 @@ PEAK_FLOPS = {
 
 def build_base(folder: Path, sd15: bool) -> Path:
     """A random-weight pipeline of the chosen size, saved as a local base-model folder."""
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     if not sd15:
         build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)

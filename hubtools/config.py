@@ -259,6 +259,17 @@ def is_local_path(value: str) -> bool:
     return bare.count("/") != 1 or Path(bare).expanduser().exists()
 
 
+_HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
+
+
+def parse_hub_ref(text: str) -> tuple[str, str | None] | None:
+    """``ns/name@rev`` -> ("ns/name", "rev") (revision None without ``@``); None when ``text`` is no Hub id."""
+    match = _HUB_REF.match(text.strip())
+    if not match or ".." in text or text.strip().startswith((".", "/", "~")):
+        return None
+    return match["repo"], match["revision"]
+
+
 def local_name(value: str | None) -> str | None:
     """``value`` reduced to its last path part when it is a local path; Hub ids and None pass through."""
     if value is None or not is_local_path(value):

@@ -60,7 +60,7 @@ def demo_config(steps: int) -> RunConfig:
 def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Report = _quiet) -> DemoResult:
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.localhub import serve_in_background
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     out = Path(out)
     run_dir = out / "run"

@@ -21,10 +21,10 @@ import torch
 
 from hubtools.config import RunConfig
 from hubtools.errors import InputError
+from hubtools.imagefiles import image_files
 
 MANIFEST = "class_images.json"
 _KEY_VERSION = 1
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassIm
     count = cfg.prior.num_class_images
     folder = Path(source).expanduser()
     if folder.is_dir():
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())[:count]
+        images = image_files(folder)[:count]
         if not images:
             raise InputError(f"prior.source {source} has no images (png, jpg, webp): point it at a folder of "
                              "class images, or unset it to generate them")

@@ -9,14 +9,13 @@ Each stage is a plain function of the run folder (``hubtools.runfolder``), so ``
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hubtools.config import RunConfig, load_run_config, save_config
-from hubtools.errors import ConfigError, HubError
-from hubtools.runfolder import RunFolder, read_json, write_json_atomic
+from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
+from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.runfolder import RunFolder, TrainResult, write_identifier_report
 
 Report = Callable[[str], None]
 logger = logging.getLogger("hubtools")
@@ -111,9 +110,6 @@ def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
 # -- stages -------------------------------------------------------------------------------------------
 
 
-_HUB_DATASET_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
 def concept_source(source: str) -> Path | str:
     """A local folder (as a Path) or a Hub dataset reference (as a str); anything else is a user error."""
     path = Path(source).expanduser()
@@ -121,7 +117,7 @@ def concept_source(source: str) -> Path | str:
         return path
     if path.exists():
         raise ConfigError(f"--concept {source} is a file: give the folder that holds the photos")
-    if _HUB_DATASET_REF.match(source) and not source.startswith((".", "/", "~")):
+    if parse_hub_ref(source) is not None:
         return source
     raise ConfigError(f"concept folder not found: {source} (give a folder of photos, or a Hub dataset as namespace/name)")
 
@@ -138,7 +134,7 @@ def caption_note(captions: list[str], identifier: str) -> str | None:
 def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True):
     """Create the run folder: resolved config, prepared concept set, identifier report."""
     from hubtools.concepts import prepare_concept
-    from hubtools.models import resolve_base_revision
+    from hubtools.pipelines import resolve_base_revision
 
     folder = RunFolder(plan.run_dir)
     if folder.config.exists():
@@ -162,7 +158,7 @@ def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True)
         progress=progress,
     )
     if plan.identifier_report is not None:
-        write_json_atomic(folder.identifier_report, plan.identifier_report)
+        write_identifier_report(folder, plan.identifier_report)
     note = caption_note(concept.captions, plan.config.concept.identifier or "")
     if note:
         plan.notes.append(note)
@@ -186,7 +182,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     try:
         user = HfApi(token=token).whoami()
     except OSError as error:
-        message = str(error).replace(token, "***").splitlines()[0]
+        message = first_line(str(error).replace(token, "***"))
         raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
     namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
     namespace = repo_id.split("/")[0]
@@ -200,26 +196,21 @@ def check_push_access(repo_id: str, token: str | None) -> str:
 
 def completed_training(run_dir: Path):
     """The ``TrainResult`` of a run whose training already finished (all steps, weights on disk), else None."""
-    from dataclasses import fields
-
-    from hubtools.training import TrainResult
-
     folder = RunFolder(Path(run_dir))
-    done = read_json(folder.train_result)
-    if not done or not folder.config.is_file():
+    done = TrainResult.read(folder)
+    if done is None or not folder.config.is_file():
         return None
-    if done.get("steps_done", 0) < load_run_config(run_dir).training.steps:
+    if done.steps_done < load_run_config(run_dir).training.steps:
         return None  # more steps were asked for since: a resume trains them
-    if not all((folder.root / entry["path"]).is_file() for entry in done.get("weight_files") or []):
+    if not all((folder.root / entry.path).is_file() for entry in done.weight_files):
         return None
-    known = {f.name for f in fields(TrainResult)}
-    return TrainResult(**{key: value for key, value in done.items() if key in known})
+    return done
 
 
 def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
               progress: bool = True):
     """Train the run in ``run_dir``; with ``resume``, continue it (a finished run is returned as it is)."""
-    from hubtools.models import check_device_for_model
+    from hubtools.pipelines import check_device_for_model
     from hubtools.training import train_dreambooth
 
     if resume and (finished := completed_training(run_dir)) is not None:
@@ -283,13 +274,3 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
     pushed = push_run(run_dir, repo_id, private=config.publish.private, token=token,
                       checkpoints=config.publish.push_checkpoints, commit_message=config.publish.commit_message)
     return TrainAndPushResult(run_dir=run_dir, train=trained, samples=samples, push=pushed, evaluation=evaluation)
-
-
-def run_summary(run_dir: Path) -> dict[str, Any]:
-    """What a finished run holds, for the one-screen summary."""
-    folder = RunFolder(Path(run_dir))
-    return {
-        "train": read_json(folder.train_result),
-        "samples": read_json(folder.images / "samples.json"),
-        "eval": read_json(folder.eval_result),
-    }

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from test_training_support import make_run, subprocess_env
 
 TRAINER = textwrap.dedent("""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from hubtools.config import load_run_config, save_config
 from hubtools.errors import ConfigError, HubtoolsError
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import TrainResult, train_dreambooth
 from test_training_support import make_run, render, single_thread_torch, tiny_base
 
@@ -106,7 +106,7 @@ def test_full_run_folder_layout_checkpoints_and_logs(full_run):
 def test_full_model_loads_as_a_pipeline_and_differs_from_the_base(full_run, base_pipe):
     from diffusers import DiffusionPipeline
 
-    from hubtools.models import load_run_pipeline
+    from hubtools.pipelines import load_run_pipeline
 
     run, _ = full_run
     trained = DiffusionPipeline.from_pretrained(run, safety_checker=None, requires_safety_checker=False)
@@ -246,7 +246,7 @@ def test_lora_on_the_text_encoder_saves_both_or_says_which_peft_it_needs(root):
 def test_hub_base_model_revision_is_recorded_and_pinned_on_resume(root, local_hub):
     from huggingface_hub import HfApi
 
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     repo = publish_tiny_model(local_hub.url, local_hub.token, repo_id=f"{local_hub.user}/tiny-sd-for-resume")
     api = HfApi(endpoint=local_hub.url, token=local_hub.token)

@@ -37,7 +37,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def tiny_base(root: Path) -> Path:
     """The tiny random pipeline saved as a local base-model folder (no hub needed)."""
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     base = Path(root) / "base"
     if not (base / "model_index.json").is_file():

@@ -112,7 +112,7 @@ def _command(name: str, exclude: set[str], extra: list[inspect.Parameter] | None
         shared = [p for p in inspect.signature(_run_options, eval_str=True).parameters.values() if p.name not in exclude]
 
         def command(**kwargs: Any) -> None:
-            from hubtools.models import quiet_weight_loading
+            from hubtools.pipelines import quiet_weight_loading
 
             quiet_weight_loading()
             impl(**kwargs)
@@ -275,7 +275,8 @@ def sample_command(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Render the sample grids of a trained run (prompts x seeds, guidance sweep, checkpoints)."""
-    from hubtools.models import quiet_weight_loading, resolve_device
+    from hubtools.devices import resolve_device
+    from hubtools.pipelines import quiet_weight_loading
     from hubtools.sample import render_samples
 
     quiet_weight_loading()
@@ -339,7 +340,7 @@ def demo_command(
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo
-    from hubtools.models import quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
 
     quiet_weight_loading()
     result = run_demo(out, steps=steps, progress=not quiet, report=_stage)

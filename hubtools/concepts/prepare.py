@@ -31,7 +31,8 @@ from hubtools.concepts.manifest import (
     write_manifest,
     write_metadata,
 )
-from hubtools.concepts.sources import ResolvedSource, resolve_source
+from hubtools.concepts.items import ResolvedSource
+from hubtools.concepts.sources import resolve_source
 from hubtools.errors import ConfigError, InputError
 
 # zlib level 3: a third of the default's encode time for ~7% larger PNGs (encoding dominated prepare).
@@ -90,9 +91,9 @@ def prepare_concept(
     _check_out_dir_replaceable(out_dir)
     if hub_only:
         from hubtools.concepts.hub import hub_dataset_source
-        from hubtools.concepts.sources import parse_hub_id
+        from hubtools.config import parse_hub_ref
 
-        hub_id = parse_hub_id(str(source))
+        hub_id = parse_hub_ref(str(source))
         if hub_id is None:
             raise InputError(f"{source} is not a Hub dataset id; use namespace/name[@revision]")
         resolved = hub_dataset_source(hub_id[0], revision=hub_id[1], image_column=image_column, token=token)

@@ -113,9 +113,7 @@ def load_clip(model_id: str = DEFAULT_CLIP_MODEL, device: torch.device | str = "
     return _load_clip(model_id, str(torch.device(device)), token)
 
 
-def clear_encoder_cache() -> None:
-    _load_dino.cache_clear()
-    _load_clip.cache_clear()
+
 
 
 @lru_cache(maxsize=4)

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from hubtools.config import RunConfig
+from hubtools.runfolder import CHECKPOINT_STATE_FILENAME as STATE_FILENAME
+from hubtools.runfolder import checkpoint_name, list_checkpoints
 
-STATE_FILENAME = "hubtools_state.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
 _TMP_PREFIX = ".tmp-checkpoint-"
 _TRASH_PREFIX = ".old-checkpoint-"
 
@@ -31,23 +30,6 @@ _FREE_TO_CHANGE = {
     "concept.allow_upscale", "concept.strict",
 }
 _FREE_SECTIONS = {"sampling", "publish", "eval"}
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:06d}"
-
-
-def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first (temp folders of interrupted saves are not listed)."""
-    checkpoints_dir = Path(checkpoints_dir)
-    if not checkpoints_dir.is_dir():
-        return []
-    found = []
-    for path in checkpoints_dir.iterdir():
-        match = _NAME.match(path.name)
-        if match and (path / STATE_FILENAME).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> tuple[int, Path] | None:

@@ -22,7 +22,6 @@ from hubtools.errors import HubtoolsError, InputError
 if TYPE_CHECKING:
     from hubtools.prior import ClassImages
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
@@ -56,10 +55,6 @@ def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
     if not images:
         raise InputError(f"the concept set in {concept_dir} has no images: add photos and prepare it again")
     return Examples(images, captions)
-
-
-def list_image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def concept_fingerprint(examples: Examples) -> str:
