@@ -223,11 +223,9 @@ def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token
 def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, token: str | None = None, progress: bool = True):
     if not config.eval.enabled:
         return None
-    from hubtools.evaluation import EvalConfig, evaluate_run
+    from hubtools.evaluation import evaluate_run
 
-    eval_config = EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt,
-                             dino_model=config.eval.dino_model, clip_model=config.eval.clip_model)
-    return evaluate_run(Path(run_dir), eval_config, progress=progress, token=token)
+    return evaluate_run(Path(run_dir), config.eval, progress=progress, token=token)
 
 
 def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None, resume: bool = False,

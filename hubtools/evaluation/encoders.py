@@ -17,10 +17,9 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from hubtools.config import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from hubtools.errors import ConfigError, HubError
 
-DEFAULT_DINO_MODEL = "facebook/dino-vits16"
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_BATCH_SIZE = 16
 
 

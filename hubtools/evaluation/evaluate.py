@@ -11,16 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from hubtools.atomic import save_image_atomic
+from hubtools.config import EvalConfig
 from hubtools.errors import InputError
 from hubtools.evaluation import metrics
-from hubtools.evaluation.encoders import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, Encoders, load_encoders
+from hubtools.evaluation.encoders import Encoders, load_encoders
 from hubtools.evaluation.prompts import PromptSet, load_prompts
 from hubtools.evaluation.result import EvalResult, PromptScore, Scores
 from hubtools.imagefiles import image_files
@@ -29,28 +28,6 @@ ImageGenerator = Callable[[Sequence[str], Sequence[int]], list[Image.Image]]
 # (what is being done, done so far, total): the CLI turns it into a progress bar.
 Progress = Callable[[str, int, int], None]
 
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompts: str = Field("dreambench", description="dreambench, or a file with one prompt per line")
-    n_per_prompt: int = Field(4, ge=1, description="images per prompt, seeds seed..seed+n-1")
-    n_class_images: int = Field(16, ge=0, description="class-prompt images for PRES; 0 skips PRES")
-    max_prompts: int | None = Field(None, ge=1, description="use only the first N prompts (a quick look)")
-    seed: int = 0
-    num_inference_steps: int | None = Field(None, ge=1, description="default: the run's sampling steps")
-    guidance_scale: float = Field(7.5, ge=0)
-    batch_size: int = Field(4, ge=1)
-    baseline: bool = Field(True, description="also measure the base model with the same prompts and seeds")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dino_model: str = DEFAULT_DINO_MODEL
-    clip_model: str = DEFAULT_CLIP_MODEL
-    save_images: bool = Field(False, description="write the generated images under images/eval/")
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + index for index in range(self.n_per_prompt)]
 
 
 @dataclass
