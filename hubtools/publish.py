@@ -85,7 +85,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     token = _resolve_token(token)
     api = HfApi(token=token)
 
-    with _hub_errors(repo_id, token):
+    with _PushErrors(repo_id, token):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         repo_id = repo_url.repo_id or repo_id
         write_shared_copies(run.root)
@@ -171,7 +171,7 @@ def _resolve_token(token: str | None) -> str:
     return token
 
 
-class _hub_errors:
+class _PushErrors:
     """Turns the client's errors into one-line ``HubError``s that never contain the token."""
 
     def __init__(self, repo_id: str, token: str | None) -> None:

@@ -119,7 +119,7 @@ def load_clip(model_id: str = DEFAULT_CLIP_MODEL, device: torch.device | str = "
 def _load_dino(model_id: str, device: str, token: str | None) -> DinoEncoder:
     from transformers import AutoImageProcessor, ViTModel
 
-    with _explained_load_errors("DINO", model_id, "--dino-model"):
+    with _EncoderLoadErrors("DINO", model_id, "--dino-model"):
         model = ViTModel.from_pretrained(model_id, add_pooling_layer=False, token=token)
         processor = AutoImageProcessor.from_pretrained(model_id, token=token)
     return DinoEncoder(model_id=model_id, model=model.eval().to(device), processor=processor, device=torch.device(device))
@@ -129,7 +129,7 @@ def _load_dino(model_id: str, device: str, token: str | None) -> DinoEncoder:
 def _load_clip(model_id: str, device: str, token: str | None) -> ClipEncoder:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    with _explained_load_errors("CLIP", model_id, "--clip-model"):
+    with _EncoderLoadErrors("CLIP", model_id, "--clip-model"):
         model = CLIPModel.from_pretrained(model_id, token=token)
         processor = AutoImageProcessor.from_pretrained(model_id, token=token)
         tokenizer = AutoTokenizer.from_pretrained(model_id, token=token)
@@ -137,7 +137,7 @@ def _load_clip(model_id: str, device: str, token: str | None) -> ClipEncoder:
                        tokenizer=tokenizer, device=torch.device(device))
 
 
-class _explained_load_errors:
+class _EncoderLoadErrors:
     """Turn from_pretrained's many failure types into one line the user can act on."""
 
     def __init__(self, kind: str, model_id: str, flag: str) -> None:

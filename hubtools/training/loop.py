@@ -8,7 +8,7 @@ generator seeded by (seed, step, process), so a resumed run ends with the same w
 one on CPU.
 
 ``_train`` is the recipe, one call per phase; what flows between the phases travels in small dataclasses
-(``_Run`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
+(``_TrainingSession`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
 ``TrainingData`` from ``data``, ``_Logs`` here).
 """
 
@@ -122,7 +122,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
 
 
 @dataclass
-class _Run:
+class _TrainingSession:
     """What every phase needs: the run folder, the accelerator and its precision, how chatty to be."""
 
     folder: RunFolder
@@ -180,7 +180,7 @@ class _LoopOutcome:
 
 
 def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, token: str | None,
-                       started: float) -> _Run:
+                       started: float) -> _TrainingSession:
     """A fresh accelerator for this run's device, precision and accumulation; deterministic kernels on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -198,10 +198,10 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return _Run(folder, accelerator, mixed_precision, progress=progress, token=token, started=started)
+    return _TrainingSession(folder, accelerator, mixed_precision, progress=progress, token=token, started=started)
 
 
-def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
+def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
     """Latents by the frozen VAE; caption embeddings cached unless the text encoder trains."""
     return encode_training_data(
         instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.base.vae, tokenizer=models.base.tokenizer,
@@ -211,7 +211,7 @@ def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: E
     )
 
 
-def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
+def _open_logs(run: _TrainingSession, plan: TrainingPlan) -> _Logs:
     """The metrics logs, the fidelity probe when validation grids are scored, and TensorBoard's trackers."""
     cfg = plan.effective
     logs = _Logs(MetricsLog(run.folder.metrics, run.accelerator, enabled=run.main),
@@ -226,7 +226,7 @@ def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
     return logs
 
 
-def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
+def _restore_or_reset(run: _TrainingSession, plan: TrainingPlan, logs: _Logs) -> int:
     """The step to start from. A resume loads the checkpoint and forgets the metrics rows after it (it
     computes them again); a fresh start begins with empty logs."""
     if plan.resume_from is None:
@@ -238,7 +238,7 @@ def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
     return step
 
 
-def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
+def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
                  logs: _Logs, *, start_step: int, where: _OutOfMemoryContext) -> _LoopOutcome:
     """Every optimizer step from ``start_step`` on, with checkpoints and validation grids when due."""
     cfg, training = plan.effective, plan.effective.training
@@ -278,7 +278,7 @@ def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: T
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
 
 
-def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableModels,
+def _write_final_outputs(run: _TrainingSession, training: TrainingConfig, models: TrainableModels,
                          optimization: Optimization) -> list[dict[str, Any]]:
     """The final weights and the loss curve, on the main process once every process is done; returns the
     weight files (none on the other processes)."""
@@ -302,7 +302,7 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
     return weight_files
 
 
-def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
+def _summarise(run: _TrainingSession, plan: TrainingPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
                weight_files: list[WeightFile]) -> TrainResult:
     """What ``train_result.json`` says. The main process reads the losses back from metrics.jsonl, which
     after a resume also holds the rows from before the checkpoint; other processes have only their own."""
@@ -335,7 +335,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
 # -- one step --------------------------------------------------------------------------------------------
 
 
-def _optimizer_step(step: int, run: _Run, cfg: RunConfig, models: TrainableModels, data: TrainingData,
+def _optimizer_step(step: int, run: _TrainingSession, cfg: RunConfig, models: TrainableModels, data: TrainingData,
                     optimization: Optimization) -> torch.Tensor:
     """One optimizer step over the accumulated micro-batches. Returns (loss, instance loss, prior loss)
     averaged over them and left on the device: reading them back is a host sync, done once per window."""
@@ -356,7 +356,7 @@ def _optimizer_step(step: int, run: _Run, cfg: RunConfig, models: TrainableModel
     return summed
 
 
-def _micro_batch_loss(micro: int, run: _Run, cfg: RunConfig, models: TrainableModels, data: TrainingData,
+def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models: TrainableModels, data: TrainingData,
                       optimization: Optimization) -> LossParts:
     """The DreamBooth loss of this process's share of one micro-batch. Every draw comes from the micro-step's
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
@@ -379,7 +379,7 @@ def _micro_batch_loss(micro: int, run: _Run, cfg: RunConfig, models: TrainableMo
                            prior_loss_weight=cfg.prior.loss_weight, weights=weights)
 
 
-def _validate(run: _Run, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
+def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
     """The validation grid of ``step`` on the main process, scored for subject fidelity when that is on;
     the other processes wait for it."""
     if run.main:
