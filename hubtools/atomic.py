@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,3 +53,16 @@ def save_image_atomic(image: Any, path: str | os.PathLike, **save_options: Any) 
     with atomic_path(path) as tmp:
         image.save(tmp, format=save_options.pop("format", "PNG"), **save_options)
     return Path(path)
+
+
+def replace_dir(staged: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Make the folder ``staged`` visible as ``final`` by rename; an existing ``final`` is moved aside first
+    and deleted after, so a reader sees the old folder or the new one, never a half-deleted one."""
+    staged, final = Path(staged), Path(final)
+    if not final.exists():
+        os.replace(staged, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.replace(final, aside / final.name)
+    os.replace(staged, final)
+    shutil.rmtree(aside, ignore_errors=True)

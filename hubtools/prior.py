@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig
 from hubtools.errors import InputError
 from hubtools.imagefiles import image_files
@@ -122,9 +123,7 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> 
                 bar.update(len(indices))
         (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names}, indent=2),
                                     encoding="utf-8")
-        if folder.exists():  # a stale or smaller set under the same key (or a concurrent run): replace it
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)  # a stale or smaller set under the same key (or a concurrent run's) goes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -173,7 +172,6 @@ def _from_hub_dataset(source: str, count: int, cache_dir: Path | None) -> ClassI
             shutil.rmtree(tmp, ignore_errors=True)
             raise InputError(f"Hub dataset {source} has no rows in its train split")
         (tmp / MANIFEST).write_text(json.dumps({"source": source, "images": names}, indent=2), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)
         cached = _read_cached(folder, len(names))
     return ClassImages(folder, cached or [], key, generated=False, source=f"hub:{source}")

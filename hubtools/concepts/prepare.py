@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from hubtools.atomic import replace_dir
 from hubtools.concepts.contact_sheet import render_contact_sheet
 from hubtools.concepts.dedupe import PerceptualHash, perceptual_hash
 from hubtools.concepts.files import CROP_MODES, RejectedImage, fit_to_square, read_image, sha256_of
@@ -106,7 +107,7 @@ def prepare_concept(
             resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
             crop=crop, progress=progress,
         )
-        _swap_into_place(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -141,16 +142,6 @@ def _check_out_dir_replaceable(out_dir: Path) -> None:
         raise InputError(f"--out {out_dir} is a file; choose a folder path")
     if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILENAME).is_file():
         raise InputError(f"--out {out_dir} exists and is not a prepared concept folder; choose a new or empty folder")
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "previous")
-    os.replace(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _relocate(concept: PreparedConcept, staging: Path, out_dir: Path) -> PreparedConcept:

@@ -5,11 +5,11 @@ half-model; both return the entries ``train_result.json`` lists (path, sha256, b
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 import torch
 
+from hubtools.atomic import replace_dir
 from hubtools.hashing import sha256_file
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME, WeightFile
 
@@ -40,10 +40,7 @@ def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[WeightFile
         for item in sorted(Path(tmp).iterdir()):
             if item.name == "model_index.json":
                 continue
-            target = root / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+            replace_dir(item, root / item.name)
         os.replace(Path(tmp) / "model_index.json", root / "model_index.json")
     return [_file_entry(root, p) for p in sorted(root.glob("*/*.safetensors"))
             if p.parent.name in ("unet", "vae", "text_encoder")]
