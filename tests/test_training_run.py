@@ -120,7 +120,7 @@ def test_lora_weights_load_into_the_base_pipeline_and_change_its_output(lora_run
     from safetensors import safe_open
 
     run, result = lora_run
-    assert result.method == "lora" and [f["path"] for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
+    assert result.method == "lora" and [f.path for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
     assert not (run / "model_index.json").exists()
     assert (run / "checkpoints" / "checkpoint-000004" / LORA_WEIGHTS_FILENAME).is_file()
     with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:
@@ -218,9 +218,9 @@ def test_training_variants_resume_exactly_and_keep_weights_fp32(root, variant):
     again = train_dreambooth(load_run_config(resumed), resumed, progress=False, resume=True)
     assert again.resumed_from == 2
     for entry in result.weight_files:
-        expected, actual = load_file(run / entry["path"]), load_file(resumed / entry["path"])
-        assert all(t.dtype == torch.float32 for t in expected.values()), entry["path"]
-        assert all(np.array_equal(expected[k].numpy(), actual[k].numpy()) for k in expected), entry["path"]
+        expected, actual = load_file(run / entry.path), load_file(resumed / entry.path)
+        assert all(t.dtype == torch.float32 for t in expected.values()), entry.path
+        assert all(np.array_equal(expected[k].numpy(), actual[k].numpy()) for k in expected), entry.path
     if cfg.training.train_text_encoder:
         base = load_file(tiny_base(root) / "text_encoder" / "model.safetensors")
         trained = load_file(run / "text_encoder" / "model.safetensors")
