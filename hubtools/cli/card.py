@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def card_command(
-    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.", show_default=False)],
     template: Annotated[Optional[Path], typer.Option(
         "--template", help="Your own Jinja template instead of templates/model_card.md.j2.", show_default=False)] = None,
     repo: Annotated[Optional[str], typer.Option(

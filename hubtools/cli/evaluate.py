@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    run: Path = typer.Argument(..., help="The run folder (the --out of `hubtools train`).", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="The run folder (the --out of `hubtools train`).", show_default=False),
     prompts: str | None = typer.Option(None, "--prompts", help="dreambench, or a text file with one prompt per line "
                                        "({identifier} and {class_noun} are filled in). Default: the run's [eval] setting."),
     n_per_prompt: int | None = typer.Option(None, "--n-per-prompt", min=1, help="Images per prompt (seeds 0..N-1). Default: 4."),

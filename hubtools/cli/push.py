@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
 
 
 def push_command(
-    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
-    repo: Annotated[Optional[str], typer.Argument(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.", show_default=False)],
+    repo: Annotated[Optional[str], typer.Argument(metavar="REPO", 
         help="namespace/name (default: the run's publish.repo_id).", show_default=False)] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     checkpoints: Annotated[Optional[bool], typer.Option(

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def sample_command(
-    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.", show_default=False)],
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:

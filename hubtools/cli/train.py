@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
-    run: Annotated[Optional[Path], typer.Argument(
+    run: Annotated[Optional[Path], typer.Argument(metavar="RUN", 
         help="Run folder (same as --out); with --resume, the run to continue.", show_default=False)] = None,
     config_file: opt.ConfigFile = None,
     out: opt.Out = None,
