@@ -275,22 +275,18 @@ def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, to
     return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
 
 
-def _card_before_push(run_dir: Path, repo_id: str, reporter: Reporter) -> None:
+def card_is_due(run_dir: Path, repo_id: str) -> bool:
     """The one place that decides whether the card is (re-)rendered before a push.
 
     It is when there is none, when it was written for another repo (its usage snippet names the repo), or
     when a record it shows (training, samples, evaluation) is newer than it. A card the user edited after
     the last stage is pushed as it is. The template kept by ``hubtools card --template`` is used again.
     """
-    from hubtools.card import render_model_card
-
     folder = RunFolder(Path(run_dir))
     records = [folder.train_result, folder.images / "samples.json", folder.eval_result]
     card_time = folder.card.stat().st_mtime if folder.card.is_file() else None
     stale = card_time is None or any(path.is_file() and path.stat().st_mtime > card_time for path in records)
-    if stale or repo_id != load_run_config(run_dir).publish.repo_id:
-        reporter.stage("writing the model card")
-        render_model_card(run_dir, repo_id=repo_id)
+    return stale or repo_id != load_run_config(run_dir).publish.repo_id
 
 
 # -- one function per command -----------------------------------------------------------------------------
@@ -359,6 +355,7 @@ def card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = N
 def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = None, checkpoints: bool | None = None,
          message: str | None = None, token: str | None = None, reporter: Reporter | None = None):
     """``hubtools push RUN [REPO]``: the run (model, card, grids, config) in one commit; safe to retry."""
+    from hubtools.card import render_model_card
     from hubtools.publish import push_run
 
     reporter = reporter or SilentReporter()
@@ -366,8 +363,8 @@ def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = No
     repo_id = repo_id or config.publish.repo_id
     if not repo_id:
         raise ConfigError(f"name the repo: hubtools push {run_dir} namespace/name")
-    _card_before_push(run_dir, repo_id, reporter)
-    reporter.stage(f"pushing to {repo_id}")
+    if card_is_due(run_dir, repo_id):
+        render_model_card(run_dir, repo_id=repo_id)  # with the template `hubtools card --template` kept, if any
     pushed = push_run(
         run_dir, repo_id, private=config.publish.private if private is None else private, token=token,
         checkpoints=config.publish.push_checkpoints if checkpoints is None else checkpoints,
@@ -411,5 +408,8 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     evaluation = None
     if config.eval.enabled:
         evaluation = evaluate(run_dir, token=token, progress=progress, reporter=reporter)
+    if card_is_due(run_dir, repo_id):
+        reporter.stage("writing the model card")
+    reporter.stage(f"pushing to {repo_id}")
     pushed = push(run_dir, repo_id, token=token, reporter=reporter)
     return TrainAndPushResult(run_dir=run_dir, train=trained, samples=samples, push=pushed, evaluation=evaluation)
