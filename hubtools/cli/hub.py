@@ -70,7 +70,8 @@ def serve(
     with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
         if publisher_token is not None:
             from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
-            from hubtools.models import publish_tiny_model, quiet_weight_loading
+            from hubtools.pipelines import quiet_weight_loading
+            from hubtools.tinymodel import publish_tiny_model
 
             point_clients_at(hub.url)  # this process publishes to itself: plain LFS, its own URL
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
