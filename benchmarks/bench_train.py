@@ -131,6 +131,7 @@ def _build_flux():
 
 def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str):
     """A run folder with one instance image and a one-image class folder (generation is not benchmarked)."""
+    from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
     from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
 
     run = root / name
@@ -141,8 +142,15 @@ def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, 
     noise = lambda: Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8))  # noqa: E731
     noise().save(run / "concept" / "images" / "00.png")
     noise().save(classes / "00.png")
-    (run / "concept" / "metadata.jsonl").write_text(
-        json.dumps({"file_name": "images/00.png", "text": "a photo of pkblz dog"}) + "\n")
+    concept = run / "concept"
+    prepared = PreparedConcept(
+        dir=concept, images=[concept / "images" / "00.png"], captions=["a photo of pkblz dog"],
+        manifest_path=concept / "manifest.json", contact_sheet_path=concept / "contact_sheet.png",
+        metadata_path=concept / "metadata.jsonl", source=str(concept), source_revision=None, resolution=resolution,
+        counts={"accepted": 1, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 1},
+    )
+    write_metadata(prepared)
+    write_manifest(prepared)
     cfg = RunConfig.model_validate({
         "model": {"base_model": str(base)},
         "concept": {"identifier": "pkblz", "class_noun": "dog"},

@@ -204,14 +204,14 @@ def test_a_vae_of_the_users_choice_replaces_the_base_models(tiny_folders, tmp_pa
     from diffusers import AutoencoderKL
 
     from hubtools.config import ModelConfig
-    from hubtools.families.loading import load_base
+    from hubtools.pipelines import load_base_model
 
     vae_folder = tmp_path / "my-vae"
     AutoencoderKL.from_pretrained(tiny_folders["sdxl"], subfolder="vae", scaling_factor=0.5).save_pretrained(vae_folder)
-    family, base = load_base(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(vae_folder)))
-    assert family.name == "sdxl" and base.pipeline.vae.config.scaling_factor == 0.5
+    base = load_base_model(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(vae_folder)))
+    assert base.family.name == "sdxl" and base.pipeline.vae.config.scaling_factor == 0.5
     with pytest.raises(ConfigError, match=r"--vae .*nowhere could not be loaded as a diffusers AutoencoderKL"):
-        load_base(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "nowhere")))
+        load_base_model(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "nowhere")))
 
 
 def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_folders):
@@ -232,7 +232,7 @@ def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_fol
 def test_family_defaults_fill_only_what_the_user_left_unset(tiny_folders):
     from hubtools.config import RunConfig
     from hubtools.families import apply_family_defaults
-    from hubtools.families.loading import with_family_defaults
+    from hubtools.pipelines import with_family_defaults
 
     flux, dev = by_name("flux"), {"guidance_embeds": True}
     cfg = RunConfig.model_validate({"model": {"base_model": str(tiny_folders["flux"])},

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import train_dreambooth
 from test_training_support import make_run, single_thread_torch, tiny_family_base
 
@@ -68,13 +68,13 @@ def test_a_family_trains_and_its_output_loads_with_plain_diffusers(root, trained
     before = _draw(base_pipe, family)
     if method == "lora":
         kohya = [f"{run.name}.safetensors"] if family.kohya_lora else []
-        assert [entry["path"] for entry in result.weight_files] == [LORA_WEIGHTS_FILENAME, *kohya]
+        assert [entry.path for entry in result.weight_files] == [LORA_WEIGHTS_FILENAME, *kohya]
         base_pipe.load_lora_weights(run)  # no weight_name: diffusers must pick its own file beside the kohya one
         trained = base_pipe
     else:
         trained = DiffusionPipeline.from_pretrained(run)
         assert type(trained).__name__ == family.pipeline_class_name
-        assert f"{family.denoiser}/diffusion_pytorch_model.safetensors" in {e["path"] for e in result.weight_files}
+        assert f"{family.denoiser}/diffusion_pytorch_model.safetensors" in {e.path for e in result.weight_files}
     after = _draw(trained, family)
     assert after.shape == (64, 64, 3) and np.isfinite(after).all()
     assert np.abs(after - before).max() > 1e-4  # the trained weights are the ones drawing

@@ -32,7 +32,7 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     (``tokenizer/``, ``tokenizer_2/``), loaded with the class ``model_index.json`` names."""
     import transformers
 
-    from hubtools.families.loading import read_model_index
+    from hubtools.pipelines import read_model_index
 
     index = model_index if model_index is not None else read_model_index(base_model, revision, token=token)
     family = detect(index, source=f"base model {base_model}")

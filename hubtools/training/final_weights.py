@@ -1,20 +1,21 @@
-"""The weights a finished training leaves in the run folder: the LoRA file, or the whole pipeline in
-diffusers layout. Both are written aside and renamed into place, so a crash never leaves a loadable
-half-model; both return the entries ``train_result.json`` lists (path, sha256, bytes)."""
+"""The weights a finished training leaves in the run folder: the LoRA file (and its kohya-layout twin), or the
+whole pipeline in diffusers layout. Both are written aside and renamed into place, so a crash never leaves a
+loadable half-model; both return the entries ``train_result.json`` lists (path, sha256, bytes)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.atomic import replace_dir
+from hubtools.hashing import sha256_file
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME, WeightFile
 
 
-def save_final_lora(root: Path, family, adapted: dict[str, Any], *, kohya_name: str | None = None) -> list[dict[str, Any]]:
+def save_final_lora(root: Path, family, adapted: dict[str, Any], *, kohya_name: str | None = None) -> list[WeightFile]:
     """``pytorch_lora_weights.safetensors`` of the adapted components (the denoiser, and the text encoders
     that were trained), for ``load_lora_weights``; and, where the family has diffusers' converter, the same
     LoRA in the kohya layout as ``<kohya_name>.safetensors`` for AUTOMATIC1111 / ComfyUI / SD.Next (their
@@ -37,15 +38,13 @@ def save_final_lora(root: Path, family, adapted: dict[str, Any], *, kohya_name: 
 
 def kohya_lora_filename(name: str) -> str:
     """``<name>.safetensors`` with ``name`` reduced to characters every UI and file system takes."""
-    import re
-
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "lora"
     if cleaned + ".safetensors" == LORA_WEIGHTS_FILENAME:
         cleaned += "-kohya"
     return cleaned + ".safetensors"
 
 
-def save_final_pipeline(root: Path, family, pipe, trained: dict[str, Any]) -> list[dict[str, Any]]:
+def save_final_pipeline(root: Path, family, pipe, trained: dict[str, Any]) -> list[WeightFile]:
     """The whole pipeline of the family's class, fp32 as the base was, the ``trained`` components in place of
     the base's; each component folder is swapped in by rename and model_index.json comes last, so the folder
     only reads as a model once every part is in place."""
@@ -56,18 +55,11 @@ def save_final_pipeline(root: Path, family, pipe, trained: dict[str, Any]) -> li
         for item in sorted(Path(tmp).iterdir()):
             if item.name == "model_index.json":
                 continue
-            target = root / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+            replace_dir(item, root / item.name)
         os.replace(Path(tmp) / "model_index.json", root / "model_index.json")
     weighted = {family.denoiser, "vae", *family.text_encoders}
     return [_file_entry(root, p) for p in sorted(root.glob("*/*.safetensors")) if p.parent.name in weighted]
 
 
-def _file_entry(root: Path, path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"path": path.relative_to(root).as_posix(), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+def _file_entry(root: Path, path: Path) -> WeightFile:
+    return WeightFile(path=path.relative_to(root).as_posix(), sha256=sha256_file(path), bytes=path.stat().st_size)

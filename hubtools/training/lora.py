@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from hubtools.errors import ConfigError
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 
 
 def add_lora_adapters(denoiser, text_encoders: dict, *, rank: int, alpha: float, denoiser_targets,

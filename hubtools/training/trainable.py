@@ -12,10 +12,10 @@ import torch
 from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
 from hubtools.families import Family
+from hubtools.pipelines import BaseModel, load_base_model
 from hubtools.training import checkpoints as ckpt
 
 if TYPE_CHECKING:
-    from hubtools.models import BaseModel
     from hubtools.prior import ClassImages
 
 
@@ -76,10 +76,9 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
     from accelerate.utils import set_seed
 
     device = accelerator.device
-    from hubtools.families.loading import load_base
-
     set_seed(seed)  # LoRA's initial weights come from the global RNG
-    family, base = load_base(cfg.model, device=device, dtype=torch.float32, token=token)
+    base = load_base_model(cfg.model, device=device, dtype=torch.float32, token=token)
+    family = base.family
     missing = [name for name in family.components() if base.pipeline.components.get(name) is None]
     if missing:
         raise ConfigError(f"base model {base.model_id} has no {', '.join(missing)}: use a complete {family.title} "
@@ -160,6 +159,6 @@ def _make_optimizer(params, *, lr: float, use_8bit: bool):
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ConfigError("8-bit Adam needs bitsandbytes: pip install 'hubtools[bnb]', or drop --use-8bit-adam") from None
+            raise ConfigError("8-bit Adam needs bitsandbytes: pip install 'hubtools[bnb]', or set training.use_8bit_adam = false") from None
         return bnb.optim.AdamW8bit(params, lr=lr)
     return torch.optim.AdamW(params, lr=lr)
