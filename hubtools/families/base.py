@@ -269,6 +269,7 @@ class Family(ABC):
         """A deterministic random-weight pipeline of this family, 64 px, a few million parameters."""
 
     tiny_card_tags: ClassVar[tuple[str, ...]] = ()
+    card_tag: ClassVar[str]
 
     def tiny_card(self) -> str:
         tags = "\n".join(f"- {tag}" for tag in (*self.tiny_card_tags, "hubtools", "tiny-random"))

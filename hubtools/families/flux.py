@@ -55,6 +55,7 @@ class Flux(Family):
     default_resolution = 1024
     card_dtype = "torch.bfloat16"
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
+    card_tag = "flux"  # the Hub tag of the family, on every card
     tiny_card_tags = ("flux",)
     # diffusers converts kohya's FLUX LoRAs (BFL names, fused qkv) to its own, not back; ComfyUI loads the
     # diffusers file itself (its ``transformer.*`` keys), so no second file is written.

@@ -25,6 +25,7 @@ class StableDiffusion(Family):
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {
         "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
     }
+    card_tag = "stable-diffusion"  # the Hub tag of the family, on every card
     tiny_card_tags = ("stable-diffusion",)
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:

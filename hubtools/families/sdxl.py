@@ -27,6 +27,7 @@ class StableDiffusionXL(StableDiffusion):
     card_dtype = "torch.float16"
     # No invisible watermark: it needs an extra package and changes the pixels a test compares.
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {"add_watermarker": False}
+    card_tag = "stable-diffusion-xl"  # the Hub tag of the family, on every card
     tiny_card_tags = ("stable-diffusion-xl",)
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]):
