@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
-from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.errors import ConfigError, HubError, HubtoolsError, first_line
 from hubtools.runfolder import RunFolder, TrainResult, write_identifier_report
 
 logger = logging.getLogger("hubtools")
@@ -98,13 +98,28 @@ def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
     return report.to_dict()
 
 
+def _with_family_defaults(config: RunConfig) -> RunConfig:
+    """The base model's family read from its model_index.json (nothing else is fetched), and its defaults for
+    the settings the user left unset. A pipeline class no family handles fails here; a base model that cannot
+    be reached now is left to the training stage, which loads it and says what is wrong."""
+    from hubtools.families import UnsupportedModelError
+    from hubtools.pipelines import with_family_defaults
+
+    try:
+        return with_family_defaults(config)[1]
+    except UnsupportedModelError:
+        raise
+    except (HubtoolsError, OSError):
+        return config
+
+
 def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:
     """Validate everything that can be validated before the first model is loaded."""
     config.require_subject()
     concept_source(config.concept.source or "")
     if push and not config.publish.repo_id:
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
-    resolved = config.resolve()
+    resolved = _with_family_defaults(config).resolve()
     notes: list[str] = []
     from hubtools.basemodels import resolve_base_model
 

@@ -53,7 +53,8 @@ def serve(
     port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
     token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
     with_tiny_model: bool = typer.Option(
-        False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
+        False, "--with-tiny-model", help="Publish the tiny random-weight pipelines as hubtools/tiny-stable-diffusion, "
+        "hubtools/tiny-stable-diffusion-xl and hubtools/tiny-flux."
     ),
 ) -> None:
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
@@ -71,14 +72,14 @@ def serve(
         if publisher_token is not None:
             from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
             from hubtools.pipelines import quiet_weight_loading
-            from hubtools.tinymodel import publish_tiny_model
+            from hubtools.tinymodel import TINY_FAMILIES, publish_tiny_model
 
             point_clients_at(hub.url)  # this process publishes to itself: plain LFS, its own URL
-            err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
             quiet_weight_loading()
-            with hub_progress_bars_hidden():
-                repo_id = publish_tiny_model(hub.url, publisher_token)
-            err_console.print(f"published {repo_id}", highlight=False)
+            for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
+                with hub_progress_bars_hidden():
+                    repo_id = publish_tiny_model(hub.url, publisher_token, family=family)
+                err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)
         print(f"export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)

@@ -18,6 +18,10 @@ _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}
 
 
+class UnsupportedModelError(ConfigError):
+    """A base model whose pipeline class no family handles."""
+
+
 def supported() -> str:
     """The supported families in words, for messages."""
     return ", ".join(f"{family.title} ({family.pipeline_class_name})" for family in FAMILIES)
@@ -28,7 +32,7 @@ def detect(model_index: dict[str, Any], *, source: str = "the base model") -> Fa
     class_name = model_index.get("_class_name")
     family = _BY_CLASS.get(class_name)
     if family is None:
-        raise ConfigError(f"{source} is a {class_name or 'pipeline of unknown class'}, which hubtools cannot train: "
+        raise UnsupportedModelError(f"{source} is a {class_name or 'pipeline of unknown class'}, which hubtools cannot train: "
                           f"use a base model of a supported family: {supported()}")
     return family
 
@@ -60,5 +64,5 @@ def of_pipeline(pipeline) -> Family:
 
 __all__ = [
     "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "SamplingDefaults", "StableDiffusion",
-    "StableDiffusionXL", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
+    "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
 ]
