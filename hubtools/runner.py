@@ -89,7 +89,8 @@ def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
     identifier = config.concept.identifier
     if not identifier:
         return None
-    report = check_identifier(identifier, class_noun=config.concept.class_noun)
+    report = check_identifier(identifier, class_noun=config.concept.class_noun,
+                              other_tokenizers=_further_tokenizers(config))
     if config.concept.strict and report.warnings:
         raise ConfigError(
             f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
@@ -111,6 +112,17 @@ def _with_family_defaults(config: RunConfig) -> RunConfig:
         raise
     except (HubtoolsError, OSError):
         return config
+
+
+def _further_tokenizers(config: RunConfig) -> dict[str, Any]:
+    """The base model's tokenizers after its first CLIP one (SDXL's second, FLUX's T5), from the base repo's own
+    folders; none for SD 1.x, or when the base model cannot be reached now (the CLIP check still runs offline)."""
+    from hubtools.families.tokenizers import base_model_tokenizers
+
+    try:
+        return base_model_tokenizers(config.model.base_model, revision=config.model.revision, skip_first=True)[1]
+    except (HubtoolsError, OSError, ValueError):
+        return {}
 
 
 def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:

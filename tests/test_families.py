@@ -248,3 +248,21 @@ def test_family_defaults_fill_only_what_the_user_left_unset(tiny_folders):
     assert family is flux and detected.model_dump() == filled.model_dump()
     # a config read back from a run folder has every value written out: nothing changes
     assert apply_family_defaults(RunConfig.model_validate_json(cfg.model_dump_json()), flux, dev) != filled
+
+
+def test_identifier_check_counts_the_identifier_in_every_tokenizer_of_the_base_model(tiny_folders):
+    """`hubtools identifier check --base-model <FLUX>`, as a user runs it: T5 splits what CLIP keeps whole."""
+    import subprocess
+    import sys
+
+    from test_training_support import subprocess_env
+
+    done = subprocess.run([sys.executable, "-m", "hubtools", "identifier", "check", "nlwx", "--base-model",
+                           str(tiny_folders["flux"]), "--no-weights", "--json"], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["num_tokens"] == 1
+    (t5,) = report["other_tokenizers"]
+    assert t5["tokenizer"] == "tokenizer_2" and t5["num_tokens"] == 3
+    assert any("3 tokens to tokenizer_2" in warning for warning in report["warnings"])

@@ -27,9 +27,11 @@ class TokenizerSplit:
 
 
 def base_model_tokenizers(base_model: str, *, revision: str | None = None, token: str | None = None,
-                          model_index: dict[str, Any] | None = None) -> tuple[Family, dict[str, Any]]:
+                          model_index: dict[str, Any] | None = None,
+                          skip_first: bool = False) -> tuple[Family, dict[str, Any]]:
     """(family, {component name: tokenizer}) of a base model, each tokenizer from its own folder in the repo
-    (``tokenizer/``, ``tokenizer_2/``), loaded with the class ``model_index.json`` names."""
+    (``tokenizer/``, ``tokenizer_2/``), loaded with the class ``model_index.json`` names; ``skip_first``
+    leaves out the first (CLIP) one, which the offline check already has."""
     import transformers
 
     from hubtools.pipelines import read_model_index
@@ -37,7 +39,7 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     index = model_index if model_index is not None else read_model_index(base_model, revision, token=token)
     family = detect(index, source=f"base model {base_model}")
     tokenizers = {}
-    for name in family.tokenizers:
+    for name in family.tokenizers[1:] if skip_first else family.tokenizers:
         library, class_name = index.get(name, [None, None])
         tokenizer_class = getattr(transformers, class_name or "AutoTokenizer", transformers.AutoTokenizer)
         tokenizers[name] = tokenizer_class.from_pretrained(base_model, subfolder=name, revision=revision, token=token)
