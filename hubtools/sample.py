@@ -72,14 +72,6 @@ class SampleResult:
 # -- generation ----------------------------------------------------------------------------------------
 
 
-_SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "dpm": "DPMSolverMultistepScheduler",
-}
-
-
 def _use_scheduler(pipe, name: str) -> None:
     """The named scheduler, where the family samples with a swappable one (FLUX keeps its flow-matching one)."""
     pipe.scheduler = of_pipeline(pipe).sampling_scheduler(name, pipe.scheduler.config)

@@ -128,13 +128,16 @@ class Family(ABC):
                 "prior.guidance_scale": defaults.guidance_scale,
                 "prior.generation_steps": min(defaults.num_inference_steps, 30)}
 
+    _SAMPLING_SCHEDULERS: ClassVar[dict[str, str]] = {
+        "ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "euler": "EulerDiscreteScheduler",
+        "dpm": "DPMSolverMultistepScheduler",
+    }
+
     def sampling_scheduler(self, name: str, scheduler_config):
         """The scheduler the sample grids draw with, by the config's name (ddim, pndm, euler, dpm)."""
         import diffusers
 
-        classes = {"ddim": "DDIMScheduler", "pndm": "PNDMScheduler", "euler": "EulerDiscreteScheduler",
-                   "dpm": "DPMSolverMultistepScheduler"}
-        return getattr(diffusers, classes[name]).from_config(scheduler_config)
+        return getattr(diffusers, self._SAMPLING_SCHEDULERS[name]).from_config(scheduler_config)
 
     def sampling_scheduler_label(self, name: str) -> str:
         return name.upper()
@@ -147,19 +150,14 @@ class Family(ABC):
         extra = self.call_kwargs(denoiser_config)
         if resolution and not self.pipeline_sizes_itself:
             extra = {"height": resolution, "width": resolution, **extra}
-        scheduler = type(self.sampling_scheduler(scheduler_name, self._scheduler_probe_config())).__name__
         return {"pipeline_class": self.pipeline_class_name, "dtype": self.card_dtype,
-                "scheduler_class": scheduler if self.swaps_scheduler else None,
+                "scheduler_class": self._SAMPLING_SCHEDULERS[scheduler_name] if self.swaps_scheduler else None,
                 "call_args": "".join(f", {key}={value!r}" for key, value in extra.items())}
 
     # Whether sampling swaps in the config's scheduler (SD, SDXL) or keeps the model's own (FLUX).
     swaps_scheduler: ClassVar[bool] = True
     # Whether the pipeline's default image size follows the model's config (SD, SDXL: the UNet's sample size).
     pipeline_sizes_itself: ClassVar[bool] = True
-
-    @staticmethod
-    def _scheduler_probe_config() -> dict[str, Any]:
-        return {"num_train_timesteps": 1000}
 
     def call_kwargs(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         """Pipeline-call arguments beyond prompt, steps, guidance, size and generator."""
