@@ -64,9 +64,19 @@ class HubContext:
         return user
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
+        return self.repo_visible_to(self.viewer(request), repo_type, namespace, name)
+
+    @staticmethod
+    def may_see(user: str | None, repo: Repo) -> bool:
+        """THE rule of who sees a repo (API and pages alike): everybody a public one, its owner a private one."""
+        return not repo.private or user == repo.owner
+
+    def repo_visible_to(self, user: str | None, repo_type: str, namespace: str, name: str) -> Repo:
+        """The repo, or RepoNotFound when it does not exist or ``user`` may not see it (the same answer, so a
+        private repo's existence does not leak)."""
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
         repo = self.storage.get_repo(repo_type, repo_id)
-        if repo is None or (repo.private and self.viewer(request) != repo.owner):
+        if repo is None or not self.may_see(user, repo):
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
 
