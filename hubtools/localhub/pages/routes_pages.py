@@ -38,7 +38,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-PREFIXES = (("", "model"), ("/datasets", "dataset"), ("/spaces", "space"))
+MAX_COMMITS_SHOWN = 200
 TYPE_TABS = (("model", "Models"), ("dataset", "Datasets"), ("space", "Spaces"))
 
 router = APIRouter()
@@ -190,7 +190,7 @@ def _tree_page(request: Request, repo_type: str, namespace: str, name: str, revi
     if items is None:
         raise EntryNotFound(f"{folder} does not exist at revision {context['revision']}.")
     return _render(request, "tree.html.j2", tab="files", folder=folder, items=items,
-                   crumbs=views.breadcrumbs(folder), total_size=sum(e.size for _, e in commit.tree.items()), **context)
+                   crumbs=views.breadcrumbs(folder), total_size=commit.tree.total_size(), **context)
 
 
 def _blob_page(request: Request, repo_type: str, namespace: str, name: str, revision: str,
@@ -213,8 +213,9 @@ def _blob_page(request: Request, repo_type: str, namespace: str, name: str, revi
 
 def _commits_page(request: Request, repo_type: str, namespace: str, name: str, revision: str) -> HTMLResponse:
     repo, commit, context = _repo_context(request, repo_type, namespace, name, revision)
-    history = _hub(request).storage.history(repo.repo_type, repo.repo_id, commit)
-    return _render(request, "commits.html.j2", tab="commits", history=history, **context)
+    history = _hub(request).storage.history(repo.repo_type, repo.repo_id, commit, limit=MAX_COMMITS_SHOWN + 1)
+    return _render(request, "commits.html.j2", tab="commits", history=history[:MAX_COMMITS_SHOWN],
+                   more=len(history) > MAX_COMMITS_SHOWN, **context)
 
 
 def _like(request: Request, repo_type: str, namespace: str, name: str, form: dict) -> Response:

@@ -277,21 +277,13 @@ class TreeItem:
 
 def tree_items(commit: Commit, folder: str) -> list[TreeItem] | None:
     """The folder's direct children, folders first; None when ``folder`` is not a folder of the commit."""
-    prefix = folder + "/" if folder else ""
-    folders: dict[str, TreeItem] = {}
-    files: list[TreeItem] = []
-    for path, entry in commit.tree.items():
-        if not path.startswith(prefix):
-            continue
-        rest = path[len(prefix):]
-        if "/" in rest:
-            name = rest.split("/", 1)[0]
-            folders.setdefault(name, TreeItem(name, prefix + name, True))
-        else:
-            files.append(TreeItem(rest, path, False, entry.size, entry.lfs, entry.sha256))
-    if folder and not folders and not files:
+    if folder and not commit.tree.is_folder(folder):
         return None
-    return sorted(folders.values(), key=lambda i: i.name.lower()) + sorted(files, key=lambda i: i.name.lower())
+    prefix = folder + "/" if folder else ""
+    folders = [TreeItem(path[len(prefix):], path, True) for path in commit.tree.folders(folder, recursive=False)]
+    files = [TreeItem(path[len(prefix):], path, False, entry.size, entry.lfs, entry.sha256)
+             for path, entry in commit.tree.under(folder, recursive=False)]
+    return sorted(folders, key=lambda i: i.name.lower()) + sorted(files, key=lambda i: i.name.lower())
 
 
 def breadcrumbs(path: str) -> list[tuple[str, str]]:

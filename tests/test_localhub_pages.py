@@ -1,0 +1,419 @@
+"""The local hub's HTML pages, driven in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver`` through selenium) against the session's local hub, with content pushed by the real
+clients: a run pushed by ``hubtools push``, a concept set by ``hubtools concept push``, cards uploaded
+with ``HfApi``.
+
+Without chromium the browser tests skip locally with the reason, and fail on CI (``CI`` set), where
+``.ci/run`` installs it. ``HUBTOOLS_SCREENSHOTS=DIR`` saves the model page and the leaderboard there
+(how ``docs/images/`` was made).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from huggingface_hub import HfApi
+from PIL import Image
+from run_builders import build_run
+
+from hubtools.card import render_model_card
+from hubtools.publish import push_run
+from hubtools.sample import render_samples
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+PAGE_TIMEOUT_S = 20
+
+XSS_CARD = """---
+license: mit
+tags: [xss-test]
+---
+# A card that tries everything
+
+<script>window.pwned = "script"; document.title = "pwned";</script>
+<img src="nope.png" onerror="window.pwned = 'onerror'; document.title = 'pwned'">
+<a id="js-html-link" href="javascript:window.pwned='html-link';document.title='pwned'">an html link</a>
+[a markdown link](javascript:window.pwned='md-link')
+<a id="js-entity-link" href="jav&#x09;ascript:window.pwned='entity-link'">an obfuscated link</a>
+<svg onload="window.pwned='svg-onload'"><script>window.pwned = "svg-script"</script><circle r="5"/></svg>
+<iframe srcdoc="<script>parent.pwned = 'iframe'</script>"></iframe>
+<details open ontoggle="window.pwned = 'ontoggle'"><summary>details</summary>inside</details>
+<object data="javascript:window.pwned='object'"></object>
+<form action="javascript:window.pwned='form'"><button id="xss-button">go</button></form>
+<div style="background:url(javascript:window.pwned='style')">styled</div>
+<a id="data-link" href="data:text/html,<script>alert(1)</script>">a data link</a>
+
+Plain text survives: **bold** and `code`.
+"""
+
+
+def _png(colour: tuple[int, int, int], size: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = None
+    if not (CHROMIUM and CHROMEDRIVER):
+        reason = "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)"
+    else:
+        try:
+            import selenium  # noqa: F401
+        except ImportError:
+            reason = "selenium is not installed (pip install -e '.[test]')"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests cannot run on CI: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,1000", "--hide-scrollbars", "--no-first-run"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def api(local_hub) -> HfApi:
+    return HfApi(endpoint=local_hub.url, token=local_hub.token)
+
+
+@pytest.fixture(scope="module")
+def demo_model(local_hub, tiny_model_repo, tmp_path_factory) -> tuple[str, Path]:
+    """A model pushed the way ``hubtools demo`` pushes it: grids, card, pipeline, config."""
+    repo_id = f"{local_hub.user}/pages-demo-dog"
+    run = build_run(tmp_path_factory.mktemp("pages-run"), base_model=tiny_model_repo)
+    render_samples(run, progress=False)
+    render_model_card(run, repo_id=repo_id)
+    push_run(run, repo_id, token=local_hub.token)
+    return repo_id, run
+
+
+@pytest.fixture(scope="module")
+def concept_dataset(local_hub, tmp_path_factory) -> tuple[str, str]:
+    """The demo's dog photos as ``hubtools concept push`` publishes them (parquet), and the prepared
+    folder uploaded as it is (an imagefolder with metadata.jsonl)."""
+    from hubtools.concepts import prepare_concept, push_concept
+    from hubtools.resources import DEMO_CONCEPT_DIR
+
+    prepared = tmp_path_factory.mktemp("pages-concept") / "prepared"
+    prepare_concept(DEMO_CONCEPT_DIR, prepared, resolution=64, caption="a photo of pkblz dog", progress=False)
+    parquet_repo = f"{local_hub.user}/pages-dog-photos"
+    push_concept(prepared, parquet_repo, token=local_hub.token, identifier="pkblz", class_noun="dog")
+    folder_repo = f"{local_hub.user}/pages-dog-folder"
+    api = HfApi(endpoint=local_hub.url, token=local_hub.token)
+    api.create_repo(folder_repo, repo_type="dataset")
+    api.upload_folder(repo_id=folder_repo, repo_type="dataset", folder_path=prepared)
+    return parquet_repo, folder_repo
+
+
+@contextmanager
+def _signed_in_client(local_hub, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=local_hub.url, follow_redirects=False) as client:
+        response = client.post("/login", data={"token": token, "next": "/"})
+        assert response.status_code == 303
+        yield client
+
+
+def _wait_for_images(driver, selector: str) -> list:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, PAGE_TIMEOUT_S).until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].every(i => i.complete)", selector))
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _natural_widths(driver, selector: str) -> list[int]:
+    _wait_for_images(driver, selector)
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(i => i.naturalWidth)", selector)
+
+
+def _screenshot(driver, name: str) -> None:
+    folder = os.environ.get("HUBTOOLS_SCREENSHOTS")
+    if not folder:
+        return
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height, 700), 1500))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+    driver.set_window_size(1280, 1000)
+
+
+# ---- the model page --------------------------------------------------------------------------
+
+
+def test_model_page_shows_the_rendered_card_with_its_grid_the_files_and_the_commits(browser, local_hub, demo_model, api):
+    from selenium.webdriver.common.by import By
+
+    repo_id, run = demo_model
+    browser.get(f"{local_hub.url}/{repo_id}")
+    assert browser.title.startswith(repo_id)
+    card = browser.find_element(By.ID, "model-card")
+    assert card.find_element(By.TAG_NAME, "h1").text == repo_id.split("/")[1]
+    assert card.find_elements(By.CSS_SELECTOR, "pre.highlight span.kn"), "the card's Python code is highlighted"
+    grid_selector = "#model-card img[src*='/resolve/main/images/']"
+    widths = _natural_widths(browser, grid_selector)
+    assert widths and all(width > 0 for width in widths), widths
+    grid = Image.open(run / "images" / "samples_grid.png")
+    assert grid.width in widths, "the sample grid itself is drawn"
+    assert _natural_widths(browser, "#widget-image") [0] > 0
+    tags = [tag.text for tag in browser.find_elements(By.CSS_SELECTOR, ".repo-header .tags .tag")]
+    assert "diffusers" in tags and "text-to-image" in tags
+    snippet = browser.find_element(By.ID, "snippet-code").text
+    assert f'DiffusionPipeline.from_pretrained("{repo_id}")' in snippet
+    _screenshot(browser, "localhub_model_page")
+
+    browser.find_element(By.LINK_TEXT, "Files and versions").click()
+    names = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#file-tree td:first-child a")]
+    for expected in ("unet/", "images/", "model_index.json", "README.md", "hubtools.toml"):
+        assert any(name.endswith(expected) for name in names), (expected, names)
+    browser.find_element(By.PARTIAL_LINK_TEXT, "unet/").click()
+    row = browser.find_element(By.XPATH, "//tr[.//a[contains(., 'diffusion_pytorch_model.safetensors')]]")
+    weights = run / "unet" / "diffusion_pytorch_model.safetensors"
+    assert row.find_element(By.CSS_SELECTOR, ".badge.lfs").text == "LFS"
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert row.find_element(By.CSS_SELECTOR, "code.sha").get_attribute("title") == sha256
+
+    browser.find_element(By.LINK_TEXT, "Commits").click()
+    commits = api.list_repo_commits(repo_id)
+    shown = browser.find_elements(By.CSS_SELECTOR, "#commit-list .commit-title")
+    assert [item.text for item in shown] == [commit.title for commit in commits]
+    assert browser.find_element(By.CSS_SELECTOR, "#commit-list .author").text == local_hub.user
+
+
+def test_blob_pages_preview_text_and_images_and_link_the_download(browser, local_hub, demo_model):
+    from selenium.webdriver.common.by import By
+
+    repo_id, run = demo_model
+    browser.get(f"{local_hub.url}/{repo_id}/blob/main/hubtools.toml")
+    assert "[concept]" in browser.find_element(By.CSS_SELECTOR, ".code-view").text
+    download = browser.find_element(By.LINK_TEXT, "Download").get_attribute("href")
+    assert httpx.get(download).content == (run / "hubtools.toml").read_bytes()
+    browser.get(f"{local_hub.url}/{repo_id}/blob/main/images/samples_grid.png")
+    assert _natural_widths(browser, "#blob-image")[0] == Image.open(run / "images" / "samples_grid.png").width
+
+
+def test_branches_and_tags_are_listed_and_browse_their_own_files(browser, local_hub, demo_model, api):
+    from selenium.webdriver.common.by import By
+
+    repo_id, _ = demo_model
+    api.create_tag(repo_id, tag="v1.0")
+    api.create_branch(repo_id, branch="experiment")
+    api.upload_file(path_or_fileobj=b"only here", path_in_repo="EXPERIMENT.txt", repo_id=repo_id,
+                    revision="experiment", commit_message="Try something")
+    browser.get(f"{local_hub.url}/{repo_id}/tree/main")
+    browser.find_element(By.CSS_SELECTOR, "#ref-selector summary").click()
+    refs = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#ref-selector .refs-menu a")]
+    assert {"main", "experiment", "v1.0"} <= set(refs)
+    browser.find_element(By.LINK_TEXT, "experiment").click()
+    assert "/tree/experiment" in browser.current_url
+    assert browser.find_elements(By.PARTIAL_LINK_TEXT, "EXPERIMENT.txt")
+    browser.get(f"{local_hub.url}/{repo_id}/commits/experiment")
+    assert browser.find_element(By.CSS_SELECTOR, "#commit-list .commit-title").text == "Try something"
+
+
+# ---- datasets ----------------------------------------------------------------------------------
+
+
+def test_dataset_pages_show_the_first_rows_with_thumbnails(browser, local_hub, concept_dataset):
+    from selenium.webdriver.common.by import By
+
+    for repo_id in concept_dataset:  # parquet from concept push, then the imagefolder as uploaded
+        browser.get(f"{local_hub.url}/datasets/{repo_id}")
+        viewer = browser.find_element(By.ID, "dataset-viewer")
+        widths = _natural_widths(browser, "#dataset-viewer img.thumb")
+        assert len(widths) == 5 and all(width > 0 for width in widths), (repo_id, widths)
+        assert "a photo of pkblz dog" in viewer.text
+        assert f'load_dataset("{repo_id}")' in browser.find_element(By.ID, "snippet-code").text
+
+
+# ---- the hackathon leaderboard -----------------------------------------------------------------
+
+
+def _hackathon_card(theme: str, *, licence: bool = True) -> str:
+    lines = ["---", "tags: [dreambooth-hackathon, " + theme + "]"]
+    if licence:
+        lines.append("license: creativeml-openrail-m")
+    lines += [
+        "widget:", "- text: a photo of pkblz dog", "  output:", "    url: images/widget.png",
+        "model-index:", "- name: entry", "  results:", "  - task: {type: text-to-image}",
+        "    dataset: {name: DreamBench dog, type: dreambench}",
+        "    metrics:", "    - {type: dino, name: DINO, value: 0.6123}",
+        "---", "", "# An entry", "", "![samples](images/widget.png)", "",
+    ]
+    return "\n".join(lines)
+
+
+def test_leaderboard_orders_entries_by_likes_within_each_theme_with_the_rule_badge(browser, local_hub, api):
+    from safetensors.torch import save as save_safetensors
+    import torch
+    from selenium.webdriver.common.by import By
+
+    seeded = {"animal": {"pages-cat": 3, "pages-owl": 11, "pages-fox": 7}, "food": {"pages-pie": 2, "pages-tea": 5}}
+    lora = save_safetensors({"unet.down.lora_A.weight": torch.zeros(2, 2)})
+    colours = iter([(200, 60, 60), (60, 160, 90), (60, 90, 200), (220, 170, 40), (140, 70, 170)])
+    for theme, entries in seeded.items():
+        for name, likes in entries.items():
+            repo_id = f"{local_hub.user}/{name}"
+            api.create_repo(repo_id, exist_ok=True)
+            from huggingface_hub import CommitOperationAdd
+
+            api.create_commit(repo_id, [
+                CommitOperationAdd("README.md", _hackathon_card(theme, licence=name != "pages-tea").encode()),
+                CommitOperationAdd("images/widget.png", _png(next(colours))),
+                CommitOperationAdd("pytorch_lora_weights.safetensors", lora),
+            ], commit_message="Hackathon entry")
+            local_hub.set_likes(repo_id, likes)
+
+    browser.get(f"{local_hub.url}/hackathon")
+    for theme, entries in seeded.items():
+        shown = [item.get_attribute("data-repo") for item in
+                 browser.find_elements(By.CSS_SELECTOR, f"#theme-{theme} li.entry")]
+        ours = [repo.split("/")[1] for repo in shown if repo.split("/")[1] in entries]
+        assert ours == sorted(entries, key=lambda name: -entries[name]), (theme, shown)
+        likes = [int(item.get_attribute("data-likes")) for item in
+                 browser.find_elements(By.CSS_SELECTOR, f"#theme-{theme} li.entry")]
+        assert likes == sorted(likes, reverse=True)
+    owl = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-owl']")
+    assert owl.find_element(By.CSS_SELECTOR, ".rule-badge").text == "✓ valid entry"
+    tea = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-tea']")
+    badge = tea.find_element(By.CSS_SELECTOR, ".rule-badge.fail")
+    assert badge.text.startswith("1 rule failing")
+    badge.find_element(By.TAG_NAME, "summary").click()
+    assert "license" in badge.text and "creativeml-openrail-m" in badge.text
+    widths = _natural_widths(browser, f"li.entry[data-repo^='{local_hub.user}/pages-'] img")
+    assert len(widths) == 5 and all(width == 64 for width in widths)
+    _screenshot(browser, "localhub_leaderboard")
+
+    browser.get(f"{local_hub.url}/{local_hub.user}/pages-owl")
+    evals = browser.find_element(By.ID, "eval-results").text
+    assert "DINO" in evals and "0.6123" in evals and "DreamBench dog" in evals
+
+
+# ---- security ----------------------------------------------------------------------------------
+
+
+def test_a_hostile_card_runs_nothing_in_the_browser(browser, local_hub, api):
+    from selenium.webdriver.common.by import By
+
+    repo_id = f"{local_hub.user}/pages-xss"
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_file(path_or_fileobj=XSS_CARD.encode(), path_in_repo="README.md", repo_id=repo_id)
+    browser.get(f"{local_hub.url}/{repo_id}")
+    card = browser.find_element(By.ID, "model-card")
+    assert "Plain text survives" in card.text
+    for link in card.find_elements(By.TAG_NAME, "a"):
+        href = link.get_attribute("href") or ""
+        assert not href.lower().startswith(("javascript:", "data:")), href
+        if not href:
+            link.click()  # a link stripped of its target does nothing when clicked
+    buttons = card.find_elements(By.TAG_NAME, "button")
+    assert not buttons, "forms and buttons are not part of a card"
+    assert browser.execute_script("return typeof window.pwned") == "undefined"
+    assert browser.title.startswith(repo_id) and "pwned" not in browser.title
+    html = card.get_attribute("innerHTML").lower()
+    for forbidden in ("<script", "<svg", "<iframe", "<object", "<form", "onerror", "onload", "ontoggle", "style="):
+        assert forbidden not in html, forbidden
+    assert not re.search(r"""(href|src|action|data)\s*=\s*["']?\s*(javascript|data):""", html)
+
+
+def test_every_page_sends_a_content_security_policy(local_hub, demo_model):
+    repo_id, _ = demo_model
+    paths = ["/", f"/{repo_id}", f"/{repo_id}/tree/main", f"/{repo_id}/blob/main/hubtools.toml",
+             f"/{repo_id}/commits/main", "/hackathon", "/login", "/nobody/nothing-here"]
+    for path in paths:
+        response = httpx.get(local_hub.url + path)
+        policy = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy, path
+        assert "unsafe-inline" not in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-type"].startswith("text/html")
+
+
+def test_private_repos_are_404_to_anonymous_visitors_and_other_users(local_hub, browser):
+    from selenium.webdriver.common.by import By
+
+    owner = HfApi(endpoint=local_hub.url, token=local_hub.token)
+    repo_id = f"{local_hub.user}/pages-secret"
+    owner.create_repo(repo_id, private=True, exist_ok=True)
+    owner.upload_file(path_or_fileobj=b"# Secret model\n\nnothing to see", path_in_repo="README.md", repo_id=repo_id)
+    missing = f"{local_hub.user}/pages-never-created"
+    paths = ["", "/tree/main", "/blob/main/README.md", "/commits/main", "/resolve/main/README.md", "/tree/main/x"]
+
+    def bodies(client: httpx.Client) -> None:
+        for suffix in paths:
+            secret = client.get(f"/{repo_id}{suffix}")
+            absent = client.get(f"/{missing}{suffix}")
+            assert secret.status_code == absent.status_code == 404, suffix
+            assert secret.text.replace(repo_id, "X") == absent.text.replace(missing, "X"), suffix
+            assert "Secret model" not in secret.text
+        listing = client.get("/", params={"search": "pages-secret"}).text
+        assert repo_id not in listing
+
+    with httpx.Client(base_url=local_hub.url) as anonymous:
+        bodies(anonymous)
+    with _signed_in_client(local_hub, local_hub.other_token) as other:
+        bodies(other)
+    with _signed_in_client(local_hub, local_hub.token) as signed_in:
+        assert signed_in.get(f"/{repo_id}").status_code == 200
+        assert repo_id in signed_in.get("/", params={"search": "pages-secret"}).text
+
+    browser.delete_all_cookies()
+    browser.get(f"{local_hub.url}/{repo_id}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
+    browser.get(f"{local_hub.url}/login?next=/{repo_id}")
+    browser.find_element(By.ID, "token").send_keys(local_hub.token)
+    browser.find_element(By.CSS_SELECTOR, ".card-form button").submit()
+    assert browser.find_element(By.CSS_SELECTOR, ".repo-header h1").text == repo_id
+    assert "Secret model" in browser.find_element(By.ID, "model-card").text
+    browser.delete_all_cookies()
+
+
+def test_sign_in_sets_an_httponly_samesite_cookie_and_never_shows_the_token(local_hub):
+    with httpx.Client(base_url=local_hub.url) as client:
+        refused = client.post("/login", data={"token": "not-a-token", "next": "/"})
+        assert refused.status_code == 401 and "set-cookie" not in refused.headers
+        response = client.post("/login", data={"token": local_hub.token, "next": "//evil.example/"})
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        cookie = response.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        assert local_hub.token not in response.headers["set-cookie"]
+        page = client.get("/")
+        assert local_hub.user in page.text and local_hub.token not in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+        assert "Sign in" in client.get("/").text
+
+
+def test_the_api_still_answers_json_beside_the_pages(local_hub, demo_model):
+    repo_id, _ = demo_model
+    info = httpx.get(f"{local_hub.url}/api/models/{repo_id}").json()
+    assert info["id"] == repo_id
+    resolved = httpx.get(f"{local_hub.url}/{repo_id}/resolve/main/model_index.json")
+    assert resolved.status_code == 200 and resolved.json()["_class_name"]
+    assert httpx.get(f"{local_hub.url}/api/models/{local_hub.user}/pages-never-created").headers[
+        "content-type"].startswith("application/json")
