@@ -8,6 +8,7 @@ Content-Security-Policy: no inline script or style, images only from this hub (p
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -60,12 +61,21 @@ class PageState:
     def __init__(self, hub: HubContext) -> None:
         self.sessions = SessionBook()
         self.summaries = views.SummaryCache(hub.storage)
+        # Read every card once in the background, so that tag filters and the tag list are quick and whole.
+        threading.Thread(target=self.summaries.warm, args=(hub.storage.list_repos(),),
+                         name="hubtools-pages-warm", daemon=True).start()
+
+
+_state_lock = threading.Lock()
 
 
 def _state(request: Request) -> PageState:
     state = getattr(request.app.state, "pages", None)
     if state is None:
-        state = request.app.state.pages = PageState(request.app.state.hub)
+        with _state_lock:
+            state = getattr(request.app.state, "pages", None)
+            if state is None:
+                state = request.app.state.pages = PageState(request.app.state.hub)
     return state
 
 

@@ -85,6 +85,8 @@ class SummaryCache:
         self.size = size
         self._items: OrderedDict[tuple[str, str, str], Summary] = OrderedDict()
         self._lock = threading.Lock()
+        self._version = 0  # bumped on every new summary: what the memo of top_tags is keyed on
+        self._top_tags: tuple[Any, list[tuple[str, int]]] = (None, [])
 
     def head(self, repo: Repo) -> str | None:
         ref = self.storage.get_ref(repo.repo_type, repo.repo_id, "branch", DEFAULT_BRANCH)
@@ -107,9 +109,32 @@ class SummaryCache:
         made = summarize(self.storage, repo, commit)
         with self._lock:
             self._items[key] = made
+            self._version += 1
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return made
+
+
+    def top_tags(self, repos: list[Repo], limit: int = 16) -> list[tuple[str, int]]:
+        """The commonest tags among ``repos`` whose summaries are cached (all of them once warm)."""
+        wanted = {(repo.repo_type, repo.repo_id) for repo in repos}
+        key = (self._version, hash(frozenset(wanted)), limit)
+        if self._top_tags[0] == key:
+            return self._top_tags[1]
+        with self._lock:
+            latest = {(k[0], k[1]): s for k, s in self._items.items() if (k[0], k[1]) in wanted}
+        counts = Counter(tag for s in latest.values() for tag in s.tags
+                         if not tag.startswith(("license:", "base_model:", "dataset:")))
+        self._top_tags = (key, counts.most_common(limit))
+        return self._top_tags[1]
+
+    def warm(self, repos: list[Repo]) -> None:
+        """Summarize every repo (run in a background thread once per server: the tag list then covers all)."""
+        for repo in repos:
+            try:
+                self.summary(repo)
+            except Exception:  # noqa: BLE001 - a repo deleted meanwhile, a closed store: warming is optional
+                continue
 
 
 def _with_repo(summary: Summary, repo: Repo) -> Summary:
@@ -179,24 +204,35 @@ class IndexPage:
 
 def index_page(cache: SummaryCache, repos: list[Repo], *, search: str, tag: str, sort: str, page: int,
                per_page: int = 24) -> IndexPage:
-    summaries = [s for s in (cache.summary(repo) for repo in repos) if s is not None]
-    top_tags = Counter(t for s in summaries for t in s.tags if not t.startswith(("license:", "base_model:", "dataset:")))
+    """One page of the index. Sorting by likes or downloads with no tag filter needs the cards of the shown
+    repos only (the repo rows hold the counters), so even a cold cache renders it quickly; a tag filter or
+    "recently updated" reads every card once (cached afterwards)."""
     needles = [word for word in search.lower().split() if word]
     if needles:
-        summaries = [s for s in summaries if all(n in s.repo.repo_id.lower() for n in needles)]
-    if tag:
-        summaries = [s for s in summaries if tag in s.tags]
-    if sort == "downloads":
-        summaries.sort(key=lambda s: (-s.repo.downloads, s.repo.repo_id))
-    elif sort == "updated":
-        summaries.sort(key=lambda s: s.repo.repo_id)
-        summaries.sort(key=lambda s: s.last_modified, reverse=True)
+        repos = [repo for repo in repos if all(n in repo.repo_id.lower() for n in needles)]
+    if tag or sort == "updated":
+        found = [s for s in (cache.summary(repo) for repo in repos) if s is not None]
+        if tag:
+            found = [s for s in found if tag in s.tags]
+        if sort == "updated":
+            found.sort(key=lambda s: s.repo.repo_id)
+            found.sort(key=lambda s: s.last_modified, reverse=True)
+        else:
+            found.sort(key=_counter_key(sort, lambda s: s.repo))
+        total, window = len(found), found
     else:
-        summaries.sort(key=lambda s: (-s.repo.likes, s.repo.repo_id))
-    pages = max(1, -(-len(summaries) // per_page))
+        repos = sorted(repos, key=_counter_key(sort, lambda repo: repo))
+        total, window = len(repos), repos
+    pages = max(1, -(-total // per_page))
     page = min(max(page, 1), pages)
-    return IndexPage(summaries[(page - 1) * per_page : page * per_page], len(summaries), page, pages,
-                     top_tags.most_common(16))
+    shown = window[(page - 1) * per_page : page * per_page]
+    items = [item if isinstance(item, Summary) else cache.summary(item) for item in shown]
+    return IndexPage([item for item in items if item is not None], total, page, pages, cache.top_tags(repos))
+
+
+def _counter_key(sort: str, repo_of: Any) -> Any:
+    column = "downloads" if sort == "downloads" else "likes"
+    return lambda item: (-getattr(repo_of(item), column), repo_of(item).repo_id)
 
 
 # ---- a repo's facts ----------------------------------------------------------------------------
