@@ -42,12 +42,37 @@ def parse_tokens(values: list[str]) -> dict[str, str]:
     return tokens
 
 
+def parse_organizations(values: list[str]) -> dict[str, list[str]]:
+    """``["acme=alice,bob", ...]`` -> ``{"acme": ["alice", "bob"]}``."""
+    from hubtools.localhub.naming import check_name_part
+
+    organizations: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, members_text = value.partition("=")
+        name = name.strip()
+        members = [member.strip() for member in members_text.split(",") if member.strip()]
+        if not sep or not name or not members:
+            raise ConfigError("--org must look like NAME=USER1,USER2, with at least one member.")
+        for part, what in ((name, "organization name"), *((member, "user name") for member in members)):
+            try:
+                check_name_part(part, what)
+            except Exception:
+                raise ConfigError(f"--org: {part!r} is not a valid {what} (letters, digits, '-', '_', '.').") from None
+        if name in organizations:
+            raise ConfigError(f"--org: the organization {name!r} is given twice; list all its members once.")
+        organizations[name] = members
+    return organizations
+
+
 @app.command("serve")
 def serve(
     data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
     token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
+    org: list[str] = typer.Option(
+        [], "--org", help="NAME=USER1,USER2: an organization whose members write to NAME/... (repeatable)."
+    ),
     with_tiny_model: bool = typer.Option(
         False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
     ),
@@ -58,12 +83,15 @@ def serve(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
     tokens = parse_tokens(token)
+    organizations = parse_organizations(org)
+    if INTERNAL_PUBLISHER in organizations:
+        raise ConfigError(f"--org: the name {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model.")
     publisher_token = secrets.token_urlsafe(24) if with_tiny_model else None
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
     if not tokens:
         err_console.print("[yellow]no --token given: the hub is read-only.[/]", highlight=False)
-    with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
+    with serve_in_background(data, host=host, port=port, tokens=tokens, organizations=organizations) as hub:
         if publisher_token is not None:
             from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
             from hubtools.models import publish_tiny_model, quiet_weight_loading

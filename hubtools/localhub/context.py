@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from hubtools.localhub import naming
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
 from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
@@ -53,6 +53,7 @@ class HubContext:
     settings: HubSettings = field(default_factory=HubSettings)
     lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
     tickets_lock: threading.Lock = field(default_factory=threading.Lock)
+    organizations: Organizations = field(default_factory=Organizations)
 
     # ---- who is asking, and may they --------------------------------------------------------
 
@@ -63,27 +64,34 @@ class HubContext:
             self.tokens.require_user(authorization)  # raises 401 for a wrong token
         return user
 
+    def may_write(self, user: str | None, namespace: str) -> bool:
+        return may_write(user, namespace, self.organizations)
+
+    def require_write(self, user: str, namespace: str) -> None:
+        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to)."""
+        require_write(user, namespace, self.organizations)
+
+    def may_read(self, user: str | None, repo: Repo) -> bool:
+        """Public repos are for everyone; a private one for whoever may write to its namespace."""
+        return not repo.private or self.may_write(user, repo.namespace)
+
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
+        # a wrong token is 401 on every route, public repo or not
         return self.repo_visible_to(self.viewer(request), repo_type, namespace, name)
 
-    @staticmethod
-    def may_see(user: str | None, repo: Repo) -> bool:
-        """THE rule of who sees a repo (API and pages alike): everybody a public one, its owner a private one."""
-        return not repo.private or user == repo.owner
-
     def repo_visible_to(self, user: str | None, repo_type: str, namespace: str, name: str) -> Repo:
-        """The repo, or RepoNotFound when it does not exist or ``user`` may not see it (the same answer, so a
-        private repo's existence does not leak)."""
+        """The repo if ``user`` may read it (``may_read``: the one rule, for the API and the pages), else
+        RepoNotFound, the same answer as for a repo that does not exist, so private ones do not leak."""
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
         repo = self.storage.get_repo(repo_type, repo_id)
-        if repo is None or not self.may_see(user, repo):
+        if repo is None or not self.may_read(user, repo):
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
         user = self.tokens.require_user(request.headers.get("authorization"))
         repo = self.visible_repo(request, repo_type, namespace, name)
-        self.tokens.require_owner(user, repo.owner)
+        self.require_write(user, repo.namespace)
         return repo, user
 
     # ---- request bodies ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ async def create_repo(request: Request, hub: Hub) -> Response:
     user = hub.tokens.require_user(request.headers.get("authorization"))
     body = json_object(await hub.read_json(request))
     repo_type, repo_id = repo_id_from_body(body, user)
-    hub.tokens.require_owner(user, repo_id.split("/")[0])
+    hub.require_write(user, repo_id.split("/")[0])
     private = body.get("private")
     if body.get("visibility") is not None:
         private = body["visibility"] in ("private", "protected")
@@ -47,7 +47,7 @@ async def delete_repo(request: Request, hub: Hub) -> Response:
     repo_type, repo_id = repo_id_from_body(body, user)
     namespace, name = repo_id.split("/")
     repo = hub.visible_repo(request, repo_type, namespace, name)
-    hub.tokens.require_owner(user, repo.owner)
+    hub.require_write(user, repo.namespace)
     await run_in_threadpool(hub.storage.delete_repo, repo_type, repo_id)
     return JSONResponse({})
 
@@ -94,7 +94,7 @@ def list_repos(request: Request, plural: str, hub: Hub) -> Response:
         raise BadRequest("limit must be an integer.") from None
     items = []
     for repo in hub.storage.list_repos(repo_type):
-        if not hub.may_see(user, repo):
+        if not hub.may_read(user, repo):
             continue
         if author and repo.repo_id.split("/")[0] != author:
             continue

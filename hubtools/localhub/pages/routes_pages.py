@@ -140,7 +140,7 @@ def _index(request: Request) -> HTMLResponse:
         page_number = 1
     user = _viewer(request)
     started = time.perf_counter()
-    repos = [repo for repo in hub.storage.list_repos(repo_type) if hub.may_see(user, repo)]
+    repos = [repo for repo in hub.storage.list_repos(repo_type) if hub.may_read(user, repo)]
     page = views.index_page(state.summaries, repos, search=params.get("search", "").strip(),
                             tag=params.get("tag", "").strip(), sort=sort, page=page_number)
     return _render(request, "index.html.j2", page=page, repo_type=repo_type, type_tabs=TYPE_TABS, sort=sort,
@@ -278,7 +278,7 @@ def _add_repo_routes(prefix: str, repo_type: str) -> None:
 def _hackathon(request: Request) -> HTMLResponse:
     hub, state = _hub(request), _state(request)
     user = _viewer(request)
-    repos = [repo for repo in hub.storage.list_repos("model") if hub.may_see(user, repo)]
+    repos = [repo for repo in hub.storage.list_repos("model") if hub.may_read(user, repo)]
     boards = views.hackathon_boards(hub.storage, state.summaries, repos)
     return _render(request, "hackathon.html.j2", boards=boards)
 

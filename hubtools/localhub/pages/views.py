@@ -1,7 +1,7 @@
 """What the pages show, read from the hub's storage: repo summaries (cached per commit), file listings,
 the card's metadata as facts, the "use this model" snippet, dataset rows and the hackathon boards.
 
-Nothing here decides who may see what: callers pass repos that ``HubContext.may_see`` let through.
+Nothing here decides who may see what: callers pass repos that ``HubContext.may_read`` let through.
 Summaries are cached by head commit id, which never changes meaning (a new commit is a new id), so
 the index of a 1,000-repo hub costs one ref lookup per repo once the cache is warm.
 """
