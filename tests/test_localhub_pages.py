@@ -27,11 +27,13 @@ from run_builders import build_run
 
 from hubtools.card import render_model_card
 from hubtools.publish import push_run
+from hubtools.resources import DEMO_CONCEPT_DIR
 from hubtools.sample import render_samples
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 PAGE_TIMEOUT_S = 20
+PHOTO_PX = 192
 
 XSS_CARD = """---
 license: mit
@@ -56,9 +58,14 @@ Plain text survives: **bold** and `code`.
 """
 
 
-def _png(colour: tuple[int, int, int], size: int = 64) -> bytes:
+def _photo(path: Path) -> bytes:
+    """One of the shipped dog photos as a small square PNG (what a widget image of an entry looks like)."""
+    with Image.open(path) as image:
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.convert("RGB").crop((left, top, left + side, top + side)).resize((PHOTO_PX, PHOTO_PX))
     out = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(out, format="PNG")
+    square.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -115,8 +122,6 @@ def concept_dataset(local_hub, tmp_path_factory) -> tuple[str, str]:
     """The demo's dog photos as ``hubtools concept push`` publishes them (parquet), and the prepared
     folder uploaded as it is (an imagefolder with metadata.jsonl)."""
     from hubtools.concepts import prepare_concept, push_concept
-    from hubtools.resources import DEMO_CONCEPT_DIR
-
     prepared = tmp_path_factory.mktemp("pages-concept") / "prepared"
     prepare_concept(DEMO_CONCEPT_DIR, prepared, resolution=64, caption="a photo of pkblz dog", progress=False)
     parquet_repo = f"{local_hub.user}/pages-dog-photos"
@@ -156,8 +161,8 @@ def _screenshot(driver, name: str) -> None:
     folder = os.environ.get("HUBTOOLS_SCREENSHOTS")
     if not folder:
         return
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height, 700), 1500))
+    height = driver.execute_script("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height, 700), 1400))
     Path(folder).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(Path(folder) / f"{name}.png"))
     driver.set_window_size(1280, 1000)
@@ -184,7 +189,7 @@ def test_model_page_shows_the_rendered_card_with_its_grid_the_files_and_the_comm
     tags = [tag.text for tag in browser.find_elements(By.CSS_SELECTOR, ".repo-header .tags .tag")]
     assert "diffusers" in tags and "text-to-image" in tags
     snippet = browser.find_element(By.ID, "snippet-code").text
-    assert f'DiffusionPipeline.from_pretrained("{repo_id}")' in snippet
+    assert "DiffusionPipeline.from_pretrained(" in snippet and f'"{repo_id}"' in snippet
     _screenshot(browser, "localhub_model_page")
 
     browser.find_element(By.LINK_TEXT, "Files and versions").click()
@@ -273,9 +278,10 @@ def test_leaderboard_orders_entries_by_likes_within_each_theme_with_the_rule_bad
     import torch
     from selenium.webdriver.common.by import By
 
-    seeded = {"animal": {"pages-cat": 3, "pages-owl": 11, "pages-fox": 7}, "food": {"pages-pie": 2, "pages-tea": 5}}
+    seeded = {"animal": {"pages-corgi": 3, "pages-good-boy": 11, "pages-sks-pup": 7},
+              "food": {"pages-dog-cake": 2, "pages-hot-dog": 5}}
     lora = save_safetensors({"unet.down.lora_A.weight": torch.zeros(2, 2)})
-    colours = iter([(200, 60, 60), (60, 160, 90), (60, 90, 200), (220, 170, 40), (140, 70, 170)])
+    photos = iter(sorted(DEMO_CONCEPT_DIR.glob("*.jpg")))
     for theme, entries in seeded.items():
         for name, likes in entries.items():
             repo_id = f"{local_hub.user}/{name}"
@@ -283,8 +289,8 @@ def test_leaderboard_orders_entries_by_likes_within_each_theme_with_the_rule_bad
             from huggingface_hub import CommitOperationAdd
 
             api.create_commit(repo_id, [
-                CommitOperationAdd("README.md", _hackathon_card(theme, licence=name != "pages-tea").encode()),
-                CommitOperationAdd("images/widget.png", _png(next(colours))),
+                CommitOperationAdd("README.md", _hackathon_card(theme, licence=name != "pages-hot-dog").encode()),
+                CommitOperationAdd("images/widget.png", _photo(next(photos))),
                 CommitOperationAdd("pytorch_lora_weights.safetensors", lora),
             ], commit_message="Hackathon entry")
             local_hub.set_likes(repo_id, likes)
@@ -298,18 +304,18 @@ def test_leaderboard_orders_entries_by_likes_within_each_theme_with_the_rule_bad
         likes = [int(item.get_attribute("data-likes")) for item in
                  browser.find_elements(By.CSS_SELECTOR, f"#theme-{theme} li.entry")]
         assert likes == sorted(likes, reverse=True)
-    owl = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-owl']")
-    assert owl.find_element(By.CSS_SELECTOR, ".rule-badge").text == "✓ valid entry"
-    tea = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-tea']")
-    badge = tea.find_element(By.CSS_SELECTOR, ".rule-badge.fail")
+    best = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-good-boy']")
+    assert best.find_element(By.CSS_SELECTOR, ".rule-badge").text == "✓ valid entry"
+    unlicensed = browser.find_element(By.CSS_SELECTOR, f"li.entry[data-repo='{local_hub.user}/pages-hot-dog']")
+    badge = unlicensed.find_element(By.CSS_SELECTOR, ".rule-badge.fail")
     assert badge.text.startswith("1 rule failing")
     badge.find_element(By.TAG_NAME, "summary").click()
     assert "license" in badge.text and "creativeml-openrail-m" in badge.text
     widths = _natural_widths(browser, f"li.entry[data-repo^='{local_hub.user}/pages-'] img")
-    assert len(widths) == 5 and all(width == 64 for width in widths)
+    assert len(widths) == 5 and all(width == PHOTO_PX for width in widths)
     _screenshot(browser, "localhub_leaderboard")
 
-    browser.get(f"{local_hub.url}/{local_hub.user}/pages-owl")
+    browser.get(f"{local_hub.url}/{local_hub.user}/pages-good-boy")
     evals = browser.find_element(By.ID, "eval-results").text
     assert "DINO" in evals and "0.6123" in evals and "DreamBench dog" in evals
 

@@ -273,24 +273,24 @@ def as_list(value: Any) -> list[str]:
 
 
 def usage_snippet(summary: Summary, endpoint: str) -> tuple[str, str]:
-    """(language, code) a visitor copies to use the repo from Python against this hub."""
+    """(language, code) a visitor copies to use the repo from Python against this hub (short lines: it
+    sits in the sidebar)."""
     repo = summary.repo
-    header = f"# this hub: export HF_ENDPOINT={endpoint} HF_HUB_DISABLE_XET=1\n"
-    prompt = json.dumps(summary.widget_prompt or "a photo of a dog")
+    header = f"# export HF_ENDPOINT={endpoint}\n"
+    name = json.dumps(repo.repo_id)
     if repo.repo_type == "dataset":
-        return "python", header + f"from datasets import load_dataset\n\nds = load_dataset({json.dumps(repo.repo_id)})\n"
+        return "python", header + f"from datasets import load_dataset\n\nds = load_dataset({name})\n"
     if repo.repo_type == "space":
         return "bash", f"git clone {endpoint}/spaces/{repo.repo_id}\n"
     base = as_list((summary.card or {}).get("base_model"))
     lora = "model_index.json" not in summary.files and base and any(f.endswith(".safetensors") for f in summary.files)
-    lines = [header.rstrip("\n"), "import torch", "from diffusers import DiffusionPipeline", ""]
+    lines = [header + "from diffusers import DiffusionPipeline", ""]
     if lora:
-        lines += [f"pipe = DiffusionPipeline.from_pretrained({json.dumps(base[0])})",
-                  f"pipe.load_lora_weights({json.dumps(repo.repo_id)})"]
+        lines += [f"pipe = DiffusionPipeline.from_pretrained(\n    {json.dumps(base[0])})", f"pipe.load_lora_weights({name})"]
     else:
-        lines += [f"pipe = DiffusionPipeline.from_pretrained({json.dumps(repo.repo_id)})"]
-    lines += ['pipe = pipe.to("cuda" if torch.cuda.is_available() else "cpu")', f"image = pipe({prompt}).images[0]",
-              'image.save("out.png")']
+        lines += [f"pipe = DiffusionPipeline.from_pretrained(\n    {name})"]
+    lines += ['pipe = pipe.to("cuda")  # or "cpu"', f"prompt = {json.dumps(summary.widget_prompt or 'a photo of a dog')}",
+              "image = pipe(prompt).images[0]", 'image.save("out.png")']
     return "python", "\n".join(lines) + "\n"
 
 
