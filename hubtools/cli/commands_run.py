@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
@@ -17,6 +18,8 @@ from hubtools.cli.app import app, console, err_console
 from hubtools.config import RunConfig, apply_overrides, describe_precision, load_config
 
 # CLI option name -> dotted RunConfig key. Options missing here steer the command, not the run.
+DEMO_PAGES_PORT = 8080  # where the demo's closing lines suggest serving its hub again
+
 OVERRIDES = {
     "base_model": "model.base_model",
     "revision": "model.revision",
@@ -350,5 +353,7 @@ def demo_command(
     console.print(f"card            {result.run_dir / 'README.md'}", highlight=False)
     console.print(f"reloaded image  {result.reloaded_image}", highlight=False)
     console.print(f"hub data        {result.hub_data}", highlight=False)
-    console.print(f"browse it again hubtools hub serve --data {result.hub_data}", highlight=False)
-    console.print(result.repo_url, highlight=False)
+    # The demo's hub stops with the demo: the last line is the model's page once the hub is served again.
+    page = f"http://127.0.0.1:{DEMO_PAGES_PORT}/{urlsplit(result.repo_url).path.lstrip('/')}"
+    console.print(f"browse it again hubtools hub serve --data {result.hub_data} --port {DEMO_PAGES_PORT}", highlight=False)
+    console.print(page, highlight=False)
