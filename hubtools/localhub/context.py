@@ -24,7 +24,9 @@ from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, 
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
-MAX_COMMIT_BODY = 512 * 1024 * 1024
+# The commit body is read line by line (one file per line), so its total size costs disk, not memory.
+MAX_COMMIT_BODY = 16 * 1024**3
+MAX_COMMIT_LINE = 64 * 1024 * 1024
 MAX_LFS_OBJECT = 64 * 1024**3
 
 
@@ -32,6 +34,7 @@ MAX_LFS_OBJECT = 64 * 1024**3
 class HubSettings:
     max_json_body: int = MAX_JSON_BODY
     max_commit_body: int = MAX_COMMIT_BODY
+    max_commit_line: int = MAX_COMMIT_LINE
     max_lfs_object: int = MAX_LFS_OBJECT
 
 
