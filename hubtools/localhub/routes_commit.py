@@ -107,8 +107,9 @@ def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFil
 @router.post("/api/{plural}/{namespace}/{name}/commit/{revision}")
 async def commit(request: Request, plural: str, namespace: str, name: str, revision: str, hub: Hub) -> Response:
     storage = hub.storage
-    repo, user = hub.writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
     create_pr = flag(request.query_params.get("create_pr"))
+    repo, user = hub.committable_repo(request, naming.repo_type_from_plural(plural), namespace, name, revision,
+                                      create_pr)
     target, _ = hub.resolve(repo, revision) if create_pr else hub.storage.resolve(
         repo.repo_type, repo.repo_id, storage_ref_name(*hub.branch_target(repo, revision)))
     lfs_rules = lfs_patterns(hub, target)
@@ -133,12 +134,21 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
         raise BadRequest("parentCommit must be a commit id.")
     pr_url = None
     if create_pr:
-        start, _ = hub.resolve(repo, revision)
-        number = storage.next_pr_number(repo.repo_type, repo.repo_id)
-        oid = await run_in_threadpool(
-            lambda: storage.commit(repo.repo_type, repo.repo_id, str(number), operations, title=title,
-                                   message=description, author=user, parent_commit=parent_commit,
-                                   create_branch_from=start.oid, branch_kind="pr"))
+        kind, branch = hub.branch_target(repo, revision)
+        if kind != "branch":
+            raise BadRequest("A pull request merges into a branch: open it against a branch, e.g. main.")
+        number = await run_in_threadpool(
+            lambda: storage.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
+                                              description=description, pull_request=True, status="open",
+                                              target=branch))
+        try:
+            oid = await run_in_threadpool(
+                lambda: storage.commit(repo.repo_type, repo.repo_id, str(number), operations, title=title,
+                                       message=description, author=user, parent_commit=parent_commit,
+                                       branch_kind="pr"))
+        except BaseException:
+            await run_in_threadpool(storage.delete_discussion, repo.repo_type, repo.repo_id, number)
+            raise
         pr_url = f"{repo_url(request, repo)}/discussions/{number}"
     else:
         kind, branch = hub.branch_target(repo, revision)

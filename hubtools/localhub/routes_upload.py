@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, LfsTicket, base_url, json_object
+from hubtools.localhub.context import Hub, HubContext, LfsTicket, base_url, flag, json_object
 from hubtools.localhub.errors import BadRequest, NotFound
 from hubtools.localhub.storage import Commit, FileEntry, Repo, git_blob_oid
 
@@ -95,7 +95,8 @@ XET_REFUSAL = (f"This server speaks LFS only, not Xet: files over {INLINE_LIMIT 
 @router.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
 async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str,
                     hub: Hub) -> Response:
-    repo, _ = hub.writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
+    repo, _ = hub.committable_repo(request, naming.repo_type_from_plural(plural), namespace, name, revision,
+                                   flag(request.query_params.get("create_pr")))
     kind, branch = hub.branch_target(repo, revision)
     commit, _ = hub.storage.resolve(repo.repo_type, repo.repo_id, storage_ref_name(kind, branch))
     body = json_object(await hub.read_json(request))
@@ -145,7 +146,10 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     if not name_git.endswith(".git"):
         raise NotFound("Not found: no such endpoint.")
     repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
-    return hub.writable_repo(request, repo_type, namespace, name_git[: -len(".git")])
+    # Objects are content-addressed and invisible until a commit names them: whoever may commit to some
+    # ref of the repo (a writer, or anyone opening a pull request) may upload them; the commit decides.
+    user = hub.tokens.require_user(request.headers.get("authorization"))
+    return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
 
 
 async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
