@@ -20,11 +20,13 @@ from fastapi.responses import JSONResponse
 from hubtools.localhub import naming
 from hubtools.localhub.auth import Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import BadRequest, HubHTTPError, RepoMoved, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
-MAX_COMMIT_BODY = 512 * 1024 * 1024
+# The commit body is read line by line (one file per line), so its total size costs disk, not memory.
+MAX_COMMIT_BODY = 16 * 1024**3
+MAX_COMMIT_LINE = 64 * 1024 * 1024
 MAX_LFS_OBJECT = 64 * 1024**3
 
 
@@ -32,6 +34,7 @@ MAX_LFS_OBJECT = 64 * 1024**3
 class HubSettings:
     max_json_body: int = MAX_JSON_BODY
     max_commit_body: int = MAX_COMMIT_BODY
+    max_commit_line: int = MAX_COMMIT_LINE
     max_lfs_object: int = MAX_LFS_OBJECT
 
 
@@ -85,12 +88,35 @@ class HubContext:
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
         repo = self.storage.get_repo(repo_type, repo_id)
         if repo is None or not self.may_read(user, repo):
+            moved_to = self.storage.redirect_of(repo_type, repo_id) if repo is None else None
+            if moved_to is not None:
+                raise RepoMoved(f"Repository {repo_id} moved to {moved_to}.", extra={"moved_from": repo_id, "moved_to": moved_to})
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
         user = self.tokens.require_user(request.headers.get("authorization"))
         repo = self.visible_repo(request, repo_type, namespace, name)
+        self.require_write(user, repo.namespace)
+        return repo, user
+
+    def committable_repo(self, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+                         create_pr: bool) -> tuple[Repo, str]:
+        """The repo and user for an upload or commit to ``revision``: writers commit anywhere; anyone who
+        can read a repo may open a pull request on it and commit to the pull requests they opened (that is
+        how outsiders contribute on the Hub)."""
+        user = self.tokens.require_user(request.headers.get("authorization"))
+        repo = self.visible_repo(request, repo_type, namespace, name)
+        if self.may_write(user, repo.namespace) or create_pr:
+            return repo, user
+        kind, ref_name = self.storage.split_revision(unquote(revision))
+        if kind == "pr" and ref_name.isdigit():
+            try:
+                pr = self.storage.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
+            except HubHTTPError:
+                pr = None
+            if pr is not None and pr.author == user and pr.status in ("open", "draft"):
+                return repo, user
         self.require_write(user, repo.namespace)
         return repo, user
 
@@ -149,7 +175,7 @@ class HubContext:
             "lastModified": commit.date,
             "createdAt": repo.created_at,
             "private": repo.private,
-            "gated": False,
+            "gated": repo.gated or False,
             "disabled": False,
             "downloads": repo.downloads,
             "likes": repo.likes,
@@ -163,7 +189,7 @@ class HubContext:
             data["library_name"] = library_name
             data["pipeline_tag"] = pipeline_tag
         if repo.repo_type == "space":
-            data["sdk"] = (card or {}).get("sdk")
+            data["sdk"] = repo.sdk or (card or {}).get("sdk")
         return data
 
 

@@ -37,6 +37,7 @@ from hubtools.localhub.errors import (
     BadRequest,
     Conflict,
     EntryNotFound,
+    NotFound,
     PreconditionFailed,
     RepoNotFound,
     RevisionNotFound,
@@ -121,6 +122,7 @@ CREATE TABLE IF NOT EXISTS redirects (
 CREATE TABLE IF NOT EXISTS discussions (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, num INTEGER NOT NULL, is_pr INTEGER NOT NULL,
     title TEXT NOT NULL, author TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+    target TEXT, base_oid TEXT, merge_oid TEXT,
     PRIMARY KEY (repo_type, repo_id, num)
 );
 CREATE TABLE IF NOT EXISTS discussion_events (
@@ -351,6 +353,33 @@ class Ref:
         return prefix + self.name
 
 
+@dataclass(frozen=True)
+class Discussion:
+    """A discussion or pull request (they share one numbering per repo, as on the Hub)."""
+
+    num: int
+    is_pr: bool
+    title: str
+    author: str
+    status: str  # "open", "closed", "merged" or "draft"
+    created_at: str
+    target: str | None  # pull requests: the branch they merge into
+    base_oid: str | None  # pull requests: the commit of ``target`` they started from
+    merge_oid: str | None  # merged pull requests: the merge commit
+
+
+@dataclass(frozen=True)
+class DiscussionEvent:
+    id: int
+    type: str  # "comment", "status-change", "title-change" or "commit"
+    author: str
+    created_at: str
+    data: dict
+
+
+_DISCUSSION_COLUMNS = "num, is_pr, title, author, status, created_at, target, base_oid, merge_oid"
+
+
 # Operations of one commit, already validated: path -> new entry, or deletions.
 @dataclass(frozen=True)
 class AddFile:
@@ -397,6 +426,7 @@ class Storage:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _add_missing_columns(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ---- low level -----------------------------------------------------------------------------
@@ -680,37 +710,237 @@ class Storage:
             if isinstance(op, AddFile) and not self.has_blob(op.entry.sha256, op.entry.size):
                 raise BadRequest(f"Blob {op.entry.sha256} for {op.path} was never uploaded (or its size differs).")
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
-                (repo_type, repo_id, branch_kind, branch),
-            ).fetchone()
-            if row is None:
-                if create_branch_from is None:
-                    raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
-                head_oid = create_branch_from
-            else:
-                head_oid = row[0]
-            if parent_commit is not None and not (
-                len(parent_commit) >= SHORT_SHA_MIN and head_oid.startswith(parent_commit.lower())
-            ):
-                raise PreconditionFailed(
-                    f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
-                )
-            head = db.execute("SELECT seq, base_seq, n_files FROM commits WHERE oid = ?", (head_oid,)).fetchone()
-            if head is None:  # pragma: no cover - refs always point at stored commits
-                raise RevisionNotFound(f"Invalid rev id: {head_oid}")
-            oid = self._insert_commit(
-                db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
+            return self._commit_in(db, repo_type, repo_id, branch, operations, title=title, message=message,
+                                   author=author, parent_commit=parent_commit,
+                                   create_branch_from=create_branch_from, branch_kind=branch_kind)
+
+    def _commit_in(self, db: sqlite3.Connection, repo_type: str, repo_id: str, branch: str,
+                   operations: list[AddFile | DeleteFile | DeleteFolder], *, title: str, message: str, author: str,
+                   parent_commit: str | None, create_branch_from: str | None, branch_kind: str) -> str:
+        row = db.execute(
+            "SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
+            (repo_type, repo_id, branch_kind, branch),
+        ).fetchone()
+        if row is None:
+            if create_branch_from is None:
+                raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
+            head_oid = create_branch_from
+        else:
+            head_oid = row[0]
+        if parent_commit is not None and not (
+            len(parent_commit) >= SHORT_SHA_MIN and head_oid.startswith(parent_commit.lower())
+        ):
+            raise PreconditionFailed(
+                f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
             )
-            seq = _seq_of(db, oid)
-            base = _start_tree(db, self, seq, *head)
-            tree = CommitTree(self, seq, base)
-            count = _apply_operations(db, tree, head[2], operations)
-            db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
-            db.execute(
-                "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
-            )
+        head = db.execute("SELECT seq, base_seq, n_files FROM commits WHERE oid = ?", (head_oid,)).fetchone()
+        if head is None:  # pragma: no cover - refs always point at stored commits
+            raise RevisionNotFound(f"Invalid rev id: {head_oid}")
+        oid = self._insert_commit(
+            db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
+        )
+        seq = _seq_of(db, oid)
+        base = _start_tree(db, self, seq, *head)
+        tree = CommitTree(self, seq, base)
+        count = _apply_operations(db, tree, head[2], operations)
+        db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
+        db.execute(
+            "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
+        )
+        if branch_kind == "pr" and branch.isdigit():  # a commit to a pull request shows in its thread
+            _add_event(db, repo_type, repo_id, int(branch), "commit", author, {"subject": title, "oid": oid})
+            db.execute("UPDATE discussions SET status = 'open' WHERE repo_type = ? AND repo_id = ? AND num = ? "
+                       "AND status = 'draft'", (repo_type, repo_id, int(branch)))
         return oid
+
+    def squash(self, repo_type: str, repo_id: str, branch: str, *, title: str, author: str) -> str:
+        """Replace the history of ``branch`` by one commit with its current files (the Hub's super-squash).
+        Commits only the branch reached are forgotten; other refs keep theirs."""
+        with self._transaction() as db:
+            row = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
+                             "AND name = ?", (repo_type, repo_id, branch)).fetchone()
+            if row is None:
+                raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
+            head = self.get_commit(repo_type, repo_id, row[0])
+            assert head is not None
+            rows = head.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+            oid = self._insert_commit(db, repo_type, repo_id, None, title, "", author, "squash", _now_iso())
+            seq = _seq_of(db, oid)
+            db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
+            db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
+            db.execute("UPDATE refs SET commit_oid = ? WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
+                       "AND name = ?", (oid, repo_type, repo_id, branch))
+            _drop_unreachable_commits(db, repo_type, repo_id)
+        return oid
+
+    def copy_repo(self, repo_type: str, from_id: str, to_id: str, owner: str, private: bool) -> Repo:
+        """A new repo ``to_id`` with the files of ``from_id``'s main branch in one commit (the Hub's duplicate)."""
+        source, _ = self.resolve(repo_type, from_id, DEFAULT_BRANCH)
+        source_repo = self.require_repo(repo_type, from_id)
+        rows = source.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+                raise Conflict(f"You already created this {repo_type} repo: {to_id}.")
+            db.execute("INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (repo_type, to_id, owner, int(private), _now_iso(), source_repo.sdk))
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
+            oid = self._insert_commit(db, repo_type, to_id, None, f"Duplicate from {from_id}", "", owner, "copy",
+                                      _now_iso())
+            seq = _seq_of(db, oid)
+            db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
+            db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
+            db.execute("INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, to_id, DEFAULT_BRANCH, oid))
+        return self.require_repo(repo_type, to_id)
+
+    def move_repo(self, repo_type: str, from_id: str, to_id: str) -> None:
+        """Rename a repo; the old name keeps answering (a redirect), as on the Hub, until a repo takes it."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+                raise Conflict(f"A {repo_type} repo {to_id} already exists: pick another name.")
+            for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+                db.execute(f"UPDATE {table} SET repo_id = ? WHERE repo_type = ? AND repo_id = ?",
+                           (to_id, repo_type, from_id))
+            db.execute("UPDATE redirects SET new_id = ? WHERE repo_type = ? AND new_id = ?", (to_id, repo_type, from_id))
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
+            db.execute("INSERT OR REPLACE INTO redirects VALUES (?, ?, ?)", (repo_type, from_id, to_id))
+
+    # ---- likes ---------------------------------------------------------------------------------
+
+    def like(self, repo_type: str, repo_id: str, user: str, liked: bool = True) -> None:
+        """Like (or unlike) a repo as ``user``; the repo's like count follows (an admin-set count is the base)."""
+        with self._transaction() as db:
+            if liked:
+                changed = db.execute("INSERT OR IGNORE INTO likes VALUES (?, ?, ?, ?)",
+                                     (repo_type, repo_id, user, _now_iso())).rowcount
+                delta = changed
+            else:
+                delta = -db.execute("DELETE FROM likes WHERE repo_type = ? AND repo_id = ? AND user = ?",
+                                    (repo_type, repo_id, user)).rowcount
+            if delta:
+                db.execute("UPDATE repos SET likes = MAX(likes + ?, 0) WHERE repo_type = ? AND repo_id = ?",
+                           (delta, repo_type, repo_id))
+
+    def likers(self, repo_type: str, repo_id: str) -> list[str]:
+        rows = self._connect().execute("SELECT user FROM likes WHERE repo_type = ? AND repo_id = ? ORDER BY liked_at",
+                                       (repo_type, repo_id))
+        return [row[0] for row in rows]
+
+    def liked_by(self, user: str) -> list[tuple[str, str, str]]:
+        """(repo_type, repo_id, liked_at) of every repo ``user`` likes, newest first."""
+        rows = self._connect().execute("SELECT repo_type, repo_id, liked_at FROM likes WHERE user = ? "
+                                       "ORDER BY liked_at DESC", (user,))
+        return [tuple(row) for row in rows]
+
+    # ---- discussions and pull requests ---------------------------------------------------------
+
+    def create_discussion(self, repo_type: str, repo_id: str, *, title: str, author: str, description: str,
+                          pull_request: bool, status: str | None = None, target: str = DEFAULT_BRANCH) -> int:
+        """Open a discussion, or a pull request (ref ``refs/pr/N`` from the head of ``target``); returns N."""
+        now = _now_iso()
+        with self._transaction() as db:
+            num = self._next_number(db, repo_type, repo_id)
+            base_oid = None
+            if pull_request:
+                row = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
+                                 "AND name = ?", (repo_type, repo_id, target)).fetchone()
+                if row is None:
+                    raise RevisionNotFound(f"Invalid rev id: {target} is not a branch of {repo_id}.")
+                base_oid = row[0]
+                db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, 'pr', ?, ?)", (repo_type, repo_id, str(num), base_oid))
+            db.execute("INSERT INTO discussions (repo_type, repo_id, num, is_pr, title, author, status, created_at, "
+                       "target, base_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (repo_type, repo_id, num, int(pull_request), title, author,
+                        status or ("draft" if pull_request else "open"), now, target if pull_request else None,
+                        base_oid))
+            if description:
+                _add_event(db, repo_type, repo_id, num, "comment", author, _comment_data(description))
+        return num
+
+    def delete_discussion(self, repo_type: str, repo_id: str, num: int) -> None:
+        with self._transaction() as db:
+            for table in ("discussions", "discussion_events"):
+                db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ? AND num = ?",
+                           (repo_type, repo_id, num))
+            db.execute("DELETE FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr' AND name = ?",
+                       (repo_type, repo_id, str(num)))
+
+    def list_discussions(self, repo_type: str, repo_id: str) -> list[Discussion]:
+        rows = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
+                                       "AND repo_id = ? ORDER BY num DESC", (repo_type, repo_id))
+        return [Discussion(*row) for row in rows]
+
+    def get_discussion(self, repo_type: str, repo_id: str, num: int) -> Discussion:
+        row = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
+                                      "AND repo_id = ? AND num = ?", (repo_type, repo_id, num)).fetchone()
+        if row is None:
+            raise NotFound(f"Discussion #{num} of {repo_id} not found.")
+        return Discussion(*row)
+
+    def discussion_events(self, repo_type: str, repo_id: str, num: int) -> list[DiscussionEvent]:
+        rows = self._connect().execute("SELECT id, type, author, created_at, data FROM discussion_events "
+                                       "WHERE repo_type = ? AND repo_id = ? AND num = ? ORDER BY id",
+                                       (repo_type, repo_id, num))
+        return [DiscussionEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+    def add_discussion_event(self, repo_type: str, repo_id: str, num: int, kind: str, author: str, data: dict,
+                             **changes: str) -> DiscussionEvent:
+        """Add a comment / status-change / title-change event, and apply ``changes`` (status, title)."""
+        with self._transaction() as db:
+            for column, value in changes.items():
+                if column not in ("status", "title"):
+                    raise ValueError(column)
+                db.execute(f"UPDATE discussions SET {column} = ? WHERE repo_type = ? AND repo_id = ? AND num = ?",
+                           (value, repo_type, repo_id, num))
+            event_id = _add_event(db, repo_type, repo_id, num, kind, author, data)
+        return next(e for e in self.discussion_events(repo_type, repo_id, num) if e.id == event_id)
+
+    def merge_pull_request(self, repo_type: str, repo_id: str, num: int, *, author: str, comment: str | None) -> str:
+        """Apply a pull request's changes (its head against the commit it started from) on its target branch
+        in one commit; 409 when the target changed the same files since. Returns the merge commit id."""
+        pr = self.get_discussion(repo_type, repo_id, num)
+        if not pr.is_pr or pr.status not in ("open", "draft"):
+            raise BadRequest(f"#{num} is not an open pull request.")
+        with self._transaction() as db:
+            head_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr' "
+                                  "AND name = ?", (repo_type, repo_id, str(num))).fetchone()[0]
+            target_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? "
+                                    "AND kind = 'branch' AND name = ?", (repo_type, repo_id, pr.target)).fetchone()
+            if target_oid is None:
+                raise RevisionNotFound(f"The target branch {pr.target} of #{num} no longer exists.")
+            head, base, target = (self.get_commit(repo_type, repo_id, oid) for oid in (head_oid, pr.base_oid,
+                                                                                        target_oid[0]))
+            assert head is not None and base is not None and target is not None
+            before, after, now = dict(base.tree.items()), dict(head.tree.items()), target.tree
+            changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+            conflicts = [p for p in changed if now.get(p) != before.get(p) and now.get(p) != after.get(p)]
+            if conflicts:
+                raise Conflict(f"Cannot merge #{num}: {pr.target} changed {', '.join(conflicts[:5])} since the "
+                               "pull request started.", extra={"filesWithConflicts": conflicts})
+            operations: list[AddFile | DeleteFile | DeleteFolder] = [
+                AddFile(p, after[p]) if p in after else DeleteFile(p)
+                for p in changed if now.get(p) != after.get(p)
+            ]
+            oid = self._commit_in(db, repo_type, repo_id, pr.target, operations, title=pr.title,
+                                  message=f"Merge pull request #{num}", author=author, parent_commit=None,
+                                  create_branch_from=None, branch_kind="branch")
+            db.execute("UPDATE discussions SET status = 'merged', merge_oid = ? WHERE repo_type = ? AND repo_id = ? "
+                       "AND num = ?", (oid, repo_type, repo_id, num))
+            if comment:
+                _add_event(db, repo_type, repo_id, num, "comment", author, _comment_data(comment))
+            _add_event(db, repo_type, repo_id, num, "status-change", author, {"status": "merged"})
+        return oid
+
+    @staticmethod
+    def _next_number(db: sqlite3.Connection, repo_type: str, repo_id: str) -> int:
+        refs = [int(row[0]) for row in db.execute(
+            "SELECT name FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr'", (repo_type, repo_id))
+            if row[0].isdigit()]
+        discussions = db.execute(
+            "SELECT COALESCE(MAX(num), 0) FROM discussions WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
+        ).fetchone()[0]
+        return max([discussions, *refs]) + 1
 
     def create_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_oid: str) -> None:
         with self._transaction() as db:
@@ -732,14 +962,39 @@ class Storage:
 
     def next_pr_number(self, repo_type: str, repo_id: str) -> int:
         """The next discussion / pull-request number (they share one sequence, as on the Hub)."""
-        db = self._connect()
-        refs = [int(row[0]) for row in db.execute(
-            "SELECT name FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr'", (repo_type, repo_id))
-            if row[0].isdigit()]
-        discussions = db.execute(
-            "SELECT COALESCE(MAX(num), 0) FROM discussions WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
-        ).fetchone()[0]
-        return max([discussions, *refs]) + 1
+        return self._next_number(self._connect(), repo_type, repo_id)
+
+
+def _comment_data(text: str) -> dict:
+    return {"edited": False, "hidden": False, "latest": {"raw": text, "html": None}}
+
+
+def _add_event(db: sqlite3.Connection, repo_type: str, repo_id: str, num: int, kind: str, author: str,
+               data: dict) -> int:
+    cursor = db.execute("INSERT INTO discussion_events (repo_type, repo_id, num, type, author, created_at, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (repo_type, repo_id, num, kind, author, _now_iso(),
+                                                         json.dumps(data)))
+    return int(cursor.lastrowid)
+
+
+def _drop_unreachable_commits(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
+    """Forget the commits of a repo that no ref reaches any more (and whose rows no kept commit uses as base)."""
+    parents = dict(db.execute("SELECT oid, parent FROM commits WHERE repo_type = ? AND repo_id = ?",
+                              (repo_type, repo_id)).fetchall())
+    reachable: set[str] = set()
+    for (oid,) in db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)):
+        while oid is not None and oid not in reachable:
+            reachable.add(oid)
+            oid = parents.get(oid)
+    seqs = dict(db.execute("SELECT oid, seq FROM commits WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)))
+    kept_bases = {row[0] for row in db.execute(
+        f"SELECT base_seq FROM commits WHERE oid IN ({','.join('?' * len(reachable))}) AND base_seq IS NOT NULL",
+        sorted(reachable))}
+    for oid, seq in seqs.items():
+        if oid in reachable or seq in kept_bases:  # a kept commit's base keeps its rows
+            continue
+        db.execute("DELETE FROM files WHERE commit_seq = ?", (seq,))
+        db.execute("DELETE FROM commits WHERE seq = ?", (seq,))
 
 
 def _seq_of(db: sqlite3.Connection, oid: str) -> int:
@@ -832,6 +1087,18 @@ def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> N
         db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", key)
 
 
+# Columns added to tables of layout 2 after data folders of that layout existed (nullable, so old rows read).
+_LATER_COLUMNS = {"discussions": ("target", "base_oid", "merge_oid"), "repos": ("gated", "sdk")}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in _LATER_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
 def _migrate_v1(db: sqlite3.Connection) -> None:
     """The first layout kept each commit's whole tree as one JSON column: expand it into ``files`` rows.
     Runs inside the opening transaction, so a crash leaves the old layout untouched."""
@@ -843,10 +1110,7 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
-    repo_columns = {row[1] for row in db.execute("PRAGMA table_info(repos)")}
-    for column in ("gated", "sdk"):
-        if column not in repo_columns:
-            db.execute(f"ALTER TABLE repos ADD COLUMN {column} TEXT")
+    _add_missing_columns(db)
     old = db.execute("SELECT oid, repo_type, repo_id, parent, title, message, author, date, tree FROM commits_v1 "
                      "ORDER BY rowid").fetchall()
     for oid, repo_type, repo_id, parent, title, message, author, date, tree_json in old:

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
 from hubtools.localhub.context import HubContext, base_url
-from hubtools.localhub.errors import EntryNotFound, HubHTTPError
+from hubtools.localhub.errors import EntryNotFound, HubHTTPError, RepoMoved
 from hubtools.localhub.pages import views
 from hubtools.localhub.pages.markdown import highlight_code, pygments_css, render_card
 from hubtools.localhub.pages.session import COOKIE, SessionBook, clear_cookie, csrf_ok, set_cookie
@@ -101,6 +101,8 @@ async def _page(request: Request, build: Any, *args: Any) -> Response:
     """Run ``build`` off the event loop (it reads SQLite and blobs); hub errors become HTML pages."""
     try:
         return await run_in_threadpool(build, request, *args)
+    except RepoMoved:
+        raise  # the app redirects to the same page under the repo's new name, as for the API
     except HubHTTPError as error:
         return _error(request, error)
 
