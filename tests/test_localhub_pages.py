@@ -423,3 +423,25 @@ def test_the_api_still_answers_json_beside_the_pages(local_hub, demo_model):
     assert resolved.status_code == 200 and resolved.json()["_class_name"]
     assert httpx.get(f"{local_hub.url}/api/models/{local_hub.user}/pages-never-created").headers[
         "content-type"].startswith("application/json")
+
+
+def test_a_signed_in_visitor_likes_and_unlikes_from_the_page(browser, local_hub, demo_model, api):
+    from selenium.webdriver.common.by import By
+
+    repo_id, _ = demo_model
+    browser.delete_all_cookies()
+    browser.get(f"{local_hub.url}/{repo_id}")
+    before = int(browser.find_element(By.ID, "like-count").text)
+    browser.find_element(By.ID, "like-button").click()  # anonymous: off to sign in first
+    assert "/login" in browser.current_url
+    browser.find_element(By.ID, "token").send_keys(local_hub.other_token)
+    browser.find_element(By.CSS_SELECTOR, ".card-form button").submit()
+    assert browser.current_url.endswith(f"/{repo_id}")
+    browser.find_element(By.ID, "like-button").click()
+    assert int(browser.find_element(By.ID, "like-count").text) == before + 1
+    assert "Liked" in browser.find_element(By.ID, "like-button").text
+    assert local_hub.other_user in [user.username for user in api.list_repo_likers(repo_id)]
+    browser.find_element(By.ID, "like-button").click()
+    assert int(browser.find_element(By.ID, "like-count").text) == before
+    assert local_hub.other_user not in [user.username for user in api.list_repo_likers(repo_id)]
+    browser.delete_all_cookies()

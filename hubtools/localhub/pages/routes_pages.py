@@ -24,6 +24,7 @@ from hubtools.localhub import naming
 from hubtools.localhub.context import HubContext, base_url
 from hubtools.localhub.errors import EntryNotFound, HubHTTPError, RepoMoved
 from hubtools.localhub.pages import views
+from hubtools.localhub.pages.likes import likes_it, toggle_like
 from hubtools.localhub.pages.markdown import highlight_code, pygments_css, render_card
 from hubtools.localhub.pages.session import COOKIE, SessionBook, clear_cookie, csrf_ok, set_cookie
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
@@ -161,12 +162,14 @@ async def index(request: Request) -> Response:
 def _repo_context(request: Request, repo_type: str, namespace: str, name: str, revision: str
                   ) -> tuple[Repo, Any, dict[str, Any]]:
     hub = _hub(request)
-    repo = hub.repo_visible_to(_viewer(request), repo_type, namespace, name)
+    user = _viewer(request)
+    repo = hub.repo_visible_to(user, repo_type, namespace, name)
     commit, _ = hub.resolve(repo, revision)
     summary = _state(request).summaries.summary(repo, commit.oid)
     refs = hub.storage.list_refs(repo.repo_type, repo.repo_id)
     context = {
         "repo": repo,
+        "liked": likes_it(hub, user, repo),
         "summary": summary,
         "commit": commit,
         "revision": unquote(revision),
@@ -231,8 +234,6 @@ def _commits_page(request: Request, repo_type: str, namespace: str, name: str, r
 
 
 def _like(request: Request, repo_type: str, namespace: str, name: str, form: dict) -> Response:
-    from hubtools.localhub.pages.likes import toggle_like
-
     hub, state = _hub(request), _state(request)
     session = state.sessions.current(request, hub.tokens)
     repo = hub.repo_visible_to(session.user if session else None, repo_type, namespace, name)
