@@ -445,3 +445,32 @@ def test_a_signed_in_visitor_likes_and_unlikes_from_the_page(browser, local_hub,
     assert int(browser.find_element(By.ID, "like-count").text) == before
     assert local_hub.other_user not in [user.username for user in api.list_repo_likers(repo_id)]
     browser.delete_all_cookies()
+
+
+def test_the_index_searches_filters_by_tag_sorts_and_pages(browser, local_hub, api):
+    from huggingface_hub import CommitOperationAdd
+    from selenium.webdriver.common.by import By
+
+    names = [f"pages-index-{index:02d}" for index in range(30)]
+    for index, name in enumerate(names):
+        repo_id = f"{local_hub.user}/{name}"
+        api.create_repo(repo_id, exist_ok=True, private=index == 0)
+        card = f"---\ntags: [pages-index-tag]\n---\n# {name}\n"
+        api.create_commit(repo_id, [CommitOperationAdd("README.md", card.encode())], commit_message="card")
+        local_hub.set_likes(repo_id, index)
+
+    browser.delete_all_cookies()
+    browser.get(f"{local_hub.url}/?tag=pages-index-tag&sort=likes")
+    shown = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
+    assert shown == [f"{local_hub.user}/{name}" for name in reversed(names[1:])][:24]  # the private one is left out
+    browser.find_element(By.CSS_SELECTOR, ".pager a:not(.current)").click()
+    shown = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
+    assert shown == [f"{local_hub.user}/{name}" for name in reversed(names[1:6])]
+    browser.get(f"{local_hub.url}/?search=pages-index-07")
+    shown = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
+    assert shown == [f"{local_hub.user}/pages-index-07"]
+    browser.get(f"{local_hub.url}/?sort=updated&search=pages-index")
+    shown = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
+    assert shown[0] == f"{local_hub.user}/{names[-1]}"
+    browser.get(f"{local_hub.url}/?type=dataset")
+    assert browser.find_element(By.CSS_SELECTOR, ".type-tabs a.active").text == "Datasets"
