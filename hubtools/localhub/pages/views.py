@@ -27,6 +27,8 @@ MAX_PREVIEW_BYTES = 512 * 1024
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 VIEWER_ROWS = 12
 THUMBNAIL_PX = 160
+MAX_THUMBNAIL_SOURCE_PIXELS = 40_000_000
+MAX_ROW_GROUP_BYTES = 256 * 1024 * 1024
 
 
 def repo_path(repo: Repo) -> str:
@@ -374,8 +376,11 @@ def _parquet_rows(path: Path, name: str) -> RowsView:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
-    batch = next(parquet.iter_batches(batch_size=VIEWER_ROWS), None)
     view = RowsView(name, list(parquet.schema_arrow.names), total=parquet.metadata.num_rows)
+    metadata = parquet.metadata
+    if metadata.num_row_groups == 0 or metadata.row_group(0).total_byte_size > MAX_ROW_GROUP_BYTES:
+        return view  # reading a few rows would mean decoding a huge row group: show the columns only
+    batch = next(parquet.iter_batches(batch_size=VIEWER_ROWS), None)
     if batch is None:
         return view
     for record in batch.to_pylist():
@@ -395,11 +400,14 @@ def thumbnail_data_url(data: bytes) -> str | None:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_THUMBNAIL_SOURCE_PIXELS:
+                return None  # not worth decoding for a thumbnail (and a decompression bomb never is)
+            image.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG decodes at a reduced scale
             image = image.convert("RGB")
             image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
             out = io.BytesIO()
             image.save(out, format="JPEG", quality=85)
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
