@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,7 @@ class SummaryCache:
     def warm(self, repos: list[Repo]) -> None:
         """Summarize every repo (run in a background thread once per server: the tag list then covers all)."""
         for repo in repos:
+            time.sleep(0)  # hand the GIL to the request threads between repos: they come first
             try:
                 self.summary(repo)
             except Exception:  # noqa: BLE001 - a repo deleted meanwhile, a closed store: warming is optional
