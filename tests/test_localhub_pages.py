@@ -157,6 +157,16 @@ def _natural_widths(driver, selector: str) -> list[int]:
         "return [...document.querySelectorAll(arguments[0])].map(i => i.naturalWidth)", selector)
 
 
+def _click_and_wait_for_reload(driver, element) -> None:
+    """Click what submits a form, then wait for the next page (the old one's elements go stale)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element.click()
+    WebDriverWait(driver, PAGE_TIMEOUT_S).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, PAGE_TIMEOUT_S).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _screenshot(driver, name: str) -> None:
     folder = os.environ.get("HUBTOOLS_SCREENSHOTS")
     if not folder:
@@ -192,18 +202,18 @@ def test_model_page_shows_the_rendered_card_with_its_grid_the_files_and_the_comm
     assert "DiffusionPipeline.from_pretrained(" in snippet and f'"{repo_id}"' in snippet
     _screenshot(browser, "localhub_model_page")
 
-    browser.find_element(By.LINK_TEXT, "Files and versions").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.LINK_TEXT, "Files and versions"))
     names = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#file-tree td:first-child a")]
     for expected in ("unet/", "images/", "model_index.json", "README.md", "hubtools.toml"):
         assert any(name.endswith(expected) for name in names), (expected, names)
-    browser.find_element(By.PARTIAL_LINK_TEXT, "unet/").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "unet/"))
     row = browser.find_element(By.XPATH, "//tr[.//a[contains(., 'diffusion_pytorch_model.safetensors')]]")
     weights = run / "unet" / "diffusion_pytorch_model.safetensors"
     assert row.find_element(By.CSS_SELECTOR, ".badge.lfs").text == "LFS"
     sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert row.find_element(By.CSS_SELECTOR, "code.sha").get_attribute("title") == sha256
 
-    browser.find_element(By.LINK_TEXT, "Commits").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.LINK_TEXT, "Commits"))
     commits = api.list_repo_commits(repo_id)
     shown = browser.find_elements(By.CSS_SELECTOR, "#commit-list .commit-title")
     assert [item.text for item in shown] == [commit.title for commit in commits]
@@ -234,7 +244,7 @@ def test_branches_and_tags_are_listed_and_browse_their_own_files(browser, local_
     browser.find_element(By.CSS_SELECTOR, "#ref-selector summary").click()
     refs = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#ref-selector .refs-menu a")]
     assert {"main", "experiment", "v1.0"} <= set(refs)
-    browser.find_element(By.LINK_TEXT, "experiment").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.LINK_TEXT, "experiment"))
     assert "/tree/experiment" in browser.current_url
     assert browser.find_elements(By.PARTIAL_LINK_TEXT, "EXPERIMENT.txt")
     browser.get(f"{local_hub.url}/{repo_id}/commits/experiment")
@@ -393,7 +403,7 @@ def test_private_repos_are_404_to_anonymous_visitors_and_other_users(local_hub, 
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
     browser.get(f"{local_hub.url}/login?next=/{repo_id}")
     browser.find_element(By.ID, "token").send_keys(local_hub.token)
-    browser.find_element(By.CSS_SELECTOR, ".card-form button").submit()
+    _click_and_wait_for_reload(browser, browser.find_element(By.CSS_SELECTOR, ".card-form button"))
     assert browser.find_element(By.CSS_SELECTOR, ".repo-header h1").text == repo_id
     assert "Secret model" in browser.find_element(By.ID, "model-card").text
     browser.delete_all_cookies()
@@ -432,16 +442,16 @@ def test_a_signed_in_visitor_likes_and_unlikes_from_the_page(browser, local_hub,
     browser.delete_all_cookies()
     browser.get(f"{local_hub.url}/{repo_id}")
     before = int(browser.find_element(By.ID, "like-count").text)
-    browser.find_element(By.ID, "like-button").click()  # anonymous: off to sign in first
+    _click_and_wait_for_reload(browser, browser.find_element(By.ID, "like-button"))  # anonymous: sign in first
     assert "/login" in browser.current_url
     browser.find_element(By.ID, "token").send_keys(local_hub.other_token)
-    browser.find_element(By.CSS_SELECTOR, ".card-form button").submit()
+    _click_and_wait_for_reload(browser, browser.find_element(By.CSS_SELECTOR, ".card-form button"))
     assert browser.current_url.endswith(f"/{repo_id}")
-    browser.find_element(By.ID, "like-button").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.ID, "like-button"))
     assert int(browser.find_element(By.ID, "like-count").text) == before + 1
     assert "Liked" in browser.find_element(By.ID, "like-button").text
     assert local_hub.other_user in [user.username for user in api.list_repo_likers(repo_id)]
-    browser.find_element(By.ID, "like-button").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.ID, "like-button"))
     assert int(browser.find_element(By.ID, "like-count").text) == before
     assert local_hub.other_user not in [user.username for user in api.list_repo_likers(repo_id)]
     browser.delete_all_cookies()
@@ -463,7 +473,7 @@ def test_the_index_searches_filters_by_tag_sorts_and_pages(browser, local_hub, a
     browser.get(f"{local_hub.url}/?tag=pages-index-tag&sort=likes")
     shown = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
     assert shown == [f"{local_hub.user}/{name}" for name in reversed(names[1:])][:24]  # the private one is left out
-    browser.find_element(By.CSS_SELECTOR, ".pager a:not(.current)").click()
+    _click_and_wait_for_reload(browser, browser.find_element(By.CSS_SELECTOR, ".pager a:not(.current)"))
     shown = [item.text.split("\n")[0] for item in browser.find_elements(By.CSS_SELECTOR, "#repo-list .repo-id")]
     assert shown == [f"{local_hub.user}/{name}" for name in reversed(names[1:6])]
     browser.get(f"{local_hub.url}/?search=pages-index-07")

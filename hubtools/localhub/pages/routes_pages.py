@@ -1,15 +1,15 @@
 """The HTML pages of the local hub, on the same port as the API: the index, repo pages (card, files,
 commits), the dataset viewer, the hackathon leaderboard and the token sign-in.
 
-Every repo page goes through ``HubContext.repo_visible_to`` (the API's own access rule), so a private
-repo answers 404 to anybody but its owner, exactly as the API does. Every response carries a strict
-Content-Security-Policy: no inline script or style, images only from this hub (plus ``data:`` thumbnails).
+Every repo page goes through ``HubContext.repo_visible_to`` (the API's own rule, ``may_read``), so a private
+repo answers 404 to anybody who may not read it, exactly as the API does. Every HTML response carries a
+strict Content-Security-Policy: no inline script or style, images only from this hub (and ``data:``
+thumbnails).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -142,13 +142,11 @@ def _index(request: Request) -> HTMLResponse:
     except ValueError:
         page_number = 1
     user = _viewer(request)
-    started = time.perf_counter()
     repos = [repo for repo in hub.storage.list_repos(repo_type) if hub.may_read(user, repo)]
     page = views.index_page(state.summaries, repos, search=params.get("search", "").strip(),
                             tag=params.get("tag", "").strip(), sort=sort, page=page_number)
     return _render(request, "index.html.j2", page=page, repo_type=repo_type, type_tabs=TYPE_TABS, sort=sort,
-                   sorts=views.SORTS, search=params.get("search", ""), tag=params.get("tag", ""),
-                   elapsed_ms=(time.perf_counter() - started) * 1000)
+                   sorts=views.SORTS, search=params.get("search", ""), tag=params.get("tag", ""))
 
 
 @router.get("/")
