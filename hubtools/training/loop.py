@@ -132,16 +132,16 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
                     resume=resume, force=force)
-    where.effective, where.choice = plan.effective, plan.choice
+    where.effective, where.choice = plan.trained_config, plan.choice
     run.say(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
-    models = load_trainable_models(plan.effective, run.accelerator, seed=cfg.training.seed,
+    models = load_trainable_models(plan.trained_config, run.accelerator, seed=cfg.training.seed,
                                    weight_dtype=run.weight_dtype, token=run.token, progress=run.progress)
-    data = _encode_data(run, plan.effective, models, instance)
-    optimization = prepare_optimization(plan.effective, models, run.accelerator)
+    data = _encode_data(run, plan.trained_config, models, instance)
+    optimization = prepare_optimization(plan.trained_config, models, run.accelerator)
     logs = _open_logs(run, plan)
     start_step = _restore_or_reset(run, plan, logs)
     loop = _train_steps(run, plan, models, data, optimization, logs, start_step=start_step, where=where)
-    weight_files = _write_final_outputs(run, plan.effective.training, models, optimization)
+    weight_files = _write_final_outputs(run, plan.trained_config.training, models, optimization)
     result = _summarise(run, plan, models, data, loop, weight_files)
     if run.main:
         write_json_atomic(run.folder.train_result, result.to_dict())
@@ -243,7 +243,7 @@ def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: E
 
 def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
     """The metrics logs, the fidelity probe when validation grids are scored, and TensorBoard's trackers."""
-    cfg = plan.effective
+    cfg = plan.trained_config
     logs = _Logs(MetricsLog(run.folder.metrics, run.accelerator, enabled=run.main),
                  MetricsLog(run.folder.fidelity, run.accelerator, enabled=run.main), fidelity=None)
     if run.main and cfg.eval.during_training and cfg.training.validation_every:
@@ -271,7 +271,7 @@ def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
 def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
                  logs: _Logs, *, start_step: int, where: _Where) -> _LoopOutcome:
     """Every optimizer step from ``start_step`` on, with checkpoints and validation grids when due."""
-    cfg, training = plan.effective, plan.effective.training
+    cfg, training = plan.trained_config, plan.trained_config.training
     total = training.steps
     loop_started = time.perf_counter()
     run.say(f"training: {training.method}, {total} steps from step {start_step}, batch {training.batch_size} "
@@ -336,7 +336,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
                weight_files: list[dict[str, Any]]) -> TrainResult:
     """What ``train_result.json`` says. The main process reads the losses back from metrics.jsonl, which
     after a resume also holds the rows from before the checkpoint; other processes have only their own."""
-    training, device = plan.effective.training, run.device
+    training, device = plan.trained_config.training, run.device
     total = training.steps
     tail_rows = read_jsonl(run.folder.metrics)[-LOSSES_TAIL:] if run.main else loop.rows[-LOSSES_TAIL:]
     steps_run = total - loop.start_step
@@ -354,7 +354,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
         class_images=models.class_images.to_dict() if models.class_images else None,
         num_instance_images=len(data.instance),
         resumed_from=plan.resume_from[0] if plan.resume_from else None, num_processes=run.accelerator.num_processes,
-        settings={"learning_rate": plan.effective.learning_rate, "batch_size": training.batch_size,
+        settings={"learning_rate": plan.trained_config.learning_rate, "batch_size": training.batch_size,
                   "gradient_accumulation_steps": training.gradient_accumulation_steps,
                   "use_8bit_adam": training.use_8bit_adam, "gradient_checkpointing": training.gradient_checkpointing,
                   "cache_latents": training.cache_latents, "train_text_encoder": models.train_text_encoder,
