@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,16 @@ def one_file_commit_ms(api, repo_id: str, n: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--big", type=int, default=10_000, help="files in the big repo")
@@ -108,9 +119,15 @@ def main() -> None:
                 f"upload_{args.big}_files_s": big_upload_s,
             }
             figures["head_ratio"] = figures[f"head_ms_{args.big}_files"] / figures["head_ms_1_file"]
+            # CPU seconds of both sides too: on a shared machine the wall time says more about the neighbours.
+            server_cpu, client_cpu = process_cpu_s(process.pid), own_cpu_s()
+            load_before = os.getloadavg()[0]
             start = time.perf_counter()
             folder = snapshot_download("bench/snapshot", token=TOKEN, cache_dir=Path(tmp) / "snapshot-cache")
             figures[f"snapshot_download_{args.snapshot}_files_s"] = time.perf_counter() - start
+            figures["snapshot_server_cpu_s"] = process_cpu_s(process.pid) - server_cpu
+            figures["snapshot_client_cpu_s"] = own_cpu_s() - client_cpu
+            figures["load_average_1min"] = (load_before + os.getloadavg()[0]) / 2
             assert sum(1 for path in Path(folder).rglob("*.txt")) == args.snapshot
         finally:
             process.terminate()

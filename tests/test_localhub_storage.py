@@ -145,7 +145,8 @@ def test_trees_stay_right_across_change_sets_and_whole_tree_rewrites(tmp_path):
     dict after every commit, old commits included; enough changes to pass ``delta_limit`` several times."""
     import random
 
-    from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, Storage, delta_limit
+    from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, Storage
+    from hubtools.localhub.trees import delta_limit
 
     storage = Storage(tmp_path / "hub")
     storage.create_repo("model", "alice/r", "alice", False)

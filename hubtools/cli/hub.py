@@ -97,14 +97,8 @@ def serve(
         console.warning("no --token given: the hub is read-only.")
     with serve_in_background(data, host=host, port=port, tokens=tokens, organizations=organizations) as hub:
         if publisher_token is not None:
-            from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
-            from hubtools.models import publish_tiny_model, quiet_weight_loading
-
-            point_clients_at(hub.url)  # this process publishes to itself: plain LFS, its own URL
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
-            quiet_weight_loading()
-            with hub_progress_bars_hidden():
-                repo_id = publish_tiny_model(hub.url, publisher_token)
+            repo_id = _publish_tiny_model_in_child(hub.url, publisher_token)
             err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)
@@ -115,6 +109,46 @@ def serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             err_console.print("stopped", highlight=False)
+
+
+TOKEN_VARIABLE = "HUBTOOLS_PUBLISHER_TOKEN"
+
+
+def _publish_tiny_model_in_child(url: str, token: str) -> str:
+    """Build and publish the tiny model from a child process, so the server never loads torch (about
+    700 MiB it would keep for as long as it runs). The token travels in the environment, not argv."""
+    import os
+    import subprocess
+    import sys
+
+    from hubtools.errors import HubError
+
+    env = {**os.environ, TOKEN_VARIABLE: token}
+    result = subprocess.run([sys.executable, "-m", "hubtools", "hub", "publish-tiny-model", "--endpoint", url],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1].replace(token, "***")
+        raise HubError(f"publishing the tiny model failed: {last}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@app.command("publish-tiny-model", hidden=True)
+def publish_tiny_model_command(
+    endpoint: str = typer.Option(..., "--endpoint", help="The hub to publish to."),
+) -> None:
+    """Internal: what `serve --with-tiny-model` runs in a child process (token in HUBTOOLS_PUBLISHER_TOKEN)."""
+    import os
+
+    from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
+    from hubtools.models import publish_tiny_model, quiet_weight_loading
+
+    token = os.environ.get(TOKEN_VARIABLE)
+    if not token:
+        raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
+    point_clients_at(endpoint)  # plain LFS, this hub's URL
+    quiet_weight_loading()
+    with hub_progress_bars_hidden():
+        print(publish_tiny_model(endpoint, token))
 
 
 def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:

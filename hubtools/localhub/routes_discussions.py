@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from hubtools.localhub import naming
 from hubtools.localhub.context import Hub, HubContext, json_object
 from hubtools.localhub.errors import BadRequest, Forbidden
-from hubtools.localhub.storage import DEFAULT_BRANCH, Discussion, DiscussionEvent, Repo
+from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
+from hubtools.localhub.storage_community import Discussion, DiscussionEvent
 
 router = APIRouter()
 

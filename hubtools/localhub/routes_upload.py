@@ -103,6 +103,8 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
     files = body.get("files")
     if not isinstance(files, list):
         raise BadRequest("preupload needs a JSON body with a list 'files'.")
+    shard_preuploader = request.headers.get("user-agent", "").startswith("datasets/")
+    patterns = lfs_patterns(hub, commit) if shard_preuploader else []
     # Never more inline than one commit line may carry (base64 is 4/3 of the bytes, plus the JSON around).
     line_limit = min(hub.settings.max_commit_line, hub.settings.max_commit_body)
     inline_limit = min(INLINE_LIMIT, line_limit * 3 // 4 - 4096)
@@ -118,7 +120,8 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
             sample = base64.b64decode(item.get("sample") or "", validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest(f"Invalid base64 sample for {path}.") from None
-        inline = size <= inline_limit
+        inline = size <= inline_limit and (
+            not shard_preuploader or not stored_as_lfs(path, size, sample[:SAMPLE_BYTES], patterns))
         existing = commit.tree.get(path)
         answers.append({"path": path, "uploadMode": "regular" if inline else "lfs", "shouldIgnore": False,
                         "oid": None if existing is None else await run_in_threadpool(

@@ -2,7 +2,8 @@
 
 Every commit's files are rows of the ``files`` table keyed by (commit ``seq``, path): either the whole
 tree, or the commit's changes (added/changed files and deletion markers) over a ``base`` commit whose rows
-are a whole tree (see ``CommitTree``). A path lookup, a folder listing or a short-sha lookup is one or two
+are a whole tree (``trees.py``: ``CommitTree`` and the commit operations). Likes and discussions are in
+``storage_community.py``, mixed into ``Storage``. A path lookup, a folder listing or a short-sha lookup is one or two
 indexed queries whatever the repo's size, and a commit writes the files it changes plus its parent's
 change set (bounded by ``delta_limit``); only when that grows past the limit does a commit write the whole
 tree again. ``benchmarks/README.md`` has the figures. Blobs referenced by a repo are the ``sha256`` of its
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import secrets
 import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,13 +36,28 @@ from pathlib import Path
 from hubtools.localhub.errors import (
     BadRequest,
     Conflict,
-    EntryNotFound,
-    NotFound,
     PreconditionFailed,
     RepoNotFound,
     RevisionNotFound,
 )
 from hubtools.localhub.naming import REPO_TYPES
+from hubtools.localhub.storage_community import CommunityStore, add_event, comment_data
+from hubtools.localhub.trees import (
+    AddFile,
+    CommitTree,
+    DeleteFile,
+    DeleteFolder,
+    FileEntry,
+    apply_operations,
+    git_blob_oid,
+    insert_file,
+    lfs_pointer,
+    prefix_upper_bound,
+    start_tree,
+)
+
+__all__ = ["AddFile", "Commit", "CommitTree", "DeleteFile", "DeleteFolder", "FileEntry", "Ref", "Repo", "Storage",
+           "git_blob_oid", "lfs_pointer"]
 
 # The Hub's default .gitattributes: the initial commit of every new repo, and what decides LFS uploads.
 DEFAULT_GITATTRIBUTES = """\
@@ -143,174 +158,8 @@ SHORT_SHA_MIN = 7
 _HEX = frozenset("0123456789abcdef")
 
 
-def git_blob_oid(content: bytes) -> str:
-    """The git object id of a blob, which the Hub reports as a file's ``oid``."""
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parent_dir(path: str) -> str:
-    """``a/b/c.txt`` -> ``a/b``; a file at the root -> ``""``."""
-    return path.rpartition("/")[0]
-
-
-def prefix_upper_bound(prefix: str) -> str:
-    """The smallest string greater than every string that starts with ``prefix`` (for range scans)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a tree. ``git_oid`` is the blob id (of the LFS pointer for LFS files), as git has it."""
-
-    sha256: str
-    size: int
-    git_oid: str
-    lfs: bool
-
-    def to_json(self) -> list:
-        return [self.sha256, self.size, self.git_oid, self.lfs]
-
-    @classmethod
-    def from_json(cls, value: list) -> FileEntry:
-        return cls(value[0], int(value[1]), value[2], bool(value[3]))
-
-    @classmethod
-    def from_row(cls, row: tuple) -> FileEntry:
-        return cls(row[0], int(row[1]), row[2], bool(row[3]))
-
-    @property
-    def etag(self) -> str:
-        return self.sha256 if self.lfs else self.git_oid
-
-    @property
-    def pointer_size(self) -> int:
-        return len(lfs_pointer(self.sha256, self.size))
-
-
-class CommitTree(Mapping[str, FileEntry]):
-    """The files of one commit (path -> entry), read from the ``files`` table on demand.
-
-    A commit's rows are either its whole tree (``base`` is None) or its changes over ``base``, a commit
-    whose rows are a whole tree: added or changed files, and deletion markers. Every read is at most two
-    indexed queries, whatever the repo's size. ``tree.get(path)`` and ``path in tree`` are one or two
-    lookups; iterating, ``items()`` and ``under(folder)`` are one query. Rows of a commit never change
-    once it is written, so nothing here goes stale.
-    """
-
-    _COLUMNS = "sha256, size, git_oid, lfs"
-
-    def __init__(self, storage: Storage, seq: int, base: int | None = None, count: int | None = None) -> None:
-        self._storage = storage
-        self._seq = seq
-        self._base = base
-        self._count = count
-
-    def _db(self) -> sqlite3.Connection:
-        return self._storage._connect()
-
-    def _effective(self, columns: str, where: str, params: dict, order: str = "") -> list[tuple]:
-        """Rows of the tree matching ``where`` (on the files table's columns), changes over the base."""
-        params = {**params, "seq": self._seq, "base": self._base}
-        own = f"SELECT {columns} FROM files WHERE commit_seq = :seq AND deleted = 0 AND {where}"
-        if self._base is None:
-            query = own
-        else:
-            query = (f"{own} UNION ALL SELECT {columns} FROM files AS b WHERE b.commit_seq = :base AND {where} "
-                     "AND NOT EXISTS (SELECT 1 FROM files AS d WHERE d.commit_seq = :seq AND d.path = b.path)")
-        return self._db().execute(query + order, params).fetchall()
-
-    def get(self, path: str, default: FileEntry | None = None) -> FileEntry | None:  # type: ignore[override]
-        db = self._db()
-        row = db.execute(f"SELECT {self._COLUMNS}, deleted FROM files WHERE commit_seq = ? AND path = ?",
-                         (self._seq, path)).fetchone()
-        if row is None and self._base is not None:
-            row = db.execute(f"SELECT {self._COLUMNS}, 0 FROM files WHERE commit_seq = ? AND path = ?",
-                             (self._base, path)).fetchone()
-        if row is None or row[4]:
-            return default
-        return FileEntry.from_row(row)
-
-    def __getitem__(self, path: str) -> FileEntry:
-        entry = self.get(path)
-        if entry is None:
-            raise KeyError(path)
-        return entry
-
-    def __contains__(self, path: object) -> bool:
-        return isinstance(path, str) and self.get(path) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([row[0] for row in self._effective("path", "1", {}, " ORDER BY path")])
-
-    def __len__(self) -> int:
-        if self._count is None:
-            self._count = sum(row[0] for row in self._effective("COUNT(*)", "1", {}))
-        return self._count
-
-    def items(self) -> list[tuple[str, FileEntry]]:  # type: ignore[override]  # one query, not one per path
-        return self.under("")
-
-    def values(self) -> list[FileEntry]:  # type: ignore[override]
-        return [entry for _, entry in self.under("")]
-
-    def under(self, folder: str, *, recursive: bool = True) -> list[tuple[str, FileEntry]]:
-        """(path, entry) of the files under ``folder`` ("" is the root), sorted by path; only the folder's
-        direct children when ``recursive`` is false."""
-        folder = folder.strip("/")
-        if not recursive:
-            where, params = "dir = :dir", {"dir": folder}
-        elif not folder:
-            where, params = "1", {}
-        else:
-            prefix = folder + "/"
-            where, params = "path >= :lo AND path < :hi", {"lo": prefix, "hi": prefix_upper_bound(prefix)}
-        rows = self._effective(f"path, {self._COLUMNS}", where, params, " ORDER BY path")
-        return [(row[0], FileEntry.from_row(row[1:])) for row in rows]
-
-    def folders(self, folder: str = "", *, recursive: bool = True) -> list[str]:
-        """The folders under ``folder`` ("" is the root), sorted; only direct subfolders unless recursive."""
-        folder = folder.strip("/")
-        if folder:
-            prefix = folder + "/"
-            where, params = "dir >= :lo AND dir < :hi", {"lo": prefix, "hi": prefix_upper_bound(prefix)}
-        else:
-            prefix = ""
-            where, params = "dir != ''", {}
-        dirs = {row[0] for row in self._effective("DISTINCT dir", where, params)}
-        found: set[str] = set()
-        for directory in dirs:
-            parts = directory[len(prefix):].split("/")
-            for depth in range(1, len(parts) + 1 if recursive else 2):
-                found.add(prefix + "/".join(parts[:depth]))
-        return sorted(found)
-
-    def is_folder(self, folder: str) -> bool:
-        prefix = folder.strip("/") + "/"
-        where = "path >= :lo AND path < :hi"
-        return any(self._effective("1", where + " LIMIT 1" if self._base is None else where,
-                                   {"lo": prefix, "hi": prefix_upper_bound(prefix)}))
-
-    def total_size(self) -> int:
-        return sum(row[0] or 0 for row in self._effective("SUM(size)", "1", {}))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CommitTree):
-            return self._seq == other._seq or self.items() == other.items()
-        return Mapping.__eq__(self, other)
-
-    def __hash__(self) -> int:
-        return hash(self._seq)
-
-    def __repr__(self) -> str:
-        return f"CommitTree(seq={self._seq}, base={self._base})"
 
 
 @dataclass(frozen=True)
@@ -353,50 +202,6 @@ class Ref:
         return prefix + self.name
 
 
-@dataclass(frozen=True)
-class Discussion:
-    """A discussion or pull request (they share one numbering per repo, as on the Hub)."""
-
-    num: int
-    is_pr: bool
-    title: str
-    author: str
-    status: str  # "open", "closed", "merged" or "draft"
-    created_at: str
-    target: str | None  # pull requests: the branch they merge into
-    base_oid: str | None  # pull requests: the commit of ``target`` they started from
-    merge_oid: str | None  # merged pull requests: the merge commit
-
-
-@dataclass(frozen=True)
-class DiscussionEvent:
-    id: int
-    type: str  # "comment", "status-change", "title-change" or "commit"
-    author: str
-    created_at: str
-    data: dict
-
-
-_DISCUSSION_COLUMNS = "num, is_pr, title, author, status, created_at, target, base_oid, merge_oid"
-
-
-# Operations of one commit, already validated: path -> new entry, or deletions.
-@dataclass(frozen=True)
-class AddFile:
-    path: str
-    entry: FileEntry
-
-
-@dataclass(frozen=True)
-class DeleteFile:
-    path: str
-
-
-@dataclass(frozen=True)
-class DeleteFolder:
-    path: str
-
-
 _REPO_COLUMNS = "repo_type, repo_id, owner, private, created_at, likes, downloads, gated, sdk"
 _COMMIT_COLUMNS = "seq, oid, parent, title, message, author, date, base_seq, n_files"
 
@@ -405,7 +210,7 @@ def _repo_from_row(row: tuple) -> Repo:
     return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], row[7], row[8])
 
 
-class Storage:
+class Storage(CommunityStore):
     """All state of one data folder. Thread-safe: writes are serialized, reads use their own connection."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -533,7 +338,7 @@ class Storage:
             db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id))
             oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
             seq = _seq_of(db, oid)
-            _insert_file(db, seq, ".gitattributes", entry)
+            insert_file(db, seq, ".gitattributes", entry)
             db.execute("UPDATE commits SET n_files = 1 WHERE seq = ?", (seq,))
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
@@ -740,15 +545,15 @@ class Storage:
             db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
         )
         seq = _seq_of(db, oid)
-        base = _start_tree(db, self, seq, *head)
+        base = start_tree(db, self, seq, *head)
         tree = CommitTree(self, seq, base)
-        count = _apply_operations(db, tree, head[2], operations)
+        count = apply_operations(db, tree, head[2], operations)
         db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
         db.execute(
             "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
         )
         if branch_kind == "pr" and branch.isdigit():  # a commit to a pull request shows in its thread
-            _add_event(db, repo_type, repo_id, int(branch), "commit", author, {"subject": title, "oid": oid})
+            add_event(db, repo_type, repo_id, int(branch), "commit", author, {"subject": title, "oid": oid})
             db.execute("UPDATE discussions SET status = 'open' WHERE repo_type = ? AND repo_id = ? AND num = ? "
                        "AND status = 'draft'", (repo_type, repo_id, int(branch)))
         return oid
@@ -806,96 +611,6 @@ class Storage:
             db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
             db.execute("INSERT OR REPLACE INTO redirects VALUES (?, ?, ?)", (repo_type, from_id, to_id))
 
-    # ---- likes ---------------------------------------------------------------------------------
-
-    def like(self, repo_type: str, repo_id: str, user: str, liked: bool = True) -> None:
-        """Like (or unlike) a repo as ``user``; the repo's like count follows (an admin-set count is the base)."""
-        with self._transaction() as db:
-            if liked:
-                changed = db.execute("INSERT OR IGNORE INTO likes VALUES (?, ?, ?, ?)",
-                                     (repo_type, repo_id, user, _now_iso())).rowcount
-                delta = changed
-            else:
-                delta = -db.execute("DELETE FROM likes WHERE repo_type = ? AND repo_id = ? AND user = ?",
-                                    (repo_type, repo_id, user)).rowcount
-            if delta:
-                db.execute("UPDATE repos SET likes = MAX(likes + ?, 0) WHERE repo_type = ? AND repo_id = ?",
-                           (delta, repo_type, repo_id))
-
-    def likers(self, repo_type: str, repo_id: str) -> list[str]:
-        rows = self._connect().execute("SELECT user FROM likes WHERE repo_type = ? AND repo_id = ? ORDER BY liked_at",
-                                       (repo_type, repo_id))
-        return [row[0] for row in rows]
-
-    def liked_by(self, user: str) -> list[tuple[str, str, str]]:
-        """(repo_type, repo_id, liked_at) of every repo ``user`` likes, newest first."""
-        rows = self._connect().execute("SELECT repo_type, repo_id, liked_at FROM likes WHERE user = ? "
-                                       "ORDER BY liked_at DESC", (user,))
-        return [tuple(row) for row in rows]
-
-    # ---- discussions and pull requests ---------------------------------------------------------
-
-    def create_discussion(self, repo_type: str, repo_id: str, *, title: str, author: str, description: str,
-                          pull_request: bool, status: str | None = None, target: str = DEFAULT_BRANCH) -> int:
-        """Open a discussion, or a pull request (ref ``refs/pr/N`` from the head of ``target``); returns N."""
-        now = _now_iso()
-        with self._transaction() as db:
-            num = self._next_number(db, repo_type, repo_id)
-            base_oid = None
-            if pull_request:
-                row = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
-                                 "AND name = ?", (repo_type, repo_id, target)).fetchone()
-                if row is None:
-                    raise RevisionNotFound(f"Invalid rev id: {target} is not a branch of {repo_id}.")
-                base_oid = row[0]
-                db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, 'pr', ?, ?)", (repo_type, repo_id, str(num), base_oid))
-            db.execute("INSERT INTO discussions (repo_type, repo_id, num, is_pr, title, author, status, created_at, "
-                       "target, base_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (repo_type, repo_id, num, int(pull_request), title, author,
-                        status or ("draft" if pull_request else "open"), now, target if pull_request else None,
-                        base_oid))
-            if description:
-                _add_event(db, repo_type, repo_id, num, "comment", author, _comment_data(description))
-        return num
-
-    def delete_discussion(self, repo_type: str, repo_id: str, num: int) -> None:
-        with self._transaction() as db:
-            for table in ("discussions", "discussion_events"):
-                db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ? AND num = ?",
-                           (repo_type, repo_id, num))
-            db.execute("DELETE FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr' AND name = ?",
-                       (repo_type, repo_id, str(num)))
-
-    def list_discussions(self, repo_type: str, repo_id: str) -> list[Discussion]:
-        rows = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
-                                       "AND repo_id = ? ORDER BY num DESC", (repo_type, repo_id))
-        return [Discussion(*row) for row in rows]
-
-    def get_discussion(self, repo_type: str, repo_id: str, num: int) -> Discussion:
-        row = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
-                                      "AND repo_id = ? AND num = ?", (repo_type, repo_id, num)).fetchone()
-        if row is None:
-            raise NotFound(f"Discussion #{num} of {repo_id} not found.")
-        return Discussion(*row)
-
-    def discussion_events(self, repo_type: str, repo_id: str, num: int) -> list[DiscussionEvent]:
-        rows = self._connect().execute("SELECT id, type, author, created_at, data FROM discussion_events "
-                                       "WHERE repo_type = ? AND repo_id = ? AND num = ? ORDER BY id",
-                                       (repo_type, repo_id, num))
-        return [DiscussionEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
-
-    def add_discussion_event(self, repo_type: str, repo_id: str, num: int, kind: str, author: str, data: dict,
-                             **changes: str) -> DiscussionEvent:
-        """Add a comment / status-change / title-change event, and apply ``changes`` (status, title)."""
-        with self._transaction() as db:
-            for column, value in changes.items():
-                if column not in ("status", "title"):
-                    raise ValueError(column)
-                db.execute(f"UPDATE discussions SET {column} = ? WHERE repo_type = ? AND repo_id = ? AND num = ?",
-                           (value, repo_type, repo_id, num))
-            event_id = _add_event(db, repo_type, repo_id, num, kind, author, data)
-        return next(e for e in self.discussion_events(repo_type, repo_id, num) if e.id == event_id)
-
     def merge_pull_request(self, repo_type: str, repo_id: str, num: int, *, author: str, comment: str | None) -> str:
         """Apply a pull request's changes (its head against the commit it started from) on its target branch
         in one commit; 409 when the target changed the same files since. Returns the merge commit id."""
@@ -928,19 +643,9 @@ class Storage:
             db.execute("UPDATE discussions SET status = 'merged', merge_oid = ? WHERE repo_type = ? AND repo_id = ? "
                        "AND num = ?", (oid, repo_type, repo_id, num))
             if comment:
-                _add_event(db, repo_type, repo_id, num, "comment", author, _comment_data(comment))
-            _add_event(db, repo_type, repo_id, num, "status-change", author, {"status": "merged"})
+                add_event(db, repo_type, repo_id, num, "comment", author, comment_data(comment))
+            add_event(db, repo_type, repo_id, num, "status-change", author, {"status": "merged"})
         return oid
-
-    @staticmethod
-    def _next_number(db: sqlite3.Connection, repo_type: str, repo_id: str) -> int:
-        refs = [int(row[0]) for row in db.execute(
-            "SELECT name FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr'", (repo_type, repo_id))
-            if row[0].isdigit()]
-        discussions = db.execute(
-            "SELECT COALESCE(MAX(num), 0) FROM discussions WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
-        ).fetchone()[0]
-        return max([discussions, *refs]) + 1
 
     def create_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_oid: str) -> None:
         with self._transaction() as db:
@@ -960,21 +665,6 @@ class Storage:
             if cursor.rowcount == 0:
                 raise RevisionNotFound(f"Invalid rev id: {name}")
 
-    def next_pr_number(self, repo_type: str, repo_id: str) -> int:
-        """The next discussion / pull-request number (they share one sequence, as on the Hub)."""
-        return self._next_number(self._connect(), repo_type, repo_id)
-
-
-def _comment_data(text: str) -> dict:
-    return {"edited": False, "hidden": False, "latest": {"raw": text, "html": None}}
-
-
-def _add_event(db: sqlite3.Connection, repo_type: str, repo_id: str, num: int, kind: str, author: str,
-               data: dict) -> int:
-    cursor = db.execute("INSERT INTO discussion_events (repo_type, repo_id, num, type, author, created_at, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (repo_type, repo_id, num, kind, author, _now_iso(),
-                                                         json.dumps(data)))
-    return int(cursor.lastrowid)
 
 
 def _drop_unreachable_commits(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
@@ -1002,81 +692,6 @@ def _seq_of(db: sqlite3.Connection, oid: str) -> int:
     if row is None:  # pragma: no cover - refs always point at stored commits
         raise RevisionNotFound(f"Invalid rev id: {oid}")
     return row[0]
-
-
-def _insert_file(db: sqlite3.Connection, seq: int, path: str, entry: FileEntry) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-        (seq, path, parent_dir(path), entry.sha256, entry.size, entry.git_oid, int(entry.lfs)),
-    )
-
-
-def delta_limit(n_files: int) -> int:
-    """How many change rows a commit may carry over its base before the next commit writes a whole tree:
-    enough that a run of small commits copies few rows, few enough that reads stay two lookups."""
-    return max(256, 4 * math.isqrt(n_files))
-
-
-def _start_tree(db: sqlite3.Connection, storage: Storage, seq: int, head_seq: int, head_base: int | None,
-                head_count: int) -> int | None:
-    """Give the new commit ``seq`` the rows of its parent's tree; returns the new commit's base.
-
-    On a whole tree, the new commit starts as an empty change set over it. On a change set, it copies
-    those changes (small: at most ``delta_limit`` rows), or, once they outgrow the limit, writes the
-    whole tree again -- so a commit costs the files it changes plus, now and then, one copy of the tree.
-    """
-    if head_base is None:
-        return head_seq
-    changes = db.execute("SELECT COUNT(*) FROM files WHERE commit_seq = ?", (head_seq,)).fetchone()[0]
-    if changes < delta_limit(head_count):
-        db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
-                   "SELECT ?, path, dir, sha256, size, git_oid, lfs, deleted FROM files WHERE commit_seq = ?",
-                   (seq, head_seq))
-        return head_base
-    head_tree = CommitTree(storage, head_seq, head_base)
-    rows = head_tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
-    db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *row) for row in rows])
-    return None
-
-
-def _delete_path(db: sqlite3.Connection, tree: CommitTree, path: str) -> None:
-    db.execute("DELETE FROM files WHERE commit_seq = ? AND path = ?", (tree._seq, path))
-    if tree._base is not None and db.execute(
-        "SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (tree._base, path)
-    ).fetchone():
-        db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
-                   "VALUES (?, ?, ?, '', 0, '', 0, 1)", (tree._seq, path, parent_dir(path)))
-
-
-def _apply_operations(db: sqlite3.Connection, tree: CommitTree, count: int,
-                      operations: list[AddFile | DeleteFile | DeleteFolder]) -> int:
-    """Apply ``operations`` to the rows of ``tree`` (being written); returns its new file count."""
-    for op in operations:
-        if isinstance(op, AddFile):
-            _check_no_file_dir_clash(tree, op.path)
-            count += op.path not in tree
-            _insert_file(db, tree._seq, op.path, op.entry)
-        elif isinstance(op, DeleteFile):
-            if op.path not in tree:
-                raise EntryNotFound(f"File to delete not found: {op.path}")
-            _delete_path(db, tree, op.path)
-            count -= 1
-        else:
-            folder = op.path.rstrip("/")
-            doomed = [path for path, _ in tree.under(folder)]
-            if not doomed:
-                raise EntryNotFound(f"Folder to delete not found: {op.path}")
-            prefix = folder + "/"
-            bounds = (prefix, prefix_upper_bound(prefix))
-            db.execute("DELETE FROM files WHERE commit_seq = ? AND path >= ? AND path < ?", (tree._seq, *bounds))
-            if tree._base is not None:
-                db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
-                           "SELECT ?, path, dir, '', 0, '', 0, 1 FROM files "
-                           "WHERE commit_seq = ? AND path >= ? AND path < ?", (tree._seq, tree._base, *bounds))
-            count -= len(doomed)
-    return count
 
 
 def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
@@ -1120,19 +735,9 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
         seq = cursor.lastrowid
         tree = json.loads(tree_json)
         for path, value in tree.items():
-            _insert_file(db, seq, path, FileEntry.from_json(value))
+            insert_file(db, seq, path, FileEntry.from_json(value))
         db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(tree), seq))
     db.execute("DROP TABLE commits_v1")
-
-
-def _check_no_file_dir_clash(tree: CommitTree, path: str) -> None:
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        ancestor = "/".join(parts[:depth])
-        if ancestor in tree:
-            raise Conflict(f"Cannot add {path}: {ancestor} is a file.")
-    if tree.is_folder(path):
-        raise Conflict(f"Cannot add {path}: it is a folder.")
 
 
 def sweep_stale_temp_files(storage: Storage, older_than_s: float = 3600.0) -> None:
