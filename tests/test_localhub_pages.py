@@ -398,6 +398,12 @@ def test_private_repos_are_404_to_anonymous_visitors_and_other_users(local_hub, 
         assert signed_in.get(f"/{repo_id}").status_code == 200
         assert repo_id in signed_in.get("/", params={"search": "pages-secret"}).text
 
+    moved = f"{local_hub.user}/pages-secret-moved"
+    owner.create_repo(moved, private=True, exist_ok=True)
+    owner.move_repo(moved, f"{local_hub.user}/pages-secret-renamed")
+    old_page = httpx.get(f"{local_hub.url}/{moved}", follow_redirects=False)
+    assert old_page.status_code == 404 and "renamed" not in old_page.text  # a private repo's new name stays hidden
+
     browser.delete_all_cookies()
     browser.get(f"{local_hub.url}/{repo_id}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"

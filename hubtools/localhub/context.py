@@ -89,7 +89,8 @@ class HubContext:
         repo = self.storage.get_repo(repo_type, repo_id)
         if repo is None or not self.may_read(user, repo):
             moved_to = self.storage.redirect_of(repo_type, repo_id) if repo is None else None
-            if moved_to is not None:
+            target = self.storage.get_repo(repo_type, moved_to) if moved_to is not None else None
+            if target is not None and self.may_read(user, target):  # never reveal a private repo's new name
                 raise RepoMoved(f"Repository {repo_id} moved to {moved_to}.", extra={"moved_from": repo_id, "moved_to": moved_to})
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
