@@ -1,3 +1,3 @@
-from hubtools.cli.app import run
+from hubtools.cli.app import entry_point
 
-run()
+entry_point()

@@ -16,7 +16,7 @@ from typing import Any
 from hubtools.config import TINY_BASE_MODEL, RunConfig, apply_overrides
 from hubtools.errors import ConfigError
 from hubtools.resources import DEMO_CONCEPT_DIR
-from hubtools.runner import Report, _quiet, train_and_push
+from hubtools.runner import Reporter, SilentReporter, train_and_push
 
 DEMO_USER = "demo"
 DEMO_REPO = f"{DEMO_USER}/nlwx-dog"
@@ -57,10 +57,11 @@ def demo_config(steps: int) -> RunConfig:
     )
 
 
-def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Report = _quiet) -> DemoResult:
+def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Reporter | None = None) -> DemoResult:
+    reporter = reporter or SilentReporter()
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.localhub import serve_in_background
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     out = Path(out)
     run_dir = out / "run"
@@ -71,12 +72,13 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, report: Repor
     tokens = {DEMO_USER: secrets.token_urlsafe(16), "hubtools": secrets.token_urlsafe(16)}
     with serve_in_background(hub_data, port=0, tokens=tokens) as hub:
         point_clients_at(hub.url)
-        report(f"local hub at {hub.url}")
-        report(f"publishing the tiny base model as {TINY_BASE_MODEL}")
+        reporter.stage(f"local hub at {hub.url}")
+        reporter.stage(f"publishing the tiny base model as {TINY_BASE_MODEL}")
         with hub_progress_bars_hidden():  # the stand-in base model's upload is scenery, not the user's push
             publish_tiny_model(hub.url, tokens["hubtools"])
-        result = train_and_push(demo_config(steps), run_dir, token=tokens[DEMO_USER], progress=progress, report=report)
-        report(f"loading {DEMO_REPO} back from the hub")
+        result = train_and_push(demo_config(steps), run_dir, token=tokens[DEMO_USER], progress=progress,
+                                reporter=reporter)
+        reporter.stage(f"loading {DEMO_REPO} back from the hub")
         reloaded = _generate_from_hub(DEMO_REPO, out / "from_hub.png", token=tokens[DEMO_USER])
     return DemoResult(
         run_dir=run_dir,

@@ -1,36 +1,60 @@
-"""``train-and-push``: the stages called in order, and nothing else.
+"""The orchestrator: one function per command, calling the stages in order, and nothing else.
 
-    start_run (config + concept set + identifier check) -> train -> sample -> [eval] -> card -> push
+    train-and-push:  preflight -> set_up_folder -> train_folder -> render_samples -> [evaluate] -> card -> push
+    train:           preflight -> set_up_folder -> train_folder      (resume_training continues a run)
+    sample, evaluate, card, push: one stage on an existing run folder
 
-Each stage is a plain function of the run folder (``hubtools.runfolder``), so ``hubtools train``,
-``sample``, ``card`` and ``push`` can each be run, and re-run, on their own.
+The command line parses its flags, calls one of these functions and prints the typed result it gets
+back. Everything else a user should read on the way (stages, notes, warnings, progress of a stage that
+reports it) goes through the one ``Reporter`` passed in, whatever the command. Each stage is a plain
+function of the run folder (``hubtools.runfolder``), so each command can be run, and re-run, on its own.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
-from hubtools.config import RunConfig, load_run_config, save_config
-from hubtools.errors import ConfigError, HubError
-from hubtools.runfolder import RunFolder, read_json, write_json_atomic
+from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
+from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.runfolder import RunFolder, TrainResult, write_identifier_report
 
-Report = Callable[[str], None]
 logger = logging.getLogger("hubtools")
 
 
-def _quiet(_: str) -> None:
-    pass
+class Reporter(Protocol):
+    """Where the runner tells the user what is happening (the CLI prints it; tests can collect it)."""
+
+    def stage(self, message: str) -> None:
+        """A stage starts (``training``, ``pushing to ns/name``)."""
+
+    def note(self, message: str) -> None:
+        """Something the user should know that does not stop the run."""
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        """Progress of a stage that reports it itself (evaluation)."""
+
+
+class SilentReporter:
+    """A ``Reporter`` that drops everything (library use, tests)."""
+
+    def stage(self, message: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        pass
 
 
 @dataclass
-class RunPlan:
-    """What a run will do, computed without loading any model (``--dry-run`` prints this)."""
+class Preflight:
+    """What a new run will do, computed without loading any model (``--dry-run`` prints this)."""
 
-    config: RunConfig
+    config: RunConfig  # resolved: every default that depends on another setting is filled in
     run_dir: Path
     instance_prompt: str
     class_prompt: str | None
@@ -48,7 +72,14 @@ class TrainAndPushResult:
     evaluation: Any | None = None
 
 
-# -- planning ---------------------------------------------------------------------------------------
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    train: Any  # hubtools.training.TrainResult
+    already_finished: bool = False  # resume_training on a run whose training had finished
+
+
+# -- before anything is loaded ------------------------------------------------------------------------
 
 
 def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
@@ -67,7 +98,7 @@ def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
     return report.to_dict()
 
 
-def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
+def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:
     """Validate everything that can be validated before the first model is loaded."""
     config.require_subject()
     concept_source(config.concept.source or "")
@@ -97,7 +128,7 @@ def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
     stages.append("model card")
     if push:
         stages.append(f"push to {resolved.publish.repo_id}")
-    return RunPlan(
+    return Preflight(
         config=resolved,
         run_dir=Path(run_dir),
         instance_prompt=resolved.instance_prompt,
@@ -108,10 +139,16 @@ def plan_run(config: RunConfig, run_dir: Path, *, push: bool = True) -> RunPlan:
     )
 
 
-# -- stages -------------------------------------------------------------------------------------------
+def plan(config: RunConfig, run_dir: Path, *, push: bool = True, reporter: Reporter | None = None) -> Preflight:
+    """``--dry-run``: the preflight, its notes reported; nothing is loaded or written."""
+    checked = preflight(config, run_dir, push=push)
+    _report_notes(checked.notes, reporter or SilentReporter())
+    return checked
 
 
-_HUB_DATASET_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+def _report_notes(notes: list[str], reporter: Reporter) -> None:
+    for note in notes:
+        reporter.note(note)
 
 
 def concept_source(source: str) -> Path | str:
@@ -121,54 +158,9 @@ def concept_source(source: str) -> Path | str:
         return path
     if path.exists():
         raise ConfigError(f"--concept {source} is a file: give the folder that holds the photos")
-    if _HUB_DATASET_REF.match(source) and not source.startswith((".", "/", "~")):
+    if parse_hub_ref(source) is not None:
         return source
     raise ConfigError(f"concept folder not found: {source} (give a folder of photos, or a Hub dataset as namespace/name)")
-
-
-def caption_note(captions: list[str], identifier: str) -> str | None:
-    """Captions that came with the set win over the instance prompt; say so when they lack the identifier."""
-    foreign = [caption for caption in captions if caption and identifier not in caption]
-    if not foreign:
-        return None
-    return (f"{len(foreign)} of {len(captions)} captions from the concept set do not contain {identifier!r} "
-            f"(e.g. {foreign[0]!r}): the subject will be learned under their words")
-
-
-def start_run(plan: RunPlan, *, token: str | None = None, progress: bool = True):
-    """Create the run folder: resolved config, prepared concept set, identifier report."""
-    from hubtools.concepts import prepare_concept
-    from hubtools.models import resolve_base_revision
-
-    folder = RunFolder(plan.run_dir)
-    if folder.config.exists():
-        raise ConfigError(
-            f"{plan.run_dir} already holds a run: continue it with --resume (a finished run goes on to the "
-            "stages after training), or choose another --out"
-        )
-    source = concept_source(plan.config.concept.source or "")
-    resolve_base_revision(plan.config.model, token=token)  # a wrong base model fails now, not after the photos
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    concept = prepare_concept(
-        source,
-        folder.concept,
-        resolution=plan.config.training.resolution,
-        caption=plan.instance_prompt,
-        min_images=plan.config.concept.min_images,
-        strict=plan.config.concept.strict,
-        allow_upscale=plan.config.concept.allow_upscale,
-        image_column=plan.config.concept.image_column,
-        token=token,
-        progress=progress,
-    )
-    if plan.identifier_report is not None:
-        write_json_atomic(folder.identifier_report, plan.identifier_report)
-    note = caption_note(concept.captions, plan.config.concept.identifier or "")
-    if note:
-        plan.notes.append(note)
-    # Written last: a folder with a config is a run that can be trained and resumed.
-    save_config(plan.config, folder.config)
-    return concept
 
 
 def check_push_access(repo_id: str, token: str | None) -> str:
@@ -186,7 +178,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     try:
         user = HfApi(token=token).whoami()
     except OSError as error:
-        message = str(error).replace(token, "***").splitlines()[0]
+        message = first_line(str(error).replace(token, "***"))
         raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
     namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
     namespace = repo_id.split("/")[0]
@@ -198,54 +190,187 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     return str(user.get("name"))
 
 
-def completed_training(run_dir: Path):
+# -- stages on the run folder ---------------------------------------------------------------------------
+
+
+def caption_note(captions: list[str], identifier: str) -> str | None:
+    """Captions that came with the set win over the instance prompt; say so when they lack the identifier."""
+    foreign = [caption for caption in captions if caption and identifier not in caption]
+    if not foreign:
+        return None
+    return (f"{len(foreign)} of {len(captions)} captions from the concept set do not contain {identifier!r} "
+            f"(e.g. {foreign[0]!r}): the subject will be learned under their words")
+
+
+def set_up_folder(checked: Preflight, *, token: str | None = None, progress: bool = True,
+                  reporter: Reporter | None = None):
+    """Create the run folder: prepared concept set, identifier report, then the resolved config."""
+    from hubtools.concepts import prepare_concept
+    from hubtools.pipelines import resolve_base_revision
+
+    reporter = reporter or SilentReporter()
+    folder = RunFolder(checked.run_dir)
+    if folder.config.exists():
+        raise ConfigError(
+            f"{checked.run_dir} already holds a run: continue it with --resume (a finished run goes on to the "
+            "stages after training), or choose another --out"
+        )
+    source = concept_source(checked.config.concept.source or "")
+    resolve_base_revision(checked.config.model, token=token)  # a wrong base model fails now, not after the photos
+    checked.run_dir.mkdir(parents=True, exist_ok=True)
+    reporter.stage("preparing the concept set")
+    concept = prepare_concept(
+        source,
+        folder.concept,
+        resolution=checked.config.training.resolution,
+        caption=checked.instance_prompt,
+        min_images=checked.config.concept.min_images,
+        strict=checked.config.concept.strict,
+        allow_upscale=checked.config.concept.allow_upscale,
+        image_column=checked.config.concept.image_column,
+        token=token,
+        progress=progress,
+    )
+    reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}")
+    if checked.identifier_report is not None:
+        write_identifier_report(folder, checked.identifier_report)
+    note = caption_note(concept.captions, checked.config.concept.identifier or "")
+    if note:
+        reporter.note(note)
+    # Written last: a folder with a config is a run that can be trained and resumed.
+    save_config(checked.config, folder.config)
+    return concept
+
+
+def finished_training(run_dir: Path):
     """The ``TrainResult`` of a run whose training already finished (all steps, weights on disk), else None."""
-    from dataclasses import fields
-
-    from hubtools.training import TrainResult
-
     folder = RunFolder(Path(run_dir))
-    done = read_json(folder.train_result)
-    if not done or not folder.config.is_file():
+    done = TrainResult.read(folder)
+    if done is None or not folder.config.is_file():
         return None
-    if done.get("steps_done", 0) < load_run_config(run_dir).training.steps:
+    if done.steps_done < load_run_config(run_dir).training.steps:
         return None  # more steps were asked for since: a resume trains them
-    if not all((folder.root / entry["path"]).is_file() for entry in done.get("weight_files") or []):
+    if not all((folder.root / entry.path).is_file() for entry in done.weight_files):
         return None
-    known = {f.name for f in fields(TrainResult)}
-    return TrainResult(**{key: value for key, value in done.items() if key in known})
+    return done
 
 
-def train_run(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
-              progress: bool = True):
-    """Train the run in ``run_dir``; with ``resume``, continue it (a finished run is returned as it is)."""
-    from hubtools.models import check_device_for_model
+def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
+                 progress: bool = True):
+    """Train the run set up in ``run_dir``; with ``resume``, continue it from its last checkpoint."""
+    from hubtools.pipelines import check_device_for_model
     from hubtools.training import train_dreambooth
 
-    if resume and (finished := completed_training(run_dir)) is not None:
-        return finished
     config = load_run_config(run_dir)
     check_device_for_model(config.model, config.training.device, token=token)
     return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
 
 
-def evaluate_if_enabled(run_dir: Path, config: RunConfig, *, token: str | None = None, progress: bool = True):
-    if not config.eval.enabled:
-        return None
-    from hubtools.evaluation import EvalConfig, evaluate_run
+def card_is_due(run_dir: Path, repo_id: str) -> bool:
+    """The one place that decides whether the card is (re-)rendered before a push.
 
-    eval_config = EvalConfig(prompts=config.eval.prompts, n_per_prompt=config.eval.n_per_prompt,
-                             dino_model=config.eval.dino_model, clip_model=config.eval.clip_model)
-    return evaluate_run(Path(run_dir), eval_config, progress=progress, token=token)
+    It is when there is none, when it was written for another repo (its usage snippet names the repo), or
+    when a record it shows (training, samples, evaluation) is newer than it. A card the user edited after
+    the last stage is pushed as it is. The template kept by ``hubtools card --template`` is used again.
+    """
+    folder = RunFolder(Path(run_dir))
+    records = [folder.train_result, folder.samples_json, folder.eval_result]
+    card_time = folder.card.stat().st_mtime if folder.card.is_file() else None
+    stale = card_time is None or any(path.is_file() and path.stat().st_mtime > card_time for path in records)
+    return stale or repo_id != load_run_config(run_dir).publish.repo_id
 
 
-def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None, resume: bool = False,
-                   force: bool = False, progress: bool = True, report: Report = _quiet) -> TrainAndPushResult:
-    """The product's main job: photos in, a model with grids and a card on the Hub out."""
-    from hubtools.card import render_model_card
-    from hubtools.publish import push_run
+# -- one function per command -----------------------------------------------------------------------------
+
+
+def train(config: RunConfig, run_dir: Path, *, token: str | None = None, progress: bool = True,
+          reporter: Reporter | None = None) -> TrainOutcome:
+    """``hubtools train``: a new run folder, trained (no push)."""
+    reporter = reporter or SilentReporter()
+    checked = preflight(config, run_dir, push=False)
+    _report_notes(checked.notes, reporter)
+    set_up_folder(checked, token=token, progress=progress, reporter=reporter)
+    reporter.stage("training")
+    return TrainOutcome(Path(run_dir), train_folder(run_dir, token=token, progress=progress))
+
+
+def resume_training(run_dir: Path, *, force: bool = False, token: str | None = None, progress: bool = True,
+                    reporter: Reporter | None = None) -> TrainOutcome:
+    """``hubtools train RUN --resume``: continue a run from its last checkpoint (a finished one is left as it is)."""
+    reporter = reporter or SilentReporter()
+    finished = finished_training(run_dir)
+    if finished is not None:
+        reporter.note("training had already finished: nothing to resume")
+        return TrainOutcome(Path(run_dir), finished, already_finished=True)
+    reporter.stage("training")
+    return TrainOutcome(Path(run_dir), train_folder(run_dir, resume=True, force=force, token=token, progress=progress))
+
+
+def sample(run_dir: Path, *, device: str | None = None, progress: bool = True, reporter: Reporter | None = None):
+    """``hubtools sample RUN``: the sample grids of a trained run."""
+    from hubtools.devices import resolve_device
     from hubtools.sample import render_samples
 
+    (reporter or SilentReporter()).stage("rendering sample grids")
+    return render_samples(run_dir, device=resolve_device(device or "auto"), progress=progress)
+
+
+def evaluate(run_dir: Path, *, token: str | None = None, progress: bool = True, reporter: Reporter | None = None,
+             **settings: Any):
+    """``hubtools eval RUN``: score the run; settings not given come from the run's ``[eval]`` section."""
+    from hubtools.evaluation import EvalConfig, evaluate_run
+
+    reporter = reporter or SilentReporter()
+    saved = load_run_config(run_dir).eval
+    chosen = {key: value for key, value in settings.items() if value is not None}
+    reporter.stage("evaluating")
+    # The stage reports (what, done, total) to a callable: the reporter's bar, or nothing.
+    return evaluate_run(Path(run_dir), EvalConfig(**{**saved.model_dump(), **chosen}), progress=reporter.progress if progress else None,
+                        token=token)
+
+
+def card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = None,
+         reporter: Reporter | None = None) -> Path:
+    """``hubtools card RUN``: render the model card; returns its path."""
+    from hubtools.card import render_model_card
+
+    render_model_card(run_dir, template=template, repo_id=repo_id)
+    if template is not None:
+        (reporter or SilentReporter()).note(
+            "the run keeps this template: later renders (push to another repo) use it too")
+    return RunFolder(Path(run_dir)).card
+
+
+def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = None, checkpoints: bool | None = None,
+         message: str | None = None, token: str | None = None, reporter: Reporter | None = None):
+    """``hubtools push RUN [REPO]``: the run (model, card, grids, config) in one commit; safe to retry."""
+    from hubtools.card import render_model_card
+    from hubtools.publish import push_run
+
+    reporter = reporter or SilentReporter()
+    config = load_run_config(run_dir)
+    repo_id = repo_id or config.publish.repo_id
+    if not repo_id:
+        raise ConfigError(f"name the repo: hubtools push {run_dir} namespace/name")
+    if card_is_due(run_dir, repo_id):
+        render_model_card(run_dir, repo_id=repo_id)  # with the template `hubtools card --template` kept, if any
+    pushed = push_run(
+        run_dir, repo_id, private=config.publish.private if private is None else private, token=token,
+        checkpoints=config.publish.push_checkpoints if checkpoints is None else checkpoints,
+        commit_message=message or config.publish.commit_message,
+    )
+    if not pushed.changed:
+        reporter.note("nothing changed since the last push: no new commit")
+    return pushed
+
+
+def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None = None, resume: bool = False,
+                   force: bool = False, progress: bool = True, reporter: Reporter | None = None) -> TrainAndPushResult:
+    """``hubtools train-and-push``: photos in, a model with grids and a card on the Hub out.
+
+    With ``resume``, ``config`` is ignored: the run folder's own config is continued.
+    """
+    reporter = reporter or SilentReporter()
     run_dir = Path(run_dir)
     if resume:
         config = load_run_config(run_dir)
@@ -253,43 +378,27 @@ def train_and_push(config: RunConfig, run_dir: Path, *, token: str | None = None
         if not repo_id:
             raise ConfigError(f"the run in {run_dir} has no publish.repo_id: push it with `hubtools push {run_dir} NS/NAME`")
     else:
-        plan = plan_run(config, run_dir)
-        repo_id = plan.config.publish.repo_id
-        for note in plan.notes:
-            report(f"note: {note}")
+        assert config is not None
+        checked = preflight(config, run_dir)
+        _report_notes(checked.notes, reporter)
+        config, repo_id = checked.config, checked.config.publish.repo_id
     assert repo_id is not None
     user = check_push_access(repo_id, token)
-    report(f"pushing as {user} to {repo_id} when training is done")
+    reporter.stage(f"pushing as {user} to {repo_id} when training is done")
     if not resume:
-        report("preparing the concept set")
-        concept = start_run(plan, token=token, progress=progress)
-        report(f"{len(concept.images)} concept images ready in {RunFolder(run_dir).concept}")
-        note = caption_note(concept.captions, plan.config.concept.identifier or "")
-        if note:
-            report(f"note: {note}")
-        config = plan.config
-    trained = completed_training(run_dir) if resume else None
+        set_up_folder(checked, token=token, progress=progress, reporter=reporter)
+    trained = finished_training(run_dir) if resume else None
     if trained is not None:
-        report(f"training finished before (step {trained.steps_done}): going on to the grids and the push")
+        reporter.stage(f"training finished before (step {trained.steps_done}): going on to the grids and the push")
     else:
-        report("training")
-        trained = train_run(run_dir, resume=resume, force=force, token=token, progress=progress)
-    report("rendering sample grids")
-    samples = render_samples(run_dir, progress=progress)
-    evaluation = evaluate_if_enabled(run_dir, config, token=token, progress=progress)
-    report("writing the model card")
-    render_model_card(run_dir, repo_id=repo_id)
-    report(f"pushing to {repo_id}")
-    pushed = push_run(run_dir, repo_id, private=config.publish.private, token=token,
-                      checkpoints=config.publish.push_checkpoints, commit_message=config.publish.commit_message)
+        reporter.stage("training")
+        trained = train_folder(run_dir, resume=resume, force=force, token=token, progress=progress)
+    samples = sample(run_dir, progress=progress, reporter=reporter)
+    evaluation = None
+    if config.eval.enabled:
+        evaluation = evaluate(run_dir, token=token, progress=progress, reporter=reporter)
+    if card_is_due(run_dir, repo_id):
+        reporter.stage("writing the model card")
+    reporter.stage(f"pushing to {repo_id}")
+    pushed = push(run_dir, repo_id, token=token, reporter=reporter)
     return TrainAndPushResult(run_dir=run_dir, train=trained, samples=samples, push=pushed, evaluation=evaluation)
-
-
-def run_summary(run_dir: Path) -> dict[str, Any]:
-    """What a finished run holds, for the one-screen summary."""
-    folder = RunFolder(Path(run_dir))
-    return {
-        "train": read_json(folder.train_result),
-        "samples": read_json(folder.images / "samples.json"),
-        "eval": read_json(folder.eval_result),
-    }

@@ -1,7 +1,7 @@
-"""The ``hubtools`` command line: argument parsing and pretty output only, no logic.
+"""The ``hubtools`` command line: argument parsing and printing only, no logic.
 
-Each area has its own module here exposing a typer app (``hub``, ``concept``, ``identifier``,
-``hackathon``) or plain commands (``run``: train-and-push, train, sample, card, push, demo; ``evaluate``: eval).
+One module per command or group, each with ``register(app)`` (``app.py`` calls them all); every command
+calls one ``hubtools.runner`` function and prints its result through ``console.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The root typer app, the global ``--debug`` flag, and the one place user errors become exit codes."""
+"""The root typer app, the global ``--debug`` flag, and the one place user errors become exit codes.
+
+Each command, or group of commands, is one module of ``hubtools.cli`` with a ``register(app)`` (the shape of
+huggingface_hub's and accelerate's CLIs). A command parses its flags, calls one ``hubtools.runner``
+function and prints what it returns through ``hubtools.cli.console``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import os
 import sys
 
 import typer
-from rich.console import Console
 
+from hubtools.cli import console
 from hubtools.errors import HubError, HubtoolsError
 from hubtools.hubenv import current_endpoint, is_connection_error, plain_lfs_unless_huggingface_co
 
@@ -17,12 +22,8 @@ app = typer.Typer(
     help="A handful of photos in, a DreamBooth-tuned Stable Diffusion model on the Hub out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: no stray type column, and brackets in help texts print as typed
 )
-
-# stdout carries results (URLs, tables, JSON); stderr carries progress and errors.
-console = Console()
-err_console = Console(stderr=True)
 
 _DEBUG_ENV = "HUBTOOLS_DEBUG"
 
@@ -59,15 +60,23 @@ def _root(
 
 
 def _register() -> None:
-    # Imported for their side effect of adding commands to ``app``.
-    from hubtools.cli import commands_run  # noqa: F401
-    from hubtools.cli import concept, evaluate, hackathon, hub, identifier
+    from hubtools.cli import (
+        card,
+        concept,
+        demo,
+        evaluate,
+        hackathon,
+        hub,
+        identifier,
+        push,
+        sample,
+        train,
+        train_and_push,
+    )
 
-    app.add_typer(hub.app, name="hub")
-    app.add_typer(concept.app, name="concept")
-    app.add_typer(identifier.app, name="identifier")
-    app.add_typer(hackathon.app, name="hackathon")
-    evaluate.register(app)
+    # In the order `hubtools --help` lists them: the main job first, then its stages, then the groups.
+    for module in (train_and_push, train, sample, evaluate, card, push, demo, hub, concept, identifier, hackathon):
+        module.register(app)
 
 
 _register()
@@ -82,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except HubtoolsError as error:
         if debug_enabled():
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        console.error(str(error))
         return error.exit_code
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        console.warning("interrupted")
         return 130
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -94,27 +103,22 @@ def main(argv: list[str] | None = None) -> int:
             error.show()
             return error.exit_code
         if type(error).__name__ == "Abort":
-            err_console.print("[yellow]aborted[/]")
+            console.warning("aborted")
             return 1
         if debug_enabled():
             raise
         if is_connection_error(error):  # whichever stage met it: the Hub is down or HF_ENDPOINT is wrong
-            err_console.print(
-                f"[bold red]error:[/] could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
-                "check the connection or HF_ENDPOINT, then run again",
-                highlight=False, soft_wrap=True,
-            )
+            console.error(f"could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
+                          "check the connection or HF_ENDPOINT, then run again")
             return HubError.exit_code
-        err_console.print(
-            f"[bold red]unexpected error:[/] {type(error).__name__}: {error}\n"
-            "This is a bug in hubtools; rerun with --debug for the traceback and report it.",
-            highlight=False,
-            soft_wrap=True,
-        )
+        console.error(f"{type(error).__name__}: {error}\n"
+                      "This is a bug in hubtools; rerun with --debug for the traceback and report it.",
+                      prefix="unexpected error:")
         return 1
     # Without standalone mode, click hands back typer.Exit's code as the return value.
     return returned if isinstance(returned, int) else 0
 
 
-def run() -> None:
+def entry_point() -> None:
+    """The ``hubtools`` console script (``python -m hubtools`` too)."""
     sys.exit(main())

@@ -4,22 +4,25 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from hubtools.cli.console import console, styled
 
 app = typer.Typer(help="Prepare, push and pull concept image sets (the photos of your subject).", no_args_is_help=True)
 
-# stdout: the table and paths; progress bars go to stderr inside the stage.
-console = Console()
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="concept")
+
 
 _STATUS_STYLES = {"accepted": "green", "rejected": "bold red", "duplicate": "yellow", "ignored": "dim"}
 _CROP_HELP = "Which square to keep after resizing: center, top, bottom, left or right."
 
 
 def _print_report(concept) -> None:
-    # File names and reasons are data, not markup: a photo called "[red].jpg" must print as itself.
-    title = escape(concept.source) + (f" @ {concept.source_revision[:12]}" if concept.source_revision else "")
+    # File names and reasons are data: the console reads no markup, so a photo called "[red].jpg" prints as itself.
+    title = concept.source + (f" @ {concept.source_revision[:12]}" if concept.source_revision else "")
     table = Table(title=title)
     table.add_column("input", overflow="fold")
     table.add_column("status")
@@ -27,19 +30,18 @@ def _print_report(concept) -> None:
     table.add_column("output", overflow="fold")
     for entry in concept.entries:
         style = _STATUS_STYLES.get(entry.status, "")
-        table.add_row(escape(entry.label), f"[{style}]{entry.status}[/]", escape(entry.reason), entry.output or "")
+        table.add_row(entry.label, styled(entry.status, style), entry.reason, entry.output or "")
     console.print(table)
     counts = concept.counts
     console.print(
         f"{counts['accepted']} accepted, {counts['rejected']} rejected, {counts['duplicate']} duplicate, "
-        f"{counts['ignored']} ignored, at {concept.resolution}x{concept.resolution} px",
-        highlight=False,
+        f"{counts['ignored']} ignored, at {concept.resolution}x{concept.resolution} px"
     )
-    console.print(f"images:        {concept.dir / 'images'}", highlight=False, soft_wrap=True)
-    console.print(f"manifest:      {concept.manifest_path}", highlight=False, soft_wrap=True)
-    console.print(f"contact sheet: {concept.contact_sheet_path}", highlight=False, soft_wrap=True)
+    console.print(f"images:        {concept.dir / 'images'}")
+    console.print(f"manifest:      {concept.manifest_path}")
+    console.print(f"contact sheet: {concept.contact_sheet_path}")
     if concept.source_revision:
-        console.print(f"revision:      {concept.source_revision}", highlight=False)
+        console.print(f"revision:      {concept.source_revision}")
 
 
 def _prepare(source: str, out: Path, *, hub_only: bool, **options) -> None:
@@ -94,11 +96,11 @@ def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
 
 
 app.command("prepare")(_prepare_command(
-    hub_only=False, source_help="A folder of photos, or a Hub dataset namespace/name\\[@revision].",
+    hub_only=False, source_help="A folder of photos, or a Hub dataset namespace/name[@revision].",
     doc="Check and convert a set of photos for training, and say what happened to each file.",
 ))
 app.command("pull")(_prepare_command(
-    hub_only=True, source_help="Hub dataset namespace/name\\[@revision].",
+    hub_only=True, source_help="Hub dataset namespace/name[@revision].",
     doc="Fetch a concept set from the Hub and prepare it; the commit used is recorded in manifest.json.",
 ))
 
@@ -117,4 +119,4 @@ def push(
 
     # token=None: huggingface_hub finds HF_TOKEN or the stored login itself.
     url = push_concept(dir, repo, private=private, identifier=identifier, class_noun=class_noun, license=license)
-    console.print(url, highlight=False, soft_wrap=True)
+    console.print(url, )

@@ -13,9 +13,9 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    run: Path = typer.Argument(..., help="The run folder (the --out of `hubtools train`).", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="The run folder (the --out of `hubtools train`).", show_default=False),
     prompts: str | None = typer.Option(None, "--prompts", help="dreambench, or a text file with one prompt per line "
-                                       "({identifier} and {class_noun} are filled in). Default: the run's \\[eval] setting."),
+                                       "({identifier} and {class_noun} are filled in). Default: the run's [eval] setting."),
     n_per_prompt: int | None = typer.Option(None, "--n-per-prompt", min=1, help="Images per prompt (seeds 0..N-1). Default: 4."),
     n_class_images: int = typer.Option(16, "--n-class-images", min=0, help="Class-prompt images for PRES (0 skips PRES)."),
     max_prompts: int | None = typer.Option(None, "--max-prompts", min=1, help="Only the first N prompts, for a quick look."),
@@ -30,40 +30,27 @@ def eval_command(
     save_images: bool = typer.Option(False, "--save-images", help="Also write the generated images to RUN/images/eval/."),
 ) -> None:
     """Generate with fixed seeds on the DreamBench prompts and score DINO, CLIP-I, CLIP-T, PRES and DIV; writes RUN/eval.json."""
-    from hubtools.cli.app import console, err_console
-    from hubtools.config import load_run_config
+    from hubtools import runner
+    from hubtools.cli import console
     from hubtools.errors import ConfigError
-    from hubtools.evaluation import EvalConfig, evaluate_run
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda (got {device!r})")
-    settings = load_run_config(run).eval
-    chosen = {
-        "prompts": prompts or settings.prompts,
-        "n_per_prompt": n_per_prompt or settings.n_per_prompt,
-        "n_class_images": n_class_images,
-        "max_prompts": max_prompts,
-        "num_inference_steps": steps,
-        "guidance_scale": guidance,
-        "seed": seed,
-        "batch_size": batch_size,
-        "device": device,
-        "baseline": not no_baseline,
-        "save_images": save_images,
-        "dino_model": dino_model or settings.dino_model,
-        "clip_model": clip_model or settings.clip_model,
-    }
-    cfg = EvalConfig(**chosen)
-
-    with _progress(err_console) as report:
-        result = evaluate_run(run, cfg, progress=report)
-    console.print(render_table(result))
-    console.print(f"wrote {Path(run) / 'eval.json'}", highlight=False)
+    with console.ConsoleReporter() as reporter:
+        result = runner.evaluate(
+            run, reporter=reporter, prompts=prompts, n_per_prompt=n_per_prompt, n_class_images=n_class_images,
+            max_prompts=max_prompts, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+            batch_size=batch_size, device=device, baseline=not no_baseline, save_images=save_images,
+            dino_model=dino_model, clip_model=clip_model,
+        )
+    console.result(render_table(result))
+    console.result(f"wrote {Path(run) / 'eval.json'}")
 
 
 def render_table(result):
     """A rich table: ours, the base model, the real photos, and the paper's numbers (labelled)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Evaluation of {result.identifier} {result.class_noun} "
                         f"({len(result.prompts)} prompts x {result.n_per_prompt} images, {result.prompt_source})")
@@ -78,7 +65,7 @@ def render_table(result):
         ours = _fmt(row.ours)
         if row.ours is not None and row.baseline is not None and row.ours != row.baseline:
             better = (row.ours > row.baseline) == row.metric.higher_is_better
-            ours = f"[{'green' if better else 'red'}]{ours}[/]"
+            ours = Text(ours, style="green" if better else "red")
         paper = _fmt(row.paper) + (" (Imagen)" if row.paper is not None and "Imagen" in (row.paper_label or "") else "")
         table.add_row(f"{row.metric.name} {arrow}", ours, _fmt(row.baseline), _fmt(row.real), paper, _fmt(row.paper_real))
     table.caption = ("base: the base model, same prompts and seeds; photos: the subject's own photos compared with "
@@ -91,27 +78,3 @@ def render_table(result):
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-class _progress:
-    """A rich progress bar on stderr fed by the stage's (what, done, total) reports."""
-
-    def __init__(self, console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=console, transient=True,
-                             disable=not console.is_terminal)  # in a log, a bar is noise (and a stray blank line)
-        self._task = None
-
-    def __enter__(self):
-        self._bar.__enter__()
-        return self.report
-
-    def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
-
-    def report(self, what: str, done: int, total: int) -> None:
-        if self._task is None:
-            self._task = self._bar.add_task(what, total=total)
-        self._bar.update(self._task, description=what, completed=done, total=total)

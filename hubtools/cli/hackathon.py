@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from hubtools.cli.console import console, styled
 
 app = typer.Typer(help="DreamBooth Hackathon: themes, submission check, leaderboard, concept sets.",
                   no_args_is_help=True)
 
-console = Console()
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="hackathon")
 
 
 def _echo_json(data) -> None:
@@ -31,7 +35,7 @@ def themes(as_json: bool = typer.Option(False, "--json", help="Print the themes 
     for theme in all_themes:
         table.add_row(theme.name, theme.emoji, theme.description, ", ".join(theme.tags))
     console.print(table)
-    console.print("enter with: hubtools train-and-push ... --hackathon THEME", highlight=False)
+    console.print("enter with: hubtools train-and-push ... --hackathon THEME")
 
 
 @app.command("check")
@@ -52,13 +56,13 @@ def check(
         table.add_column("detail", overflow="fold")
         table.add_column("how to fix", overflow="fold")
         for result in results:
-            table.add_row(result.rule, "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+            table.add_row(result.rule, styled("pass", "green") if result.passed else styled("FAIL", "red"),
                           result.detail, result.fix or "")
         console.print(table)
         if failed:
-            console.print(f"[red]{len(failed)} of {len(results)} rules fail[/]: fix them and run the check again")
+            console.print(Text.assemble((f"{len(failed)} of {len(results)} rules fail", "red"), ": fix them and run the check again"))
         else:
-            console.print(f"[green]all {len(results)} rules pass[/]: {repo_id} is a valid entry", highlight=False)
+            console.print(Text.assemble((f"all {len(results)} rules pass", "green"), f": {repo_id} is a valid entry"))
     if failed:
         raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
 
@@ -89,7 +93,7 @@ def leaderboard(
         console.print(table)
     empty = [board.title for board in boards if not board.entries]
     if empty:  # one line for the themes nobody entered, not a table each
-        console.print(f"[dim]no entries yet: {', '.join(empty)}[/]", highlight=False)
+        console.print(styled(f"no entries yet: {', '.join(empty)}", "dim"))
 
 
 @app.command("datasets")
@@ -111,8 +115,7 @@ def datasets(
     for dataset in found:
         table.add_row(dataset.repo_id, str(dataset.likes), str(dataset.downloads))
     if not found:
-        table.add_row("[dim]none found[/]", "", "")
+        table.add_row(styled("none found", "dim"), "", "")
     console.print(table)
     if found:
-        console.print(f"train on one with: hubtools train-and-push --concept {found[0].repo_id} ...",
-                      highlight=False, soft_wrap=True)
+        console.print(f"train on one with: hubtools train-and-push --concept {found[0].repo_id} ...")

@@ -7,13 +7,17 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from hubtools.cli import console
+from hubtools.cli.console import err_console
 from hubtools.errors import ConfigError
 
 app = typer.Typer(help="The local Hub-compatible server: serve it, set likes and downloads.", no_args_is_help=True)
 
-err_console = Console(stderr=True)
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="hub")
+
 
 INTERNAL_PUBLISHER = "hubtools"
 
@@ -90,7 +94,7 @@ def serve(
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
     if not tokens:
-        err_console.print("[yellow]no --token given: the hub is read-only.[/]", highlight=False)
+        console.warning("no --token given: the hub is read-only.")
     with serve_in_background(data, host=host, port=port, tokens=tokens, organizations=organizations) as hub:
         if publisher_token is not None:
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
@@ -136,7 +140,8 @@ def publish_tiny_model_command(
     import os
 
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
-    from hubtools.models import publish_tiny_model, quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
+    from hubtools.tinymodel import publish_tiny_model
 
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:

@@ -6,13 +6,18 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from hubtools.cli import console as out
+from hubtools.cli.console import console, styled
 
 app = typer.Typer(help="Check a DreamBooth identifier, or find rare single tokens to use.", no_args_is_help=True)
 
-console = Console()
-err_console = Console(stderr=True)
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="identifier")
+
 
 _BASE_MODEL_HELP = (
     "Base model (Hub id or folder) whose tokenizer, and text encoder for neighbours and prior, to use. "
@@ -33,7 +38,7 @@ def _load_tools(base_model: str | None, revision: str | None, weights: bool):
         return default_tokenizer(), None
     tokenizer, text_encoder, notes = load_tokenizer_and_text_encoder(base_model, revision=revision, weights=weights)
     for note in notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        out.note(note)
     return tokenizer, text_encoder
 
 
@@ -61,31 +66,32 @@ def check(
 
 
 def _print_report(report) -> None:
-    yes_no = {True: "[green]yes[/]", False: "[red]no[/]"}
-    pieces = "  ".join(f"[bold]{piece}[/] ({token_id})" for piece, token_id in zip(report.tokens, report.token_ids))
-    console.print(f"identifier     {report.text}", highlight=False)
-    console.print(f"tokens         {report.num_tokens}: {pieces}", highlight=False)
-    console.print(f"single token   {yes_no[report.single_token]}")
+    # Identifiers and tokens are data (an identifier may well contain brackets): styled as Text, never markup.
+    yes_no = {True: styled("yes", "green"), False: styled("no", "red")}
+    pieces = Text("  ").join(Text.assemble((piece, "bold"), f" ({token_id})")
+                             for piece, token_id in zip(report.tokens, report.token_ids))
+    console.print(f"identifier     {report.text}")
+    console.print(Text.assemble(f"tokens         {report.num_tokens}: ", pieces))
+    console.print(Text.assemble("single token   ", yes_no[report.single_token]))
     if report.byte_level_of is not None:
-        console.print(f"byte-level of  [bold]{report.byte_level_of}[/]", highlight=False)
-    console.print(f"ordinary word  {'[red]yes[/]' if report.is_word else '[green]no[/]'}")
+        console.print(Text.assemble("byte-level of  ", (report.byte_level_of, "bold")))
+    console.print(Text.assemble("ordinary word  ", styled("yes", "red") if report.is_word else styled("no", "green")))
     if report.rarity is not None:
         console.print(f"rarity         {report.rarity:.3f} (0 most frequent .. 1 rarest, by BPE merge order)")
     if report.prior_strength is not None:
         with_id, without = report.prior_prompts
-        console.print(f"prior strength {report.prior_strength:.4f} (cosine distance of {with_id!r} from {without!r})",
-                      highlight=False)
+        console.print(f"prior strength {report.prior_strength:.4f} (cosine distance of {with_id!r} from {without!r})")
     if report.nearest_neighbours:
         table = Table("nearest token", "id", "cosine", title="nearest neighbours (token embeddings)")
         for neighbour in report.nearest_neighbours:
             table.add_row(neighbour.token, str(neighbour.token_id), f"{neighbour.similarity:.3f}")
         console.print(table)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     if report.suggestion:
-        console.print(f"suggestion     type [bold]{report.suggestion}[/] instead", highlight=False)
+        console.print(Text.assemble("suggestion     type ", (report.suggestion, "bold"), " instead"))
     if report.ok:
-        console.print("[green]looks good:[/] one rare token with no known meaning to the tokenizer")
+        console.print(Text.assemble(("looks good:", "green"), " one rare token with no known meaning to the tokenizer"))
 
 
 @app.command("suggest")

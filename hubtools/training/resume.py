@@ -26,7 +26,7 @@ from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile
 class TrainingPlan:
     """Where a run starts and the settings it trains with."""
 
-    effective: RunConfig  # the config with the memory profile applied (and a resumed run's base revision)
+    trained_config: RunConfig  # the run's config with the memory profile applied (and a resumed run's base revision)
     choice: MemoryChoice
     checkpoint_config: dict[str, Any]  # the settings this run's checkpoints record and a resume must match
     resume_from: tuple[int, Path] | None  # (step, folder) of the checkpoint to continue from; None: from scratch

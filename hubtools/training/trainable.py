@@ -11,7 +11,7 @@ import torch
 
 from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
-from hubtools.models import BaseModel, load_base_model
+from hubtools.pipelines import BaseModel, load_base_model
 from hubtools.training import checkpoints as ckpt
 
 if TYPE_CHECKING:
@@ -128,6 +128,6 @@ def _make_optimizer(params, *, lr: float, use_8bit: bool):
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ConfigError("8-bit Adam needs bitsandbytes: pip install 'hubtools[bnb]', or drop --use-8bit-adam") from None
+            raise ConfigError("8-bit Adam needs bitsandbytes: pip install 'hubtools[bnb]', or set training.use_8bit_adam = false") from None
         return bnb.optim.AdamW8bit(params, lr=lr)
     return torch.optim.AdamW(params, lr=lr)

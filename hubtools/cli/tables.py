@@ -1,0 +1,67 @@
+"""The tables the run commands print: the plan of ``--dry-run`` and the training summary.
+
+Cells hold user data (paths, prompts, repo ids), so they are ``Text``: rich never reads them as markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from hubtools.config import describe_precision
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    return table
+
+
+def _row(table: Table, label: str, value: Any) -> None:
+    table.add_row(label, Text(str(value)))
+
+
+def plan_table(checked) -> Table:
+    """``hubtools.runner.Preflight`` as a table."""
+    table = _table("hubtools: the plan")
+    cfg = checked.config
+    _row(table, "run folder", checked.run_dir)
+    _row(table, "base model", f"{cfg.model.base_model}" + (f" @ {cfg.model.revision}" if cfg.model.revision else ""))
+    _row(table, "concept set", cfg.concept.source)
+    _row(table, "instance prompt", checked.instance_prompt)
+    if checked.class_prompt:
+        _row(table, "prior preservation",
+             f"{cfg.prior.num_class_images} x '{checked.class_prompt}', weight {cfg.prior.loss_weight}")
+    _row(table, "training", f"{cfg.training.method}, {cfg.training.steps} steps, lr {cfg.training.learning_rate:g}, "
+                            f"{cfg.training.resolution} px, batch {cfg.training.batch_size}, seed {cfg.training.seed}")
+    _row(table, "sampling", f"{len(cfg.sampling.prompts)} prompts x {len(cfg.sampling.seeds)} seeds, "
+                            f"guidance {', '.join(f'{g:g}' for g in cfg.sampling.guidance_scales)}")
+    if cfg.publish.repo_id:
+        visibility = "private" if cfg.publish.private else "public"
+        theme = f", hackathon theme {cfg.publish.hackathon_theme}" if cfg.publish.hackathon_theme else ""
+        _row(table, "push to", f"{cfg.publish.repo_id} ({visibility}{theme})")
+    report = checked.identifier_report
+    if report:
+        _row(table, "identifier", f"{report['text']!r}: {report['num_tokens']} token(s) {report['tokens']}")
+    _row(table, "stages", " -> ".join(checked.stages))
+    return table
+
+
+def train_table(result: Any) -> Table:
+    """``hubtools.training.TrainResult`` as a table."""
+    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    table = _table("training")
+    _row(table, "steps", f"{data.get('steps_done')} / {data.get('steps_total')}")
+    if data.get("final_loss") is not None:
+        _row(table, "final loss", f"{data['final_loss']:.4f}")
+    if data.get("wall_seconds") is not None:
+        _row(table, "time", f"{data['wall_seconds']:.1f} s ({data.get('steps_per_second') or 0:.2f} steps/s)")
+    if data.get("peak_memory_bytes"):
+        _row(table, "peak GPU memory", f"{data['peak_memory_bytes'] / 2**30:.2f} GiB")
+    _row(table, "device", f"{data.get('device')}, {describe_precision(data.get('mixed_precision'))}")
+    for weight in data.get("weight_files") or []:
+        _row(table, "weights", f"{weight['path']} (sha256 {weight['sha256'][:12]}…)")
+    return table
