@@ -1,4 +1,5 @@
-"""`hubtools hub ...`: run the local hub, and its admin commands (likes and downloads)."""
+"""`hubtools hub ...`: run the local hub, and its admin commands (likes and downloads; tokens and the store's
+upkeep are in ``hub_admin``)."""
 
 from __future__ import annotations
 
@@ -47,23 +48,45 @@ def serve(
     data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
-    token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
+    token: list[str] = typer.Option(
+        [], "--token", help="USER=TOKEN, a write token (repeatable). For tests and demos: every local user sees "
+        "arguments; prefer --tokens-file or `hubtools hub token add`."
+    ),
+    tokens_file: Path | None = typer.Option(
+        None, "--tokens-file", envvar="HUBTOOLS_HUB_TOKENS_FILE",
+        help="File with one USER=TOKEN [read|write] per line ('#' comments); re-read when it changes.",
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     with_tiny_model: bool = typer.Option(
         False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
     ),
 ) -> None:
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
     from hubtools.localhub import serve_in_background
+    from hubtools.localhub.auth import tokens_file_warning
+    from hubtools.localhub.server import is_loopback
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
     tokens = parse_tokens(token)
+    if not is_loopback(host):
+        if token:
+            _warn("--token puts tokens on the command line, where every user of this machine can read them "
+                  "(ps); use --tokens-file or `hubtools hub token add` instead.")
+        if tls_cert is None:
+            _warn(f"serving plain HTTP on {host}: tokens and files cross the network in clear; "
+                  "pass --tls-cert and --tls-key.")
+    if tokens_file is not None and tokens_file.is_file() and (warning := tokens_file_warning(tokens_file)):
+        _warn(warning)
     publisher_token = secrets.token_urlsafe(24) if with_tiny_model else None
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
-    if not tokens:
-        err_console.print("[yellow]no --token given: the hub is read-only.[/]", highlight=False)
-    with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
+    with serve_in_background(data, host=host, port=port, tokens=tokens, tokens_file=tokens_file,
+                             tls_cert=tls_cert, tls_key=tls_key) as hub:
+        if not token and tokens_file is None and not hub.tokens.store.list():
+            _warn(f"no tokens yet: the hub is read-only until you add one "
+                  f"(`hubtools hub token add USER --write --data {data}`).")
         if publisher_token is not None:
             from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
             from hubtools.models import publish_tiny_model, quiet_weight_loading
@@ -83,6 +106,10 @@ def serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             err_console.print("stopped", highlight=False)
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
 def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:
@@ -126,3 +153,8 @@ def seed_command(
 
     for line in apply_seed_file(data, seed_file):
         print(line)
+
+
+from hubtools.cli import hub_admin  # noqa: E402  (registers its commands on ``app``)
+
+hub_admin.register(app)

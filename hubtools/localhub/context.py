@@ -18,9 +18,9 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from hubtools.localhub import naming
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Identity, TokenBook
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import BadRequest, Forbidden, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
@@ -56,12 +56,28 @@ class HubContext:
 
     # ---- who is asking, and may they --------------------------------------------------------
 
+    def identity(self, request: Request) -> Identity | None:
+        """Who sent ``request`` (None: anonymous); 401 for a token nobody knows. API and pages both use it."""
+        return self.tokens.resolve(request.headers.get("authorization"))
+
     def viewer(self, request: Request) -> str | None:
-        authorization = request.headers.get("authorization")
-        user = self.tokens.user_for(authorization)
-        if authorization and user is None:
-            self.tokens.require_user(authorization)  # raises 401 for a wrong token
-        return user
+        identity = self.identity(request)
+        return identity.user if identity else None
+
+    @staticmethod
+    def may_write_namespace(user: str, namespace: str) -> bool:
+        """The namespace permission of a USER, whatever token they use: their own namespace."""
+        return user == namespace
+
+    def require_writer(self, request: Request, namespace: str) -> str:
+        """The user that may write ``namespace`` with this request's token: 401 without one, 403 otherwise."""
+        identity = self.tokens.require(request.headers.get("authorization"))
+        identity.check_may_write(namespace)
+        if not self.may_write_namespace(identity.user, namespace):
+            raise Forbidden(
+                f"You don't have the rights to write to the namespace {namespace!r} (you are {identity.user!r})."
+            )
+        return identity.user
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
@@ -71,9 +87,9 @@ class HubContext:
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
-        user = self.tokens.require_user(request.headers.get("authorization"))
+        self.tokens.require(request.headers.get("authorization"))  # 401 before anything about the repo
         repo = self.visible_repo(request, repo_type, namespace, name)
-        self.tokens.require_owner(user, repo.owner)
+        user = self.require_writer(request, repo.repo_id.split("/")[0])
         return repo, user
 
     # ---- request bodies ----------------------------------------------------------------------

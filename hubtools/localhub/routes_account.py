@@ -16,7 +16,8 @@ router = APIRouter()
 
 @router.get("/api/whoami-v2")
 def whoami(request: Request, hub: Hub) -> dict:
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    identity = hub.tokens.require(request.headers.get("authorization"))
+    user = identity.user
     return {
         "type": "user",
         "id": hashlib.sha1(user.encode()).hexdigest()[:24],
@@ -26,7 +27,7 @@ def whoami(request: Request, hub: Hub) -> dict:
         "emailVerified": False,
         "isPro": False,
         "orgs": [],
-        "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+        "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": identity.role}},
     }
 
 

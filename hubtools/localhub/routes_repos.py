@@ -28,7 +28,7 @@ async def create_repo(request: Request, hub: Hub) -> Response:
     user = hub.tokens.require_user(request.headers.get("authorization"))
     body = json_object(await hub.read_json(request))
     repo_type, repo_id = repo_id_from_body(body, user)
-    hub.tokens.require_owner(user, repo_id.split("/")[0])
+    hub.require_writer(request, repo_id.split("/")[0])
     private = body.get("private")
     if body.get("visibility") is not None:
         private = body["visibility"] in ("private", "protected")
@@ -46,8 +46,7 @@ async def delete_repo(request: Request, hub: Hub) -> Response:
     body = json_object(await hub.read_json(request))
     repo_type, repo_id = repo_id_from_body(body, user)
     namespace, name = repo_id.split("/")
-    repo = hub.visible_repo(request, repo_type, namespace, name)
-    hub.tokens.require_owner(user, repo.owner)
+    hub.writable_repo(request, repo_type, namespace, name)
     await run_in_threadpool(hub.storage.delete_repo, repo_type, repo_id)
     return JSONResponse({})
 

@@ -1,0 +1,96 @@
+"""`hubtools hub token ...`: the local hub's access tokens (work while the hub runs, no restart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hubtools.errors import ConfigError
+
+token_app = typer.Typer(help="Access tokens of a local hub: add, list, revoke. Effective at once.",
+                        no_args_is_help=True)
+
+err_console = Console(stderr=True)
+
+DATA_OPTION_HELP = "The hub's data folder."
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
+
+
+def _token_store(data: Path, *, create: bool):
+    from hubtools.localhub.server import open_storage
+    from hubtools.localhub.tokenstore import TokenStore
+
+    return TokenStore(open_storage(data, create=create).db_path)
+
+
+@token_app.command("add")
+def token_add(
+    user: str = typer.Argument(..., help="The user the token acts as (its namespace)."),
+    data: Path = typer.Option(..., "--data", help="The hub's data folder (created if missing)."),
+    write: bool = typer.Option(False, "--write/--read", help="A write token, or a read token (the default)."),
+    org: list[str] = typer.Option(
+        [], "--org", help="Write only in this namespace (repeatable; name USER too to keep their own). "
+        "Without --org a write token writes every namespace its user may write."
+    ),
+    name: str = typer.Option("", "--name", help="A label to recognise the token by in `token list`."),
+) -> None:
+    """Create a token and print it ONCE: it is stored only as a hash and cannot be shown again."""
+    from hubtools.cli.hub import INTERNAL_PUBLISHER
+    from hubtools.localhub.errors import HubHTTPError
+    from hubtools.localhub.naming import check_name_part
+
+    for value, what in ((user, "user name"), *((namespace, "--org namespace") for namespace in org)):
+        try:
+            check_name_part(value, what)
+        except HubHTTPError as error:
+            raise ConfigError(error.message) from None
+    if user == INTERNAL_PUBLISHER:
+        raise ConfigError(f"the user {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model; pick another user.")
+    if org and not write:
+        raise ConfigError("--org restricts where a write token writes: add --write (a read token reads "
+                          "whatever its user may see).")
+    created = not (data / "hub.sqlite").is_file()
+    token, stored = _token_store(data, create=True).add(user, "write" if write else "read", tuple(org), name)
+    if created:
+        err_console.print(f"created the hub data folder {data}", highlight=False)
+    print(token, flush=True)
+    scope = f", writes only in {', '.join(stored.orgs)}" if stored.orgs else ""
+    err_console.print(
+        f"token {stored.token_id} for {user} ({stored.role}{scope}). This is the only time it is shown: "
+        "hand it over now (`hf auth login`, or HF_TOKEN).",
+        highlight=False,
+    )
+
+
+@token_app.command("list")
+def token_list(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)) -> None:
+    """List the tokens (ids, users, roles; never the tokens themselves)."""
+    tokens = _token_store(data, create=False).list()
+    if not tokens:
+        print("no tokens: add one with `hubtools hub token add USER --data DIR`")
+        return
+    table = Table("id", "user", "role", "writes in", "name", "created")
+    for column in (table.columns[0], table.columns[2], table.columns[5]):
+        column.no_wrap = True
+    for token in tokens:
+        writes_in = "-" if token.role == "read" else (", ".join(token.orgs) or "user + orgs")
+        table.add_row(token.token_id, token.user, token.role, writes_in, token.name, token.created_at)
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: str = typer.Argument(..., help="The token's id, as `hubtools hub token list` shows it."),
+    data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP),
+) -> None:
+    """Revoke a token: its next request gets 401, also on a running hub."""
+    revoked = _token_store(data, create=False).revoke(token_id)
+    if revoked is None:
+        raise ConfigError(f"no token with id {token_id!r}: see `hubtools hub token list --data {data}`.")
+    print(f"revoked token {revoked.token_id} of {revoked.user}")
