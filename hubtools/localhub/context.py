@@ -131,11 +131,10 @@ class HubContext:
 
     def repo_json(self, request: Request, repo: Repo, commit: Commit) -> dict:
         card = self.card_of(commit)
-        paths = sorted(commit.tree)
-        tags, library_name, pipeline_tag = derive_tags(card, paths)
+        files = commit.tree.items()
+        tags, library_name, pipeline_tag = derive_tags(card, [path for path, _ in files])
         siblings = []
-        for path in paths:
-            entry = commit.tree[path]
+        for path, entry in files:
             sibling: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.git_oid}
             if entry.lfs:
                 sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": entry.pointer_size}
@@ -155,7 +154,7 @@ class HubContext:
             "tags": tags,
             "siblings": siblings,
             "cardData": card,
-            "usedStorage": sum(entry.size for entry in commit.tree.values()),
+            "usedStorage": sum(entry.size for _, entry in files),
         }
         if repo.repo_type == "model":
             data["modelId"] = repo.repo_id

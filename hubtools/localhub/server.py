@@ -18,7 +18,7 @@ from hubtools.errors import HubError
 from hubtools.localhub.app import HubSettings, create_app
 from hubtools.localhub.auth import TokenBook
 from hubtools.localhub.naming import check_repo_type
-from hubtools.localhub.storage import Storage, sweep_stale_temp_files
+from hubtools.localhub.storage import Storage, StorageError, sweep_stale_temp_files
 from hubtools.localhub.tokenstore import TokenStore
 
 STARTUP_TIMEOUT_S = 30.0
@@ -74,6 +74,8 @@ def open_storage(data_dir: Path, *, create: bool = True) -> Storage:
         return Storage(data_dir)
     except OSError as error:
         raise HubError(f"Cannot use {data_dir} as the hub's data folder: {error.strerror}.") from None
+    except StorageError as error:
+        raise HubError(str(error)) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -1,8 +1,16 @@
 """Repos, commits and refs of the local hub: content-addressed blobs on disk plus one SQLite database.
 
-A commit stores its whole tree (path -> file entry) as JSON. Blobs are written (temp file + os.replace)
-before the commit row and the ref move happen in ONE SQLite transaction, so a crash mid-commit leaves
-the repo at the old or at the new tree, never a mix, and every old commit stays readable.
+Every commit has its file list as rows of the ``files`` table (one row per path, keyed by the commit's
+``seq``), so a path lookup, a folder listing or a short-sha lookup is one indexed query whatever the
+repo's size. A commit copies its parent's rows with one ``INSERT ... SELECT`` (no Python loop, no JSON)
+and then applies its own changes; see ``benchmarks/README.md`` for what that costs.
+
+Blobs are written (temp file + os.replace) before the commit row, its file rows and the ref move happen
+in ONE SQLite transaction, so a crash mid-commit leaves the repo at the old or at the new tree, never a
+mix, and every old commit stays readable.
+
+A data folder of the first layout (each commit's tree as one JSON column) is migrated in place, in one
+transaction, the first time it is opened.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -74,25 +82,60 @@ saved_model/**/* filter=lfs diff=lfs merge=lfs -text
 *.webp filter=lfs diff=lfs merge=lfs -text
 """
 
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, owner TEXT NOT NULL, private INTEGER NOT NULL,
     created_at TEXT NOT NULL, likes INTEGER NOT NULL DEFAULT 0, downloads INTEGER NOT NULL DEFAULT 0,
+    gated TEXT, sdk TEXT,
     PRIMARY KEY (repo_type, repo_id)
 );
 CREATE TABLE IF NOT EXISTS commits (
-    oid TEXT PRIMARY KEY, repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, parent TEXT,
-    title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL, date TEXT NOT NULL, tree TEXT NOT NULL
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, oid TEXT NOT NULL UNIQUE, repo_type TEXT NOT NULL,
+    repo_id TEXT NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL,
+    date TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS commits_by_repo ON commits (repo_type, repo_id);
+CREATE TABLE IF NOT EXISTS files (
+    commit_seq INTEGER NOT NULL, path TEXT NOT NULL, dir TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, git_oid TEXT NOT NULL, lfs INTEGER NOT NULL,
+    PRIMARY KEY (commit_seq, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_dir ON files (commit_seq, dir);
+CREATE INDEX IF NOT EXISTS files_by_blob ON files (sha256);
 CREATE TABLE IF NOT EXISTS refs (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     commit_oid TEXT NOT NULL, PRIMARY KEY (repo_type, repo_id, kind, name)
 );
+CREATE TABLE IF NOT EXISTS likes (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, user TEXT NOT NULL, liked_at TEXT NOT NULL,
+    PRIMARY KEY (repo_type, repo_id, user)
+);
+CREATE TABLE IF NOT EXISTS redirects (
+    repo_type TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL, PRIMARY KEY (repo_type, old_id)
+);
+CREATE TABLE IF NOT EXISTS discussions (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, num INTEGER NOT NULL, is_pr INTEGER NOT NULL,
+    title TEXT NOT NULL, author TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (repo_type, repo_id, num)
+);
+CREATE TABLE IF NOT EXISTS discussion_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, repo_type TEXT NOT NULL, repo_id TEXT NOT NULL,
+    num INTEGER NOT NULL, type TEXT NOT NULL, author TEXT NOT NULL, created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_discussion ON discussion_events (repo_type, repo_id, num);
 """
+
+class StorageError(Exception):
+    """A data folder this hubtools cannot serve (one line saying what to do)."""
+
 
 DEFAULT_BRANCH = "main"
 REF_KINDS = {"refs/heads/": "branch", "refs/tags/": "tag", "refs/pr/": "pr"}
+SHORT_SHA_MIN = 7
+_HEX = frozenset("0123456789abcdef")
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -106,6 +149,16 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parent_dir(path: str) -> str:
+    """``a/b/c.txt`` -> ``a/b``; a file at the root -> ``""``."""
+    return path.rpartition("/")[0]
+
+
+def prefix_upper_bound(prefix: str) -> str:
+    """The smallest string greater than every string that starts with ``prefix`` (for range scans)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 @dataclass(frozen=True)
@@ -124,6 +177,10 @@ class FileEntry:
     def from_json(cls, value: list) -> FileEntry:
         return cls(value[0], int(value[1]), value[2], bool(value[3]))
 
+    @classmethod
+    def from_row(cls, row: tuple) -> FileEntry:
+        return cls(row[0], int(row[1]), row[2], bool(row[3]))
+
     @property
     def etag(self) -> str:
         return self.sha256 if self.lfs else self.git_oid
@@ -131,6 +188,109 @@ class FileEntry:
     @property
     def pointer_size(self) -> int:
         return len(lfs_pointer(self.sha256, self.size))
+
+
+class CommitTree(Mapping[str, FileEntry]):
+    """The files of one commit (path -> entry), read from the ``files`` table on demand.
+
+    ``tree.get(path)`` and ``path in tree`` are one indexed lookup; iterating, ``items()`` and ``len()``
+    are one query each. Rows of a commit never change once it is written, so nothing here is stale.
+    """
+
+    _COLUMNS = "sha256, size, git_oid, lfs"
+
+    def __init__(self, storage: Storage, seq: int) -> None:
+        self._storage = storage
+        self._seq = seq
+
+    def _db(self) -> sqlite3.Connection:
+        return self._storage._connect()
+
+    def __getitem__(self, path: str) -> FileEntry:
+        row = self._db().execute(
+            f"SELECT {self._COLUMNS} FROM files WHERE commit_seq = ? AND path = ?", (self._seq, path)
+        ).fetchone()
+        if row is None:
+            raise KeyError(path)
+        return FileEntry.from_row(row)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self._db().execute(
+            "SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (self._seq, path)
+        ).fetchone() is not None
+
+    def __iter__(self) -> Iterator[str]:
+        rows = self._db().execute("SELECT path FROM files WHERE commit_seq = ? ORDER BY path", (self._seq,))
+        return iter([row[0] for row in rows])
+
+    def __len__(self) -> int:
+        return self._db().execute("SELECT COUNT(*) FROM files WHERE commit_seq = ?", (self._seq,)).fetchone()[0]
+
+    def items(self) -> list[tuple[str, FileEntry]]:  # type: ignore[override]  # one query, not one per path
+        return self.under("")
+
+    def values(self) -> list[FileEntry]:  # type: ignore[override]
+        return [entry for _, entry in self.under("")]
+
+    def under(self, folder: str, *, recursive: bool = True) -> list[tuple[str, FileEntry]]:
+        """(path, entry) of the files under ``folder`` ("" is the root), sorted by path; only the folder's
+        direct children when ``recursive`` is false."""
+        folder = folder.strip("/")
+        if not recursive:
+            query = f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? AND dir = ? ORDER BY path"
+            rows = self._db().execute(query, (self._seq, folder)).fetchall()
+        elif not folder:
+            query = f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? ORDER BY path"
+            rows = self._db().execute(query, (self._seq,)).fetchall()
+        else:
+            prefix = folder + "/"
+            query = (f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? AND path >= ? AND path < ? "
+                     "ORDER BY path")
+            rows = self._db().execute(query, (self._seq, prefix, prefix_upper_bound(prefix))).fetchall()
+        return [(row[0], FileEntry.from_row(row[1:])) for row in rows]
+
+    def folders(self, folder: str = "", *, recursive: bool = True) -> list[str]:
+        """The folders under ``folder`` ("" is the root), sorted; only direct subfolders unless recursive."""
+        folder = folder.strip("/")
+        if folder:
+            prefix = folder + "/"
+            dirs = [row[0] for row in self._db().execute(
+                "SELECT DISTINCT dir FROM files WHERE commit_seq = ? AND dir >= ? AND dir < ?",
+                (self._seq, prefix, prefix_upper_bound(prefix)))]
+        else:
+            prefix = ""
+            dirs = [row[0] for row in self._db().execute(
+                "SELECT DISTINCT dir FROM files WHERE commit_seq = ? AND dir != ''", (self._seq,))]
+        found: set[str] = set()
+        for directory in dirs:
+            parts = directory[len(prefix):].split("/")
+            depths = range(1, len(parts) + 1) if recursive else range(1, 2)
+            for depth in depths:
+                found.add(prefix + "/".join(parts[:depth]))
+        return sorted(found)
+
+    def is_folder(self, folder: str) -> bool:
+        prefix = folder.strip("/") + "/"
+        return self._db().execute(
+            "SELECT 1 FROM files WHERE commit_seq = ? AND path >= ? AND path < ? LIMIT 1",
+            (self._seq, prefix, prefix_upper_bound(prefix)),
+        ).fetchone() is not None
+
+    def total_size(self) -> int:
+        return self._db().execute(
+            "SELECT COALESCE(SUM(size), 0) FROM files WHERE commit_seq = ?", (self._seq,)
+        ).fetchone()[0]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CommitTree):
+            return self._seq == other._seq or self.items() == other.items()
+        return Mapping.__eq__(self, other)
+
+    def __hash__(self) -> int:
+        return hash(self._seq)
+
+    def __repr__(self) -> str:
+        return f"CommitTree(seq={self._seq})"
 
 
 @dataclass(frozen=True)
@@ -141,7 +301,7 @@ class Commit:
     message: str
     author: str
     date: str
-    tree: dict[str, FileEntry]
+    tree: CommitTree
 
 
 @dataclass(frozen=True)
@@ -153,6 +313,12 @@ class Repo:
     created_at: str
     likes: int
     downloads: int
+    gated: str | None = None  # None (not gated), "auto" or "manual", as the Hub reports it
+    sdk: str | None = None  # spaces only: "gradio", "docker", "static", ...
+
+    @property
+    def namespace(self) -> str:
+        return self.repo_id.split("/")[0]
 
 
 @dataclass(frozen=True)
@@ -184,6 +350,14 @@ class DeleteFolder:
     path: str
 
 
+_REPO_COLUMNS = "repo_type, repo_id, owner, private, created_at, likes, downloads, gated, sdk"
+_COMMIT_COLUMNS = "seq, oid, parent, title, message, author, date"
+
+
+def _repo_from_row(row: tuple) -> Repo:
+    return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], row[7], row[8])
+
+
 class Storage:
     """All state of one data folder. Thread-safe: writes are serialized, reads use their own connection."""
 
@@ -196,8 +370,16 @@ class Storage:
         self.db_path = self.data_dir / "hub.sqlite"
         self._write_lock = threading.Lock()
         self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(f"{self.data_dir} was written by a newer hubtools (data layout {version}, this "
+                                   f"one reads up to {SCHEMA_VERSION}): upgrade hubtools to serve it.")
+            _migrate_v1(db)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ---- low level -----------------------------------------------------------------------------
 
@@ -258,11 +440,9 @@ class Storage:
 
     def get_repo(self, repo_type: str, repo_id: str) -> Repo | None:
         row = self._connect().execute(
-            "SELECT repo_type, repo_id, owner, private, created_at, likes, downloads FROM repos "
-            "WHERE repo_type = ? AND repo_id = ?",
-            (repo_type, repo_id),
+            f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
         ).fetchone()
-        return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6]) if row else None
+        return _repo_from_row(row) if row else None
 
     def require_repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self.get_repo(repo_type, repo_id)
@@ -270,14 +450,24 @@ class Storage:
             raise RepoNotFound(f"Repository {repo_id} ({repo_type}) not found.")
         return repo
 
-    def list_repos(self, repo_type: str) -> list[Repo]:
-        rows = self._connect().execute(
-            "SELECT repo_type, repo_id, owner, private, created_at, likes, downloads FROM repos WHERE repo_type = ?",
-            (repo_type,),
-        ).fetchall()
-        return [Repo(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+    def list_repos(self, repo_type: str | None = None) -> list[Repo]:
+        """Every repo of ``repo_type`` (of every type when None), sorted by type and id."""
+        if repo_type is None:
+            rows = self._connect().execute(f"SELECT {_REPO_COLUMNS} FROM repos ORDER BY repo_type, repo_id")
+        else:
+            rows = self._connect().execute(
+                f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? ORDER BY repo_id", (repo_type,))
+        return [_repo_from_row(row) for row in rows.fetchall()]
 
-    def create_repo(self, repo_type: str, repo_id: str, owner: str, private: bool) -> Repo:
+    def redirect_of(self, repo_type: str, repo_id: str) -> str | None:
+        """Where a moved repo went (the Hub keeps the old name working), or None."""
+        row = self._connect().execute(
+            "SELECT new_id FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id)
+        ).fetchone()
+        return row[0] if row else None
+
+    def create_repo(self, repo_type: str, repo_id: str, owner: str, private: bool, *,
+                    sdk: str | None = None) -> Repo:
         gitattributes = DEFAULT_GITATTRIBUTES.encode()
         sha256 = self.put_bytes(gitattributes)
         entry = FileEntry(sha256, len(gitattributes), git_blob_oid(gitattributes), False)
@@ -288,12 +478,13 @@ class Storage:
             ).fetchone():
                 raise Conflict(f"You already created this {repo_type} repo: {repo_id}.")
             db.execute(
-                "INSERT INTO repos (repo_type, repo_id, owner, private, created_at) VALUES (?, ?, ?, ?, ?)",
-                (repo_type, repo_id, owner, int(private), now),
+                "INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) VALUES (?, ?, ?, ?, ?, ?)",
+                (repo_type, repo_id, owner, int(private), now, sdk),
             )
-            oid = self._insert_commit(
-                db, repo_type, repo_id, None, "initial commit", "", owner, {".gitattributes": entry}, now
-            )
+            # A new repo takes the name over from a repo that was moved away from it.
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id))
+            oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
+            _insert_file(db, _seq_of(db, oid), ".gitattributes", entry)
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
             )
@@ -302,14 +493,24 @@ class Storage:
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         # Blobs are shared between repos (content-addressed) and are left in place.
         with self._transaction() as db:
-            for table in ("repos", "commits", "refs"):
-                db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id))
+            _delete_repo_rows(db, repo_type, repo_id)
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND new_id = ?", (repo_type, repo_id))
 
     def set_private(self, repo_type: str, repo_id: str, private: bool) -> None:
+        self.update_repo(repo_type, repo_id, private=private)
+
+    def update_repo(self, repo_type: str, repo_id: str, **changes: object) -> None:
+        """Set ``private``, ``gated`` (None, "auto" or "manual") and/or ``sdk`` of a repo."""
+        allowed = {"private", "gated", "sdk"}
+        if not changes or not set(changes) <= allowed:
+            raise ValueError(f"update_repo takes {sorted(allowed)}, got {sorted(changes)}")
+        values = {key: (int(value) if key == "private" else value) for key, value in changes.items()}
+        assignments = ", ".join(f"{key} = ?" for key in values)
         with self._transaction() as db:
-            db.execute(
-                "UPDATE repos SET private = ? WHERE repo_type = ? AND repo_id = ?", (int(private), repo_type, repo_id)
-            )
+            cursor = db.execute(f"UPDATE repos SET {assignments} WHERE repo_type = ? AND repo_id = ?",
+                                (*values.values(), repo_type, repo_id))
+            if cursor.rowcount == 0:
+                raise RepoNotFound(f"Repository {repo_id} ({repo_type}) not found.")
 
     def set_counter(self, repo_type: str, repo_id: str, column: str, value: int) -> None:
         if column not in ("likes", "downloads"):
@@ -334,29 +535,50 @@ class Storage:
         title: str,
         message: str,
         author: str,
-        tree: dict[str, FileEntry],
+        changes: object,
         date: str,
     ) -> str:
-        tree_json = json.dumps({path: entry.to_json() for path, entry in sorted(tree.items())})
-        # A fresh nonce keeps ids unique even for identical trees and messages.
-        seed = json.dumps([repo_type, repo_id, parent, title, message, date, tree_json, secrets.token_hex(8)])
+        """Insert the commit row (its files are written by the caller) and return the new commit id."""
+        # A fresh nonce keeps ids unique even for identical changes and messages.
+        seed = json.dumps([repo_type, repo_id, parent, title, message, date, repr(changes), secrets.token_hex(8)])
         oid = hashlib.sha1(seed.encode()).hexdigest()
         db.execute(
-            "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (oid, repo_type, repo_id, parent, title, message, author, date, tree_json),
+            "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (oid, repo_type, repo_id, parent, title, message, author, date),
         )
         return oid
 
+    def _commit_from_row(self, row: tuple) -> Commit:
+        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self, row[0]))
+
     def get_commit(self, repo_type: str, repo_id: str, oid: str) -> Commit | None:
         row = self._connect().execute(
-            "SELECT oid, parent, title, message, author, date, tree FROM commits "
-            "WHERE oid = ? AND repo_type = ? AND repo_id = ?",
+            f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE oid = ? AND repo_type = ? AND repo_id = ?",
             (oid, repo_type, repo_id),
         ).fetchone()
-        if row is None:
+        return self._commit_from_row(row) if row else None
+
+    def find_commits(self, repo_type: str, repo_id: str, oid_prefix: str) -> list[str]:
+        """Full ids of the repo's commits whose id starts with ``oid_prefix`` (at most two: enough to tell
+        a unique short sha from an ambiguous one)."""
+        oid_prefix = oid_prefix.lower()
+        if not oid_prefix or not set(oid_prefix) <= _HEX:
+            return []
+        rows = self._connect().execute(
+            "SELECT oid FROM commits WHERE oid >= ? AND oid < ? AND repo_type = ? AND repo_id = ? LIMIT 2",
+            (oid_prefix, prefix_upper_bound(oid_prefix), repo_type, repo_id),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def expand_commit_id(self, repo_type: str, repo_id: str, revision: str) -> str | None:
+        """A full or short (7+ hex characters) commit id of this repo -> the full id, or None."""
+        if not SHORT_SHA_MIN <= len(revision) <= 40 or not set(revision.lower()) <= _HEX:
             return None
-        tree = {path: FileEntry.from_json(value) for path, value in json.loads(row[6]).items()}
-        return Commit(row[0], row[1], row[2], row[3], row[4], row[5], tree)
+        found = self.find_commits(repo_type, repo_id, revision)
+        if len(found) > 1:
+            raise BadRequest(f"Ambiguous short commit id {revision}: give more characters.")
+        return found[0] if found else None
 
     def list_refs(self, repo_type: str, repo_id: str) -> list[Ref]:
         rows = self._connect().execute(
@@ -381,7 +603,8 @@ class Storage:
         return None, revision
 
     def resolve(self, repo_type: str, repo_id: str, revision: str) -> tuple[Commit, Ref | None]:
-        """A revision (branch, tag, refs/..., or full commit id) -> its commit and the ref it named, if any."""
+        """A revision (branch, tag, refs/..., full or 7+ character commit id) -> its commit and the ref
+        it named, if any."""
         kind, name = self.split_revision(revision)
         kinds = [kind] if kind else ["branch", "tag"]
         for candidate in kinds:
@@ -390,20 +613,28 @@ class Storage:
                 commit = self.get_commit(repo_type, repo_id, ref.commit_oid)
                 if commit is not None:
                     return commit, ref
-        if kind is None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
-            commit = self.get_commit(repo_type, repo_id, revision)
+        if kind is None:
+            oid = self.expand_commit_id(repo_type, repo_id, revision)
+            commit = self.get_commit(repo_type, repo_id, oid) if oid else None
             if commit is not None:
                 return commit, None
         raise RevisionNotFound(f"Invalid rev id: {revision}")
 
-    def history(self, repo_type: str, repo_id: str, start: Commit) -> list[Commit]:
+    def history(self, repo_type: str, repo_id: str, start: Commit, limit: int | None = None) -> list[Commit]:
+        """``start`` and its ancestors, newest first (at most ``limit`` of them)."""
         commits = [start]
-        while commits[-1].parent is not None:
+        while commits[-1].parent is not None and (limit is None or len(commits) < limit):
             parent = self.get_commit(repo_type, repo_id, commits[-1].parent)
             if parent is None:
                 break
             commits.append(parent)
         return commits
+
+    def list_files(self, repo_type: str, repo_id: str, revision: str, folder: str = "", *,
+                   recursive: bool = True) -> list[tuple[str, FileEntry]]:
+        """(path, entry) of the files under ``folder`` at ``revision``, sorted by path."""
+        commit, _ = self.resolve(repo_type, repo_id, revision)
+        return commit.tree.under(folder, recursive=recursive)
 
     def commit(
         self,
@@ -422,7 +653,8 @@ class Storage:
         """Apply ``operations`` on top of ``branch`` and move it, atomically. Returns the new commit id.
 
         Every blob the operations refer to must already be in the store. ``create_branch_from`` (a commit
-        id) creates the ref when it does not exist yet (used for pull requests).
+        id) creates the ref when it does not exist yet (used for pull requests). ``parent_commit`` may be
+        a short (7+ character) id, as the Hub takes it.
         """
         for op in operations:
             if isinstance(op, AddFile) and not self.has_blob(op.entry.sha256, op.entry.size):
@@ -438,32 +670,23 @@ class Storage:
                 head_oid = create_branch_from
             else:
                 head_oid = row[0]
-            if parent_commit is not None and parent_commit != head_oid:
+            if parent_commit is not None and not (
+                len(parent_commit) >= SHORT_SHA_MIN and head_oid.startswith(parent_commit.lower())
+            ):
                 raise PreconditionFailed(
                     f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
                 )
-            head = self.get_commit(repo_type, repo_id, head_oid)
-            if head is None:  # pragma: no cover - refs always point at stored commits
-                raise RevisionNotFound(f"Invalid rev id: {branch}")
-            tree = dict(head.tree)
-            for op in operations:
-                if isinstance(op, AddFile):
-                    _check_no_file_dir_clash(tree, op.path)
-                    tree[op.path] = op.entry
-                elif isinstance(op, DeleteFile):
-                    if op.path not in tree:
-                        raise EntryNotFound(f"File to delete not found: {op.path}")
-                    del tree[op.path]
-                else:
-                    prefix = op.path.rstrip("/") + "/"
-                    doomed = [path for path in tree if path.startswith(prefix)]
-                    if not doomed:
-                        raise EntryNotFound(f"Folder to delete not found: {op.path}")
-                    for path in doomed:
-                        del tree[path]
+            head_seq = _seq_of(db, head_oid)
             oid = self._insert_commit(
-                db, repo_type, repo_id, head_oid, title, message, author, tree, _now_iso()
+                db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
             )
+            seq = _seq_of(db, oid)
+            db.execute(
+                "INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs) "
+                "SELECT ?, path, dir, sha256, size, git_oid, lfs FROM files WHERE commit_seq = ?",
+                (seq, head_seq),
+            )
+            _apply_operations(db, seq, operations)
             db.execute(
                 "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
             )
@@ -488,17 +711,92 @@ class Storage:
                 raise RevisionNotFound(f"Invalid rev id: {name}")
 
     def next_pr_number(self, repo_type: str, repo_id: str) -> int:
-        numbers = [int(ref.name) for ref in self.list_refs(repo_type, repo_id) if ref.kind == "pr"]
-        return max(numbers, default=0) + 1
+        """The next discussion / pull-request number (they share one sequence, as on the Hub)."""
+        db = self._connect()
+        refs = [int(row[0]) for row in db.execute(
+            "SELECT name FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr'", (repo_type, repo_id))
+            if row[0].isdigit()]
+        discussions = db.execute(
+            "SELECT COALESCE(MAX(num), 0) FROM discussions WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
+        ).fetchone()[0]
+        return max([discussions, *refs]) + 1
 
 
-def _check_no_file_dir_clash(tree: dict[str, FileEntry], path: str) -> None:
+def _seq_of(db: sqlite3.Connection, oid: str) -> int:
+    row = db.execute("SELECT seq FROM commits WHERE oid = ?", (oid,)).fetchone()
+    if row is None:  # pragma: no cover - refs always point at stored commits
+        raise RevisionNotFound(f"Invalid rev id: {oid}")
+    return row[0]
+
+
+def _insert_file(db: sqlite3.Connection, seq: int, path: str, entry: FileEntry) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, path, parent_dir(path), entry.sha256, entry.size, entry.git_oid, int(entry.lfs)),
+    )
+
+
+def _apply_operations(db: sqlite3.Connection, seq: int, operations: list[AddFile | DeleteFile | DeleteFolder]) -> None:
+    for op in operations:
+        if isinstance(op, AddFile):
+            _check_no_file_dir_clash(db, seq, op.path)
+            _insert_file(db, seq, op.path, op.entry)
+        elif isinstance(op, DeleteFile):
+            cursor = db.execute("DELETE FROM files WHERE commit_seq = ? AND path = ?", (seq, op.path))
+            if cursor.rowcount == 0:
+                raise EntryNotFound(f"File to delete not found: {op.path}")
+        else:
+            prefix = op.path.rstrip("/") + "/"
+            cursor = db.execute("DELETE FROM files WHERE commit_seq = ? AND path >= ? AND path < ?",
+                                (seq, prefix, prefix_upper_bound(prefix)))
+            if cursor.rowcount == 0:
+                raise EntryNotFound(f"Folder to delete not found: {op.path}")
+
+
+def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
+    key = (repo_type, repo_id)
+    db.execute("DELETE FROM files WHERE commit_seq IN "
+               "(SELECT seq FROM commits WHERE repo_type = ? AND repo_id = ?)", key)
+    for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+        db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", key)
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """The first layout kept each commit's whole tree as one JSON column: expand it into ``files`` rows.
+    Runs inside the opening transaction, so a crash leaves the old layout untouched."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
+    if "tree" not in columns:
+        return
+    db.execute("ALTER TABLE commits RENAME TO commits_v1")
+    db.execute("DROP INDEX IF EXISTS commits_by_repo")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    repo_columns = {row[1] for row in db.execute("PRAGMA table_info(repos)")}
+    for column in ("gated", "sdk"):
+        if column not in repo_columns:
+            db.execute(f"ALTER TABLE repos ADD COLUMN {column} TEXT")
+    old = db.execute("SELECT oid, repo_type, repo_id, parent, title, message, author, date, tree FROM commits_v1 "
+                     "ORDER BY rowid").fetchall()
+    for oid, repo_type, repo_id, parent, title, message, author, date, tree_json in old:
+        cursor = db.execute(
+            "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (oid, repo_type, repo_id, parent, title, message, author, date))
+        seq = cursor.lastrowid
+        for path, value in json.loads(tree_json).items():
+            _insert_file(db, seq, path, FileEntry.from_json(value))
+    db.execute("DROP TABLE commits_v1")
+
+
+def _check_no_file_dir_clash(db: sqlite3.Connection, seq: int, path: str) -> None:
     parts = path.split("/")
     for depth in range(1, len(parts)):
-        if "/".join(parts[:depth]) in tree:
-            raise Conflict(f"Cannot add {path}: {'/'.join(parts[:depth])} is a file.")
+        ancestor = "/".join(parts[:depth])
+        if db.execute("SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (seq, ancestor)).fetchone():
+            raise Conflict(f"Cannot add {path}: {ancestor} is a file.")
     prefix = path + "/"
-    if any(existing.startswith(prefix) for existing in tree):
+    if db.execute("SELECT 1 FROM files WHERE commit_seq = ? AND path >= ? AND path < ? LIMIT 1",
+                  (seq, prefix, prefix_upper_bound(prefix))).fetchone():
         raise Conflict(f"Cannot add {path}: it is a folder.")
 
 
