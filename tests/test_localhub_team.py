@@ -228,6 +228,6 @@ def test_token_add_refuses_org_on_a_read_token_and_list_never_shows_tokens(tmp_p
 
 def test_one_server_per_data_folder(tmp_path):
     with serve_in_background(tmp_path / "data"):
-        with pytest.raises(HubError, match="Another local hub is already serving"):
+        with pytest.raises(HubError, match="A local hub is already serving"):
             with serve_in_background(tmp_path / "data"):
                 pass

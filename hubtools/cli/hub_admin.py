@@ -1,4 +1,4 @@
-"""`hubtools hub token ...`: the local hub's access tokens (work while the hub runs, no restart)."""
+"""`hubtools hub token ...` (access tokens, effective on a running hub), `fsck`, `gc` and `backup`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ DATA_OPTION_HELP = "The hub's data folder."
 
 def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
+    app.command("fsck")(fsck_command)
+    app.command("gc")(gc_command)
+    app.command("backup")(backup_command)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
 
 
 def _token_store(data: Path, *, create: bool):
@@ -94,3 +101,52 @@ def token_revoke(
     if revoked is None:
         raise ConfigError(f"no token with id {token_id!r}: see `hubtools hub token list --data {data}`.")
     print(f"revoked token {revoked.token_id} of {revoked.user}")
+
+
+def fsck_command(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)) -> None:
+    """Check every blob's sha256 and every commit's files against the blobs; change nothing.
+    Exit 1 when something is wrong. Safe while the hub runs."""
+    from hubtools.localhub.maintenance import fsck
+
+    report = fsck(data)
+    print(f"checked {report.repos} repos, {report.commits} commits, {report.blobs} blobs ({_size(report.blob_bytes)})")
+    if report.unreferenced_blobs:
+        print(f"{report.unreferenced_blobs} blobs ({_size(report.unreferenced_bytes)}) are referenced by no commit: "
+              "`hubtools hub gc` frees them")
+    if report.temp_files:
+        print(f"{report.temp_files} files in tmp/: uploads in progress, or leftovers the next start sweeps")
+    if report.ok:
+        print("no problems found")
+        return
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    err_console.print(f"[red]{len(report.problems)} problem(s) found[/]: restore from a backup, or re-push "
+                      "the files named above.", highlight=False)
+    raise typer.Exit(1)
+
+
+def gc_command(
+    data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
+) -> None:
+    """Remove blobs that no commit, branch, tag or PR references (after deleted repos, branches, squashes).
+    Stop the hub first: a running hub may be receiving the very blobs a commit is about to name."""
+    from hubtools.localhub.maintenance import gc
+
+    result = gc(data, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    print(f"{verb} {result.removed_blobs} blobs ({_size(result.freed_bytes)}) and {result.temp_files_removed} "
+          f"leftover temp files; kept {result.kept_blobs} referenced blobs")
+
+
+def backup_command(
+    destination: Path = typer.Argument(..., help="A new (or empty) folder for the copy."),
+    data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP),
+) -> None:
+    """Copy the hub, running or not, into a new folder: the database as one consistent snapshot, and every
+    blob it names (verified). `hubtools hub serve --data DESTINATION` serves the same repos."""
+    from hubtools.localhub.maintenance import backup
+
+    result = backup(data, destination)
+    print(f"backed up {result.repos} repos, {result.commits} commits and {result.blobs} blobs "
+          f"({_size(result.blob_bytes)}) to {destination}")

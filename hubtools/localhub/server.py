@@ -102,13 +102,13 @@ def check_tls_files(cert: Path, key: Path) -> None:
         ) from None
 
 
-def lock_data_dir(data_dir: Path) -> FileLock:
-    """Hold the data folder for one server: a second server would race the first one's sweep and gc."""
+def lock_data_dir(data_dir: Path, *, doing: str = "serve it") -> FileLock:
+    """Hold the data folder for one server (or ``gc``): two at once would race each other's sweep and gc."""
     lock = FileLock(Path(data_dir) / "server.lock")
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise HubError(f"Another local hub is already serving {data_dir}: stop it first, or pick another --data.") from None
+        raise HubError(f"A local hub is already serving {data_dir}: stop it first to {doing}.") from None
     return lock
 
 
