@@ -3,6 +3,7 @@ upkeep are in ``hub_admin``)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from rich.console import Console
 
 from hubtools.errors import ConfigError
 
-app = typer.Typer(help="The local Hub-compatible server: serve it, set likes and downloads.", no_args_is_help=True)
+app = typer.Typer(help="The local Hub-compatible server: serve it; its tokens, likes and downloads; fsck, gc, backup.",
+                  no_args_is_help=True)
 
 err_console = Console(stderr=True)
 
@@ -70,6 +72,9 @@ def serve(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
     tokens = parse_tokens(token)
+    if with_tiny_model and tls_cert is not None and not os.environ.get("SSL_CERT_FILE"):
+        raise ConfigError("--with-tiny-model publishes through the hub's own HTTPS endpoint: set SSL_CERT_FILE "
+                          "to the CA of --tls-cert (as your clients do), or publish without TLS first.")
     if not is_loopback(host):
         if token:
             _warn("--token puts tokens on the command line, where every user of this machine can read them "

@@ -104,8 +104,8 @@ def token_revoke(
 
 
 def fsck_command(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)) -> None:
-    """Check every blob's sha256 and every commit's files against the blobs; change nothing.
-    Exit 1 when something is wrong. Safe while the hub runs."""
+    """Check every blob's sha256 and every commit's files; change nothing (exit 1 on problems; safe while the
+    hub runs)."""
     from hubtools.localhub.maintenance import fsck
 
     report = fsck(data)
@@ -129,8 +129,7 @@ def gc_command(
     data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
 ) -> None:
-    """Remove blobs that no commit, branch, tag or PR references (after deleted repos, branches, squashes).
-    Stop the hub first: a running hub may be receiving the very blobs a commit is about to name."""
+    """Remove the blobs no stored commit references (deleted repos, abandoned uploads). Stop the hub first."""
     from hubtools.localhub.maintenance import gc
 
     result = gc(data, dry_run=dry_run)
@@ -143,8 +142,7 @@ def backup_command(
     destination: Path = typer.Argument(..., help="A new (or empty) folder for the copy."),
     data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP),
 ) -> None:
-    """Copy the hub, running or not, into a new folder: the database as one consistent snapshot, and every
-    blob it names (verified). `hubtools hub serve --data DESTINATION` serves the same repos."""
+    """Copy a hub, even a running one, into a new folder that `hubtools hub serve --data` serves as is."""
     from hubtools.localhub.maintenance import backup
 
     result = backup(data, destination)

@@ -8,8 +8,9 @@ through their own SQLite connections:
   server; blobs are immutable and written before the commit that names them, so the snapshot's blobs
   are all on disk. Blobs newer than the snapshot are only "not referenced" (reported, not a problem).
 - ``gc`` holds the data folder's server lock: with no server running, no upload is in flight, so a
-  blob no commit names is garbage (blobs of deleted repos, squashed or deleted branches, abandoned
-  uploads), and a blob a commit names is never removed.
+  blob no stored commit names is garbage (blobs of deleted repos, abandoned uploads), and a blob a
+  commit names is never removed. Commits a deleted branch leaves behind stay stored (still reachable
+  by their id, as on the Hub), and so do their blobs.
 - ``backup`` copies the database with SQLite's online backup API (one step: one consistent snapshot)
   and then the blobs that snapshot names, each verified against its sha256. The database lands last
   (renamed into place), so an interrupted backup never looks like a hub.
