@@ -23,6 +23,7 @@ import pytest
 from certificates import make_tls_files
 from hubtools.errors import HubError
 from hubtools.localhub import serve_in_background
+from hubtools.localhub.auth import Identity, TokenBook
 
 
 def _hubtools(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -57,7 +58,7 @@ CLIENT = textwrap.dedent('''
 
     endpoint = os.environ["HF_ENDPOINT"]
     api = {name: HfApi(endpoint=endpoint, token=os.environ.get(name.upper()) or False)
-           for name in ("carol", "erin_write", "erin_read", "dave", "frank")}
+           for name in ("carol", "erin_write", "erin_read", "dave", "frank", "gina")}
     out = {}
 
     def attempt(key, call):
@@ -86,6 +87,7 @@ CLIENT = textwrap.dedent('''
             attempt("erin_read_branch", lambda: api["erin_read"].create_branch("erin/private", branch="b"))
             attempt("dave_sees_erin_private", lambda: api["dave"].model_info("erin/private").id)
             attempt("carol_writes_erin", lambda: api["carol"].create_repo("erin/carols"))
+            attempt("gina_added_live", lambda: api["gina"].create_repo("gina/new").repo_id)
         if step == "after":
             attempt("erin_write_revoked", lambda: api["erin_write"].whoami(cache=False)["name"])
             attempt("erin_write_revoked_upload", lambda: api["erin_write"].upload_file(
@@ -133,8 +135,11 @@ def test_team_server_over_https_with_scoped_tokens(tmp_path):
         assert url.startswith("https://127.0.0.1:"), url
         command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()  # what `ps` shows every local user
         assert not any(token.encode() in command_line for token in every_token)
+        gina, _ = _add_token(data, "gina", "--write")  # added while the hub runs
+        every_token.append(gina)
 
-        tokens = {"carol": carol, "erin_write": erin_write, "erin_read": erin_read, "dave": dave, "frank": frank}
+        tokens = {"carol": carol, "erin_write": erin_write, "erin_read": erin_read, "dave": dave, "frank": frank,
+                  "gina": gina}
         first = _client(url, tls.ca_cert, "setup", tokens, tmp_path)
         assert first["erin_read_role"] == "read"
         assert first["erin_read_sees_own_private"] == "erin/private"
@@ -143,6 +148,7 @@ def test_team_server_over_https_with_scoped_tokens(tmp_path):
             assert first[write] == 403, (write, first)
         assert first["dave_sees_erin_private"] == 404
         assert first["carol_writes_erin"] == 403
+        assert first["gina_added_live"] == "gina/new"
 
         # Revoked through the CLI and the tokens file edited, both while the server runs: effective at once.
         revoked = _hubtools("hub", "token", "revoke", erin_write_id, "--data", str(data), cwd=tmp_path)
@@ -231,3 +237,18 @@ def test_one_server_per_data_folder(tmp_path):
         with pytest.raises(HubError, match="A local hub is already serving"):
             with serve_in_background(tmp_path / "data"):
                 pass
+
+
+def test_tokens_file_changes_apply_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path, caplog):
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text("carol=carol-file-token write\n")
+    book = TokenBook(tokens_file=tokens_file)
+    assert book.identify("carol-file-token") == Identity("carol", "write")
+    tokens_file.write_text("carol=carol-file-token read\ndave=dave-file-token\n")
+    assert book.identify("carol-file-token") == Identity("carol", "read")
+    assert book.identify("dave-file-token") == Identity("dave", "write")
+    tokens_file.write_text("carol=carol-file-token read\nbroken-line-with-secret-in-it\n")
+    assert book.identify("dave-file-token") == Identity("dave", "write")  # the last good file still holds
+    assert "line 2: expected USER=TOKEN" in caplog.text and "secret-in-it" not in caplog.text
+    tokens_file.unlink()
+    assert book.identify("carol-file-token") is None and book.identify("dave-file-token") is None

@@ -72,7 +72,8 @@ def parse_token_entries(lines: Iterable[str], source: str) -> dict[str, Identity
         try:
             check_name_part(user, "user name")
         except HubHTTPError:
-            raise ConfigError(f"{where}: {user!r} is not a valid user name (letters, digits, '-', '_', '.').") from None
+            # The name is not echoed: a line this wrong may be a pasted token.
+            raise ConfigError(f"{where}: the user name is not valid (letters, digits, '-', '_', '.').") from None
         digest = token_hash(token)
         if digest in entries:
             raise ConfigError(f"{where}: this token is already given to another entry; give each entry its own.")
