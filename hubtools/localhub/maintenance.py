@@ -52,6 +52,13 @@ def _read_only(db_path: Path) -> sqlite3.Connection:
     return db
 
 
+def _live_files(db: sqlite3.Connection, table: str = "files") -> str:
+    """The condition on ``files`` rows that name a blob: deletion markers (of a commit stored as changes over
+    a base commit) name none."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    return f"{table}.deleted = 0" if "deleted" in columns else "1"
+
+
 def _blob_files(blobs_dir: Path) -> tuple[dict[str, Path], list[Path]]:
     """sha256 -> path of every blob on disk, and the files that are not blobs by their name."""
     blobs: dict[str, Path] = {}
@@ -116,8 +123,13 @@ def fsck(data_dir: Path) -> FsckReport:
         commits = db.execute("SELECT seq, oid, repo_type, repo_id, parent FROM commits").fetchall()
         uses = db.execute(
             "SELECT f.sha256, f.size, f.git_oid, f.lfs, f.path, c.repo_type, c.repo_id, c.oid "
-            "FROM files f JOIN commits c ON c.seq = f.commit_seq"
+            f"FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE {_live_files(db, 'f')}"
         ).fetchall()
+        commit_columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
+        missing_bases = db.execute(
+            "SELECT c.repo_type, c.repo_id, c.oid, c.base_seq FROM commits c WHERE c.base_seq IS NOT NULL "
+            "AND c.base_seq NOT IN (SELECT seq FROM commits)"
+        ).fetchall() if "base_seq" in commit_columns else []
         orphan_rows = db.execute(
             "SELECT COUNT(*) FROM files WHERE commit_seq NOT IN (SELECT seq FROM commits)").fetchone()[0]
         refs = db.execute("SELECT repo_type, repo_id, kind, name, commit_oid FROM refs").fetchall()
@@ -136,6 +148,8 @@ def fsck(data_dir: Path) -> FsckReport:
             problems.append(f"commit {oid} belongs to {repo_type} {repo_id}, which does not exist.")
         elif parent is not None and commit_repo.get(parent) != (repo_type, repo_id):
             problems.append(f"{repo_type} {repo_id}: commit {oid} has parent {parent}, which is not stored.")
+    for repo_type, repo_id, oid, base_seq in missing_bases:
+        problems.append(f"{repo_type} {repo_id}: commit {oid} is stored over base commit #{base_seq}, which is gone.")
     if orphan_rows:
         problems.append(f"{orphan_rows} file rows belong to no commit.")
 
@@ -196,7 +210,7 @@ def gc(data_dir: Path, *, dry_run: bool = False) -> GcResult:
     lock = lock_data_dir(data_dir, doing="collect garbage (it may be receiving blobs a commit is about to name)")
     try:
         with closing(_read_only(db_path)) as db:
-            referenced = {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM files")}
+            referenced = {row[0] for row in db.execute(f"SELECT DISTINCT sha256 FROM files WHERE {_live_files(db)}")}
         blobs, _ = _blob_files(data_dir / "blobs")
         removed = freed = 0
         for sha256, path in blobs.items():
@@ -246,7 +260,8 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
         copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file; the server turns WAL back on
         repos = copy.execute("SELECT COUNT(*) FROM repos").fetchone()[0]
         commits = copy.execute("SELECT COUNT(*) FROM commits").fetchone()[0]
-        wanted = copy.execute("SELECT sha256, MAX(size) FROM files GROUP BY sha256").fetchall()
+        wanted = copy.execute(
+            f"SELECT sha256, MAX(size) FROM files WHERE {_live_files(copy)} GROUP BY sha256").fetchall()
     blob_bytes = 0
     for sha256, size in wanted:
         blob_bytes += _copy_blob(data_dir, destination, sha256, size)
