@@ -45,6 +45,28 @@ def parse_tokens(values: list[str]) -> dict[str, str]:
     return tokens
 
 
+def parse_organizations(values: list[str]) -> dict[str, list[str]]:
+    """``["acme=alice,bob", ...]`` -> ``{"acme": ["alice", "bob"]}``."""
+    from hubtools.localhub.naming import check_name_part
+
+    organizations: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, members_text = value.partition("=")
+        name = name.strip()
+        members = [member.strip() for member in members_text.split(",") if member.strip()]
+        if not sep or not name or not members:
+            raise ConfigError("--org must look like NAME=USER1,USER2, with at least one member.")
+        for part, what in ((name, "organization name"), *((member, "user name") for member in members)):
+            try:
+                check_name_part(part, what)
+            except Exception:
+                raise ConfigError(f"--org: {part!r} is not a valid {what} (letters, digits, '-', '_', '.').") from None
+        if name in organizations:
+            raise ConfigError(f"--org: the organization {name!r} is given twice; list all its members once.")
+        organizations[name] = members
+    return organizations
+
+
 @app.command("serve")
 def serve(
     data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
@@ -60,6 +82,9 @@ def serve(
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
+    org: list[str] = typer.Option(
+        [], "--org", help="NAME=USER1,USER2: an organization whose members write to NAME/... (repeatable)."
+    ),
     with_tiny_model: bool = typer.Option(
         False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
     ),
@@ -72,6 +97,9 @@ def serve(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
     tokens = parse_tokens(token)
+    organizations = parse_organizations(org)
+    if INTERNAL_PUBLISHER in organizations:
+        raise ConfigError(f"--org: the name {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model.")
     if with_tiny_model and tls_cert is not None and not os.environ.get("SSL_CERT_FILE"):
         raise ConfigError("--with-tiny-model publishes through the hub's own HTTPS endpoint: set SSL_CERT_FILE "
                           "to the CA of --tls-cert (as your clients do), or publish without TLS first.")
@@ -88,7 +116,7 @@ def serve(
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
     with serve_in_background(data, host=host, port=port, tokens=tokens, tokens_file=tokens_file,
-                             tls_cert=tls_cert, tls_key=tls_key) as hub:
+                             tls_cert=tls_cert, tls_key=tls_key, organizations=organizations) as hub:
         if not token and tokens_file is None and not hub.tokens.store.list():
             _warn(f"no tokens yet: the hub is read-only until you add one "
                   f"(`hubtools hub token add USER --write --data {data}`).")

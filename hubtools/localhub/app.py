@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,7 +27,7 @@ from hubtools.localhub import (
     routes_repos,
     routes_upload,
 )
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.context import HubContext, HubSettings, error_response
 from hubtools.localhub.errors import HubHTTPError, RangeNotSatisfiable
 from hubtools.localhub.storage import Storage
@@ -48,10 +48,21 @@ ROUTERS = (
 )
 
 
-def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None = None) -> Any:
+async def reject_invalid_credentials(request: Request) -> None:
+    """A token that is sent but unknown is 401 on every route, even where no token is needed (as on the
+    Hub), so a typo in a token never silently reads as anonymous."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        request.app.state.hub.viewer(request)
+
+
+def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None = None,
+               organizations: Organizations | None = None) -> Any:
     """The ASGI app serving ``storage``. Wrapped so routes see the raw path (see module docstring)."""
-    api = FastAPI(title="hubtools local hub", docs_url=None, redoc_url=None, openapi_url=None)
-    api.state.hub = HubContext(storage, tokens, settings or HubSettings())
+    api = FastAPI(title="hubtools local hub", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(reject_invalid_credentials)])
+    api.state.hub = HubContext(storage, tokens, settings or HubSettings(),
+                               organizations=organizations or Organizations())
 
     @api.exception_handler(HubHTTPError)
     async def _hub_error(request: Request, error: HubHTTPError) -> Response:

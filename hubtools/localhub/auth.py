@@ -1,7 +1,8 @@
-"""Who is asking: bearer tokens -> an ``Identity`` (user, role, and the namespaces the token may write).
+"""Who is asking, and what they may write.
 
-Tokens come from three places, all resolved by ``TokenBook.identify`` (the ONE function the API and the
-pages call):
+Identity: a bearer token -> an ``Identity`` (user, role, and the namespaces the token may write). Tokens
+come from three places, all resolved by ``TokenBook.identify`` (the ONE function the API and the pages
+call):
 
 - the token store in the data folder (``tokenstore``; ``hubtools hub token add``), looked up on every
   request, so adding and revoking need no restart;
@@ -11,8 +12,9 @@ pages call):
 Only SHA-256 hashes of the tokens are kept, even in memory; comparisons are constant-time; no token is
 ever logged or echoed in an error.
 
-What a token may do is the token's role and org restriction (here); whether its USER may write a
-namespace at all is the namespace permission (``HubContext.may_write_namespace``), checked separately.
+Permission: ``may_write(user, namespace, organizations)`` -- a user writes to their own namespace and to
+the organizations they are a member of. The two stay separate: what a token allows (its role and
+``--org`` restriction, ``Identity.check_may_write``) is checked on top of the namespace permission.
 """
 
 from __future__ import annotations
@@ -192,5 +194,39 @@ class TokenBook:
     def require_user(self, authorization: str | None) -> str:
         return self.require(authorization).user
 
-    def has_any(self) -> bool:
-        return bool(self._fixed or self._file_entries or (self.store is not None and self.store.list()))
+    @staticmethod
+    def require_owner(user: str, namespace: str) -> None:
+        """Kept for callers that know no organizations; prefer ``require_write``."""
+        require_write(user, namespace, Organizations())
+
+
+class Organizations:
+    """Organization name -> its members (users). Members write to the organization's namespace."""
+
+    def __init__(self, members: dict[str, list[str] | set[str]] | None = None) -> None:
+        self._members: dict[str, frozenset[str]] = {
+            name: frozenset(users) for name, users in (members or {}).items()
+        }
+
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    def members_of(self, organization: str) -> frozenset[str]:
+        return self._members.get(organization, frozenset())
+
+    def of_user(self, user: str) -> list[str]:
+        """The organizations ``user`` is a member of, sorted."""
+        return sorted(name for name, members in self._members.items() if user in members)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+
+def may_write(user: str | None, namespace: str, organizations: Organizations) -> bool:
+    """The one rule for writes: a user writes to their own namespace and to their organizations'."""
+    return user is not None and (user == namespace or user in organizations.members_of(namespace))
+
+
+def require_write(user: str, namespace: str, organizations: Organizations) -> None:
+    if not may_write(user, namespace, organizations):
+        raise Forbidden(f"You don't have the rights to write to the namespace {namespace!r} (you are {user!r}).")

@@ -18,9 +18,9 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from hubtools.localhub import naming
-from hubtools.localhub.auth import Identity, TokenBook
+from hubtools.localhub.auth import Identity, Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, Forbidden, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
@@ -53,6 +53,7 @@ class HubContext:
     settings: HubSettings = field(default_factory=HubSettings)
     lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
     tickets_lock: threading.Lock = field(default_factory=threading.Lock)
+    organizations: Organizations = field(default_factory=Organizations)
 
     # ---- who is asking, and may they --------------------------------------------------------
 
@@ -64,32 +65,37 @@ class HubContext:
         identity = self.identity(request)
         return identity.user if identity else None
 
-    @staticmethod
-    def may_write_namespace(user: str, namespace: str) -> bool:
-        """The namespace permission of a USER, whatever token they use: their own namespace."""
-        return user == namespace
-
     def require_writer(self, request: Request, namespace: str) -> str:
-        """The user that may write ``namespace`` with this request's token: 401 without one, 403 otherwise."""
+        """The user that may write ``namespace`` with this request's token: 401 without a token; 403 when the
+        token's scope (read, or restricted to other namespaces) or the user's permission does not allow it."""
         identity = self.tokens.require(request.headers.get("authorization"))
         identity.check_may_write(namespace)
-        if not self.may_write_namespace(identity.user, namespace):
-            raise Forbidden(
-                f"You don't have the rights to write to the namespace {namespace!r} (you are {identity.user!r})."
-            )
+        self.require_write(identity.user, namespace)
         return identity.user
+
+    def may_write(self, user: str | None, namespace: str) -> bool:
+        return may_write(user, namespace, self.organizations)
+
+    def require_write(self, user: str, namespace: str) -> None:
+        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to)."""
+        require_write(user, namespace, self.organizations)
+
+    def may_read(self, user: str | None, repo: Repo) -> bool:
+        """Public repos are for everyone; a private one for whoever may write to its namespace."""
+        return not repo.private or self.may_write(user, repo.namespace)
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
+        viewer = self.viewer(request)  # a wrong token is 401 on every route, public repo or not
         repo = self.storage.get_repo(repo_type, repo_id)
-        if repo is None or (repo.private and self.viewer(request) != repo.owner):
+        if repo is None or not self.may_read(viewer, repo):
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
         self.tokens.require(request.headers.get("authorization"))  # 401 before anything about the repo
         repo = self.visible_repo(request, repo_type, namespace, name)
-        user = self.require_writer(request, repo.repo_id.split("/")[0])
+        user = self.require_writer(request, repo.namespace)
         return repo, user
 
     # ---- request bodies ----------------------------------------------------------------------

@@ -93,7 +93,7 @@ def list_repos(request: Request, plural: str, hub: Hub) -> Response:
         raise BadRequest("limit must be an integer.") from None
     items = []
     for repo in hub.storage.list_repos(repo_type):
-        if repo.private and user != repo.owner:
+        if not hub.may_read(user, repo):
             continue
         if author and repo.repo_id.split("/")[0] != author:
             continue

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 
 from hubtools.errors import HubError
 from hubtools.localhub.app import HubSettings, create_app
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.naming import check_repo_type
 from hubtools.localhub.storage import Storage, StorageError, sweep_stale_temp_files
 from hubtools.localhub.tokenstore import TokenStore
@@ -112,15 +112,26 @@ def lock_data_dir(data_dir: Path, *, doing: str = "serve it") -> FileLock:
     return lock
 
 
+def check_organizations(organizations: dict[str, list[str]] | None, users: list[str]) -> Organizations:
+    """Organizations -> members, checked: an organization is not also a user, and has members."""
+    for name, members in (organizations or {}).items():
+        if name in users:
+            raise HubError(f"{name!r} is both a user and an organization: give the organization another name.")
+        if not members:
+            raise HubError(f"The organization {name!r} has no members: give it at least one user.")
+    return Organizations(organizations)
+
+
 def _build_server(data_dir: Path, host: str, port: int, tokens: dict[str, str] | None, *,
                   access_log: bool, settings: HubSettings | None = None, tokens_file: Path | None = None,
-                  tls_cert: Path | None = None,
-                  tls_key: Path | None = None) -> tuple[uvicorn.Server, Storage, TokenBook]:
+                  tls_cert: Path | None = None, tls_key: Path | None = None,
+                  organizations: dict[str, list[str]] | None = None) -> tuple[uvicorn.Server, Storage, TokenBook]:
+    orgs = check_organizations(organizations, list(tokens or {}))
     storage = open_storage(data_dir)
     # Nothing else uses the folder (the caller holds its lock): every temp file is an interrupted upload's.
     sweep_stale_temp_files(storage, older_than_s=0)
     token_book = TokenBook(tokens, tokens_file=tokens_file, store=TokenStore(storage.db_path))
-    app = create_app(storage, token_book, settings)
+    app = create_app(storage, token_book, settings, orgs)
     tls = {}
     if tls_cert is not None or tls_key is not None:
         if tls_cert is None or tls_key is None:
@@ -159,17 +170,20 @@ def serve_in_background(
     tokens_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    organizations: dict[str, list[str]] | None = None,
 ) -> Iterator[LocalHub]:
     """Start the local hub in a daemon thread and yield it once it accepts connections; stop it on exit.
 
     ``tokens`` (USER -> TOKEN, write tokens) add to the tokens of ``tokens_file`` and of the data folder's
-    token store. With ``tls_cert`` and ``tls_key`` it serves HTTPS.
+    token store. With ``tls_cert`` and ``tls_key`` it serves HTTPS. ``organizations`` maps an
+    organization's name to its members (users): members write to ``NAME/...`` and see its private repos.
     """
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     lock = lock_data_dir(Path(data_dir))
     try:
-        server, storage, token_book = _build_server(Path(data_dir), host, port, tokens, access_log=False, settings=settings,
-                                        tokens_file=tokens_file, tls_cert=tls_cert, tls_key=tls_key)
+        server, storage, token_book = _build_server(
+            Path(data_dir), host, port, tokens, access_log=False, settings=settings, tokens_file=tokens_file,
+            tls_cert=tls_cert, tls_key=tls_key, organizations=organizations)
     except BaseException:
         lock.release()
         raise

@@ -1,9 +1,12 @@
 """Repos, commits and refs of the local hub: content-addressed blobs on disk plus one SQLite database.
 
-Every commit has its file list as rows of the ``files`` table (one row per path, keyed by the commit's
-``seq``), so a path lookup, a folder listing or a short-sha lookup is one indexed query whatever the
-repo's size. A commit copies its parent's rows with one ``INSERT ... SELECT`` (no Python loop, no JSON)
-and then applies its own changes; see ``benchmarks/README.md`` for what that costs.
+Every commit's files are rows of the ``files`` table keyed by (commit ``seq``, path): either the whole
+tree, or the commit's changes (added/changed files and deletion markers) over a ``base`` commit whose rows
+are a whole tree (see ``CommitTree``). A path lookup, a folder listing or a short-sha lookup is one or two
+indexed queries whatever the repo's size, and a commit writes the files it changes plus its parent's
+change set (bounded by ``delta_limit``); only when that grows past the limit does a commit write the whole
+tree again. ``benchmarks/README.md`` has the figures. Blobs referenced by a repo are the ``sha256`` of its
+``files`` rows with ``deleted = 0``.
 
 Blobs are written (temp file + os.replace) before the commit row, its file rows and the ref move happen
 in ONE SQLite transaction, so a crash mid-commit leaves the repo at the old or at the new tree, never a
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -94,16 +98,15 @@ CREATE TABLE IF NOT EXISTS repos (
 CREATE TABLE IF NOT EXISTS commits (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, oid TEXT NOT NULL UNIQUE, repo_type TEXT NOT NULL,
     repo_id TEXT NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL,
-    date TEXT NOT NULL
+    date TEXT NOT NULL, base_seq INTEGER, n_files INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS commits_by_repo ON commits (repo_type, repo_id);
 CREATE TABLE IF NOT EXISTS files (
     commit_seq INTEGER NOT NULL, path TEXT NOT NULL, dir TEXT NOT NULL, sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL, git_oid TEXT NOT NULL, lfs INTEGER NOT NULL,
+    size INTEGER NOT NULL, git_oid TEXT NOT NULL, lfs INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (commit_seq, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_dir ON files (commit_seq, dir);
-CREATE INDEX IF NOT EXISTS files_by_blob ON files (sha256);
 CREATE TABLE IF NOT EXISTS refs (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     commit_oid TEXT NOT NULL, PRIMARY KEY (repo_type, repo_id, kind, name)
@@ -193,38 +196,62 @@ class FileEntry:
 class CommitTree(Mapping[str, FileEntry]):
     """The files of one commit (path -> entry), read from the ``files`` table on demand.
 
-    ``tree.get(path)`` and ``path in tree`` are one indexed lookup; iterating, ``items()`` and ``len()``
-    are one query each. Rows of a commit never change once it is written, so nothing here is stale.
+    A commit's rows are either its whole tree (``base`` is None) or its changes over ``base``, a commit
+    whose rows are a whole tree: added or changed files, and deletion markers. Every read is at most two
+    indexed queries, whatever the repo's size. ``tree.get(path)`` and ``path in tree`` are one or two
+    lookups; iterating, ``items()`` and ``under(folder)`` are one query. Rows of a commit never change
+    once it is written, so nothing here goes stale.
     """
 
     _COLUMNS = "sha256, size, git_oid, lfs"
 
-    def __init__(self, storage: Storage, seq: int) -> None:
+    def __init__(self, storage: Storage, seq: int, base: int | None = None, count: int | None = None) -> None:
         self._storage = storage
         self._seq = seq
+        self._base = base
+        self._count = count
 
     def _db(self) -> sqlite3.Connection:
         return self._storage._connect()
 
-    def __getitem__(self, path: str) -> FileEntry:
-        row = self._db().execute(
-            f"SELECT {self._COLUMNS} FROM files WHERE commit_seq = ? AND path = ?", (self._seq, path)
-        ).fetchone()
-        if row is None:
-            raise KeyError(path)
+    def _effective(self, columns: str, where: str, params: dict, order: str = "") -> list[tuple]:
+        """Rows of the tree matching ``where`` (on the files table's columns), changes over the base."""
+        params = {**params, "seq": self._seq, "base": self._base}
+        own = f"SELECT {columns} FROM files WHERE commit_seq = :seq AND deleted = 0 AND {where}"
+        if self._base is None:
+            query = own
+        else:
+            query = (f"{own} UNION ALL SELECT {columns} FROM files AS b WHERE b.commit_seq = :base AND {where} "
+                     "AND NOT EXISTS (SELECT 1 FROM files AS d WHERE d.commit_seq = :seq AND d.path = b.path)")
+        return self._db().execute(query + order, params).fetchall()
+
+    def get(self, path: str, default: FileEntry | None = None) -> FileEntry | None:  # type: ignore[override]
+        db = self._db()
+        row = db.execute(f"SELECT {self._COLUMNS}, deleted FROM files WHERE commit_seq = ? AND path = ?",
+                         (self._seq, path)).fetchone()
+        if row is None and self._base is not None:
+            row = db.execute(f"SELECT {self._COLUMNS}, 0 FROM files WHERE commit_seq = ? AND path = ?",
+                             (self._base, path)).fetchone()
+        if row is None or row[4]:
+            return default
         return FileEntry.from_row(row)
 
+    def __getitem__(self, path: str) -> FileEntry:
+        entry = self.get(path)
+        if entry is None:
+            raise KeyError(path)
+        return entry
+
     def __contains__(self, path: object) -> bool:
-        return isinstance(path, str) and self._db().execute(
-            "SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (self._seq, path)
-        ).fetchone() is not None
+        return isinstance(path, str) and self.get(path) is not None
 
     def __iter__(self) -> Iterator[str]:
-        rows = self._db().execute("SELECT path FROM files WHERE commit_seq = ? ORDER BY path", (self._seq,))
-        return iter([row[0] for row in rows])
+        return iter([row[0] for row in self._effective("path", "1", {}, " ORDER BY path")])
 
     def __len__(self) -> int:
-        return self._db().execute("SELECT COUNT(*) FROM files WHERE commit_seq = ?", (self._seq,)).fetchone()[0]
+        if self._count is None:
+            self._count = sum(row[0] for row in self._effective("COUNT(*)", "1", {}))
+        return self._count
 
     def items(self) -> list[tuple[str, FileEntry]]:  # type: ignore[override]  # one query, not one per path
         return self.under("")
@@ -237,16 +264,13 @@ class CommitTree(Mapping[str, FileEntry]):
         direct children when ``recursive`` is false."""
         folder = folder.strip("/")
         if not recursive:
-            query = f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? AND dir = ? ORDER BY path"
-            rows = self._db().execute(query, (self._seq, folder)).fetchall()
+            where, params = "dir = :dir", {"dir": folder}
         elif not folder:
-            query = f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? ORDER BY path"
-            rows = self._db().execute(query, (self._seq,)).fetchall()
+            where, params = "1", {}
         else:
             prefix = folder + "/"
-            query = (f"SELECT path, {self._COLUMNS} FROM files WHERE commit_seq = ? AND path >= ? AND path < ? "
-                     "ORDER BY path")
-            rows = self._db().execute(query, (self._seq, prefix, prefix_upper_bound(prefix))).fetchall()
+            where, params = "path >= :lo AND path < :hi", {"lo": prefix, "hi": prefix_upper_bound(prefix)}
+        rows = self._effective(f"path, {self._COLUMNS}", where, params, " ORDER BY path")
         return [(row[0], FileEntry.from_row(row[1:])) for row in rows]
 
     def folders(self, folder: str = "", *, recursive: bool = True) -> list[str]:
@@ -254,32 +278,26 @@ class CommitTree(Mapping[str, FileEntry]):
         folder = folder.strip("/")
         if folder:
             prefix = folder + "/"
-            dirs = [row[0] for row in self._db().execute(
-                "SELECT DISTINCT dir FROM files WHERE commit_seq = ? AND dir >= ? AND dir < ?",
-                (self._seq, prefix, prefix_upper_bound(prefix)))]
+            where, params = "dir >= :lo AND dir < :hi", {"lo": prefix, "hi": prefix_upper_bound(prefix)}
         else:
             prefix = ""
-            dirs = [row[0] for row in self._db().execute(
-                "SELECT DISTINCT dir FROM files WHERE commit_seq = ? AND dir != ''", (self._seq,))]
+            where, params = "dir != ''", {}
+        dirs = {row[0] for row in self._effective("DISTINCT dir", where, params)}
         found: set[str] = set()
         for directory in dirs:
             parts = directory[len(prefix):].split("/")
-            depths = range(1, len(parts) + 1) if recursive else range(1, 2)
-            for depth in depths:
+            for depth in range(1, len(parts) + 1 if recursive else 2):
                 found.add(prefix + "/".join(parts[:depth]))
         return sorted(found)
 
     def is_folder(self, folder: str) -> bool:
         prefix = folder.strip("/") + "/"
-        return self._db().execute(
-            "SELECT 1 FROM files WHERE commit_seq = ? AND path >= ? AND path < ? LIMIT 1",
-            (self._seq, prefix, prefix_upper_bound(prefix)),
-        ).fetchone() is not None
+        where = "path >= :lo AND path < :hi"
+        return any(self._effective("1", where + " LIMIT 1" if self._base is None else where,
+                                   {"lo": prefix, "hi": prefix_upper_bound(prefix)}))
 
     def total_size(self) -> int:
-        return self._db().execute(
-            "SELECT COALESCE(SUM(size), 0) FROM files WHERE commit_seq = ?", (self._seq,)
-        ).fetchone()[0]
+        return sum(row[0] or 0 for row in self._effective("SUM(size)", "1", {}))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, CommitTree):
@@ -290,7 +308,7 @@ class CommitTree(Mapping[str, FileEntry]):
         return hash(self._seq)
 
     def __repr__(self) -> str:
-        return f"CommitTree(seq={self._seq})"
+        return f"CommitTree(seq={self._seq}, base={self._base})"
 
 
 @dataclass(frozen=True)
@@ -351,7 +369,7 @@ class DeleteFolder:
 
 
 _REPO_COLUMNS = "repo_type, repo_id, owner, private, created_at, likes, downloads, gated, sdk"
-_COMMIT_COLUMNS = "seq, oid, parent, title, message, author, date"
+_COMMIT_COLUMNS = "seq, oid, parent, title, message, author, date, base_seq, n_files"
 
 
 def _repo_from_row(row: tuple) -> Repo:
@@ -484,7 +502,9 @@ class Storage:
             # A new repo takes the name over from a repo that was moved away from it.
             db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id))
             oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
-            _insert_file(db, _seq_of(db, oid), ".gitattributes", entry)
+            seq = _seq_of(db, oid)
+            _insert_file(db, seq, ".gitattributes", entry)
+            db.execute("UPDATE commits SET n_files = 1 WHERE seq = ?", (seq,))
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
             )
@@ -550,7 +570,7 @@ class Storage:
         return oid
 
     def _commit_from_row(self, row: tuple) -> Commit:
-        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self, row[0]))
+        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self, row[0], row[7], row[8]))
 
     def get_commit(self, repo_type: str, repo_id: str, oid: str) -> Commit | None:
         row = self._connect().execute(
@@ -676,17 +696,17 @@ class Storage:
                 raise PreconditionFailed(
                     f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
                 )
-            head_seq = _seq_of(db, head_oid)
+            head = db.execute("SELECT seq, base_seq, n_files FROM commits WHERE oid = ?", (head_oid,)).fetchone()
+            if head is None:  # pragma: no cover - refs always point at stored commits
+                raise RevisionNotFound(f"Invalid rev id: {head_oid}")
             oid = self._insert_commit(
                 db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
             )
             seq = _seq_of(db, oid)
-            db.execute(
-                "INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs) "
-                "SELECT ?, path, dir, sha256, size, git_oid, lfs FROM files WHERE commit_seq = ?",
-                (seq, head_seq),
-            )
-            _apply_operations(db, seq, operations)
+            base = _start_tree(db, self, seq, *head)
+            tree = CommitTree(self, seq, base)
+            count = _apply_operations(db, tree, head[2], operations)
+            db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
             db.execute(
                 "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
             )
@@ -731,26 +751,77 @@ def _seq_of(db: sqlite3.Connection, oid: str) -> int:
 
 def _insert_file(db: sqlite3.Connection, seq: int, path: str, entry: FileEntry) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
         (seq, path, parent_dir(path), entry.sha256, entry.size, entry.git_oid, int(entry.lfs)),
     )
 
 
-def _apply_operations(db: sqlite3.Connection, seq: int, operations: list[AddFile | DeleteFile | DeleteFolder]) -> None:
+def delta_limit(n_files: int) -> int:
+    """How many change rows a commit may carry over its base before the next commit writes a whole tree:
+    enough that a run of small commits copies few rows, few enough that reads stay two lookups."""
+    return max(256, 4 * math.isqrt(n_files))
+
+
+def _start_tree(db: sqlite3.Connection, storage: Storage, seq: int, head_seq: int, head_base: int | None,
+                head_count: int) -> int | None:
+    """Give the new commit ``seq`` the rows of its parent's tree; returns the new commit's base.
+
+    On a whole tree, the new commit starts as an empty change set over it. On a change set, it copies
+    those changes (small: at most ``delta_limit`` rows), or, once they outgrow the limit, writes the
+    whole tree again -- so a commit costs the files it changes plus, now and then, one copy of the tree.
+    """
+    if head_base is None:
+        return head_seq
+    changes = db.execute("SELECT COUNT(*) FROM files WHERE commit_seq = ?", (head_seq,)).fetchone()[0]
+    if changes < delta_limit(head_count):
+        db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                   "SELECT ?, path, dir, sha256, size, git_oid, lfs, deleted FROM files WHERE commit_seq = ?",
+                   (seq, head_seq))
+        return head_base
+    head_tree = CommitTree(storage, head_seq, head_base)
+    rows = head_tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+    db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *row) for row in rows])
+    return None
+
+
+def _delete_path(db: sqlite3.Connection, tree: CommitTree, path: str) -> None:
+    db.execute("DELETE FROM files WHERE commit_seq = ? AND path = ?", (tree._seq, path))
+    if tree._base is not None and db.execute(
+        "SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (tree._base, path)
+    ).fetchone():
+        db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                   "VALUES (?, ?, ?, '', 0, '', 0, 1)", (tree._seq, path, parent_dir(path)))
+
+
+def _apply_operations(db: sqlite3.Connection, tree: CommitTree, count: int,
+                      operations: list[AddFile | DeleteFile | DeleteFolder]) -> int:
+    """Apply ``operations`` to the rows of ``tree`` (being written); returns its new file count."""
     for op in operations:
         if isinstance(op, AddFile):
-            _check_no_file_dir_clash(db, seq, op.path)
-            _insert_file(db, seq, op.path, op.entry)
+            _check_no_file_dir_clash(tree, op.path)
+            count += op.path not in tree
+            _insert_file(db, tree._seq, op.path, op.entry)
         elif isinstance(op, DeleteFile):
-            cursor = db.execute("DELETE FROM files WHERE commit_seq = ? AND path = ?", (seq, op.path))
-            if cursor.rowcount == 0:
+            if op.path not in tree:
                 raise EntryNotFound(f"File to delete not found: {op.path}")
+            _delete_path(db, tree, op.path)
+            count -= 1
         else:
-            prefix = op.path.rstrip("/") + "/"
-            cursor = db.execute("DELETE FROM files WHERE commit_seq = ? AND path >= ? AND path < ?",
-                                (seq, prefix, prefix_upper_bound(prefix)))
-            if cursor.rowcount == 0:
+            folder = op.path.rstrip("/")
+            doomed = [path for path, _ in tree.under(folder)]
+            if not doomed:
                 raise EntryNotFound(f"Folder to delete not found: {op.path}")
+            prefix = folder + "/"
+            bounds = (prefix, prefix_upper_bound(prefix))
+            db.execute("DELETE FROM files WHERE commit_seq = ? AND path >= ? AND path < ?", (tree._seq, *bounds))
+            if tree._base is not None:
+                db.execute("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                           "SELECT ?, path, dir, '', 0, '', 0, 1 FROM files "
+                           "WHERE commit_seq = ? AND path >= ? AND path < ?", (tree._seq, tree._base, *bounds))
+            count -= len(doomed)
+    return count
 
 
 def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
@@ -783,20 +854,20 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
             "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (oid, repo_type, repo_id, parent, title, message, author, date))
         seq = cursor.lastrowid
-        for path, value in json.loads(tree_json).items():
+        tree = json.loads(tree_json)
+        for path, value in tree.items():
             _insert_file(db, seq, path, FileEntry.from_json(value))
+        db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(tree), seq))
     db.execute("DROP TABLE commits_v1")
 
 
-def _check_no_file_dir_clash(db: sqlite3.Connection, seq: int, path: str) -> None:
+def _check_no_file_dir_clash(tree: CommitTree, path: str) -> None:
     parts = path.split("/")
     for depth in range(1, len(parts)):
         ancestor = "/".join(parts[:depth])
-        if db.execute("SELECT 1 FROM files WHERE commit_seq = ? AND path = ?", (seq, ancestor)).fetchone():
+        if ancestor in tree:
             raise Conflict(f"Cannot add {path}: {ancestor} is a file.")
-    prefix = path + "/"
-    if db.execute("SELECT 1 FROM files WHERE commit_seq = ? AND path >= ? AND path < ? LIMIT 1",
-                  (seq, prefix, prefix_upper_bound(prefix))).fetchone():
+    if tree.is_folder(path):
         raise Conflict(f"Cannot add {path}: it is a folder.")
 
 
