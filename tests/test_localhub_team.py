@@ -252,3 +252,41 @@ def test_tokens_file_changes_apply_and_a_bad_edit_keeps_the_last_good_tokens(tmp
     assert "line 2: expected USER=TOKEN" in caplog.text and "secret-in-it" not in caplog.text
     tokens_file.unlink()
     assert book.identify("carol-file-token") is None and book.identify("dave-file-token") is None
+
+
+def test_write_tokens_cover_the_users_organizations_and_org_restricts_them(tmp_path):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from hubtools.localhub.tokenstore import TokenStore
+
+    data = tmp_path / "data"
+    with serve_in_background(data, organizations={"lab": ["erin", "carol"]}) as hub:
+        store = TokenStore(data / "hub.sqlite")
+        tokens = {
+            "erin": store.add("erin", "write")[0],
+            "erin_lab_only": store.add("erin", "write", ("lab",))[0],
+            "erin_read": store.add("erin", "read")[0],
+            "dave_claims_lab": store.add("dave", "write", ("lab",))[0],
+        }
+        api = {name: HfApi(endpoint=hub.url, token=token) for name, token in tokens.items()}
+
+        def status(call) -> int:
+            try:
+                call()
+            except HfHubHTTPError as error:
+                return error.response.status_code
+            return 200
+
+        assert status(lambda: api["erin"].create_repo("erin/own")) == 200
+        assert status(lambda: api["erin"].create_repo("lab/private-model", private=True)) == 200
+        assert status(lambda: api["erin_lab_only"].upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="lab/private-model")) == 200
+        assert status(lambda: api["erin_lab_only"].create_repo("erin/other")) == 403  # not in its namespaces
+        assert api["erin_read"].model_info("lab/private-model").private  # reads what erin may see
+        assert status(lambda: api["erin_read"].upload_file(
+            path_or_fileobj=b"y", path_in_repo="y.txt", repo_id="lab/private-model")) == 403
+        assert status(lambda: api["dave_claims_lab"].create_repo("lab/dave")) == 403  # --org grants nothing
+        assert status(lambda: api["dave_claims_lab"].model_info("lab/private-model")) == 404
+        whoami = api["erin_lab_only"].whoami(cache=False)
+        assert [org["name"] for org in whoami["orgs"]] == ["lab"]
