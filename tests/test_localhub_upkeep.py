@@ -127,6 +127,7 @@ def test_gc_after_deleting_a_repo_frees_its_blobs_and_keeps_every_other_repo_who
         api.upload_file(path_or_fileobj=dev_only, path_in_repo="dev.bin", repo_id="alice/kept",
                         repo_type="dataset", revision="dev")
         api.create_tag("alice/kept", tag="v1", repo_type="dataset")
+        api.delete_file("shared.safetensors", "alice/kept", repo_type="dataset")  # only in the history now
         api.delete_repo("alice/gone")
         running = _hubtools("hub", "gc", "--data", str(data), cwd=tmp_path)
         assert running.returncode == 2 and "stop it first" in running.stderr  # never beside a live server
@@ -179,6 +180,7 @@ def test_fsck_reports_a_corrupt_and_a_missing_blob_and_changes_nothing(tmp_path)
         api.create_repo("alice/m")
         api.upload_file(path_or_fileobj=first, path_in_repo="a.safetensors", repo_id="alice/m")
         api.upload_file(path_or_fileobj=second, path_in_repo="b.safetensors", repo_id="alice/m")
+        api.delete_file(".gitattributes", "alice/m")  # a file of the base tree: a deletion marker row
     corrupted = _blob(data, first)
     corrupted.write_bytes(b"X" + first[1:])
     _blob(data, second).unlink()
