@@ -77,7 +77,8 @@ class HubContext:
         return may_write(user, namespace, self.organizations)
 
     def require_write(self, user: str, namespace: str) -> None:
-        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to)."""
+        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to).
+        The user's permission only: routes call ``require_writer``, which checks the token's scope too."""
         require_write(user, namespace, self.organizations)
 
     def may_read(self, user: str | None, repo: Repo) -> bool:
