@@ -43,7 +43,7 @@ PEAK_FLOPS = {
 
 def build_base(folder: Path, sd15: bool) -> Path:
     """A random-weight pipeline of the chosen size, saved as a local base-model folder."""
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     if not sd15:
         build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
@@ -69,6 +69,7 @@ def build_base(folder: Path, sd15: bool) -> Path:
 
 def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str):
     """A run folder with one instance image and a one-image class folder (generation is not benchmarked)."""
+    from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
     from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
 
     run = root / name
@@ -79,8 +80,15 @@ def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, 
     noise = lambda: Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8))  # noqa: E731
     noise().save(run / "concept" / "images" / "00.png")
     noise().save(classes / "00.png")
-    (run / "concept" / "metadata.jsonl").write_text(
-        json.dumps({"file_name": "images/00.png", "text": "a photo of pkblz dog"}) + "\n")
+    concept = run / "concept"
+    prepared = PreparedConcept(
+        dir=concept, images=[concept / "images" / "00.png"], captions=["a photo of pkblz dog"],
+        manifest_path=concept / "manifest.json", contact_sheet_path=concept / "contact_sheet.png",
+        metadata_path=concept / "metadata.jsonl", source=str(concept), source_revision=None, resolution=resolution,
+        counts={"accepted": 1, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 1},
+    )
+    write_metadata(prepared)
+    write_manifest(prepared)
     cfg = RunConfig.model_validate({
         "model": {"base_model": str(base)},
         "concept": {"identifier": "pkblz", "class_noun": "dog"},

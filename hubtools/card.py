@@ -8,25 +8,28 @@ parses; the template only lays out the body (``templates/model_card.md.j2``, or 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import write_text_atomic
-from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name
-from hubtools.errors import ConfigError, InputError
+from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name, parse_hub_ref
+from hubtools.errors import InputError
+from hubtools.hackathon import get_theme
+from hubtools.hashing import sha256_file
 from hubtools.hubenv import current_endpoint
-from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
 from hubtools.resources import TEMPLATES_DIR
-from hubtools.runfolder import RunFolder, read_json, read_jsonl
+from hubtools.runfolder import (
+    LORA_WEIGHTS_FILENAME, RunFolder, SamplesRecord, TrainResult, published_files, read_concept_manifest,
+    read_eval_result, read_identifier_report, read_jsonl,
+)
+from hubtools.runfolder.layout import FILE_ROLES
 
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md.j2"
 # Stable Diffusion 1.x's licence, which fine-tunes inherit: used when the base model's card names none.
 FALLBACK_LICENSE = "creativeml-openrail-m"
 BASE_TAGS = ["text-to-image", "diffusers", "stable-diffusion", "dreambooth", "hubtools"]
-CONTACT_SHEET_PATH = "concept/contact_sheet.png"
 
 log = logging.getLogger("hubtools")
 
@@ -80,22 +83,16 @@ def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: s
     return card
 
 
-def describe_card(card) -> str:
-    """One line for the CLI: what the card's metadata says."""
-    data = card.data
-    return f"license {data.license} · base {data.base_model or '(local)'} · tags {', '.join(data.tags or [])}"
-
-
 # -- what the template sees ----------------------------------------------------------------------------
 
 
 def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None) -> dict[str, Any]:
     """Every value the template uses, computed once (plain dicts, lists and strings)."""
     run = RunFolder(Path(run_dir))
-    train = read_json(run.train_result) or {}
+    train = TrainResult.read(run)
     repo_id = repo_id or config.publish.repo_id
     model_name = (repo_id or run.root.name).split("/")[-1]
-    lora = is_lora_run(run.root)
+    lora = run.is_lora
     base_model = _base_model(config, train)
     return {
         "repo_id": repo_id,
@@ -110,47 +107,32 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "sample_prompts": config.sample_prompts,
         "base_model": base_model,
         "license": _license(config, base_model),
-        "identifier_report": read_json(run.identifier_report),
+        "identifier_report": read_identifier_report(run),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora),
-        "weights": _weights(run.root, train, lora),
+        "weights": _weights(run, train, lora),
         "concept": _concept(run, config),
         "samples": _samples(run),
-        "loss_curve": "images/loss_curve.png" if (run.images / "loss_curve.png").is_file() else None,
+        "loss_curve": run.relative(run.loss_curve) if run.loss_curve.is_file() else None,
         "fidelity": [row for row in read_jsonl(run.fidelity) if row.get("dino") is not None],
-        "validation_images": sorted(f"images/validation/{p.name}" for p in (run.images / "validation").glob("*.png")),
+        "validation_images": sorted(run.relative(p) for p in run.validation_images.glob("*.png")),
         "evaluation": _evaluation(run),
         "hackathon": _hackathon(config),
         "sampling": {"scheduler": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
                      "guidance": _format_value(config.sampling.guidance_scales[0]), "seeds": config.sampling.seeds},
-        "repo_files": _repo_files(run.root),
+        "repo_files": _repo_files(run),
         "config_toml": config.shareable().to_toml().strip(),
-        "hubtools_version": train.get("hubtools_version") or _hubtools_version(),
+        "hubtools_version": (train.hubtools_version if train else None) or _hubtools_version(),
     }
 
 
-_FILE_ROLES = {  # what a pushed path is for; folders end in "/"
-    "model_index.json": "the pipeline's index; `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/` hold its parts",
-    LORA_WEIGHTS_FILENAME: "the LoRA weights",
-    "hubtools.toml": "the resolved config of the run",
-    "train_result.json": "what training did: steps, loss, timings, weight hashes, base revision",
-    "logs/metrics.jsonl": "loss and learning rate, step by step",
-    "logs/fidelity.jsonl": "subject fidelity (DINO) of the validation images at each validation step",
-    "images/": "sample grids (`samples.json` describes every cell), loss curve, validation grids",
-    "eval.json": "evaluation scores",
-    "concept/contact_sheet.png": "the training photos at a glance",
-}
-
-
-def _repo_files(run_root: Path) -> list[dict[str, str]]:
+def _repo_files(run: RunFolder) -> list[dict[str, str]]:
     """What the push puts in the repo beside this card, one line per file or folder."""
-    from hubtools.publish import files_to_push
-
     pushed = set()
-    for path in files_to_push(run_root):
+    for path in published_files(run):
         folder = path.split("/", 1)[0] + "/"
-        pushed.add(path if path in _FILE_ROLES else folder)
-    return [{"path": name, "what": what} for name, what in _FILE_ROLES.items() if name in pushed]
+        pushed.add(path if path in FILE_ROLES else folder)
+    return [{"path": name, "what": what} for name, what in FILE_ROLES.items() if name in pushed]
 
 
 def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,14 +147,14 @@ def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
     return widgets
 
 
-def _base_model(config: RunConfig, train: dict) -> dict[str, Any]:
-    model_id = train.get("base_model") or config.model.base_model
+def _base_model(config: RunConfig, train: TrainResult | None) -> dict[str, Any]:
+    model_id = (train.base_model if train else None) or config.model.base_model
     local = is_local_path(model_id)
     return {
         "id": local_name(model_id) if local else model_id,  # the card never shows where a local copy lives
         "path": model_id if local else None,
         "on_hub": not local,
-        "revision": train.get("base_revision") or config.model.revision,
+        "revision": (train.base_revision if train else None) or config.model.revision,
         "url": None if local else f"https://huggingface.co/{model_id}",
     }
 
@@ -204,27 +186,28 @@ def _hub_license(endpoint: str, model_id: str, revision: str | None) -> str | No
     return info.card_data.license if info.card_data else None
 
 
-def _training(config: RunConfig, train: dict, lora: bool) -> dict[str, Any]:
+def _training(config: RunConfig, train: TrainResult | None, lora: bool) -> dict[str, Any]:
     t = config.training
-    peak = train.get("peak_memory_bytes")
-    class_images = train.get("class_images") or {}
+    known = {
+        "present": train is not None,
+        "steps_done": train.steps_done if train else None,
+        "steps_total": (train.steps_total if train else None) or t.steps,
+        "final_loss": _round(train.final_loss, 4) if train else None,
+        "wall_time": _duration(train.wall_seconds) if train else None,
+        "steps_per_second": _round(train.steps_per_second, 2) if train else None,
+        "peak_memory": f"{train.peak_memory_bytes / 2**30:.2f} GiB" if train and train.peak_memory_bytes else None,
+        "device": train.device if train else None,
+        "mixed_precision": (train.mixed_precision if train else None) or t.mixed_precision,
+        "precision": describe_precision(train.mixed_precision) if train and train.mixed_precision else None,
+        "memory_profile": train.memory_profile if train else None,
+        "num_instance_images": train.num_instance_images if train else None,
+        "resumed_from": train.resumed_from if train else None,
+        "class_images": train.class_images.count if train and train.class_images else None,
+        "class_images_source": train.class_images.source if train and train.class_images else None,
+    }
     return {
-        "present": bool(train),
-        "steps_done": train.get("steps_done"),
-        "steps_total": train.get("steps_total") or t.steps,
-        "final_loss": _round(train.get("final_loss"), 4),
-        "wall_time": _duration(train.get("wall_seconds")),
-        "steps_per_second": _round(train.get("steps_per_second"), 2),
-        "peak_memory": f"{peak / 2**30:.2f} GiB" if isinstance(peak, (int, float)) else None,
-        "device": train.get("device"),
-        "mixed_precision": train.get("mixed_precision") or t.mixed_precision,
-        "precision": describe_precision(train.get("mixed_precision")) if train.get("mixed_precision") else None,
-        "memory_profile": train.get("memory_profile"),
-        "num_instance_images": train.get("num_instance_images"),
-        "resumed_from": train.get("resumed_from"),
+        **known,
         "prior": config.prior.enabled,
-        "class_images": class_images.get("count"),
-        "class_images_source": class_images.get("source"),
         "effective_batch": t.batch_size * t.gradient_accumulation_steps,
         "learning_rate": _format_value(config.learning_rate),
         "lora_rank": t.lora_rank if lora else None,
@@ -248,26 +231,25 @@ def _hyperparameters(config: RunConfig, lora: bool) -> list[dict[str, str]]:
     return rows
 
 
-def _weights(run_root: Path, train: dict, lora: bool) -> dict[str, Any]:
-    recorded = {w["path"]: w for w in train.get("weight_files") or [] if isinstance(w, dict) and "path" in w}
+def _weights(run: RunFolder, train: TrainResult | None, lora: bool) -> dict[str, Any]:
+    recorded = {w.path: w for w in train.weight_files} if train else {}
     if lora:
-        paths = [LORA_WEIGHTS_FILENAME] if (run_root / LORA_WEIGHTS_FILENAME).is_file() else []
+        paths = [LORA_WEIGHTS_FILENAME] if run.is_lora else []
     else:
-        paths = sorted(p.relative_to(run_root).as_posix() for p in run_root.glob("*/*.safetensors"))
+        paths = sorted(run.relative(p) for p in run.root.glob("*/*.safetensors"))
     files = []
     for path in paths:
-        size = (run_root / path).stat().st_size
+        size = (run.root / path).stat().st_size
         known = recorded.get(path)
         # train_result's hash holds while the file is the one training wrote (same size); else hash it now.
-        sha = known["sha256"] if known and known.get("bytes") == size and known.get("sha256") else _sha256(run_root / path)
+        sha = known.sha256 if known and known.bytes == size and known.sha256 else sha256_file(run.root / path)
         files.append({"path": path, "size": _size(size), "sha256": sha})
-    step = train.get("steps_done")
     return {
-        "format": _lora_format(run_root / LORA_WEIGHTS_FILENAME) if lora
+        "format": _lora_format(run.lora_weights) if lora
         else "diffusers StableDiffusionPipeline folder (safetensors)",
-        "step": step,
+        "step": train.steps_done if train else None,
         "files": files,
-        "checkpoints": train.get("checkpoints") or [],
+        "checkpoints": (train.checkpoints if train else None) or [],
     }
 
 
@@ -283,55 +265,56 @@ def _lora_format(path: Path) -> str:
 
 
 def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
-    manifest = read_json(run.concept / "manifest.json") or {}
-    source = manifest.get("source") or config.concept.source
-    revision = manifest.get("source_revision")
-    dataset_id = None
-    if source:
-        bare = source.split("@", 1)[0]
-        from_hub = revision is not None or (not manifest and not is_local_path(bare))
-        if from_hub:
-            dataset_id = bare
-            revision = revision or (source.split("@", 1)[1] if "@" in source else None)
-    counts = manifest.get("counts") or {}
+    try:
+        prepared = read_concept_manifest(run)
+    except InputError as error:  # a damaged concept folder: the card says what the config says
+        log.debug("the card leaves out the concept set: %s", error)
+        prepared = None
+    source = (prepared.source if prepared else None) or config.concept.source
+    if prepared is not None:
+        dataset_id = (parse_hub_ref(source) or (source, None))[0] if prepared.source_is_hub else None
+        revision = prepared.source_revision
+    elif source and not is_local_path(source):
+        dataset_id, revision = parse_hub_ref(source) or (source.split("@", 1)[0], None)
+    else:
+        dataset_id, revision = None, None
+    counts = prepared.counts if prepared else {}
     return {
-        "present": bool(manifest),
+        "present": prepared is not None,
         "source": local_name(source) if dataset_id is None else dataset_id,
         "dataset_id": dataset_id,
         "dataset_url": f"https://huggingface.co/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,
-        "resolution": manifest.get("resolution") or config.training.resolution,
+        "resolution": (prepared.resolution if prepared else None) or config.training.resolution,
         "accepted": counts.get("accepted"),
         "rejected": sum(v for k, v in counts.items() if k not in ("accepted", "total") and isinstance(v, int)) or 0,
-        "contact_sheet": CONTACT_SHEET_PATH if (run.root / CONTACT_SHEET_PATH).is_file() else None,
+        "contact_sheet": run.relative(run.contact_sheet) if run.contact_sheet.is_file() else None,
     }
 
 
 def _samples(run: RunFolder) -> dict[str, Any] | None:
-    samples = read_json(run.images / "samples.json")
-    if not samples:
+    samples = SamplesRecord.read(run)
+    if samples is None:
         return None
-    grids = {kind: file for kind, file in samples.get("grids", {}).items() if (run.root / file).is_file()}
-    widget = (samples.get("widget") or {}).get("file")
-    steps = sorted({c["step"] for c in samples.get("cells", []) if c.get("grid") == "checkpoints"})
+    grids = {kind: file for kind, file in samples.grids.items() if (run.root / file).is_file()}
+    widget = samples.widget.file if samples.widget else None
+    steps = sorted({c.step for c in samples.cells if c.grid == "checkpoints"})
     return {
         "grids": grids,
         "widget": widget if widget and (run.root / widget).is_file() else None,
-        "prompts": samples.get("prompts", []),
-        "seeds": samples.get("seeds", []),
-        "guidance_scales": [_format_value(g) for g in samples.get("guidance_scales", [])],
-        "scheduler": samples.get("scheduler"),
-        "num_inference_steps": samples.get("num_inference_steps"),
+        "prompts": samples.prompts,
+        "seeds": samples.seeds,
+        "guidance_scales": [_format_value(g) for g in samples.guidance_scales],
+        "scheduler": samples.scheduler,
+        "num_inference_steps": samples.num_inference_steps,
         "checkpoint_steps": steps,
     }
 
 
 def _evaluation(run: RunFolder) -> dict[str, Any] | None:
-    if not run.eval_result.is_file():
+    result = read_eval_result(run)
+    if result is None:
         return None
-    from hubtools.evaluation import EvalResult
-
-    result = EvalResult.load(run.eval_result)
     rows = [{
         "metric": row.metric.name,
         "description": row.metric.description,
@@ -354,10 +337,6 @@ def _hackathon(config: RunConfig) -> dict[str, Any] | None:
     name = config.publish.hackathon_theme
     if not name:
         return None
-    try:
-        from hubtools.hackathon import get_theme
-    except ImportError:  # pragma: no cover - the hackathon module ships with hubtools
-        raise ConfigError(f"hackathon theme {name!r} was set but this hubtools has no hackathon support") from None
     theme = get_theme(name)
     widget_text = None
     if config.concept.identifier and config.concept.class_noun:
@@ -403,14 +382,6 @@ def _size(num_bytes: int) -> str:
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1024
     return f"{num_bytes} B"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hubtools_version() -> str:

@@ -155,15 +155,34 @@ class PublishConfig(_Section):
         return value
 
 
-class EvalSettings(_Section):
-    enabled: bool = False
+DEFAULT_DINO_MODEL = "facebook/dino-vits16"
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+
+class EvalConfig(_Section):
+    """``[eval]``: the one evaluation settings type, for ``train-and-push --eval`` and ``hubtools eval`` alike."""
+
+    enabled: bool = Field(False, description="evaluate after training (train-and-push)")
     prompts: str = Field("dreambench", description="dreambench, or a file with one prompt per line")
-    n_per_prompt: int = Field(4, ge=1)
+    n_per_prompt: int = Field(4, ge=1, description="images per prompt, seeds seed..seed+n-1")
     during_training: bool = Field(
         False, description="DINO fidelity of the validation images at each validation step (logs/fidelity.jsonl)"
     )
-    dino_model: str = "facebook/dino-vits16"
-    clip_model: str = "openai/clip-vit-base-patch32"
+    dino_model: str = DEFAULT_DINO_MODEL
+    clip_model: str = DEFAULT_CLIP_MODEL
+    n_class_images: int = Field(16, ge=0, description="class-prompt images for PRES; 0 skips PRES")
+    max_prompts: int | None = Field(None, ge=1, description="use only the first N prompts (a quick look)")
+    seed: int = 0
+    num_inference_steps: int | None = Field(None, ge=1, description="default: the run's sampling steps")
+    guidance_scale: float = Field(7.5, ge=0)
+    batch_size: int = Field(4, ge=1)
+    baseline: bool = Field(True, description="also measure the base model with the same prompts and seeds")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    save_images: bool = Field(False, description="write the generated images under images/eval/")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + index for index in range(self.n_per_prompt)]
 
 
 class RunConfig(_Section):
@@ -173,7 +192,7 @@ class RunConfig(_Section):
     prior: PriorConfig = Field(default_factory=PriorConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
-    eval: EvalSettings = Field(default_factory=EvalSettings)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _fidelity_needs_validation(self) -> RunConfig:
@@ -257,6 +276,17 @@ def is_local_path(value: str) -> bool:
     if bare.startswith(("/", "~", "./", "../", "\\")) or (len(bare) > 1 and bare[1] == ":"):
         return True
     return bare.count("/") != 1 or Path(bare).expanduser().exists()
+
+
+_HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
+
+
+def parse_hub_ref(text: str) -> tuple[str, str | None] | None:
+    """``ns/name@rev`` -> ("ns/name", "rev") (revision None without ``@``); None when ``text`` is no Hub id."""
+    match = _HUB_REF.match(text.strip())
+    if not match or ".." in text or text.strip().startswith((".", "/", "~")):
+        return None
+    return match["repo"], match["revision"]
 
 
 def local_name(value: str | None) -> str | None:

@@ -61,7 +61,7 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Rep
     reporter = reporter or SilentReporter()
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.localhub import serve_in_background
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     out = Path(out)
     run_dir = out / "run"

@@ -28,3 +28,9 @@ class InputError(HubtoolsError):
 
 class HubError(HubtoolsError):
     """The Hub (real or local) refused or could not serve a request."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's text (libraries add pages of context); its type name when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -22,6 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from hubtools.config import check_repo_id
+from hubtools import errors
 from hubtools.errors import ConfigError, HubError
 from hubtools.resources import HACKATHON_DIR
 
@@ -134,7 +135,7 @@ def _hub_call(what: str, call, *args, **kwargs):
             f"{what} not found on {_endpoint()}: check the name, or log in (`hf auth login`) if it is private"
         ) from None
     except OSError as error:  # connection errors and HTTP errors (HfHubHTTPError is an OSError)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = errors.first_line(error)
         raise HubError(f"could not read {what} from {_endpoint()}: {first_line}") from None
 
 
@@ -177,7 +178,7 @@ def submission_from_readme(repo_id: str, private: bool, files: list[str], readme
             card = ModelCard(readme, ignore_metadata_errors=False)
             metadata, card_text = card.data.to_dict(), card.text
         except ValueError as error:  # the card's YAML header does not parse
-            metadata_error = str(error).strip().splitlines()[0]
+            metadata_error = errors.first_line(error)
             card_text = readme
     return Submission(repo_id, private, files, metadata, metadata_error, card_text, fetch)
 
@@ -379,7 +380,7 @@ def _lora_problem(submission: Submission, filename: str) -> str | None:
         with safe_open(path, framework="pt") as weights:
             keys = list(weights.keys())
     except (SafetensorError, OSError, ValueError) as error:
-        return f"{filename} does not load as safetensors ({str(error).splitlines()[0] if str(error) else error})"
+        return f"{filename} does not load as safetensors ({errors.first_line(error)})"
     if not any("lora" in key.lower() for key in keys):
         return f"{filename} holds no LoRA tensors and there is no model_index.json"
     return None
@@ -391,7 +392,7 @@ def _load_problem(repo_id: str, token: str | None) -> str | None:
     try:
         DiffusionPipeline.from_pretrained(repo_id, token=token)
     except Exception as error:  # noqa: BLE001 - any failure to load is what this rule reports
-        return f"the pipeline does not load with diffusers: {type(error).__name__}: {str(error).splitlines()[0]}"
+        return f"the pipeline does not load with diffusers: {type(error).__name__}: {errors.first_line(error)}"
     return None
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from hubtools.errors import InputError
+from hubtools.errors import InputError, first_line
 
 END_OF_WORD = "</w>"  # CLIP's BPE marks the last piece of a word with this suffix
 
@@ -141,43 +141,29 @@ def load_tokenizer_and_text_encoder(base_model: str, *, revision: str | None = N
     A tokenizer that can't be fetched falls back to the built CLIP tokenizer (the one of SD 1.x), and
     missing weights only cost the neighbours and the prior: the notes say which happened.
     """
-    from hubtools import models
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     from hubtools.basemodels import resolve_base_model
 
     notes: list[str] = []
     model_id, moved = resolve_base_model(base_model)
     if moved:
         notes.append(moved)
-    if hasattr(models, "load_tokenizer"):  # the run's own loader, when it offers one
-        tokenizer = models.load_tokenizer(model_id, revision=revision)
-    else:
-        from transformers import CLIPTokenizer
-
-        try:
-            tokenizer = CLIPTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision, token=token)
-        except (OSError, ValueError) as error:
-            notes.append(f"could not fetch the tokenizer of {model_id} ({_first_line(error)}); "
-                         "using Stable Diffusion 1.x's CLIP tokenizer, built offline")
-            tokenizer = default_tokenizer()
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision, token=token)
+    except (OSError, ValueError) as error:
+        notes.append(f"could not fetch the tokenizer of {model_id} ({first_line(error)}); "
+                     "using Stable Diffusion 1.x's CLIP tokenizer, built offline")
+        tokenizer = default_tokenizer()
     text_encoder = None
     if weights:
         try:
-            if hasattr(models, "load_text_encoder"):
-                text_encoder = models.load_text_encoder(model_id, revision=revision)
-            else:
-                from transformers import CLIPTextModel
-
-                text_encoder = CLIPTextModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision,
-                                                             token=token)
+            text_encoder = CLIPTextModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision,
+                                                         token=token)
             text_encoder.eval()
         except (OSError, ValueError) as error:
-            notes.append(f"no text encoder weights for {model_id} ({_first_line(error)}): neighbours and prior skipped")
+            notes.append(f"no text encoder weights for {model_id} ({first_line(error)}): neighbours and prior skipped")
     return tokenizer, text_encoder, notes
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _token_ids(tokenizer, text: str) -> list[int]:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
+from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig
 from hubtools.errors import InputError
+from hubtools.imagefiles import image_files
 
 MANIFEST = "class_images.json"
 _KEY_VERSION = 1
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
@@ -122,9 +123,7 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> 
                 bar.update(len(indices))
         (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names}, indent=2),
                                     encoding="utf-8")
-        if folder.exists():  # a stale or smaller set under the same key (or a concurrent run): replace it
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)  # a stale or smaller set under the same key (or a concurrent run's) goes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -133,7 +132,7 @@ def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassIm
     count = cfg.prior.num_class_images
     folder = Path(source).expanduser()
     if folder.is_dir():
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())[:count]
+        images = image_files(folder)[:count]
         if not images:
             raise InputError(f"prior.source {source} has no images (png, jpg, webp): point it at a folder of "
                              "class images, or unset it to generate them")
@@ -173,7 +172,6 @@ def _from_hub_dataset(source: str, count: int, cache_dir: Path | None) -> ClassI
             shutil.rmtree(tmp, ignore_errors=True)
             raise InputError(f"Hub dataset {source} has no rows in its train split")
         (tmp / MANIFEST).write_text(json.dumps({"source": source, "images": names}, indent=2), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)
         cached = _read_cached(folder, len(names))
     return ClassImages(folder, cached or [], key, generated=False, source=f"hub:{source}")

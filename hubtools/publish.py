@@ -14,7 +14,6 @@ branch made from main, so ``from_pretrained(repo, revision="step-N")`` loads tha
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -24,25 +23,13 @@ from typing import Any
 from hubtools.config import (
     RUN_CONFIG_FILENAME, RunConfig, check_repo_id, load_run_config, local_name, save_config,
 )
-from hubtools.errors import ConfigError, HubError
+from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.hashing import file_digest
 from hubtools.hubenv import is_connection_error
-from hubtools.models import LORA_WEIGHTS_FILENAME, is_lora_run
-from hubtools.runfolder import RunFolder, read_json, write_json_atomic
-from hubtools.sample import list_checkpoints
-
-# Run-folder files pushed beside the model (relative paths; folders are pushed with their files).
-RUN_FILES = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/metrics.jsonl",
-             "logs/fidelity.jsonl", "concept/contact_sheet.png"]
-RUN_FOLDERS = ["images"]
-# JSON records that can name local paths (base model folder, resumed checkpoint, class images): pushed scrubbed.
-SCRUBBED_JSON = ["train_result.json", "eval.json", "images/samples.json"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".json"}
-# Remote paths this tool manages: a file there that the run no longer has is stale and is deleted.
-# Anything else in the repo (a file a person added by hand) is left alone.
-MANAGED_PATTERNS = ["README.md", "hubtools.toml", "train_result.json", "eval.json", "logs/*", "images/*",
-                    "concept/*", "model_index.json", LORA_WEIGHTS_FILENAME, "unet/*", "vae/*", "text_encoder/*",
-                    "tokenizer/*", "scheduler/*", "safety_checker/*", "feature_extractor/*"]
-
+from hubtools.runfolder import (
+    RunFolder, TrainResult, checkpoint_files, is_managed, published_files, read_json, write_json_atomic,
+)
+from hubtools.runfolder.layout import SCRUBBED_JSON
 
 @dataclass
 class PushResult:
@@ -56,46 +43,7 @@ class PushResult:
     branches: dict[str, str] = field(default_factory=dict)  # step-N -> commit sha, with checkpoints=True
 
 
-def describe_push(result: PushResult) -> str:
-    """A few lines for the CLI to print."""
-    what = (f"new commit {result.commit_sha[:12]}: {len(result.files)} files" if result.changed
-            else f"nothing changed since the last push (main is {result.commit_sha[:12]})")
-    lines = [result.url, what]
-    lines += [f"branch {name}: {sha[:12]}" for name, sha in result.branches.items()]
-    return "\n".join(lines)
-
-
 # -- what a run pushes -----------------------------------------------------------------------------------
-
-
-def files_to_push(run_dir: Path) -> dict[str, Path]:
-    """``path in repo -> local file`` for the run's main branch.
-
-    ``hubtools.toml`` and the JSON records are pushed from their shareable copies under ``RUN/.hubtools/shared/``
-    (local paths cut to their last part): ``write_shared_copies`` writes them before a push.
-    """
-    run = RunFolder(Path(run_dir))
-    files: dict[str, Path] = {}
-    if (run.root / "model_index.json").is_file():
-        files["model_index.json"] = run.root / "model_index.json"
-        index = read_json(run.root / "model_index.json") or {}
-        # Only the pipeline's components (unet/, vae/, ...), never whatever else sits in the run folder.
-        for component, spec in index.items():
-            if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
-                continue
-            files.update(_folder(run.root, component))
-    elif is_lora_run(run.root):
-        files[LORA_WEIGHTS_FILENAME] = run.root / LORA_WEIGHTS_FILENAME
-    for name in RUN_FILES:
-        if (run.root / name).is_file():
-            files[name] = run.root / name
-    for name in [RUN_CONFIG_FILENAME, *SCRUBBED_JSON]:
-        if name in files:
-            files[name] = run.shared / name  # the shareable copy, which write_shared_copies makes
-    for folder in RUN_FOLDERS:
-        files.update({path: local for path, local in _folder(run.root, folder).items()
-                      if local.suffix.lower() in IMAGE_SUFFIXES})
-    return dict(sorted(files.items()))
 
 
 def write_shared_copies(run_dir: Path) -> None:
@@ -119,27 +67,6 @@ def without_local_paths(data: Any) -> Any:
     return data
 
 
-def _folder(root: Path, name: str) -> dict[str, Path]:
-    folder = root / name
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(root).as_posix(): p for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and not p.name.endswith(".tmp")}
-
-
-def checkpoint_files(run_dir: Path, checkpoint: Path) -> dict[str, Path]:
-    """The weights of one checkpoint, at the paths the final model has in the repo (no optimizer state)."""
-    if is_lora_run(run_dir):
-        weights = checkpoint / LORA_WEIGHTS_FILENAME
-        return {LORA_WEIGHTS_FILENAME: weights} if weights.is_file() else {}
-    files: dict[str, Path] = {}
-    for component in ("unet", "text_encoder"):
-        files.update({path: local for path, local in _folder(checkpoint, component).items()
-                      if local.suffix in (".safetensors", ".json")})
-    return files
-
-
 # -- the push ---------------------------------------------------------------------------------------------
 
 
@@ -151,26 +78,24 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     check_repo_id(repo_id)
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
-    if not ((run.root / "model_index.json").is_file() or is_lora_run(run.root)):
+    if not run.has_model:
         raise ConfigError(f"run {run.root} has no trained model to push: run `hubtools train --out {run.root}` first")
     if not run.card.is_file():
-        from hubtools.card import render_model_card
-
-        render_model_card(run.root, repo_id=repo_id)
+        raise ConfigError(f"run {run.root} has no model card to push: run `hubtools card --out {run.root}` first")
     token = _resolve_token(token)
     api = HfApi(token=token)
 
-    with _hub_errors(repo_id, token):
+    with _PushErrors(repo_id, token):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         repo_id = repo_url.repo_id or repo_id
         write_shared_copies(run.root)
-        files = files_to_push(run.root)
+        files = published_files(run)
         main = _push_tree(api, repo_id, "main", files, commit_message or default_commit_message(run.root, config),
                           delete_stale=True)
         branches: dict[str, str] = {}
         if checkpoints:
-            for step, folder in list_checkpoints(run.root):
-                weights = checkpoint_files(run.root, folder)
+            for step, folder in run.list_checkpoints():
+                weights = checkpoint_files(run, folder)
                 if not weights:
                     continue
                 branch = f"step-{step}"
@@ -185,9 +110,10 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
 
 
 def default_commit_message(run_dir: Path, config: RunConfig) -> str:
-    train = read_json(RunFolder(Path(run_dir)).train_result) or {}
-    method = "LoRA" if is_lora_run(run_dir) else "fine-tune"
-    steps = train.get("steps_done") or config.training.steps
+    run = RunFolder(Path(run_dir))
+    train = TrainResult.read(run)
+    method = "LoRA" if run.is_lora else "fine-tune"
+    steps = (train.steps_done if train else None) or config.training.steps
     subject = f"{config.concept.identifier or ''} {config.concept.class_noun or ''}".strip() or "a subject"
     return f"DreamBooth {method} of {subject}: {steps} steps, card and sample grids (hubtools)"
 
@@ -210,7 +136,7 @@ def _push_tree(api, repo_id: str, revision: str, files: dict[str, Path], message
               if hasattr(item, "blob_id")}
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local))
                  for path, local in files.items() if not _same_file(local, remote.get(path))]
-    stale = sorted(path for path in remote if delete_stale and path not in files and _managed(path))
+    stale = sorted(path for path in remote if delete_stale and path not in files and is_managed(path))
     deletions = [CommitOperationDelete(path_in_repo=path) for path in stale]
     if not additions and not deletions:
         return _Pushed(head=head, changed=False, commit_url=None, deleted=[])
@@ -222,25 +148,14 @@ def _push_tree(api, repo_id: str, revision: str, files: dict[str, Path], message
     return _Pushed(head=info.oid, changed=True, commit_url=info.commit_url, deleted=stale)
 
 
-def _managed(path: str) -> bool:
-    return any(fnmatch.fnmatch(path, pattern) for pattern in MANAGED_PATTERNS)
-
-
 def _same_file(local: Path, remote) -> bool:
     """Whether the remote file holds exactly the local bytes (LFS: sha256; regular: git blob sha1)."""
     if remote is None or remote.size != local.stat().st_size:
         return False
     if remote.lfs is not None:
-        return _digest(local, hashlib.sha256()) == remote.lfs.sha256
+        return file_digest(local, hashlib.sha256()) == remote.lfs.sha256
     sha1 = hashlib.sha1(b"blob %d\0" % local.stat().st_size)
-    return _digest(local, sha1) == remote.blob_id
-
-
-def _digest(path: Path, digest) -> str:
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(local, sha1) == remote.blob_id
 
 
 # -- tokens and errors ---------------------------------------------------------------------------------------
@@ -256,7 +171,7 @@ def _resolve_token(token: str | None) -> str:
     return token
 
 
-class _hub_errors:
+class _PushErrors:
     """Turns the client's errors into one-line ``HubError``s that never contain the token."""
 
     def __init__(self, repo_id: str, token: str | None) -> None:
@@ -281,7 +196,7 @@ class _hub_errors:
                 hint = "push again; nothing is half-written, commits are all or nothing"
             message = f"push to {self.repo_id} failed ({status}): {detail} ({hint})"
         elif isinstance(error, OSError) or is_connection_error(error):  # httpx errors are not OSErrors
-            message = f"could not reach the Hub to push {self.repo_id}: {_first_line(error)} (check the network, then push again)"
+            message = f"could not reach the Hub to push {self.repo_id}: {first_line(error)} (check the network, then push again)"
         else:
             return False
         raise HubError(_scrub(message, self.token)) from None
@@ -293,15 +208,10 @@ def _server_message(error) -> str:
         try:
             body = response.json()
             if isinstance(body, dict) and isinstance(body.get("error"), str):
-                return _first_line(body["error"])
+                return first_line(body["error"])
         except (ValueError, json.JSONDecodeError):
             pass
-    return _first_line(error)
-
-
-def _first_line(error: BaseException | str) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return first_line(error)
 
 
 def _scrub(text: str, token: str | None) -> str:

@@ -13,14 +13,13 @@ function of the run folder (``hubtools.runfolder``), so each command can be run,
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hubtools.config import RunConfig, load_run_config, save_config
-from hubtools.errors import ConfigError, HubError
-from hubtools.runfolder import RunFolder, read_json, write_json_atomic
+from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
+from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.runfolder import RunFolder, TrainResult, write_identifier_report
 
 logger = logging.getLogger("hubtools")
 
@@ -152,9 +151,6 @@ def _report_notes(notes: list[str], reporter: Reporter) -> None:
         reporter.note(note)
 
 
-_HUB_DATASET_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
 def concept_source(source: str) -> Path | str:
     """A local folder (as a Path) or a Hub dataset reference (as a str); anything else is a user error."""
     path = Path(source).expanduser()
@@ -162,7 +158,7 @@ def concept_source(source: str) -> Path | str:
         return path
     if path.exists():
         raise ConfigError(f"--concept {source} is a file: give the folder that holds the photos")
-    if _HUB_DATASET_REF.match(source) and not source.startswith((".", "/", "~")):
+    if parse_hub_ref(source) is not None:
         return source
     raise ConfigError(f"concept folder not found: {source} (give a folder of photos, or a Hub dataset as namespace/name)")
 
@@ -182,7 +178,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     try:
         user = HfApi(token=token).whoami()
     except OSError as error:
-        message = str(error).replace(token, "***").splitlines()[0]
+        message = first_line(str(error).replace(token, "***"))
         raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
     namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
     namespace = repo_id.split("/")[0]
@@ -210,7 +206,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
                   reporter: Reporter | None = None):
     """Create the run folder: prepared concept set, identifier report, then the resolved config."""
     from hubtools.concepts import prepare_concept
-    from hubtools.models import resolve_base_revision
+    from hubtools.pipelines import resolve_base_revision
 
     reporter = reporter or SilentReporter()
     folder = RunFolder(checked.run_dir)
@@ -237,7 +233,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
     )
     reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}")
     if checked.identifier_report is not None:
-        write_json_atomic(folder.identifier_report, checked.identifier_report)
+        write_identifier_report(folder, checked.identifier_report)
     note = caption_note(concept.captions, checked.config.concept.identifier or "")
     if note:
         reporter.note(note)
@@ -248,26 +244,21 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
 
 def finished_training(run_dir: Path):
     """The ``TrainResult`` of a run whose training already finished (all steps, weights on disk), else None."""
-    from dataclasses import fields
-
-    from hubtools.training import TrainResult
-
     folder = RunFolder(Path(run_dir))
-    done = read_json(folder.train_result)
-    if not done or not folder.config.is_file():
+    done = TrainResult.read(folder)
+    if done is None or not folder.config.is_file():
         return None
-    if done.get("steps_done", 0) < load_run_config(run_dir).training.steps:
+    if done.steps_done < load_run_config(run_dir).training.steps:
         return None  # more steps were asked for since: a resume trains them
-    if not all((folder.root / entry["path"]).is_file() for entry in done.get("weight_files") or []):
+    if not all((folder.root / entry.path).is_file() for entry in done.weight_files):
         return None
-    known = {f.name for f in fields(TrainResult)}
-    return TrainResult(**{key: value for key, value in done.items() if key in known})
+    return done
 
 
 def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
                  progress: bool = True):
     """Train the run set up in ``run_dir``; with ``resume``, continue it from its last checkpoint."""
-    from hubtools.models import check_device_for_model
+    from hubtools.pipelines import check_device_for_model
     from hubtools.training import train_dreambooth
 
     config = load_run_config(run_dir)
@@ -283,7 +274,7 @@ def card_is_due(run_dir: Path, repo_id: str) -> bool:
     the last stage is pushed as it is. The template kept by ``hubtools card --template`` is used again.
     """
     folder = RunFolder(Path(run_dir))
-    records = [folder.train_result, folder.images / "samples.json", folder.eval_result]
+    records = [folder.train_result, folder.samples_json, folder.eval_result]
     card_time = folder.card.stat().st_mtime if folder.card.is_file() else None
     stale = card_time is None or any(path.is_file() and path.stat().st_mtime > card_time for path in records)
     return stale or repo_id != load_run_config(run_dir).publish.repo_id
@@ -317,7 +308,7 @@ def resume_training(run_dir: Path, *, force: bool = False, token: str | None = N
 
 def sample(run_dir: Path, *, device: str | None = None, progress: bool = True, reporter: Reporter | None = None):
     """``hubtools sample RUN``: the sample grids of a trained run."""
-    from hubtools.models import resolve_device
+    from hubtools.devices import resolve_device
     from hubtools.sample import render_samples
 
     (reporter or SilentReporter()).stage("rendering sample grids")
@@ -332,11 +323,9 @@ def evaluate(run_dir: Path, *, token: str | None = None, progress: bool = True, 
     reporter = reporter or SilentReporter()
     saved = load_run_config(run_dir).eval
     chosen = {key: value for key, value in settings.items() if value is not None}
-    for key in ("prompts", "n_per_prompt", "dino_model", "clip_model"):
-        chosen.setdefault(key, getattr(saved, key))
     reporter.stage("evaluating")
     # The stage reports (what, done, total) to a callable: the reporter's bar, or nothing.
-    return evaluate_run(Path(run_dir), EvalConfig(**chosen), progress=reporter.progress if progress else None,
+    return evaluate_run(Path(run_dir), EvalConfig(**{**saved.model_dump(), **chosen}), progress=reporter.progress if progress else None,
                         token=token)
 
 

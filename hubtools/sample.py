@@ -15,7 +15,6 @@ guidance and training step as text, so a grid read on its own says what it shows
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,19 +25,15 @@ from PIL import Image, ImageDraw
 
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
+from hubtools.devices import dtype_kwargs
 from hubtools.fonts import label_font
-from hubtools.models import LORA_WEIGHTS_FILENAME, dtype_kwargs, is_lora_run, load_run_pipeline, resolve_device
-from hubtools.runfolder import RunFolder, read_json, write_json_atomic
-
-SAMPLES_GRID = "samples_grid.png"
-GUIDANCE_SWEEP = "guidance_sweep.png"
-CHECKPOINTS_GRID = "checkpoints_grid.png"
-SAMPLES_JSON = "samples.json"
-WIDGET_IMAGE = "widget.png"
+from hubtools.runfolder import (
+    LORA_WEIGHTS_FILENAME, RunFolder, SampleCell, SamplesRecord, TrainResult, WidgetSample,
+)
+from hubtools.runfolder.layout import CHECKPOINTS_GRID, GUIDANCE_SWEEP, SAMPLES_GRID, WIDGET_IMAGE
 MIN_CELL_PX = 192  # smaller images (the tiny model's 64 px) are upscaled, nearest, by a whole factor
 MAX_CELL_PX = 384  # larger ones (SD's 512 px) are shown smaller, so a 4 x 6 sweep stays a few MB
 
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _BACKGROUND = (255, 255, 255)
 _INK = (20, 20, 20)
 _MUTED = (90, 90, 90)
@@ -54,7 +49,7 @@ class SampleResult:
     widget_image: Path  # the instance prompt at the first seed and guidance: the card's widget example
     images_generated: int
     seconds: float
-    cells: list[dict[str, Any]] = field(default_factory=list)
+    cells: list[SampleCell] = field(default_factory=list)
 
     @property
     def grids(self) -> list[Path]:
@@ -71,14 +66,6 @@ class SampleResult:
     @property
     def checkpoints_grid(self) -> Path | None:
         return self.grid_files.get("checkpoints")
-
-
-def describe_samples(result: SampleResult) -> str:
-    """A few lines for the CLI to print."""
-    lines = [f"{result.images_generated} images in {result.seconds:.1f} s"]
-    lines += [f"{kind:>15}: {path}" for kind, path in result.grid_files.items()]
-    lines.append(f"{'cells':>15}: {result.samples_json}")
-    return "\n".join(lines)
 
 
 # -- generation ----------------------------------------------------------------------------------------
@@ -139,7 +126,7 @@ def _cell_size(image: Image.Image) -> int:
     return min(side, MAX_CELL_PX)
 
 
-def _fit(image: Image.Image, size: int) -> Image.Image:
+def _scaled_to(image: Image.Image, size: int) -> Image.Image:
     if image.size == (size, size):
         return image
     upscale = size >= max(image.size)
@@ -182,7 +169,7 @@ def _labelled_grid(
 
     n_rows, n_cols = len(rows), len(rows[0])
     cell = _cell_size(rows[0][0])
-    flat = [_fit(image, cell) for row in rows for image in row]
+    flat = [_scaled_to(image, cell) for row in rows for image in row]
     grid = make_image_grid(flat, rows=n_rows, cols=n_cols)
 
     font_size = max(14, cell // 12)
@@ -232,15 +219,6 @@ def _format_guidance(value: float) -> str:
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every saved checkpoint, oldest first."""
-    folder = RunFolder(Path(run_dir)).checkpoints
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))]
-    return sorted(found)
-
-
 def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
     """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights."""
     if lora:
@@ -273,10 +251,13 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
     config = load_run_config(run.root)
     sampling = config.sampling
     prompts, seeds, guidances = config.sample_prompts, sampling.seeds, sampling.guidance_scales
-    train_result = read_json(run.train_result) or {}
-    final_step = int(train_result.get("steps_done") or config.training.steps)
-    lora = is_lora_run(run.root)
-    checkpoints = list_checkpoints(run.root)
+    trained = TrainResult.read(run)
+    final_step = int((trained.steps_done if trained else None) or config.training.steps)
+    lora = run.is_lora
+    checkpoints = run.list_checkpoints()
+
+    from hubtools.devices import resolve_device
+    from hubtools.pipelines import load_run_pipeline
 
     device = resolve_device("auto") if device is None else torch.device(device)
     pipe = load_run_pipeline(run.root, device=device)
@@ -290,7 +271,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         bar = tqdm(total=total, desc="sampling", unit="img")
     sampler = _Sampler(pipe, config, bar)
     scheduler_note = f"{sampling.scheduler.upper()}, {sampling.num_inference_steps} steps"
-    cells: list[dict[str, Any]] = []
+    cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 
     def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
@@ -298,8 +279,8 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         grids[kind] = run.images / name
         for i, row in enumerate(rows):
             for j, cell in enumerate(row):
-                cells.append({**cell, "grid": kind, "file": f"images/{name}", "row": i, "column": j,
-                              "box": grid.box(i, j)})
+                cells.append(SampleCell(**cell, grid=kind, file=run.relative(run.images / name), row=i, column=j,
+                                        box=list(grid.box(i, j))))
 
     try:
         # prompts x seeds at the first guidance scale
@@ -313,7 +294,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
              [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
         widget = rows[0][0]
         widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
-        save_image_atomic(_fit(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+        save_image_atomic(_scaled_to(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
 
         # the same seeds at every guidance scale, side by side
         if len(guidances) > 1:
@@ -355,20 +336,20 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
         if kind not in grids:
             (run.images / name).unlink(missing_ok=True)
 
-    samples_json = run.images / SAMPLES_JSON
-    write_json_atomic(samples_json, {
-        "scheduler": sampling.scheduler,
-        "num_inference_steps": sampling.num_inference_steps,
-        "prompts": prompts,
-        "seeds": seeds,
-        "guidance_scales": guidances,
-        "step": final_step,
-        "grids": {kind: f"images/{path.name}" for kind, path in grids.items()},
-        "widget": {"prompt": prompts[0], "seed": seeds[0], "guidance": guidances[0], "file": f"images/{WIDGET_IMAGE}"},
-        "cells": cells,
-    })
+    SamplesRecord(
+        scheduler=sampling.scheduler,
+        num_inference_steps=sampling.num_inference_steps,
+        prompts=prompts,
+        seeds=seeds,
+        guidance_scales=guidances,
+        step=final_step,
+        grids={kind: run.relative(path) for kind, path in grids.items()},
+        widget=WidgetSample(prompt=prompts[0], seed=seeds[0], guidance=guidances[0],
+                            file=run.relative(run.widget_image)),
+        cells=cells,
+    ).write(run)
     return SampleResult(
-        run_dir=run.root, grid_files=grids, samples_json=samples_json, widget_image=run.images / WIDGET_IMAGE,
+        run_dir=run.root, grid_files=grids, samples_json=run.samples_json, widget_image=run.widget_image,
         images_generated=sampler.generated,
         seconds=time.monotonic() - started, cells=cells,
     )

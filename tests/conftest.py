@@ -91,7 +91,7 @@ def local_hub():
 @pytest.fixture(scope="session")
 def tiny_model_repo(local_hub) -> str:
     """``hubtools/tiny-stable-diffusion``, published once per session on the local hub."""
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     return publish_tiny_model(local_hub.url, local_hub.hubtools_token)
 

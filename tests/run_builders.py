@@ -1,13 +1,14 @@
 """Tiny finished run folders (full fine-tune and LoRA) for the sample, card and publish tests.
 
-They hold what the trainer, concept and identifier stages write, built directly: a random-weight tiny
-pipeline (or LoRA weights over one), the resolved config, train_result.json, metrics, a loss curve, a
-checkpoint with optimizer state beside it, a prepared concept set and an identifier report.
+They hold what the trainer, concept and identifier stages write, built directly but through the same
+record writers the stages use (``hubtools.runfolder``, ``hubtools.concepts.manifest``), so they cannot
+drift from real runs: a random-weight tiny pipeline (or LoRA weights over one), the resolved config,
+train_result.json, metrics, a loss curve, a checkpoint with optimizer state beside it, a prepared concept
+set and an identifier report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,14 +16,16 @@ import torch
 from PIL import Image
 
 from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
-from hubtools.models import LORA_WEIGHTS_FILENAME, build_tiny_pipeline
+from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
+from hubtools.hashing import sha256_file
+from hubtools.runfolder import (
+    CHECKPOINT_STATE_FILENAME, LORA_WEIGHTS_FILENAME, ClassImagesUsed, RunFolder, TrainResult, WeightFile,
+    write_identifier_report,
+)
+from hubtools.tinymodel import build_tiny_pipeline
 
 IDENTIFIER = "pkblz"
 CLASS_NOUN = "dog"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _perturb(module: torch.nn.Module, seed: int, scale: float) -> None:
@@ -71,18 +74,20 @@ def build_run(root: Path, *, lora: bool = False, base_model: str | None = None, 
     if checkpoints:  # accelerate state beside the weights: must never be pushed
         (run / "checkpoints" / "checkpoint-000002" / "optimizer.bin").write_bytes(b"\0" * 2048)
         (run / "checkpoints" / "checkpoint-000002" / "random_states_0.pkl").write_bytes(b"state")
+        (run / "checkpoints" / "checkpoint-000002" / CHECKPOINT_STATE_FILENAME).write_text("{}", encoding="utf-8")
 
-    train_result = {
-        "method": "lora" if lora else "full", "steps_done": 4, "steps_total": 4, "final_loss": 0.1234,
-        "wall_seconds": 1.5, "steps_per_second": 2.7, "peak_memory_bytes": 123456789, "device": "cpu",
-        "mixed_precision": "no", "memory_profile": "manual", "base_model": base_model,
-        "base_revision": base_revision,
-        "weight_files": [{"path": p, "sha256": _sha256(run / p), "bytes": (run / p).stat().st_size} for p in weight_files],
-        "checkpoints": [2] if checkpoints else [],
-        "class_images": {"count": 4, "cache_key": "abc123", "source": "generated", "generated": 4},
-        "num_instance_images": 5, "resumed_from": None, "hubtools_version": "0.1.0",
-    }
-    (run / "train_result.json").write_text(json.dumps(train_result, indent=2), encoding="utf-8")
+    TrainResult(
+        method="lora" if lora else "full", steps_done=4, steps_total=4, final_loss=0.1234,
+        losses_tail=[0.2, 0.1234], wall_seconds=1.5, steps_per_second=2.7, peak_memory_bytes=123456789,
+        device="cpu", mixed_precision="no", memory_profile="manual",
+        memory_profile_reason="set in the config", base_model=base_model, base_revision=base_revision,
+        weight_files=[WeightFile(path=p, sha256=sha256_file(run / p), bytes=(run / p).stat().st_size)
+                      for p in weight_files],
+        checkpoints=[2] if checkpoints else [],
+        class_images=ClassImagesUsed(count=4, cache_key="abc123", source="generated", generated=True),
+        num_instance_images=5, resumed_from=None, num_processes=1, hubtools_version="0.1.0",
+        settings={"learning_rate": config.learning_rate, "batch_size": 1, "resolution": 64},
+    ).write(RunFolder(run))
     if extras:
         _write_extras(run, concept_source)
     return run
@@ -122,18 +127,21 @@ def _write_extras(run: Path, concept_source: str) -> None:
     (concept / "images").mkdir(parents=True)
     for i in range(3):
         _solid((10 * i, 100, 150)).save(concept / "images" / f"{i:02d}.png")
-    (concept / "metadata.jsonl").write_text(
-        "".join(json.dumps({"file_name": f"images/{i:02d}.png"}) + "\n" for i in range(3)), encoding="utf-8")
     from_hub = not Path(concept_source).is_absolute()
-    (concept / "manifest.json").write_text(json.dumps({
-        "source": concept_source, "source_revision": "fedcba9876543210fedcba9876543210fedcba98" if from_hub else None,
-        "resolution": 64, "counts": {"accepted": 3, "rejected": 1},
-    }), encoding="utf-8")
+    prepared = PreparedConcept(
+        dir=concept, images=[concept / "images" / f"{i:02d}.png" for i in range(3)], captions=[""] * 3,
+        manifest_path=concept / "manifest.json", contact_sheet_path=concept / "contact_sheet.png",
+        metadata_path=concept / "metadata.jsonl", source=concept_source,
+        source_revision="fedcba9876543210fedcba9876543210fedcba98" if from_hub else None, resolution=64,
+        counts={"accepted": 3, "rejected": 1, "duplicate": 0, "ignored": 0, "total": 4},
+    )
+    write_metadata(prepared)
+    write_manifest(prepared)
     _solid((90, 90, 200), 192).save(concept / "contact_sheet.png")
-    (run / "identifier.json").write_text(json.dumps({
+    write_identifier_report(RunFolder(run), {
         "text": IDENTIFIER, "tokens": ["pk", "blz</w>"], "num_tokens": 2, "single_token": False,
         "byte_level_of": None, "warnings": [],
-    }), encoding="utf-8")
+    })
     # class images and caches live under the run in some layouts: they must never be pushed
     (run / "class_images").mkdir()
     _solid((1, 2, 3)).save(run / "class_images" / "0.png")

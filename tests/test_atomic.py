@@ -36,3 +36,18 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
 def test_parent_folders_are_made(tmp_path):
     write_text_atomic(tmp_path / "a" / "b" / "c.txt", "hi")
     assert (tmp_path / "a" / "b" / "c.txt").read_text() == "hi"
+
+
+def test_replace_dir_swaps_a_folder_in_whole(tmp_path):
+    from hubtools.atomic import replace_dir
+
+    final, staged = tmp_path / "final", tmp_path / "staged"
+    staged.mkdir()
+    (staged / "a.txt").write_text("new")
+    replace_dir(staged, final)  # nothing there yet: a plain rename
+    assert (final / "a.txt").read_text() == "new" and not staged.exists()
+    staged.mkdir()
+    (staged / "b.txt").write_text("newer")
+    replace_dir(staged, final)
+    assert [p.name for p in final.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # the old folder is gone, nothing left aside

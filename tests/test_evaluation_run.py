@@ -227,7 +227,7 @@ def test_evaluate_run_with_a_prompt_file_and_no_baseline(tmp_path, encoders, dog
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny-sd")
     build_tiny_pipeline().save_pretrained(path, safe_serialization=True)

@@ -79,7 +79,7 @@ def _push(api, repo_id: str, files: dict[str, bytes | str | Path], *, private: b
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     folder = tmp_path_factory.mktemp("tiny-pipeline")
     build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)

@@ -22,7 +22,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def text_encoder():
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     return build_tiny_pipeline().text_encoder
 

@@ -37,7 +37,7 @@ def test_diffusers_pipeline_save_upload_from_pretrained(local_hub, tmp_path):
     import torch
     from diffusers import DiffusionPipeline
 
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     pipeline = build_tiny_pipeline()
     pipeline.save_pretrained(tmp_path / "pipe", safe_serialization=True)

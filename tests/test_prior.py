@@ -7,7 +7,8 @@ from PIL import Image
 
 from hubtools.config import RunConfig
 from hubtools.errors import InputError
-from hubtools.models import BaseModel, build_tiny_pipeline
+from hubtools.pipelines import BaseModel
+from hubtools.tinymodel import build_tiny_pipeline
 from hubtools.prior import class_images_key, ensure_class_images
 from test_training_support import single_thread_torch
 

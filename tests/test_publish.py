@@ -20,7 +20,8 @@ from run_builders import build_run
 from hubtools.card import render_model_card
 from hubtools.config import load_config, load_run_config
 from hubtools.errors import HubError
-from hubtools.publish import PushResult, files_to_push, push_run
+from hubtools.publish import PushResult, push_run
+from hubtools.runfolder import RunFolder, published_files
 from hubtools.sample import render_samples
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -62,7 +63,7 @@ def test_push_is_one_commit_of_exactly_the_run_files(full_push, api):
     commits = _commits(api, repo_id)
     assert commits[0] == result.commit_sha and len(commits) == 2  # the repo's first commit, then ours
     remote = set(api.list_repo_files(repo_id)) - {".gitattributes"}
-    assert remote == set(result.files) == set(files_to_push(run))
+    assert remote == set(result.files) == set(published_files(RunFolder(run)))
     assert {"README.md", "hubtools.toml", "train_result.json", "logs/metrics.jsonl", "model_index.json",
             "unet/diffusion_pytorch_model.safetensors", "images/samples_grid.png", "images/guidance_sweep.png",
             "images/checkpoints_grid.png", "images/loss_curve.png", "images/samples.json", "images/widget.png",
@@ -235,7 +236,8 @@ def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_rep
 
 
 class _SlowUploadProxy:
-    """A TCP proxy to the local hub that stalls LFS uploads part-way and says when one is stuck there.
+    """A TCP proxy to the local hub that stalls uploads part-way (an LFS upload, or a commit whose files
+    travel inline: the hub asks for files up to 10 MB inline) and says when one is stuck there.
 
     Stalling (rather than slowing) makes sure the push cannot finish before the test kills it."""
 
@@ -263,7 +265,7 @@ class _SlowUploadProxy:
         uploaded = 0
         try:
             while chunk := source.recv(65536):
-                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk):
+                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk or b"/commit/main " in chunk):
                     uploaded += len(chunk)
                     if uploaded > self.after_bytes:
                         self.uploading.set()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from test_training_support import make_run, subprocess_env
 
 TRAINER = textwrap.dedent("""
@@ -26,14 +26,14 @@ TRAINER = textwrap.dedent("""
     mode, run = sys.argv[1], Path(sys.argv[2])
     if mode.startswith("crash-at-"):
         doomed = checkpoints.checkpoint_name(int(mode.rsplit("-", 1)[1]))
-        publish = checkpoints._publish_dir
+        publish = checkpoints.replace_dir
 
         def publish_or_die(tmp, final):
             if final.name == doomed:  # the whole state is in the temp folder, not yet renamed into place
                 os.kill(os.getpid(), signal.SIGKILL)
             publish(tmp, final)
 
-        checkpoints._publish_dir = publish_or_die
+        checkpoints.replace_dir = publish_or_die
     train_dreambooth(load_run_config(run), run, resume=mode == "resume", progress=False)
 """)
 

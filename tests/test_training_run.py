@@ -12,7 +12,7 @@ from PIL import Image
 
 from hubtools.config import load_run_config, save_config
 from hubtools.errors import ConfigError, HubtoolsError
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import TrainResult, train_dreambooth
 from test_training_support import make_run, render, single_thread_torch, tiny_base
 
@@ -106,7 +106,7 @@ def test_full_run_folder_layout_checkpoints_and_logs(full_run):
 def test_full_model_loads_as_a_pipeline_and_differs_from_the_base(full_run, base_pipe):
     from diffusers import DiffusionPipeline
 
-    from hubtools.models import load_run_pipeline
+    from hubtools.pipelines import load_run_pipeline
 
     run, _ = full_run
     trained = DiffusionPipeline.from_pretrained(run, safety_checker=None, requires_safety_checker=False)
@@ -120,7 +120,7 @@ def test_lora_weights_load_into_the_base_pipeline_and_change_its_output(lora_run
     from safetensors import safe_open
 
     run, result = lora_run
-    assert result.method == "lora" and [f["path"] for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
+    assert result.method == "lora" and [f.path for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
     assert not (run / "model_index.json").exists()
     assert (run / "checkpoints" / "checkpoint-000004" / LORA_WEIGHTS_FILENAME).is_file()
     with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:
@@ -218,9 +218,9 @@ def test_training_variants_resume_exactly_and_keep_weights_fp32(root, variant):
     again = train_dreambooth(load_run_config(resumed), resumed, progress=False, resume=True)
     assert again.resumed_from == 2
     for entry in result.weight_files:
-        expected, actual = load_file(run / entry["path"]), load_file(resumed / entry["path"])
-        assert all(t.dtype == torch.float32 for t in expected.values()), entry["path"]
-        assert all(np.array_equal(expected[k].numpy(), actual[k].numpy()) for k in expected), entry["path"]
+        expected, actual = load_file(run / entry.path), load_file(resumed / entry.path)
+        assert all(t.dtype == torch.float32 for t in expected.values()), entry.path
+        assert all(np.array_equal(expected[k].numpy(), actual[k].numpy()) for k in expected), entry.path
     if cfg.training.train_text_encoder:
         base = load_file(tiny_base(root) / "text_encoder" / "model.safetensors")
         trained = load_file(run / "text_encoder" / "model.safetensors")
@@ -246,7 +246,7 @@ def test_lora_on_the_text_encoder_saves_both_or_says_which_peft_it_needs(root):
 def test_hub_base_model_revision_is_recorded_and_pinned_on_resume(root, local_hub):
     from huggingface_hub import HfApi
 
-    from hubtools.models import publish_tiny_model
+    from hubtools.tinymodel import publish_tiny_model
 
     repo = publish_tiny_model(local_hub.url, local_hub.token, repo_id=f"{local_hub.user}/tiny-sd-for-resume")
     api = HfApi(endpoint=local_hub.url, token=local_hub.token)

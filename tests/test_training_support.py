@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
 from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
 
 IDENTIFIER = "pkblz"
@@ -37,7 +37,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def tiny_base(root: Path) -> Path:
     """The tiny random pipeline saved as a local base-model folder (no hub needed)."""
-    from hubtools.models import build_tiny_pipeline
+    from hubtools.tinymodel import build_tiny_pipeline
 
     base = Path(root) / "base"
     if not (base / "model_index.json").is_file():
@@ -57,7 +57,15 @@ def write_concept(run: Path, count: int = 3) -> None:
         pixels[16:48, 16:48] = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(images / f"{i:02d}.png")
         rows.append({"file_name": f"images/{i:02d}.png", "text": f"a photo of {IDENTIFIER} {CLASS_NOUN}"})
-    (run / "concept" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    concept = run / "concept"
+    prepared = PreparedConcept(
+        dir=concept, images=[concept / row["file_name"] for row in rows], captions=[row["text"] for row in rows],
+        manifest_path=concept / "manifest.json", contact_sheet_path=concept / "contact_sheet.png",
+        metadata_path=concept / "metadata.jsonl", source=str(concept), source_revision=None, resolution=RESOLUTION,
+        counts={"accepted": count, "rejected": 0, "duplicate": 0, "ignored": 0, "total": count},
+    )
+    write_metadata(prepared)  # through the concept stage's own writers, so the fixture cannot drift
+    write_manifest(prepared)
 
 
 def make_run(root: Path, name: str = "run", *, training: dict | None = None, prior: dict | None = None,

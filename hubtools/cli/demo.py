@@ -25,7 +25,7 @@ def demo_command(
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo
-    from hubtools.models import quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
 
     quiet_weight_loading()
     with console.ConsoleReporter(progress=not quiet) as reporter:

@@ -21,7 +21,7 @@ def sample_command(
 ) -> None:
     """Render the sample grids of a trained run (prompts x seeds, guidance sweep, checkpoints)."""
     from hubtools import runner
-    from hubtools.models import quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
 
     quiet_weight_loading()
     with console.ConsoleReporter(progress=not quiet) as reporter:

@@ -47,7 +47,7 @@ def train_command(
 ) -> None:
     """Train DreamBooth into a run folder (no push). `hubtools train RUN --resume` continues a run."""
     from hubtools import runner
-    from hubtools.models import quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
 
     run_dir = run or out
     quiet_weight_loading()

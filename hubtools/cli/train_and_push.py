@@ -52,7 +52,7 @@ def train_and_push_command(
 ) -> None:
     """Prepare the photos, train DreamBooth, render grids and a card, and push it all in one commit."""
     from hubtools import runner
-    from hubtools.models import quiet_weight_loading
+    from hubtools.pipelines import quiet_weight_loading
 
     if config_argument and config_file and config_argument != config_file:
         raise typer.BadParameter("give the config file once: as the argument or as --config")

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-# Extensions tried as images; anything else in the folder is ignored (notes, videos, sidecars).
+from hubtools.errors import first_line
+
+# Extensions tried as images of a concept source (wider than imagefiles.IMAGE_SUFFIXES: these are
+# converted to PNG on prepare); anything else in the folder is ignored (notes, videos, sidecars).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".avif"}
 )
@@ -130,7 +133,7 @@ def read_image(data: bytes, *, name: str, min_side: int, max_pixels: int = MAX_P
             raise RejectedImage("too large to decode in the available memory") from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as error:
             # Pillow reports truncation and corrupt streams as OSError/SyntaxError/ValueError.
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            detail = first_line(error)
             if "truncated" in detail.lower():
                 raise RejectedImage("truncated image: the file ends early (an interrupted copy or download?)") from None
             raise RejectedImage(f"corrupt image data ({detail})") from None

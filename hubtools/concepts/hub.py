@@ -21,9 +21,9 @@ from hubtools.concepts.manifest import (
     load_prepared_concept,
     manifest_dict,
 )
-from hubtools.concepts.sources import ResolvedSource, SourceItem
+from hubtools.concepts.items import ResolvedSource, SourceItem
 from hubtools.config import check_repo_id
-from hubtools.errors import HubError, InputError
+from hubtools.errors import HubError, InputError, first_line
 from hubtools.hubenv import is_connection_error
 
 DATASET_CARD_TEMPLATE = "dataset_card.md.j2"
@@ -85,7 +85,7 @@ def _load_split(repo_id: str, sha: str, token: str | None) -> Any:
     try:
         loaded = datasets.load_dataset(repo_id, revision=sha, token=token)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = first_line(error)
         raise InputError(f"cannot load dataset {repo_id}@{sha[:12]} as images ({detail})") from None
     if "train" in loaded:
         return loaded["train"]

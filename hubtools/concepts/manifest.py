@@ -89,9 +89,6 @@ class PreparedConcept:
         """The source as shown to others (contact sheet, dataset repo): a local folder by its name only."""
         return self.source if self.source_is_hub else f"local folder {Path(self.source).name}/"
 
-    def entries_with_status(self, status: Status) -> list[ManifestEntry]:
-        return [entry for entry in self.entries if entry.status == status]
-
 
 def count_statuses(entries: list[ManifestEntry]) -> dict[str, int]:
     counts = {status: 0 for status in STATUSES}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from hubtools.atomic import replace_dir
 from hubtools.concepts.contact_sheet import render_contact_sheet
 from hubtools.concepts.dedupe import PerceptualHash, perceptual_hash
 from hubtools.concepts.files import CROP_MODES, RejectedImage, fit_to_square, read_image, sha256_of
@@ -31,7 +32,8 @@ from hubtools.concepts.manifest import (
     write_manifest,
     write_metadata,
 )
-from hubtools.concepts.sources import ResolvedSource, resolve_source
+from hubtools.concepts.items import ResolvedSource
+from hubtools.concepts.sources import resolve_source
 from hubtools.errors import ConfigError, InputError
 
 # zlib level 3: a third of the default's encode time for ~7% larger PNGs (encoding dominated prepare).
@@ -90,9 +92,9 @@ def prepare_concept(
     _check_out_dir_replaceable(out_dir)
     if hub_only:
         from hubtools.concepts.hub import hub_dataset_source
-        from hubtools.concepts.sources import parse_hub_id
+        from hubtools.config import parse_hub_ref
 
-        hub_id = parse_hub_id(str(source))
+        hub_id = parse_hub_ref(str(source))
         if hub_id is None:
             raise InputError(f"{source} is not a Hub dataset id; use namespace/name[@revision]")
         resolved = hub_dataset_source(hub_id[0], revision=hub_id[1], image_column=image_column, token=token)
@@ -105,7 +107,7 @@ def prepare_concept(
             resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
             crop=crop, progress=progress,
         )
-        _swap_into_place(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -140,16 +142,6 @@ def _check_out_dir_replaceable(out_dir: Path) -> None:
         raise InputError(f"--out {out_dir} is a file; choose a folder path")
     if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILENAME).is_file():
         raise InputError(f"--out {out_dir} exists and is not a prepared concept folder; choose a new or empty folder")
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "previous")
-    os.replace(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _relocate(concept: PreparedConcept, staging: Path, out_dir: Path) -> PreparedConcept:

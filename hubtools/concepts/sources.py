@@ -7,47 +7,16 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from hubtools.concepts.files import CAPTION_FILES, FoundFile, walk_source
+from hubtools.concepts.items import ResolvedSource, SourceItem
+from hubtools.config import parse_hub_ref
 from hubtools.errors import InputError
 
 # A file bigger than this is not a photo anyone meant to train on; don't even read it.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?$")
-
-
-@dataclass
-class SourceItem:
-    path: str | None  # relative path (folder) or original file name (dataset row), for people
-    row: int | None = None
-    data: bytes | None = None
-    caption: str | None = None
-    ignored_reason: str | None = None  # not a photo: report and skip
-    rejected_reason: str | None = None  # meant as a photo but could not even be read
-
-
-@dataclass
-class ResolvedSource:
-    """What ``prepare`` reads: a description for the manifest and the items themselves."""
-
-    source: str  # absolute folder path, or the Hub repo id
-    source_revision: str | None  # commit sha for the Hub
-    items: list[SourceItem] | Iterator[SourceItem]
-    total: int | None
-    image_column: str | None = None
-
-
-def parse_hub_id(text: str) -> tuple[str, str | None] | None:
-    """``ns/name@rev`` -> ("ns/name", "rev"); None when ``text`` does not look like a Hub id."""
-    match = _HUB_ID.match(text.strip())
-    if not match or ".." in text:
-        return None
-    return match["repo"], match["revision"]
 
 
 def resolve_source(
@@ -59,7 +28,7 @@ def resolve_source(
         if not path.is_dir():
             raise InputError(f"{path} is a file; pass the folder that holds the photos")
         return local_folder_source(path.resolve())
-    hub_id = parse_hub_id(str(source))
+    hub_id = parse_hub_ref(str(source))
     if hub_id is None:
         raise InputError(f"{source} is neither an existing folder nor a Hub dataset id like namespace/name[@revision]")
     from hubtools.concepts.hub import hub_dataset_source  # datasets is slow to import; only when needed

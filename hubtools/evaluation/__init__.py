@@ -1,8 +1,7 @@
 """Evaluation like the DreamBooth paper's: DINO, CLIP-I, CLIP-T, PRES and DIV for a run and its base model."""
 
+from hubtools.config import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, EvalConfig
 from hubtools.evaluation.encoders import (
-    DEFAULT_CLIP_MODEL,
-    DEFAULT_DINO_MODEL,
     ClipEncoder,
     DinoEncoder,
     Encoders,
@@ -12,8 +11,7 @@ from hubtools.evaluation.encoders import (
 )
 from hubtools.evaluation.prompts import PromptSet, dreambench_prompts, load_prompts, parse_dreambench
 from hubtools.evaluation.result import METRICS, PAPER_REFERENCE, ComparisonRow, EvalResult, MetricInfo, Scores
-from hubtools.evaluation.run import (
-    EvalConfig,
+from hubtools.evaluation.evaluate import (
     Generations,
     ImageGenerator,
     evaluate_generator,

@@ -17,10 +17,9 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from hubtools.config import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
 from hubtools.errors import ConfigError, HubError
 
-DEFAULT_DINO_MODEL = "facebook/dino-vits16"
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_BATCH_SIZE = 16
 
 
@@ -113,16 +112,14 @@ def load_clip(model_id: str = DEFAULT_CLIP_MODEL, device: torch.device | str = "
     return _load_clip(model_id, str(torch.device(device)), token)
 
 
-def clear_encoder_cache() -> None:
-    _load_dino.cache_clear()
-    _load_clip.cache_clear()
+
 
 
 @lru_cache(maxsize=4)
 def _load_dino(model_id: str, device: str, token: str | None) -> DinoEncoder:
     from transformers import AutoImageProcessor, ViTModel
 
-    with _explained_load_errors("DINO", model_id, "--dino-model"):
+    with _EncoderLoadErrors("DINO", model_id, "--dino-model"):
         model = ViTModel.from_pretrained(model_id, add_pooling_layer=False, token=token)
         processor = AutoImageProcessor.from_pretrained(model_id, token=token)
     return DinoEncoder(model_id=model_id, model=model.eval().to(device), processor=processor, device=torch.device(device))
@@ -132,7 +129,7 @@ def _load_dino(model_id: str, device: str, token: str | None) -> DinoEncoder:
 def _load_clip(model_id: str, device: str, token: str | None) -> ClipEncoder:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    with _explained_load_errors("CLIP", model_id, "--clip-model"):
+    with _EncoderLoadErrors("CLIP", model_id, "--clip-model"):
         model = CLIPModel.from_pretrained(model_id, token=token)
         processor = AutoImageProcessor.from_pretrained(model_id, token=token)
         tokenizer = AutoTokenizer.from_pretrained(model_id, token=token)
@@ -140,7 +137,7 @@ def _load_clip(model_id: str, device: str, token: str | None) -> ClipEncoder:
                        tokenizer=tokenizer, device=torch.device(device))
 
 
-class _explained_load_errors:
+class _EncoderLoadErrors:
     """Turn from_pretrained's many failure types into one line the user can act on."""
 
     def __init__(self, kind: str, model_id: str, flag: str) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from hubtools.evaluation.encoders import ImageEmbedder, load_dino
 from hubtools.evaluation.metrics import mean_pairwise_similarity
-from hubtools.evaluation.run import load_real_images
+from hubtools.evaluation.evaluate import load_real_images
 
 
 @dataclass

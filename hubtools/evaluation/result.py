@@ -96,7 +96,7 @@ class EvalResult(BaseModel):
     # -- files -----------------------------------------------------------------------------------
 
     def save(self, path: Path) -> Path:
-        from hubtools.runfolder import write_json_atomic
+        from hubtools.atomic import write_json_atomic
 
         write_json_atomic(Path(path), self.model_dump(mode="json"))
         return Path(path)

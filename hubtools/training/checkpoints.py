@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig
+from hubtools.runfolder import CHECKPOINT_STATE_FILENAME as STATE_FILENAME
+from hubtools.runfolder import checkpoint_name, list_checkpoints
 
-STATE_FILENAME = "hubtools_state.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
 _TMP_PREFIX = ".tmp-checkpoint-"
 _TRASH_PREFIX = ".old-checkpoint-"
+_ASIDE_PREFIX = ".checkpoint-"  # replace_dir moves a checkpoint saved again at the same step aside here
 
 # Settings that change nothing a checkpoint holds: a resume may change them freely.
 _FREE_TO_CHANGE = {
@@ -31,23 +32,6 @@ _FREE_TO_CHANGE = {
     "concept.allow_upscale", "concept.strict",
 }
 _FREE_SECTIONS = {"sampling", "publish", "eval"}
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:06d}"
-
-
-def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first (temp folders of interrupted saves are not listed)."""
-    checkpoints_dir = Path(checkpoints_dir)
-    if not checkpoints_dir.is_dir():
-        return []
-    found = []
-    for path in checkpoints_dir.iterdir():
-        match = _NAME.match(path.name)
-        if match and (path / STATE_FILENAME).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> tuple[int, Path] | None:
@@ -64,7 +48,7 @@ def remove_partial(checkpoints_dir: Path) -> list[Path]:
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return []
-    leftovers = [p for p in checkpoints_dir.iterdir() if p.name.startswith((_TMP_PREFIX, _TRASH_PREFIX))]
+    leftovers = [p for p in checkpoints_dir.iterdir() if p.name.startswith((_TMP_PREFIX, _TRASH_PREFIX, _ASIDE_PREFIX))]
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
     return leftovers
@@ -86,7 +70,7 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, state: dict[s
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILENAME).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        _publish_dir(tmp, final)
+        replace_dir(tmp, final)
         rotate_checkpoints(checkpoints_dir, keep)
     accelerator.wait_for_everyone()
     return final
@@ -125,18 +109,6 @@ def register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> Non
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
-
-
-def _publish_dir(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` visible as ``final`` in one rename (an existing ``final`` is moved aside first)."""
-    if final.exists():
-        trash = final.with_name(_TRASH_PREFIX + final.name)
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def rotate_checkpoints(checkpoints_dir: Path, keep: int) -> list[int]:

@@ -8,7 +8,6 @@ RNG, so a run resumed from a checkpoint sees exactly the batches and noise an un
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,12 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hubtools.concepts.manifest import load_prepared_concept
 from hubtools.errors import HubtoolsError, InputError
 
 if TYPE_CHECKING:
     from hubtools.prior import ClassImages
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
@@ -38,28 +37,12 @@ class Examples:
 
 def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
     """The prepared concept set (an imagefolder); images without a caption get the instance prompt."""
-    concept_dir = Path(concept_dir)
-    metadata = concept_dir / "metadata.jsonl"
-    if not metadata.is_file():
-        raise InputError(f"no prepared concept set in {concept_dir} (missing metadata.jsonl): "
-                         "prepare it first with `hubtools concept prepare` or `hubtools train`")
-    images, captions = [], []
-    for line in metadata.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        path = concept_dir / row["file_name"]
-        if not path.is_file():
-            raise InputError(f"concept image {path} listed in {metadata} is missing: prepare the concept set again")
-        images.append(path)
-        captions.append(row.get("text") or default_caption)
+    concept = load_prepared_concept(concept_dir)
+    images = concept.images
+    captions = [caption or default_caption for caption in concept.captions]
     if not images:
         raise InputError(f"the concept set in {concept_dir} has no images: add photos and prepare it again")
     return Examples(images, captions)
-
-
-def list_image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def concept_fingerprint(examples: Examples) -> str:

@@ -4,19 +4,17 @@ half-model; both return the entries ``train_result.json`` lists (path, sha256, b
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
 import torch
 
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.atomic import replace_dir
+from hubtools.hashing import sha256_file
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME, WeightFile
 
 
-def save_final_lora(root: Path, unet, text_encoder) -> list[dict[str, Any]]:
+def save_final_lora(root: Path, unet, text_encoder) -> list[WeightFile]:
     """``pytorch_lora_weights.safetensors``; ``text_encoder`` None when only the UNet was adapted."""
     from hubtools.training.lora import save_lora
 
@@ -26,7 +24,7 @@ def save_final_lora(root: Path, unet, text_encoder) -> list[dict[str, Any]]:
     return [_file_entry(root, root / LORA_WEIGHTS_FILENAME)]
 
 
-def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[dict[str, Any]]:
+def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[WeightFile]:
     """The whole pipeline, fp32 as the base was; each component folder is swapped in by rename and
     model_index.json comes last, so the folder only reads as a model once every part is in place."""
     from diffusers import StableDiffusionPipeline
@@ -42,18 +40,11 @@ def save_final_pipeline(root: Path, pipe, unet, text_encoder) -> list[dict[str, 
         for item in sorted(Path(tmp).iterdir()):
             if item.name == "model_index.json":
                 continue
-            target = root / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+            replace_dir(item, root / item.name)
         os.replace(Path(tmp) / "model_index.json", root / "model_index.json")
     return [_file_entry(root, p) for p in sorted(root.glob("*/*.safetensors"))
             if p.parent.name in ("unet", "vae", "text_encoder")]
 
 
-def _file_entry(root: Path, path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"path": path.relative_to(root).as_posix(), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+def _file_entry(root: Path, path: Path) -> WeightFile:
+    return WeightFile(path=path.relative_to(root).as_posix(), sha256=sha256_file(path), bytes=path.stat().st_size)

@@ -8,7 +8,7 @@ generator seeded by (seed, step, process), so a resumed run ends with the same w
 one on CPU.
 
 ``_train`` is the recipe, one call per phase; what flows between the phases travels in small dataclasses
-(``_Run`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
+(``_TrainingSession`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
 ``TrainingData`` from ``data``, ``_Logs`` here).
 """
 
@@ -17,17 +17,16 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-import hubtools
 from hubtools.config import RunConfig, TrainingConfig, describe_precision
 from hubtools.errors import ConfigError
-from hubtools.models import resolve_device
-from hubtools.runfolder import RunFolder, read_jsonl, write_json_atomic
+from hubtools.devices import resolve_device
+from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
     Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples, step_generator,
@@ -52,35 +51,6 @@ LOSSES_TAIL = 10
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@dataclass
-class TrainResult:
-    method: str
-    steps_done: int
-    steps_total: int
-    final_loss: float | None
-    losses_tail: list[float]
-    wall_seconds: float
-    steps_per_second: float | None
-    peak_memory_bytes: int | None
-    device: str
-    mixed_precision: str
-    memory_profile: str
-    memory_profile_reason: str
-    base_model: str
-    base_revision: str | None
-    weight_files: list[dict[str, Any]]
-    checkpoints: list[int]
-    class_images: dict[str, Any] | None
-    num_instance_images: int
-    resumed_from: int | None
-    num_processes: int = 1
-    hubtools_version: str = hubtools.__version__
-    settings: dict[str, Any] = field(default_factory=dict)  # what actually ran: lr, batch, 8-bit, checkpointing
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that have it, else fp16; full precision on CPU."""
     if setting == "auto":
@@ -93,7 +63,7 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
 
 
 @dataclass
-class _Where:
+class _OutOfMemoryContext:
     """How far a run got, for the out-of-memory message."""
 
     effective: RunConfig | None = None
@@ -106,7 +76,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     """Train the run in ``run_dir`` (config and concept set already there); ``resume`` continues from the
     newest checkpoint. Raises ``ConfigError`` when a resume's config changed, unless ``force``; a CUDA
     out-of-memory error becomes a ``HubtoolsError`` naming the next smaller memory profile."""
-    where = _Where()
+    where = _OutOfMemoryContext()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     try:
@@ -123,7 +93,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
 
 
 def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: str | None, progress: bool,
-           where: _Where) -> TrainResult:
+           where: _OutOfMemoryContext) -> TrainResult:
     """The recipe. The order of the phases is part of exact resume: the accelerate calls (prepare, hooks,
     trackers, load_state) and the draws from the global RNG must come in the same order on every run."""
     started = time.perf_counter()
@@ -144,7 +114,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     weight_files = _write_final_outputs(run, plan.trained_config.training, models, optimization)
     result = _summarise(run, plan, models, data, loop, weight_files)
     if run.main:
-        write_json_atomic(run.folder.train_result, result.to_dict())
+        result.write(run.folder)
     return result
 
 
@@ -152,7 +122,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
 
 
 @dataclass
-class _Run:
+class _TrainingSession:
     """What every phase needs: the run folder, the accelerator and its precision, how chatty to be."""
 
     folder: RunFolder
@@ -210,7 +180,7 @@ class _LoopOutcome:
 
 
 def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, token: str | None,
-                       started: float) -> _Run:
+                       started: float) -> _TrainingSession:
     """A fresh accelerator for this run's device, precision and accumulation; deterministic kernels on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -228,10 +198,10 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return _Run(folder, accelerator, mixed_precision, progress=progress, token=token, started=started)
+    return _TrainingSession(folder, accelerator, mixed_precision, progress=progress, token=token, started=started)
 
 
-def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
+def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
     """Latents by the frozen VAE; caption embeddings cached unless the text encoder trains."""
     return encode_training_data(
         instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.base.vae, tokenizer=models.base.tokenizer,
@@ -241,7 +211,7 @@ def _encode_data(run: _Run, cfg: RunConfig, models: TrainableModels, instance: E
     )
 
 
-def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
+def _open_logs(run: _TrainingSession, plan: TrainingPlan) -> _Logs:
     """The metrics logs, the fidelity probe when validation grids are scored, and TensorBoard's trackers."""
     cfg = plan.trained_config
     logs = _Logs(MetricsLog(run.folder.metrics, run.accelerator, enabled=run.main),
@@ -256,7 +226,7 @@ def _open_logs(run: _Run, plan: TrainingPlan) -> _Logs:
     return logs
 
 
-def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
+def _restore_or_reset(run: _TrainingSession, plan: TrainingPlan, logs: _Logs) -> int:
     """The step to start from. A resume loads the checkpoint and forgets the metrics rows after it (it
     computes them again); a fresh start begins with empty logs."""
     if plan.resume_from is None:
@@ -268,8 +238,8 @@ def _restore_or_reset(run: _Run, plan: TrainingPlan, logs: _Logs) -> int:
     return step
 
 
-def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
-                 logs: _Logs, *, start_step: int, where: _Where) -> _LoopOutcome:
+def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableModels, data: TrainingData, optimization: Optimization,
+                 logs: _Logs, *, start_step: int, where: _OutOfMemoryContext) -> _LoopOutcome:
     """Every optimizer step from ``start_step`` on, with checkpoints and validation grids when due."""
     cfg, training = plan.trained_config, plan.trained_config.training
     total = training.steps
@@ -308,13 +278,13 @@ def _train_steps(run: _Run, plan: TrainingPlan, models: TrainableModels, data: T
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
 
 
-def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableModels,
+def _write_final_outputs(run: _TrainingSession, training: TrainingConfig, models: TrainableModels,
                          optimization: Optimization) -> list[dict[str, Any]]:
     """The final weights and the loss curve, on the main process once every process is done; returns the
     weight files (none on the other processes)."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    weight_files: list[dict[str, Any]] = []
+    weight_files: list[WeightFile] = []
     if run.main:
         train_text_encoder = models.train_text_encoder
         unet = accelerator.unwrap_model(optimization.unet)
@@ -324,7 +294,7 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
             weight_files = save_final_lora(run.folder.root, unet, text_encoder if train_text_encoder else None)
         else:
             weight_files = save_final_pipeline(run.folder.root, models.base.pipeline, unet, text_encoder)
-        plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.images / "loss_curve.png",
+        plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.loss_curve,
                         title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
                         fidelity=read_jsonl(run.folder.fidelity))
     accelerator.wait_for_everyone()
@@ -332,8 +302,8 @@ def _write_final_outputs(run: _Run, training: TrainingConfig, models: TrainableM
     return weight_files
 
 
-def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
-               weight_files: list[dict[str, Any]]) -> TrainResult:
+def _summarise(run: _TrainingSession, plan: TrainingPlan, models: TrainableModels, data: TrainingData, loop: _LoopOutcome,
+               weight_files: list[WeightFile]) -> TrainResult:
     """What ``train_result.json`` says. The main process reads the losses back from metrics.jsonl, which
     after a resume also holds the rows from before the checkpoint; other processes have only their own."""
     training, device = plan.trained_config.training, run.device
@@ -351,7 +321,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
         memory_profile_reason=plan.choice.reason, base_model=models.base.model_id,
         base_revision=models.base.revision, weight_files=weight_files,
         checkpoints=[s for s, _ in ckpt.list_checkpoints(run.folder.checkpoints)],
-        class_images=models.class_images.to_dict() if models.class_images else None,
+        class_images=ClassImagesUsed(**models.class_images.to_dict()) if models.class_images else None,
         num_instance_images=len(data.instance),
         resumed_from=plan.resume_from[0] if plan.resume_from else None, num_processes=run.accelerator.num_processes,
         settings={"learning_rate": plan.trained_config.learning_rate, "batch_size": training.batch_size,
@@ -365,7 +335,7 @@ def _summarise(run: _Run, plan: TrainingPlan, models: TrainableModels, data: Tra
 # -- one step --------------------------------------------------------------------------------------------
 
 
-def _optimizer_step(step: int, run: _Run, cfg: RunConfig, models: TrainableModels, data: TrainingData,
+def _optimizer_step(step: int, run: _TrainingSession, cfg: RunConfig, models: TrainableModels, data: TrainingData,
                     optimization: Optimization) -> torch.Tensor:
     """One optimizer step over the accumulated micro-batches. Returns (loss, instance loss, prior loss)
     averaged over them and left on the device: reading them back is a host sync, done once per window."""
@@ -386,7 +356,7 @@ def _optimizer_step(step: int, run: _Run, cfg: RunConfig, models: TrainableModel
     return summed
 
 
-def _micro_batch_loss(micro: int, run: _Run, cfg: RunConfig, models: TrainableModels, data: TrainingData,
+def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models: TrainableModels, data: TrainingData,
                       optimization: Optimization) -> LossParts:
     """The DreamBooth loss of this process's share of one micro-batch. Every draw comes from the micro-step's
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
@@ -409,7 +379,7 @@ def _micro_batch_loss(micro: int, run: _Run, cfg: RunConfig, models: TrainableMo
                            prior_loss_weight=cfg.prior.loss_weight, weights=weights)
 
 
-def _validate(run: _Run, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
+def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
     """The validation grid of ``step`` on the main process, scored for subject fidelity when that is on;
     the other processes wait for it."""
     if run.main:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from hubtools.errors import ConfigError
-from hubtools.models import LORA_WEIGHTS_FILENAME
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 
 UNET_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]

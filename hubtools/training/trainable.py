@@ -11,7 +11,7 @@ import torch
 
 from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
-from hubtools.models import BaseModel, load_base_model
+from hubtools.pipelines import BaseModel, load_base_model
 from hubtools.training import checkpoints as ckpt
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from hubtools.localhub.errors import EntryNotFound, HubHTTPError, RepoMoved
 from hubtools.localhub.pages import views
 from hubtools.localhub.pages.likes import likes_it, toggle_like
 from hubtools.localhub.pages.markdown import highlight_code, pygments_css, render_card
-from hubtools.localhub.pages.session import COOKIE, SessionBook, clear_cookie, csrf_ok, set_cookie
+from hubtools.localhub.pages.session import COOKIE, SessionBook, clear_cookie, csrf_ok, identity_of, set_cookie
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
 
 HERE = Path(__file__).parent
@@ -240,6 +240,10 @@ def _like(request: Request, repo_type: str, namespace: str, name: str, form: dic
     if not csrf_ok(session, form.get("csrf")):
         return _render(request, "error.html.j2", status=403, title="Refused",
                        message="This form has expired: reload the page and try again.")
+    identity = identity_of(hub.tokens, session)
+    if identity is None:
+        return RedirectResponse(f"/login?next={quote(views.repo_path(repo))}", status_code=303)
+    identity.check_may_act()  # a read token may look, not like (403, as the API answers it)
     toggle_like(hub, session.user, repo)
     return RedirectResponse(views.repo_path(repo), status_code=303)
 

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import Response
 
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Identity, TokenBook
 
 COOKIE = "hubtools_session"
 MAX_SESSIONS = 10_000
+
+
+def identity_of(tokens: TokenBook, session: Session) -> Identity | None:
+    """What the session's token allows now (a read token may look but not like)."""
+    return tokens.identify(session.token)
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,11 @@ class SessionBook:
 
     def sign_in(self, tokens: TokenBook, token: str) -> tuple[str, Session] | None:
         token = token.strip()
-        user = tokens.user_for(f"Bearer {token}") if token else None
-        if user is None:
+        identity = tokens.identify(token) if token else None
+        if identity is None:
             return None
         session_id = secrets.token_urlsafe(32)
-        session = Session(user, token, secrets.token_urlsafe(16))
+        session = Session(identity.user, token, secrets.token_urlsafe(16))
         with self._lock:
             if len(self._sessions) >= MAX_SESSIONS:
                 self._sessions.pop(next(iter(self._sessions)))
@@ -51,7 +56,8 @@ class SessionBook:
             session = self._sessions.get(session_id)
         if session is None:
             return None
-        if tokens.user_for(f"Bearer {session.token}") != session.user:  # revoked or reassigned meanwhile
+        identity = tokens.identify(session.token)
+        if identity is None or identity.user != session.user:  # revoked or reassigned meanwhile
             self.sign_out(session_id)
             return None
         return session

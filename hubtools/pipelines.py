@@ -1,141 +1,21 @@
-"""Base-model loading, trained-run loading, and the tiny offline Stable Diffusion used by tests and the demo.
-
-The tiny model has the real SD 1.x structure (UNet with cross-attention, 8x-downsampling VAE, CLIP text
-encoder with the real 49,408-token vocabulary) at a few million random parameters and 64 px, so every code
-path a real run takes is exercised in seconds on a CPU. It is published on the (local) Hub as
-``hubtools/tiny-stable-diffusion`` and loaded from there with ``from_pretrained``, like any base model.
-"""
+"""Loading pipelines: the base model a run starts from (pinned to a commit) and the trained model of a run."""
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hubtools.config import RUN_CONFIG_FILENAME, TINY_BASE_MODEL, ModelConfig, load_run_config
-from hubtools.errors import ConfigError, HubError
+from hubtools.basemodels import resolve_base_model
+from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
+from hubtools.devices import dtype_kwargs, resolve_device
+from hubtools.errors import ConfigError, HubError, first_line
 from hubtools.hubenv import current_endpoint
-
-TINY_RESOLUTION = 64
-LORA_WEIGHTS_FILENAME = "pytorch_lora_weights.safetensors"
-_TINY_SEED = 1234
-
-
-# -- devices ------------------------------------------------------------------------------------------
-
-
-def resolve_device(preference: str = "auto") -> torch.device:
-    """``auto`` takes the GPU when there is one; asking for ``cuda`` without one is a user error."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if preference == "cuda":
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA GPU is visible: use --device cpu (slow for a real model) "
-            "or try `hubtools demo`, which needs no GPU"
-        )
-    return torch.device("cpu")
-
-
-# -- the tiny model ----------------------------------------------------------------------------------
-
-
-def build_tiny_pipeline():
-    """A random-weight, deterministic, SD-1.x-shaped ``StableDiffusionPipeline`` (64 px, ~3.5M parameters)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from hubtools.tokenizer import build_clip_tokenizer
-
-    tokenizer = build_clip_tokenizer()
-    with torch.random.fork_rng():
-        torch.manual_seed(_TINY_SEED)
-        unet = UNet2DConditionModel(
-            sample_size=TINY_RESOLUTION // 8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        )
-        # Four blocks: the VAE downsamples by 8 as SD's does (64 px -> 8x8 latents).
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(16, 16, 32, 32),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=TINY_RESOLUTION,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                projection_dim=32,
-            )
-        )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-
-
-TINY_MODEL_CARD = """---
-license: apache-2.0
-library_name: diffusers
-pipeline_tag: text-to-image
-tags:
-- stable-diffusion
-- hubtools
-- tiny-random
----
-
-# tiny-stable-diffusion
-
-A Stable-Diffusion-1.x-shaped pipeline with **random weights** (UNet, 8x VAE and CLIP text encoder of a few
-million parameters, 64 px) and the real CLIP tokenizer. It draws noise: it exists so that hubtools' demo and
-tests run every code path of a real DreamBooth run in seconds on a CPU, with no download.
-"""
-
-
-def publish_tiny_model(endpoint: str, token: str, repo_id: str = TINY_BASE_MODEL) -> str:
-    """Publish the tiny pipeline to the Hub at ``endpoint`` (idempotent) and return its repo id."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="hubtools-tiny-") as tmp:
-        build_tiny_pipeline().save_pretrained(tmp, safe_serialization=True)
-        Path(tmp, "README.md").write_text(TINY_MODEL_CARD, encoding="utf-8")
-        api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message="Add the tiny random-weight pipeline")
-    return repo_id
-
-
-# -- base models ---------------------------------------------------------------------------------------
+from hubtools.runfolder import LORA_WEIGHTS_FILENAME, RunFolder
 
 
 @dataclass
@@ -164,10 +44,6 @@ class BaseModel:
 
 
 def _resolve_moved_id(model_id: str) -> str:
-    try:
-        from hubtools.basemodels import resolve_base_model
-    except ImportError:
-        return model_id
     resolved, note = resolve_base_model(model_id)
     if note:
         logging.getLogger("hubtools").warning(note)
@@ -234,6 +110,14 @@ def check_device_for_model(model_cfg: ModelConfig, device_preference: str, token
     return device
 
 
+def diffusers_warnings_off() -> None:
+    """diffusers' warnings about optional components are noise to a user; their own DIFFUSERS_VERBOSITY wins."""
+    if "DIFFUSERS_VERBOSITY" not in os.environ:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+
+
 def quiet_weight_loading() -> None:
     """Hide diffusers' and transformers' per-component loading and saving bars (noise for a user).
 
@@ -242,6 +126,8 @@ def quiet_weight_loading() -> None:
     if os.environ.get("HUBTOOLS_DEBUG", "") not in ("", "0"):
         return
     import diffusers
+
+    diffusers_warnings_off()
     import transformers
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 
@@ -252,26 +138,12 @@ def quiet_weight_loading() -> None:
         enable_progress_bars()  # ... so give those back
 
 
-def dtype_kwargs(library: str, dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """``from_pretrained``'s dtype argument under the name this install's ``library`` wants.
-
-    diffusers 0.40 and transformers 4.56 renamed ``torch_dtype`` to ``dtype`` and warn on the old name;
-    older releases ignore the new one, so the name follows the installed version.
-    """
-    from importlib.metadata import version
-
-    from packaging.version import Version
-
-    renamed_in = {"diffusers": "0.40", "transformers": "4.56"}[library]
-    name = "dtype" if Version(version(library)) >= Version(renamed_in) else "torch_dtype"
-    return {name: dtype}
-
-
 def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32, token: str | None = None) -> BaseModel:
     """Load the base pipeline (pinned to the commit it resolves to now) without the safety checker."""
     from diffusers import StableDiffusionPipeline
 
+    diffusers_warnings_off()
     model_id, sha = resolve_base_revision(model_cfg, token=token)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -281,7 +153,7 @@ def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = Non
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(
             f"base model {model_id} could not be loaded as a Stable Diffusion 1.x diffusers pipeline "
-            f"(it needs unet, vae, text_encoder, tokenizer and scheduler): {_first_line(error)}"
+            f"(it needs unet, vae, text_encoder, tokenizer and scheduler): {first_line(error)}"
         ) from None
     if device is not None:
         pipe.to(device)
@@ -296,18 +168,16 @@ def load_base_pipeline(model_cfg: ModelConfig, device: torch.device | str | None
                            token=token).pipeline
 
 
-def is_lora_run(run_dir: Path) -> bool:
-    return (Path(run_dir) / LORA_WEIGHTS_FILENAME).is_file()
-
-
 def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, token: str | None = None):
     """The trained pipeline of a run folder: a full pipeline folder, or the base model plus LoRA weights."""
     from diffusers import DiffusionPipeline
 
-    run_dir = Path(run_dir)
-    if (run_dir / "model_index.json").is_file():
+    diffusers_warnings_off()
+    run = RunFolder(Path(run_dir))
+    run_dir = run.root
+    if run.model_index.is_file():
         pipe = DiffusionPipeline.from_pretrained(run_dir, safety_checker=None, requires_safety_checker=False)
-    elif is_lora_run(run_dir):
+    elif run.is_lora:
         config = load_run_config(run_dir)
         pipe = load_base_pipeline(config.model, token=token)
         pipe.load_lora_weights(run_dir, weight_name=LORA_WEIGHTS_FILENAME)
@@ -319,15 +189,3 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

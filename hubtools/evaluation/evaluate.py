@@ -11,46 +11,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from hubtools.atomic import save_image_atomic
+from hubtools.config import EvalConfig
 from hubtools.errors import InputError
 from hubtools.evaluation import metrics
-from hubtools.evaluation.encoders import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, Encoders, load_encoders
+from hubtools.evaluation.encoders import Encoders, load_encoders
 from hubtools.evaluation.prompts import PromptSet, load_prompts
 from hubtools.evaluation.result import EvalResult, PromptScore, Scores
+from hubtools.imagefiles import image_files
 
 ImageGenerator = Callable[[Sequence[str], Sequence[int]], list[Image.Image]]
 # (what is being done, done so far, total): the CLI turns it into a progress bar.
 Progress = Callable[[str, int, int], None]
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompts: str = Field("dreambench", description="dreambench, or a file with one prompt per line")
-    n_per_prompt: int = Field(4, ge=1, description="images per prompt, seeds seed..seed+n-1")
-    n_class_images: int = Field(16, ge=0, description="class-prompt images for PRES; 0 skips PRES")
-    max_prompts: int | None = Field(None, ge=1, description="use only the first N prompts (a quick look)")
-    seed: int = 0
-    num_inference_steps: int | None = Field(None, ge=1, description="default: the run's sampling steps")
-    guidance_scale: float = Field(7.5, ge=0)
-    batch_size: int = Field(4, ge=1)
-    baseline: bool = Field(True, description="also measure the base model with the same prompts and seeds")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dino_model: str = DEFAULT_DINO_MODEL
-    clip_model: str = DEFAULT_CLIP_MODEL
-    save_images: bool = Field(False, description="write the generated images under images/eval/")
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + index for index in range(self.n_per_prompt)]
 
 
 @dataclass
@@ -190,7 +167,7 @@ def evaluate_generator(generate: ImageGenerator, real_images: Sequence[Image.Ima
 def load_real_images(run_dir: Path) -> list[Image.Image]:
     """The prepared concept photos of a run (``concept/images/``), in name order."""
     folder = Path(run_dir) / "concept" / "images"
-    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) if folder.is_dir() else []
+    paths = image_files(folder)
     if not paths:
         raise InputError(f"{run_dir} has no prepared concept images in concept/images/: run `hubtools train` "
                          "(or `hubtools concept prepare`) for this run first")
@@ -211,7 +188,7 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
     (None: the logged-in user's, as huggingface_hub finds it).
     """
     from hubtools.config import load_run_config
-    from hubtools.models import resolve_device
+    from hubtools.devices import resolve_device
     from hubtools.runfolder import RunFolder
 
     cfg = cfg or EvalConfig()
@@ -253,12 +230,12 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
             progress(f"scoring ({which})", 0, 1)
         return score_generations(real, generations.prompts, generations.images, encoders, generations.class_images)
 
-    from hubtools import models
+    from hubtools.pipelines import load_base_pipeline, load_run_pipeline
 
-    ours_scores = measure("ours", ours, lambda: models.load_run_pipeline(run_dir, device=device, token=token))
+    ours_scores = measure("ours", ours, lambda: load_run_pipeline(run_dir, device=device, token=token))
     baseline_scores = None
     if cfg.baseline:
-        baseline_scores = measure("base", baseline, lambda: models.load_base_pipeline(run_config.model, device=device, token=token))
+        baseline_scores = measure("base", baseline, lambda: load_base_pipeline(run_config.model, device=device, token=token))
 
     result = EvalResult(
         ours=ours_scores,
