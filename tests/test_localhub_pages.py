@@ -490,3 +490,25 @@ def test_the_index_searches_filters_by_tag_sorts_and_pages(browser, local_hub, a
     assert shown[0] == f"{local_hub.user}/{names[-1]}"
     browser.get(f"{local_hub.url}/?type=dataset")
     assert browser.find_element(By.CSS_SELECTOR, ".type-tabs a.active").text == "Datasets"
+
+
+def test_a_read_token_signs_in_to_look_but_cannot_like(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from hubtools.localhub.app import create_app
+    from hubtools.localhub.auth import TokenBook
+    from hubtools.localhub.storage import Storage
+
+    storage = Storage(tmp_path / "hub")
+    storage.create_repo("model", "writer/secret", "writer", True)
+    tokens = TokenBook({"writer": "writer-write-token"})
+    tokens.add("writer", "writer-read-token", role="read")
+    with TestClient(create_app(storage, tokens), follow_redirects=False) as client:
+        assert client.post("/login", data={"token": "writer-read-token", "next": "/"}).status_code == 303
+        page = client.get("/writer/secret")
+        assert page.status_code == 200  # a read token reads its user's private repos
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        refused = client.post("/writer/secret/like", data={"csrf": csrf})
+        assert refused.status_code == 403 and "read token" in refused.text
+        assert storage.get_repo("model", "writer/secret").likes == 0
+        assert client.post("/writer/secret/like", data={"csrf": "forged"}).status_code == 403
