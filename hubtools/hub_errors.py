@@ -91,7 +91,8 @@ def hub_error(
         response = getattr(http, "response", None)
         status = getattr(response, "status_code", None)
         hint = {**_STATUS_HINTS, **(status_hints or {})}.get(status, retry_hint)
-        message = f"could not {action} {subject}: HTTP {status}: {_server_reason(http)}" + (f" ({hint})" if hint else "")
+        message = f"could not {action} {subject}: HTTP {status}: {_server_reason(http)}"
+        message += f" ({hint})" if hint else ""
     elif (unreachable := next((item for item in chain if is_connection_error(item)), None)) is not None:
         message = (f"could not reach the Hub at {endpoint} to {action} {subject} ({first_line(unreachable)}); "
                    "check the connection or HF_ENDPOINT")
