@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
-from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.errors import ConfigError, HubError
 from hubtools.runfolder import IdentifierRecord, RunFolder, TrainResult
 
 logger = logging.getLogger("hubtools")
@@ -167,6 +167,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     """Fail before training, not after, when the push could not succeed. Returns the user name."""
     from huggingface_hub import HfApi, get_token
 
+    from hubtools.hub_errors import hub_errors
     from hubtools.hubenv import current_endpoint
 
     token = token or get_token()
@@ -175,11 +176,8 @@ def check_push_access(repo_id: str, token: str | None) -> str:
             f"no Hugging Face token for {current_endpoint()}: run `hf auth login` or set HF_TOKEN "
             "(a token with write access), then run again"
         )
-    try:
+    with hub_errors("the token", action="check", token=token, missing=None):
         user = HfApi(token=token).whoami()
-    except OSError as error:
-        message = first_line(str(error).replace(token, "***"))
-        raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
     namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
     namespace = repo_id.split("/")[0]
     if namespace not in namespaces:

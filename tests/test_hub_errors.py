@@ -39,3 +39,11 @@ def test_unreachable_endpoint_and_unrelated_errors():
     with pytest.raises(KeyError):  # not the Hub's: a bug, passed through untouched
         with hub_errors("dataset a/b"):
             raise KeyError("x")
+
+
+def test_a_refused_token_is_reported_before_training(local_hub):
+    from hubtools.runner import check_push_access
+
+    with pytest.raises(HubError, match=r"^could not check the token: HTTP 401: .*\(the token was refused"):
+        check_push_access(f"{local_hub.user}/x", "hf_notarealtokenbutsecret")
+    assert check_push_access(f"{local_hub.user}/x", local_hub.token) == local_hub.user
