@@ -236,7 +236,8 @@ def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_rep
 
 
 class _SlowUploadProxy:
-    """A TCP proxy to the local hub that stalls LFS uploads part-way and says when one is stuck there.
+    """A TCP proxy to the local hub that stalls uploads part-way (an LFS upload, or a commit whose files
+    travel inline: the hub asks for files up to 10 MB inline) and says when one is stuck there.
 
     Stalling (rather than slowing) makes sure the push cannot finish before the test kills it."""
 
@@ -264,7 +265,7 @@ class _SlowUploadProxy:
         uploaded = 0
         try:
             while chunk := source.recv(65536):
-                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk):
+                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk or b"/commit/main " in chunk):
                     uploaded += len(chunk)
                     if uploaded > self.after_bytes:
                         self.uploading.set()

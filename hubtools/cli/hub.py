@@ -46,12 +46,37 @@ def parse_tokens(values: list[str]) -> dict[str, str]:
     return tokens
 
 
+def parse_organizations(values: list[str]) -> dict[str, list[str]]:
+    """``["acme=alice,bob", ...]`` -> ``{"acme": ["alice", "bob"]}``."""
+    from hubtools.localhub.naming import check_name_part
+
+    organizations: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, members_text = value.partition("=")
+        name = name.strip()
+        members = [member.strip() for member in members_text.split(",") if member.strip()]
+        if not sep or not name or not members:
+            raise ConfigError("--org must look like NAME=USER1,USER2, with at least one member.")
+        for part, what in ((name, "organization name"), *((member, "user name") for member in members)):
+            try:
+                check_name_part(part, what)
+            except Exception:
+                raise ConfigError(f"--org: {part!r} is not a valid {what} (letters, digits, '-', '_', '.').") from None
+        if name in organizations:
+            raise ConfigError(f"--org: the organization {name!r} is given twice; list all its members once.")
+        organizations[name] = members
+    return organizations
+
+
 @app.command("serve")
 def serve(
     data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
     token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
+    org: list[str] = typer.Option(
+        [], "--org", help="NAME=USER1,USER2: an organization whose members write to NAME/... (repeatable)."
+    ),
     with_tiny_model: bool = typer.Option(
         False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
     ),
@@ -62,22 +87,18 @@ def serve(
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
     tokens = parse_tokens(token)
+    organizations = parse_organizations(org)
+    if INTERNAL_PUBLISHER in organizations:
+        raise ConfigError(f"--org: the name {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model.")
     publisher_token = secrets.token_urlsafe(24) if with_tiny_model else None
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
     if not tokens:
         console.warning("no --token given: the hub is read-only.")
-    with serve_in_background(data, host=host, port=port, tokens=tokens) as hub:
+    with serve_in_background(data, host=host, port=port, tokens=tokens, organizations=organizations) as hub:
         if publisher_token is not None:
-            from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
-            from hubtools.pipelines import quiet_weight_loading
-            from hubtools.tinymodel import publish_tiny_model
-
-            point_clients_at(hub.url)  # this process publishes to itself: plain LFS, its own URL
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
-            quiet_weight_loading()
-            with hub_progress_bars_hidden():
-                repo_id = publish_tiny_model(hub.url, publisher_token)
+            repo_id = _publish_tiny_model_in_child(hub.url, publisher_token)
             err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)
@@ -88,6 +109,47 @@ def serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             err_console.print("stopped", highlight=False)
+
+
+TOKEN_VARIABLE = "HUBTOOLS_PUBLISHER_TOKEN"
+
+
+def _publish_tiny_model_in_child(url: str, token: str) -> str:
+    """Build and publish the tiny model from a child process, so the server never loads torch (about
+    700 MiB it would keep for as long as it runs). The token travels in the environment, not argv."""
+    import os
+    import subprocess
+    import sys
+
+    from hubtools.errors import HubError
+
+    env = {**os.environ, TOKEN_VARIABLE: token}
+    result = subprocess.run([sys.executable, "-m", "hubtools", "hub", "publish-tiny-model", "--endpoint", url],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1].replace(token, "***")
+        raise HubError(f"publishing the tiny model failed: {last}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@app.command("publish-tiny-model", hidden=True)
+def publish_tiny_model_command(
+    endpoint: str = typer.Option(..., "--endpoint", help="The hub to publish to."),
+) -> None:
+    """Internal: what `serve --with-tiny-model` runs in a child process (token in HUBTOOLS_PUBLISHER_TOKEN)."""
+    import os
+
+    from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
+    from hubtools.pipelines import quiet_weight_loading
+    from hubtools.tinymodel import publish_tiny_model
+
+    token = os.environ.get(TOKEN_VARIABLE)
+    if not token:
+        raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
+    point_clients_at(endpoint)  # plain LFS, this hub's URL
+    quiet_weight_loading()
+    with hub_progress_bars_hidden():
+        print(publish_tiny_model(endpoint, token))
 
 
 def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:

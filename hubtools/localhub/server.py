@@ -13,9 +13,9 @@ import uvicorn
 
 from hubtools.errors import HubError
 from hubtools.localhub.app import HubSettings, create_app
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.naming import check_repo_type
-from hubtools.localhub.storage import Storage, sweep_stale_temp_files
+from hubtools.localhub.storage import Storage, StorageError, sweep_stale_temp_files
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -69,13 +69,27 @@ def open_storage(data_dir: Path, *, create: bool = True) -> Storage:
         return Storage(data_dir)
     except OSError as error:
         raise HubError(f"Cannot use {data_dir} as the hub's data folder: {error.strerror}.") from None
+    except StorageError as error:
+        raise HubError(str(error)) from None
+
+
+def check_organizations(organizations: dict[str, list[str]] | None, users: list[str]) -> Organizations:
+    """Organizations -> members, checked: an organization is not also a user, and has members."""
+    for name, members in (organizations or {}).items():
+        if name in users:
+            raise HubError(f"{name!r} is both a user and an organization: give the organization another name.")
+        if not members:
+            raise HubError(f"The organization {name!r} has no members: give it at least one user.")
+    return Organizations(organizations)
 
 
 def _build_server(data_dir: Path, host: str, port: int, tokens: dict[str, str] | None, *,
-                  access_log: bool, settings: HubSettings | None = None) -> tuple[uvicorn.Server, Storage]:
+                  access_log: bool, settings: HubSettings | None = None,
+                  organizations: dict[str, list[str]] | None = None) -> tuple[uvicorn.Server, Storage]:
+    orgs = check_organizations(organizations, list(tokens or {}))
     storage = open_storage(data_dir)
     sweep_stale_temp_files(storage)
-    app = create_app(storage, TokenBook(tokens), settings)
+    app = create_app(storage, TokenBook(tokens), settings, orgs)
     config = uvicorn.Config(
         app,
         host=host,
@@ -103,9 +117,14 @@ def serve_in_background(
     port: int = 0,
     tokens: dict[str, str] | None = None,
     settings: HubSettings | None = None,
+    organizations: dict[str, list[str]] | None = None,
 ) -> Iterator[LocalHub]:
-    """Start the local hub in a daemon thread and yield it once it accepts connections; stop it on exit."""
-    server, storage = _build_server(Path(data_dir), host, port, tokens, access_log=False, settings=settings)
+    """Start the local hub in a daemon thread and yield it once it accepts connections; stop it on exit.
+
+    ``organizations`` maps an organization's name to its members (users of ``tokens``): members write to
+    ``NAME/...`` and see its private repos."""
+    server, storage = _build_server(Path(data_dir), host, port, tokens, access_log=False, settings=settings,
+                                    organizations=organizations)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
     thread = threading.Thread(target=server.run, name="hubtools-localhub", daemon=True)
     thread.start()
