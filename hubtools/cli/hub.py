@@ -1,7 +1,9 @@
-"""`hubtools hub ...`: run the local hub, and its admin commands (likes and downloads)."""
+"""`hubtools hub ...`: run the local hub, and its admin commands (likes and downloads; tokens and the store's
+upkeep are in ``hub_admin``)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -12,7 +14,8 @@ from hubtools.cli import console
 from hubtools.cli.console import err_console
 from hubtools.errors import ConfigError
 
-app = typer.Typer(help="The local Hub-compatible server: serve it, set likes and downloads.", no_args_is_help=True)
+app = typer.Typer(help="The local Hub-compatible server: serve it; its tokens, likes and downloads; fsck, gc, backup.",
+                  no_args_is_help=True)
 
 
 def register(root: typer.Typer) -> None:
@@ -73,7 +76,16 @@ def serve(
     data: Path = typer.Option(..., "--data", help="Folder for the hub's repos (created if missing)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(0, "--port", help="Port to listen on; 0 picks a free one."),
-    token: list[str] = typer.Option([], "--token", help="USER=TOKEN allowed to write to namespace USER (repeatable)."),
+    token: list[str] = typer.Option(
+        [], "--token", help="USER=TOKEN, a write token (repeatable). For tests and demos: every local user sees "
+        "arguments; prefer --tokens-file or `hubtools hub token add`."
+    ),
+    tokens_file: Path | None = typer.Option(
+        None, "--tokens-file", envvar="HUBTOOLS_HUB_TOKENS_FILE",
+        help="File with one USER=TOKEN [read|write] per line ('#' comments); re-read when it changes.",
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
     org: list[str] = typer.Option(
         [], "--org", help="NAME=USER1,USER2: an organization whose members write to NAME/... (repeatable)."
     ),
@@ -83,6 +95,8 @@ def serve(
 ) -> None:
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
     from hubtools.localhub import serve_in_background
+    from hubtools.localhub.auth import tokens_file_warning
+    from hubtools.localhub.server import is_loopback
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
@@ -90,12 +104,26 @@ def serve(
     organizations = parse_organizations(org)
     if INTERNAL_PUBLISHER in organizations:
         raise ConfigError(f"--org: the name {INTERNAL_PUBLISHER!r} is reserved for --with-tiny-model.")
+    if with_tiny_model and tls_cert is not None and not os.environ.get("SSL_CERT_FILE"):
+        raise ConfigError("--with-tiny-model publishes through the hub's own HTTPS endpoint: set SSL_CERT_FILE "
+                          "to the CA of --tls-cert (as your clients do), or publish without TLS first.")
+    if not is_loopback(host):
+        if token:
+            console.warning("--token puts tokens on the command line, where every user of this machine can read them "
+                            "(ps); use --tokens-file or `hubtools hub token add` instead.")
+        if tls_cert is None:
+            console.warning(f"serving plain HTTP on {host}: tokens and files cross the network in clear; "
+                            "pass --tls-cert and --tls-key.")
+    if tokens_file is not None and tokens_file.is_file() and (warning := tokens_file_warning(tokens_file)):
+        console.warning(warning)
     publisher_token = secrets.token_urlsafe(24) if with_tiny_model else None
     if publisher_token is not None:
         tokens[INTERNAL_PUBLISHER] = publisher_token
-    if not tokens:
-        console.warning("no --token given: the hub is read-only.")
-    with serve_in_background(data, host=host, port=port, tokens=tokens, organizations=organizations) as hub:
+    with serve_in_background(data, host=host, port=port, tokens=tokens, tokens_file=tokens_file,
+                             tls_cert=tls_cert, tls_key=tls_key, organizations=organizations) as hub:
+        if not token and tokens_file is None and not hub.tokens.store.list():
+            console.warning(f"no tokens yet: the hub is read-only until you add one "
+                            f"(`hubtools hub token add USER --write --data {data}`).")
         if publisher_token is not None:
             err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
             repo_id = _publish_tiny_model_in_child(hub.url, publisher_token)
@@ -193,3 +221,8 @@ def seed_command(
 
     for line in apply_seed_file(data, seed_file):
         print(line)
+
+
+from hubtools.cli import hub_admin  # noqa: E402  (registers its commands on ``app``)
+
+hub_admin.register(app)

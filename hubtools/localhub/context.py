@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from hubtools.localhub import naming
-from hubtools.localhub.auth import Organizations, TokenBook, may_write, require_write
+from hubtools.localhub.auth import Identity, Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
 from hubtools.localhub.errors import BadRequest, HubHTTPError, RepoMoved, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
@@ -60,18 +60,35 @@ class HubContext:
 
     # ---- who is asking, and may they --------------------------------------------------------
 
+    def identity(self, request: Request) -> Identity | None:
+        """Who sent ``request`` (None: anonymous); 401 for a token nobody knows. API and pages both use it."""
+        return self.tokens.resolve(request.headers.get("authorization"))
+
     def viewer(self, request: Request) -> str | None:
-        authorization = request.headers.get("authorization")
-        user = self.tokens.user_for(authorization)
-        if authorization and user is None:
-            self.tokens.require_user(authorization)  # raises 401 for a wrong token
-        return user
+        identity = self.identity(request)
+        return identity.user if identity else None
+
+    def require_writer(self, request: Request, namespace: str) -> str:
+        """The user that may write ``namespace`` with this request's token: 401 without a token; 403 when the
+        token's scope (read, or restricted to other namespaces) or the user's permission does not allow it."""
+        identity = self.tokens.require(request.headers.get("authorization"))
+        identity.check_may_write(namespace)
+        self.require_write(identity.user, namespace)
+        return identity.user
+
+    def require_actor(self, request: Request) -> str:
+        """The user behind a request that changes something outside their own namespaces (a like, a
+        discussion, a pull request, an upload): 401 without a token, 403 for a read token."""
+        identity = self.tokens.require(request.headers.get("authorization"))
+        identity.check_may_act()
+        return identity.user
 
     def may_write(self, user: str | None, namespace: str) -> bool:
         return may_write(user, namespace, self.organizations)
 
     def require_write(self, user: str, namespace: str) -> None:
-        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to)."""
+        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to).
+        The user's permission only: routes call ``require_writer``, which checks the token's scope too."""
         require_write(user, namespace, self.organizations)
 
     def may_read(self, user: str | None, repo: Repo) -> bool:
@@ -90,9 +107,9 @@ class HubContext:
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
-        user = self.tokens.require_user(request.headers.get("authorization"))
+        self.tokens.require(request.headers.get("authorization"))  # 401 before anything about the repo
         repo = self.visible_repo(request, repo_type, namespace, name)
-        self.require_write(user, repo.namespace)
+        user = self.require_writer(request, repo.namespace)
         return repo, user
 
     def committable_repo(self, request: Request, repo_type: str, namespace: str, name: str, revision: str,
@@ -100,9 +117,13 @@ class HubContext:
         """The repo and user for an upload or commit to ``revision``: writers commit anywhere; anyone who
         can read a repo may open a pull request on it and commit to the pull requests they opened (that is
         how outsiders contribute on the Hub)."""
-        user = self.tokens.require_user(request.headers.get("authorization"))
+        user = self.require_actor(request)
         repo = self.visible_repo(request, repo_type, namespace, name)
-        if self.may_write(user, repo.namespace) or create_pr:
+        if create_pr:
+            return repo, user
+        if self.may_write(user, repo.namespace):
+            self.require_writer(request, repo.namespace)  # and the token's namespace restriction
+            return repo, user
             return repo, user
         kind, ref_name = self.storage.split_revision(unquote(revision))
         if kind == "pr" and ref_name.isdigit():
@@ -112,7 +133,7 @@ class HubContext:
                 pr = None
             if pr is not None and pr.author == user and pr.status in ("open", "draft"):
                 return repo, user
-        self.require_write(user, repo.namespace)
+        self.require_writer(request, repo.namespace)
         return repo, user
 
     # ---- request bodies ----------------------------------------------------------------------

@@ -49,7 +49,8 @@ def organization_overview(request: Request, name: str, hub: Hub) -> Response:
 
 @router.get("/api/whoami-v2")
 def whoami(request: Request, hub: Hub) -> dict:
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    identity = hub.tokens.require(request.headers.get("authorization"))
+    user = identity.user
     return {
         "type": "user",
         "id": _id("user", user),
@@ -59,7 +60,7 @@ def whoami(request: Request, hub: Hub) -> dict:
         "emailVerified": False,
         "isPro": False,
         "orgs": [org_json(org) for org in hub.organizations.of_user(user)],
-        "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+        "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": identity.role}},
     }
 
 

@@ -60,7 +60,7 @@ def _num(value: str) -> int:
 
 
 def _user(hub: HubContext, request: Request) -> str:
-    return hub.tokens.require_user(request.headers.get("authorization"))
+    return hub.require_actor(request)
 
 
 def _details_json(hub: HubContext, repo: Repo, discussion: Discussion) -> dict:
@@ -183,7 +183,7 @@ async def change_status(request: Request, plural: str, namespace: str, name: str
 @router.post("/api/{plural}/{namespace}/{name}/discussions/{num}/merge")
 async def merge(request: Request, plural: str, namespace: str, name: str, num: str, hub: Hub) -> Response:
     repo, discussion, user, body = await _change(hub, request, plural, namespace, name, num)
-    hub.require_write(user, repo.namespace)
+    hub.require_writer(request, repo.namespace)
     comment_text = body.get("comment") if isinstance(body.get("comment"), str) else None
     oid = await run_in_threadpool(lambda: hub.storage.merge_pull_request(
         repo.repo_type, repo.repo_id, discussion.num, author=user, comment=comment_text))

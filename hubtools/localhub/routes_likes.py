@@ -15,7 +15,7 @@ router = APIRouter()
 
 
 async def _set_like(request: Request, plural: str, namespace: str, name: str, hub: Hub, liked: bool) -> Response:
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    user = hub.require_actor(request)
     repo = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
     await run_in_threadpool(hub.storage.like, repo.repo_type, repo.repo_id, user, liked)
     return JSONResponse({})

@@ -31,7 +31,7 @@ async def create_repo(request: Request, hub: Hub) -> Response:
     user = hub.tokens.require_user(request.headers.get("authorization"))
     body = json_object(await hub.read_json(request))
     repo_type, repo_id = repo_id_from_body(body, user)
-    hub.require_write(user, repo_id.split("/")[0])
+    hub.require_writer(request, repo_id.split("/")[0])
     private = body.get("private")
     if body.get("visibility") is not None:
         private = body["visibility"] in ("private", "protected")
@@ -48,7 +48,7 @@ async def create_repo(request: Request, hub: Hub) -> Response:
 
 @router.post("/api/repos/move")
 async def move_repo(request: Request, hub: Hub) -> Response:
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    hub.require_actor(request)
     body = json_object(await hub.read_json(request))
     repo_type = naming.check_repo_type(body.get("type") or "model")
     from_id, to_id = body.get("fromRepo"), body.get("toRepo")
@@ -56,22 +56,22 @@ async def move_repo(request: Request, hub: Hub) -> Response:
         raise BadRequest("Moving a repo needs 'fromRepo' and 'toRepo' as namespace/name.")
     repo = hub.visible_repo(request, repo_type, *from_id.split("/"))
     new_id = naming.check_repo_id(*to_id.split("/"))
-    hub.require_write(user, repo.namespace)
-    hub.require_write(user, new_id.split("/")[0])
+    hub.require_writer(request, repo.namespace)
+    hub.require_writer(request, new_id.split("/")[0])
     await run_in_threadpool(hub.storage.move_repo, repo_type, repo.repo_id, new_id)
     return JSONResponse({"url": f"{base_url(request)}/{naming.URL_PREFIXES[repo_type]}{new_id}"})
 
 
 @router.post("/api/{plural}/{namespace}/{name}/duplicate")
 async def duplicate_repo(request: Request, plural: str, namespace: str, name: str, hub: Hub) -> Response:
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    user = hub.require_actor(request)
     source = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
     body = json_object(await hub.read_json(request))
     target = body.get("repository")
     if not isinstance(target, str) or target.count("/") != 1:
         raise BadRequest("Duplicating a repo needs 'repository' as namespace/name.")
     new_id = naming.check_repo_id(*target.split("/"))
-    hub.require_write(user, new_id.split("/")[0])
+    hub.require_writer(request, new_id.split("/")[0])
     visibility = body.get("visibility")
     private = source.private if visibility is None else visibility in ("private", "protected")
     url = f"{base_url(request)}/{naming.URL_PREFIXES[source.repo_type]}{new_id}"
@@ -152,8 +152,7 @@ async def delete_repo(request: Request, hub: Hub) -> Response:
     body = json_object(await hub.read_json(request))
     repo_type, repo_id = repo_id_from_body(body, user)
     namespace, name = repo_id.split("/")
-    repo = hub.visible_repo(request, repo_type, namespace, name)
-    hub.require_write(user, repo.namespace)
+    hub.writable_repo(request, repo_type, namespace, name)
     await run_in_threadpool(hub.storage.delete_repo, repo_type, repo_id)
     return JSONResponse({})
 

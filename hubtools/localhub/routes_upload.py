@@ -151,7 +151,7 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
     # Objects are content-addressed and invisible until a commit names them: whoever may commit to some
     # ref of the repo (a writer, or anyone opening a pull request) may upload them; the commit decides.
-    user = hub.tokens.require_user(request.headers.get("authorization"))
+    user = hub.require_actor(request)
     return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
 
 
@@ -253,7 +253,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
 
 @router.post("/api/lfs-verify/{ticket}")
 async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
-    hub.tokens.require_user(request.headers.get("authorization"))
+    hub.require_actor(request)
     expected = ticket_for(hub, ticket)
     body = json_object(await hub.read_json(request))
     if body.get("oid") != expected.oid or not hub.storage.has_blob(expected.oid, expected.size):
