@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from hubtools.errors import first_line
+
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -22,8 +24,7 @@ def parse_card_metadata(text: str) -> dict[str, Any] | None:
     try:
         data = yaml.safe_load(match.group(1))
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0] if str(error) else "invalid YAML"
-        raise CardMetadataError(f"Invalid YAML in the model card metadata: {first_line}") from None
+        raise CardMetadataError(f"Invalid YAML in the model card metadata: {first_line(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
