@@ -23,7 +23,8 @@ else:  # pragma: no cover
 
 from hubtools.config import check_repo_id
 from hubtools import errors
-from hubtools.errors import ConfigError, HubError
+from hubtools.errors import ConfigError
+from hubtools.hub_errors import hub_errors
 from hubtools.resources import HACKATHON_DIR
 
 THEMES_FILE = HACKATHON_DIR / "themes.toml"
@@ -116,27 +117,10 @@ def _api(token: str | None):
     return HfApi(token=token)
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
 def _hub_call(what: str, call, *args, **kwargs):
-    """Run a Hub call, turning the client's exceptions into one-line ``HubError``s."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
+    """Run a read-only Hub call, its errors as one-line ``HubError``s."""
+    with hub_errors(what):
         return call(*args, **kwargs)
-    except GatedRepoError:
-        raise HubError(f"{what} is gated: accept its conditions on the Hub and pass a token (`hf auth login`)") from None
-    except RepositoryNotFoundError:
-        raise HubError(
-            f"{what} not found on {_endpoint()}: check the name, or log in (`hf auth login`) if it is private"
-        ) from None
-    except OSError as error:  # connection errors and HTTP errors (HfHubHTTPError is an OSError)
-        first_line = errors.first_line(error)
-        raise HubError(f"could not read {what} from {_endpoint()}: {first_line}") from None
 
 
 # -- the submission check -----------------------------------------------------------------------------

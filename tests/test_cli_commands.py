@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from hubtools.resources import DEMO_CONCEPT_DIR
 

@@ -14,12 +14,15 @@ import math
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from hubtools.localhub.errors import Conflict, EntryNotFound
 
-if TYPE_CHECKING:
-    from hubtools.localhub.storage import Storage
+
+class Storage(Protocol):
+    """What a tree needs of ``storage.Storage``: a connection to its database (no import back, no cycle)."""
+
+    def _connect(self) -> sqlite3.Connection: ...
 
 
 def git_blob_oid(content: bytes) -> str:
