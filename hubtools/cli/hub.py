@@ -22,11 +22,11 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="hub")
 
 
-INTERNAL_PUBLISHER = "hubtools"
 
 
 def parse_tokens(values: list[str]) -> dict[str, str]:
     """``["alice=secret", ...]`` -> ``{"alice": "secret"}``; the token never appears in an error."""
+    from hubtools.localhub.auth import INTERNAL_PUBLISHER
     from hubtools.localhub.naming import check_name_part
 
     tokens: dict[str, str] = {}
@@ -95,7 +95,7 @@ def serve(
 ) -> None:
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
     from hubtools.localhub import serve_in_background
-    from hubtools.localhub.auth import tokens_file_warning
+    from hubtools.localhub.auth import INTERNAL_PUBLISHER, tokens_file_warning
     from hubtools.localhub.server import is_loopback
 
     if not 0 <= port <= 65535:

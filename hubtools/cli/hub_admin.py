@@ -48,7 +48,7 @@ def token_add(
     name: str = typer.Option("", "--name", help="A label to recognise the token by in `token list`."),
 ) -> None:
     """Create a token and print it ONCE: it is stored only as a hash and cannot be shown again."""
-    from hubtools.cli.hub import INTERNAL_PUBLISHER
+    from hubtools.localhub.auth import INTERNAL_PUBLISHER
     from hubtools.localhub.errors import HubHTTPError
     from hubtools.localhub.naming import check_name_part
 

@@ -35,6 +35,10 @@ from hubtools.localhub.tokenstore import ROLES, TokenStore, token_hash
 logger = logging.getLogger("hubtools.localhub")
 
 
+# The user `hub serve --with-tiny-model` publishes as; no token of anyone else may name it.
+INTERNAL_PUBLISHER = "hubtools"
+
+
 @dataclass(frozen=True)
 class Identity:
     """The user behind a token and what the token allows, like the Hub's read and write tokens."""
