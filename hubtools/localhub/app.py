@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubtools.localhub import (
+    pages,
     routes_account,
     routes_commit,
     routes_discussions,
@@ -49,6 +50,7 @@ ROUTERS = (
     routes_upload.router,
     routes_commit.router,
     routes_download.router,
+    pages.router,  # the HTML pages last: every API path above wins over /{namespace}/{name}/...
 )
 
 

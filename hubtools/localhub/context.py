@@ -96,12 +96,18 @@ class HubContext:
         return not repo.private or self.may_write(user, repo.namespace)
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
+        # a wrong token is 401 on every route, public repo or not
+        return self.repo_visible_to(self.viewer(request), repo_type, namespace, name)
+
+    def repo_visible_to(self, user: str | None, repo_type: str, namespace: str, name: str) -> Repo:
+        """The repo if ``user`` may read it (``may_read``: the one rule, for the API and the pages), else
+        RepoNotFound, the same answer as for a repo that does not exist, so private ones do not leak."""
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
-        viewer = self.viewer(request)  # a wrong token is 401 on every route, public repo or not
         repo = self.storage.get_repo(repo_type, repo_id)
-        if repo is None or not self.may_read(viewer, repo):
+        if repo is None or not self.may_read(user, repo):
             moved_to = self.storage.redirect_of(repo_type, repo_id) if repo is None else None
-            if moved_to is not None:
+            target = self.storage.get_repo(repo_type, moved_to) if moved_to is not None else None
+            if target is not None and self.may_read(user, target):  # never reveal a private repo's new name
                 raise RepoMoved(f"Repository {repo_id} moved to {moved_to}.", extra={"moved_from": repo_id, "moved_to": moved_to})
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
