@@ -22,8 +22,8 @@ from hubtools.hashing import sha256_file
 from hubtools.hubenv import current_endpoint
 from hubtools.resources import TEMPLATES_DIR
 from hubtools.runfolder import (
-    LORA_WEIGHTS_FILENAME, RunFolder, SamplesRecord, TrainResult, published_files, read_concept_manifest,
-    read_eval_result, read_identifier_report, read_jsonl,
+    LORA_WEIGHTS_FILENAME, IdentifierRecord, RunFolder, SamplesRecord, TrainResult, published_files,
+    read_concept_manifest, read_eval_result, read_jsonl,
 )
 from hubtools.runfolder import read_json
 from hubtools.runfolder.layout import FILE_ROLES
@@ -118,7 +118,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "license_note": licence.note,
         "family": {"name": family.name, "title": family.title, "tag": family.card_tag},
         "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.resolution),
-        "identifier_report": read_identifier_report(run),
+        "identifier_report": IdentifierRecord.read(run),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora),
         "weights": _weights(run, train, lora, family.pipeline_class_name),

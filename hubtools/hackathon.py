@@ -12,6 +12,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ else:  # pragma: no cover
 
 from hubtools.config import check_repo_id
 from hubtools import errors
-from hubtools.errors import ConfigError, HubError
+from hubtools.errors import ConfigError
+from hubtools.hub_errors import hub_errors
 from hubtools.resources import HACKATHON_DIR
 
 THEMES_FILE = HACKATHON_DIR / "themes.toml"
@@ -115,27 +117,10 @@ def _api(token: str | None):
     return HfApi(token=token)
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
 def _hub_call(what: str, call, *args, **kwargs):
-    """Run a Hub call, turning the client's exceptions into one-line ``HubError``s."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
+    """Run a read-only Hub call, its errors as one-line ``HubError``s."""
+    with hub_errors(what):
         return call(*args, **kwargs)
-    except GatedRepoError:
-        raise HubError(f"{what} is gated: accept its conditions on the Hub and pass a token (`hf auth login`)") from None
-    except RepositoryNotFoundError:
-        raise HubError(
-            f"{what} not found on {_endpoint()}: check the name, or log in (`hf auth login`) if it is private"
-        ) from None
-    except OSError as error:  # connection errors and HTTP errors (HfHubHTTPError is an OSError)
-        first_line = errors.first_line(error)
-        raise HubError(f"could not read {what} from {_endpoint()}: {first_line}") from None
 
 
 # -- the submission check -----------------------------------------------------------------------------
@@ -153,33 +138,47 @@ class RuleResult:
 
 
 @dataclass
-class _Submission:
+class Submission:
+    """What the rules look at. ``fetch(filename)`` is a local path to one of the repo's files: a download
+    from the Hub for ``check_submission``, the blob itself when the local hub's pages check an entry."""
+
     repo_id: str
     private: bool
     files: list[str]
     metadata: dict[str, Any]
     metadata_error: str | None
     card_text: str | None
+    fetch: Callable[[str], Path]
 
 
-def _fetch_submission(repo_id: str, token: str | None) -> _Submission:
+def submission_from_readme(repo_id: str, private: bool, files: list[str], readme: str | None,
+                           fetch: Callable[[str], Path]) -> Submission:
+    """A submission whose README text is at hand (``None`` when the repo has none)."""
     from huggingface_hub import ModelCard
 
+    metadata, metadata_error, card_text = {}, None, None
+    if readme is not None:
+        try:
+            card = ModelCard(readme, ignore_metadata_errors=False)
+            metadata, card_text = card.data.to_dict(), card.text
+        except ValueError as error:  # the card's YAML header does not parse
+            metadata_error = errors.first_line(error)
+            card_text = readme
+    return Submission(repo_id, private, files, metadata, metadata_error, card_text, fetch)
+
+
+def _fetch_submission(repo_id: str, token: str | None) -> Submission:
     api = _api(token)
     info = _hub_call(f"model {repo_id}", api.model_info, repo_id)
     files = [sibling.rfilename for sibling in info.siblings or []]
     if not files:
         files = _hub_call(f"model {repo_id}", api.list_repo_files, repo_id)
-    metadata, metadata_error, card_text = {}, None, None
-    if "README.md" in files:
-        try:
-            card = _hub_call(f"the card of {repo_id}", ModelCard.load, repo_id, token=token)
-            metadata, card_text = card.data.to_dict(), card.text
-        except ValueError as error:  # the card's YAML header does not parse
-            metadata_error = errors.first_line(error)
-            path = _hub_call(f"the card of {repo_id}", api.hf_hub_download, repo_id, "README.md")
-            card_text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return _Submission(repo_id, bool(info.private), files, metadata, metadata_error, card_text)
+
+    def fetch(filename: str) -> Path:
+        return Path(_hub_call(f"{filename} of {repo_id}", api.hf_hub_download, repo_id, filename))
+
+    readme = fetch("README.md").read_text(encoding="utf-8", errors="replace") if "README.md" in files else None
+    return submission_from_readme(repo_id, bool(info.private), files, readme, fetch)
 
 
 def check_submission(repo_id: str, *, token: str | None = None, load: bool = False) -> list[RuleResult]:
@@ -187,7 +186,11 @@ def check_submission(repo_id: str, *, token: str | None = None, load: bool = Fal
 
     ``load=True`` also loads a full pipeline with diffusers (a real one downloads gigabytes).
     """
-    submission = _fetch_submission(check_repo_id(repo_id, "model"), token)
+    return check_rules(_fetch_submission(check_repo_id(repo_id, "model"), token), token=token, load=load)
+
+
+def check_rules(submission: Submission, *, token: str | None = None, load: bool = False) -> list[RuleResult]:
+    """The rules over a submission already fetched (``check_submission`` fetches it from the Hub)."""
     tags = [str(tag) for tag in _as_list(submission.metadata.get("tags"))]
     return [
         _rule_public(submission),
@@ -206,7 +209,7 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _no_card_fix(submission: _Submission) -> str | None:
+def _no_card_fix(submission: Submission) -> str | None:
     if submission.card_text is None:
         return "the repo has no README.md: push one (`hubtools card RUN` then `hubtools push RUN`)"
     if submission.metadata_error:
@@ -214,7 +217,7 @@ def _no_card_fix(submission: _Submission) -> str | None:
     return None
 
 
-def _rule_public(submission: _Submission) -> RuleResult:
+def _rule_public(submission: Submission) -> RuleResult:
     if not submission.private:
         return RuleResult("public", True, "the repo is public")
     return RuleResult(
@@ -224,7 +227,7 @@ def _rule_public(submission: _Submission) -> RuleResult:
     )
 
 
-def _rule_hackathon_tag(submission: _Submission, tags: list[str]) -> RuleResult:
+def _rule_hackathon_tag(submission: Submission, tags: list[str]) -> RuleResult:
     if HACKATHON_TAG in tags:
         return RuleResult("hackathon-tag", True, f"tagged {HACKATHON_TAG}")
     fix = _no_card_fix(submission) or f"add `{HACKATHON_TAG}` to the tags in the card's YAML header"
@@ -242,7 +245,7 @@ def _rule_theme_tag(tags: list[str]) -> RuleResult:
     return RuleResult("theme-tag", False, f"several theme tags ({found})", "keep exactly one theme tag")
 
 
-def _rule_license(submission: _Submission) -> RuleResult:
+def _rule_license(submission: Submission) -> RuleResult:
     licence = submission.metadata.get("license")
     if licence:
         return RuleResult("license", True, f"licence {licence}")
@@ -252,7 +255,7 @@ def _rule_license(submission: _Submission) -> RuleResult:
     return RuleResult("license", False, "the card names no licence", fix)
 
 
-def _rule_widget(submission: _Submission) -> RuleResult:
+def _rule_widget(submission: Submission) -> RuleResult:
     prompts = [entry.get("text") for entry in _as_list(submission.metadata.get("widget")) if isinstance(entry, dict)]
     prompts = [text for text in prompts if isinstance(text, str) and text.strip()]
     if prompts:
@@ -278,7 +281,7 @@ def _repo_path_of(source: str, repo_id: str) -> str | None:
     return source.removeprefix("./").split("?", 1)[0].split("#", 1)[0]
 
 
-def _rule_example_image(submission: _Submission) -> RuleResult:
+def _rule_example_image(submission: Submission) -> RuleResult:
     if submission.card_text is None:
         return RuleResult("example-image", False, "no card, so no example image", _no_card_fix(submission))
     sources = card_images(submission.card_text)
@@ -300,10 +303,10 @@ def _rule_example_image(submission: _Submission) -> RuleResult:
     )
 
 
-def _rule_model_files(submission: _Submission, token: str | None, load: bool) -> RuleResult:
+def _rule_model_files(submission: Submission, token: str | None, load: bool) -> RuleResult:
     files = set(submission.files)
     if "model_index.json" in files:
-        problem = _pipeline_problem(submission.repo_id, files, token)
+        problem = _pipeline_problem(submission, files)
         if problem is None and load:
             problem = _load_problem(submission.repo_id, token)
         if problem:
@@ -312,7 +315,7 @@ def _rule_model_files(submission: _Submission, token: str | None, load: bool) ->
         return RuleResult("model-files", True, "diffusers pipeline" + (", loads" if load else " with all components"))
     lora_files = sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
     if lora_files:
-        problem = _lora_problem(submission.repo_id, lora_files[0], token)
+        problem = _lora_problem(submission, lora_files[0])
         if problem:
             return RuleResult("model-files", False, problem, "push the LoRA weights again (`hubtools push RUN`)")
         return RuleResult("model-files", True, f"LoRA weights {lora_files[0]}")
@@ -322,16 +325,15 @@ def _rule_model_files(submission: _Submission, token: str | None, load: bool) ->
     )
 
 
-def _download_json(repo_id: str, filename: str, token: str | None) -> Any:
-    path = _hub_call(f"{filename} of {repo_id}", _api(token).hf_hub_download, repo_id, filename)
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def _read_json(submission: Submission, filename: str) -> Any:
+    return json.loads(submission.fetch(filename).read_text(encoding="utf-8"))
 
 
-def _pipeline_problem(repo_id: str, files: set[str], token: str | None) -> str | None:
+def _pipeline_problem(submission: Submission, files: set[str]) -> str | None:
     """What is wrong with a diffusers pipeline's files (None when nothing is): every component that
     model_index.json names has its folder, the weighted ones a parseable config.json and weights."""
     try:
-        index = _download_json(repo_id, "model_index.json", token)
+        index = _read_json(submission, "model_index.json")
     except json.JSONDecodeError as error:
         return f"model_index.json is not valid JSON ({error})"
     if not isinstance(index, dict) or "_class_name" not in index:
@@ -348,16 +350,16 @@ def _pipeline_problem(repo_id: str, files: set[str], token: str | None) -> str |
             if not any(f.endswith(_WEIGHT_SUFFIXES) for f in in_folder):
                 return f"{name}/ has no weights (*.safetensors or *.bin)"
             try:
-                _download_json(repo_id, f"{name}/config.json", token)
+                _read_json(submission, f"{name}/config.json")
             except json.JSONDecodeError:
                 return f"{name}/config.json is not valid JSON"
     return None
 
 
-def _lora_problem(repo_id: str, filename: str, token: str | None) -> str | None:
+def _lora_problem(submission: Submission, filename: str) -> str | None:
     from safetensors import SafetensorError, safe_open
 
-    path = _hub_call(f"{filename} of {repo_id}", _api(token).hf_hub_download, repo_id, filename)
+    path = submission.fetch(filename)
     try:
         with safe_open(path, framework="pt") as weights:
             keys = list(weights.keys())
@@ -408,8 +410,16 @@ def leaderboard(theme: str | None = None, top: int | None = None, *, token: str 
     """
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1 (got {top})")
-    wanted = get_theme(theme) if theme else None
+    if theme:
+        get_theme(theme)  # an unknown theme is a mistake to report before any Hub call
     models = _hub_call("the hackathon's models", lambda: list(_api(token).list_models(filter=HACKATHON_TAG)))
+    return group_by_theme(models, theme, top)
+
+
+def group_by_theme(models: Iterable[Any], theme: str | None = None, top: int | None = None) -> list[ThemeBoard]:
+    """``leaderboard``'s grouping and order over models already listed (anything with ``id``, ``likes``,
+    ``downloads`` and ``tags``, like huggingface_hub's ``ModelInfo``)."""
+    wanted = get_theme(theme) if theme else None
     boards = {t.name: ThemeBoard(t.name, f"{t.title} {t.emoji}") for t in load_themes()}
     boards[NO_THEME] = ThemeBoard(NO_THEME, "No theme tag")
     for model in sorted(models, key=lambda m: (-(m.likes or 0), m.id)):

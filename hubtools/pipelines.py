@@ -19,6 +19,7 @@ from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
 from hubtools.devices import dtype_kwargs, resolve_device
 from hubtools.errors import ConfigError, HubError, first_line
 from hubtools.families import Family, apply_family_defaults, by_name, detect
+from hubtools.hub_errors import hub_errors
 from hubtools.hubenv import current_endpoint
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME, RunFolder
 
@@ -63,21 +64,11 @@ def resolve_base_revision(model_cfg: ModelConfig, token: str | None = None) -> t
         return str(Path(model_id).expanduser()), None
     model_id = _resolve_moved_id(model_id)
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    try:
+    with hub_errors(f"base model {model_id}", token=token, missing=ConfigError, revision=model_cfg.revision,
+                    revision_hint="check --revision",
+                    not_found_hint="check the id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), or log in if it is private"):
         info = HfApi(token=token).model_info(model_id, revision=model_cfg.revision)
-    except GatedRepoError:
-        raise HubError(f"base model {model_id} is gated: accept its licence on the Hub and log in (`hf auth login`)") from None
-    except RepositoryNotFoundError:
-        raise ConfigError(
-            f"base model {model_id} not found on {current_endpoint()}: check the id (e.g. "
-            f"stable-diffusion-v1-5/stable-diffusion-v1-5), or log in if it is private"
-        ) from None
-    except RevisionNotFoundError:
-        raise ConfigError(f"base model {model_id} has no revision {model_cfg.revision!r}: check --revision") from None
-    except OSError as error:  # connection refused, DNS, timeouts: HfHubHTTPError is an OSError too
-        raise HubError(f"could not reach the Hub at {current_endpoint()} for base model {model_id}: {error}") from None
     return model_id, info.sha
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hubtools.atomic import replace_dir
-from hubtools.config import RunConfig
+from hubtools.config import RunConfig, parse_hub_ref
 from hubtools.errors import InputError
 from hubtools.imagefiles import image_files
 
@@ -138,40 +138,48 @@ def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassIm
                              "class images, or unset it to generate them")
         key = hashlib.sha256("\n".join(str(p.resolve()) for p in images).encode()).hexdigest()[:20]
         return ClassImages(folder, images, key, generated=False, source=f"folder:{folder}")
-    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
-        return _from_hub_dataset(source, count, cache_dir)
+    hub_ref = parse_hub_ref(source)
+    if hub_ref is not None:
+        return _from_hub_dataset(*hub_ref, count, cache_dir, resolution=cfg.training.resolution)
     raise InputError(f"prior.source {source!r} is neither a folder nor a Hub dataset id (namespace/name[@revision])")
 
 
-def _from_hub_dataset(source: str, count: int, cache_dir: Path | None) -> ClassImages:
-    """The first ``count`` images of a Hub dataset's train split, exported once as PNG into the cache."""
-    import datasets
+def _from_hub_dataset(repo_id: str, revision: str | None, count: int, cache_dir: Path | None, *,
+                      resolution: int) -> ClassImages:
+    """The first ``count`` images of a Hub dataset, read through ``concepts`` (the one loader of Hub
+    datasets and safe image reader) and exported once as PNG into the cache, keyed by the commit."""
+    from hubtools.concepts.files import RejectedImage, read_image
+    from hubtools.concepts.hub import hub_dataset_source
 
-    repo_id, _, revision = source.partition("@")
     try:
-        dataset = datasets.load_dataset(repo_id, revision=revision or None, split="train")
-    except Exception as error:  # datasets raises many types for a missing or unreadable repo
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"could not load class images from Hub dataset {source}: {first}") from None
-    column = next((name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)), None)
-    if column is None:
-        raise InputError(f"Hub dataset {source} has no image column (columns: {', '.join(dataset.column_names)})")
-    fingerprint = getattr(dataset, "_fingerprint", "") or ""
-    key = hashlib.sha256(f"hub\n{source}\n{fingerprint}\n{count}".encode()).hexdigest()[:20]
+        resolved = hub_dataset_source(repo_id, revision=revision)
+    except InputError as error:
+        raise InputError(f"prior.source: {error.message}", hint=error.hint) from None
+    source = repo_id if revision is None else f"{repo_id}@{revision}"
+    key = hashlib.sha256(f"hub\n{repo_id}\n{resolved.source_revision}\n{count}".encode()).hexdigest()[:20]
     folder = cache_root(cache_dir) / f"hub-{key}"
-    cached = _read_cached(folder, min(count, len(dataset)))
+    cached = _read_cached(folder, min(count, resolved.total or 0))
     if cached is None:
         tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         names = []
-        for i, row in enumerate(dataset.select(range(min(count, len(dataset))))):
-            names.append(f"{i:05d}.png")
-            row[column].convert("RGB").save(tmp / names[-1])
+        for item in resolved.items:
+            if len(names) == count:
+                break
+            if item.data is None:
+                continue
+            try:
+                image = read_image(item.data, name=item.path or f"row-{item.row}", min_side=resolution).image
+            except RejectedImage:
+                continue  # a class image that does not decode is one fewer, not a failed run
+            names.append(f"{len(names):05d}.png")
+            image.save(tmp / names[-1])
         if not names:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise InputError(f"Hub dataset {source} has no rows in its train split")
-        (tmp / MANIFEST).write_text(json.dumps({"source": source, "images": names}, indent=2), encoding="utf-8")
+            raise InputError(f"Hub dataset {source} has no readable images in its train split")
+        (tmp / MANIFEST).write_text(json.dumps({"source": source, "revision": resolved.source_revision,
+                                                "images": names}, indent=2), encoding="utf-8")
         replace_dir(tmp, folder)
         cached = _read_cached(folder, len(names))
     return ClassImages(folder, cached or [], key, generated=False, source=f"hub:{source}")

@@ -15,7 +15,6 @@ branch made from main, so ``from_pretrained(repo, revision="step-N")`` loads tha
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,16 @@ from typing import Any
 from hubtools.config import (
     RUN_CONFIG_FILENAME, RunConfig, check_repo_id, load_run_config, local_name, save_config,
 )
-from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.errors import ConfigError, HubError
 from hubtools.hashing import file_digest
-from hubtools.hubenv import is_connection_error
+from hubtools.hub_errors import hub_errors
 from hubtools.runfolder import (
     RunFolder, TrainResult, checkpoint_files, is_managed, published_files, read_json, write_json_atomic,
 )
 from hubtools.runfolder.layout import SCRUBBED_JSON
+
+_RETRY_HINT = "push again; nothing is half-written, commits are all or nothing"
+
 
 @dataclass
 class PushResult:
@@ -85,7 +87,10 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     token = _resolve_token(token)
     api = HfApi(token=token)
 
-    with _PushErrors(repo_id, token):
+    with hub_errors(repo_id, action="push to", token=token, missing=None, retry_hint=_RETRY_HINT,
+                    status_hints={401: f"check that your token can write to {repo_id.split('/')[0]}",
+                                  403: f"check that your token can write to {repo_id.split('/')[0]}",
+                                  412: "the repo changed during the push: push again"}):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         repo_id = repo_url.repo_id or repo_id
         write_shared_copies(run.root)
@@ -169,50 +174,3 @@ def _resolve_token(token: str | None) -> str:
     if not token:
         raise HubError("no Hub token: set HF_TOKEN or run `hf auth login` (a token with write access)")
     return token
-
-
-class _PushErrors:
-    """Turns the client's errors into one-line ``HubError``s that never contain the token."""
-
-    def __init__(self, repo_id: str, token: str | None) -> None:
-        self.repo_id, self.token = repo_id, token
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, error, traceback) -> bool:
-        if error is None or isinstance(error, (HubError, ConfigError)):
-            return False
-        from huggingface_hub.errors import HfHubHTTPError
-
-        if isinstance(error, HfHubHTTPError):
-            status = error.response.status_code if error.response is not None else None
-            detail = _server_message(error)
-            if status in (401, 403):
-                hint = f"check that your token can write to {self.repo_id.split('/')[0]}"
-            elif status == 412:
-                hint = "the repo changed during the push: push again"
-            else:
-                hint = "push again; nothing is half-written, commits are all or nothing"
-            message = f"push to {self.repo_id} failed ({status}): {detail} ({hint})"
-        elif isinstance(error, OSError) or is_connection_error(error):  # httpx errors are not OSErrors
-            message = f"could not reach the Hub to push {self.repo_id}: {first_line(error)} (check the network, then push again)"
-        else:
-            return False
-        raise HubError(_scrub(message, self.token)) from None
-
-
-def _server_message(error) -> str:
-    response = getattr(error, "response", None)
-    if response is not None:
-        try:
-            body = response.json()
-            if isinstance(body, dict) and isinstance(body.get("error"), str):
-                return first_line(body["error"])
-        except (ValueError, json.JSONDecodeError):
-            pass
-    return first_line(error)
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text

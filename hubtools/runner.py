@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
-from hubtools.errors import ConfigError, HubError, HubtoolsError, first_line
-from hubtools.runfolder import RunFolder, TrainResult, write_identifier_report
+from hubtools.errors import ConfigError, HubError, HubtoolsError
+from hubtools.runfolder import IdentifierRecord, RunFolder, TrainResult
 
 logger = logging.getLogger("hubtools")
 
@@ -58,7 +58,7 @@ class Preflight:
     run_dir: Path
     instance_prompt: str
     class_prompt: str | None
-    identifier_report: dict[str, Any] | None
+    identifier_report: IdentifierRecord | None
     stages: list[str]
     notes: list[str] = field(default_factory=list)
 
@@ -82,8 +82,8 @@ class TrainOutcome:
 # -- before anything is loaded ------------------------------------------------------------------------
 
 
-def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
-    """The identifier report as a dict; under ``concept.strict`` a doubtful identifier is an error."""
+def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
+    """The identifier report as the run folder keeps it; under ``concept.strict`` a doubtful identifier is an error."""
     from hubtools.identifier import check_identifier
 
     identifier = config.concept.identifier
@@ -96,7 +96,7 @@ def check_identifier_for(config: RunConfig) -> dict[str, Any] | None:
             f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
             "(see `hubtools identifier check`; drop --strict to train anyway)"
         )
-    return report.to_dict()
+    return IdentifierRecord.from_dict(report.to_dict())
 
 
 def _with_family_defaults(config: RunConfig) -> RunConfig:
@@ -144,8 +144,8 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
 
         get_theme(resolved.publish.hackathon_theme)  # an unknown theme fails here, not after training
     report = check_identifier_for(resolved)
-    if report and report.get("warnings"):
-        notes.extend(f"identifier: {warning}" for warning in report["warnings"])
+    if report is not None:
+        notes.extend(f"identifier: {warning}" for warning in report.warnings)
     stages = ["prepare concept set", "train"]
     if resolved.prior.enabled:
         stages.insert(1, f"class images ({resolved.prior.num_class_images}, cached)")
@@ -194,6 +194,7 @@ def check_push_access(repo_id: str, token: str | None) -> str:
     """Fail before training, not after, when the push could not succeed. Returns the user name."""
     from huggingface_hub import HfApi, get_token
 
+    from hubtools.hub_errors import hub_errors
     from hubtools.hubenv import current_endpoint
 
     token = token or get_token()
@@ -202,11 +203,8 @@ def check_push_access(repo_id: str, token: str | None) -> str:
             f"no Hugging Face token for {current_endpoint()}: run `hf auth login` or set HF_TOKEN "
             "(a token with write access), then run again"
         )
-    try:
+    with hub_errors("the token", action="check", token=token, missing=None):
         user = HfApi(token=token).whoami()
-    except OSError as error:
-        message = first_line(str(error).replace(token, "***"))
-        raise HubError(f"the Hub at {current_endpoint()} refused the token: {message} (check HF_TOKEN or `hf auth login`)") from None
     namespaces = {user.get("name")} | {org.get("name") for org in user.get("orgs", []) or []}
     namespace = repo_id.split("/")[0]
     if namespace not in namespaces:
@@ -260,7 +258,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
     )
     reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}")
     if checked.identifier_report is not None:
-        write_identifier_report(folder, checked.identifier_report)
+        checked.identifier_report.write(folder)
     note = caption_note(concept.captions, checked.config.concept.identifier or "")
     if note:
         reporter.note(note)

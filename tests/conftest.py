@@ -66,6 +66,7 @@ class LocalHubHandle:
     other_token: str = OTHER_TOKEN
     other_user: str = "other"
     hubtools_token: str = HUBTOOLS_TOKEN
+    org: str = "acme"  # an organization whose one member is ``tester``
 
     def set_likes(self, repo_id: str, likes: int, repo_type: str = "model") -> None:
         self.server.set_likes(repo_id, likes, repo_type=repo_type)
@@ -76,12 +77,13 @@ class LocalHubHandle:
 
 @pytest.fixture(scope="session")
 def local_hub():
-    """The local hub for the whole session, with users ``tester``, ``other`` and ``hubtools``."""
+    """The local hub for the whole session, with users ``tester``, ``other`` and ``hubtools``, and the
+    organization ``acme`` (member: ``tester``)."""
     from hubtools.localhub import serve_in_background
 
     data_dir = _SESSION_DIR / "hub-data"
     tokens = {"tester": TESTER_TOKEN, "other": OTHER_TOKEN, "hubtools": HUBTOOLS_TOKEN}
-    with serve_in_background(data_dir, port=_PORT, tokens=tokens) as server:
+    with serve_in_background(data_dir, port=_PORT, tokens=tokens, organizations={"acme": ["tester"]}) as server:
         assert server.url.rstrip("/") == ENDPOINT
         yield LocalHubHandle(url=server.url.rstrip("/"), data_dir=data_dir, server=server)
 

@@ -19,8 +19,8 @@ from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
 from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
 from hubtools.hashing import sha256_file
 from hubtools.runfolder import (
-    CHECKPOINT_STATE_FILENAME, LORA_WEIGHTS_FILENAME, ClassImagesUsed, RunFolder, TrainResult, WeightFile,
-    write_identifier_report,
+    CHECKPOINT_STATE_FILENAME, LORA_WEIGHTS_FILENAME, ClassImagesUsed, IdentifierRecord, RunFolder, TrainResult,
+    WeightFile,
 )
 from hubtools.tinymodel import build_tiny_pipeline
 
@@ -138,10 +138,7 @@ def _write_extras(run: Path, concept_source: str) -> None:
     write_metadata(prepared)
     write_manifest(prepared)
     _solid((90, 90, 200), 192).save(concept / "contact_sheet.png")
-    write_identifier_report(RunFolder(run), {
-        "text": IDENTIFIER, "tokens": ["pk", "blz</w>"], "num_tokens": 2, "single_token": False,
-        "byte_level_of": None, "warnings": [],
-    })
+    IdentifierRecord(text=IDENTIFIER, tokens=["pk", "blz</w>"], num_tokens=2, single_token=False).write(RunFolder(run))
     # class images and caches live under the run in some layouts: they must never be pushed
     (run / "class_images").mkdir()
     _solid((1, 2, 3)).save(run / "class_images" / "0.png")

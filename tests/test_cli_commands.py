@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from hubtools.resources import DEMO_CONCEPT_DIR
 
@@ -261,6 +260,14 @@ COVERED = {
     "hub set-likes": "test_hub_set_likes_set_downloads_and_seed",
     "hub set-downloads": "test_hub_set_likes_set_downloads_and_seed",
     "hub seed": "test_hub_set_likes_set_downloads_and_seed",
+    # `serve --with-tiny-model` runs it in a child process, as users never do by hand (it is hidden)
+    "hub publish-tiny-model": "test_serve_prints_the_url_first_and_publishes_the_tiny_model",
+    "hub token add": "test_team_server_over_https_with_scoped_tokens",  # tests/test_localhub_team.py
+    "hub token list": "test_team_server_over_https_with_scoped_tokens",
+    "hub token revoke": "test_team_server_over_https_with_scoped_tokens",
+    "hub fsck": "test_killed_mid_upload_restarts_clean_and_fsck_agrees",  # tests/test_localhub_upkeep.py
+    "hub gc": "test_gc_after_deleting_a_repo_frees_its_blobs_and_keeps_every_other_repo_whole",
+    "hub backup": "test_backup_during_concurrent_commits_serves_every_commit_it_holds_whole",
     "concept prepare": "test_concept_prepare_push_and_pull",
     "concept push": "test_concept_prepare_push_and_pull",
     "concept pull": "test_concept_prepare_push_and_pull",

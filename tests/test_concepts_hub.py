@@ -196,7 +196,7 @@ def test_unreachable_hub_is_a_clear_error(tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 2
-    assert f"error: could not reach the Hub at http://127.0.0.1:{port} for dataset someone/photos" in result.stderr
+    assert f"error: could not reach the Hub at http://127.0.0.1:{port} to read dataset someone/photos" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
 

@@ -54,6 +54,8 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
         with pytest.raises(Exception) as caught:  # the internal publisher's namespace is not carol's
             api.create_repo("hubtools/not-mine")
         assert caught.value.response.status_code == 403
+        with open(f"/proc/{process.pid}/maps") as maps:  # published from a child: torch never loaded here
+            assert "libtorch" not in maps.read()
     finally:
         out, err = _stop(process)
     assert process.returncode == 0, err[-2000:]

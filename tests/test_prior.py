@@ -124,5 +124,5 @@ def test_class_images_from_a_hub_dataset(base, tmp_path, local_hub):
     with Image.open(result.images[1]) as image:
         assert image.getpixel((0, 0)) == (200, 20, 20)
 
-    with pytest.raises(InputError, match="could not load class images from Hub dataset tester/missing"):
+    with pytest.raises(InputError, match="prior.source: dataset tester/missing not found"):
         ensure_class_images(_cfg(source="tester/missing"), base, cache_dir=tmp_path, progress=False)

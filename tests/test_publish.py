@@ -236,7 +236,8 @@ def test_usage_snippets_of_pushed_cards_run(full_push, local_hub, tiny_model_rep
 
 
 class _SlowUploadProxy:
-    """A TCP proxy to the local hub that stalls LFS uploads part-way and says when one is stuck there.
+    """A TCP proxy to the local hub that stalls uploads part-way (an LFS upload, or a commit whose files
+    travel inline: the hub asks for files up to 10 MB inline) and says when one is stuck there.
 
     Stalling (rather than slowing) makes sure the push cannot finish before the test kills it."""
 
@@ -264,7 +265,7 @@ class _SlowUploadProxy:
         uploaded = 0
         try:
             while chunk := source.recv(65536):
-                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk):
+                if from_client and (uploaded or b"PUT /api/lfs-upload/" in chunk or b"/commit/main " in chunk):
                     uploaded += len(chunk)
                     if uploaded > self.after_bytes:
                         self.uploading.set()
@@ -361,7 +362,7 @@ def test_push_command(full_push, hf_token, capsys, tmp_path):
     assert "nothing changed" in out.err and repo_id in out.out
     assert main(["push", str(run), "other/publish-not-mine"]) == 2
     out = capsys.readouterr()
-    assert out.err.startswith("error: push to other/publish-not-mine failed") and hf_token not in out.err + out.out
+    assert out.err.startswith("error: could not push to other/publish-not-mine: HTTP 40") and hf_token not in out.err + out.out
     assert "Traceback" not in out.err
 
 
@@ -401,5 +402,5 @@ def test_bad_repo_id_and_unreachable_hub_are_one_line_errors(full_push, local_hu
     done = subprocess.run([sys.executable, "-m", "hubtools", "push", str(run), "tester/publish-unreachable"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: could not reach the Hub to push tester/publish-unreachable")
+    assert done.stderr.startswith(f"error: could not reach the Hub at {dead} to push to tester/publish-unreachable")
     assert "Traceback" not in done.stderr and local_hub.token not in done.stderr + done.stdout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
 from hubtools.cli import console
 from hubtools.cli.tables import train_table
+
+DEMO_PAGES_PORT = 8080  # where the demo's closing lines suggest serving its hub again, to browse its pages
 
 
 def register(app: typer.Typer) -> None:
@@ -35,5 +38,6 @@ def demo_command(
     console.result(f"card            {result.run_dir / 'README.md'}")
     console.result(f"reloaded image  {result.reloaded_image}")
     console.result(f"hub data        {result.hub_data}")
-    console.result(f"browse it again hubtools hub serve --data {result.hub_data}")
-    console.result(result.repo_url)
+    # The demo's hub stops with the demo: the last line is the model's page once the hub is served again.
+    console.result(f"browse it again hubtools hub serve --data {result.hub_data} --port {DEMO_PAGES_PORT}")
+    console.result(f"http://127.0.0.1:{DEMO_PAGES_PORT}{urlsplit(result.repo_url).path}")

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hubtools.config import describe_precision
+from hubtools.runfolder import TrainResult
 
 
 def _table(title: str) -> Table:
@@ -44,24 +45,22 @@ def plan_table(checked) -> Table:
         theme = f", hackathon theme {cfg.publish.hackathon_theme}" if cfg.publish.hackathon_theme else ""
         _row(table, "push to", f"{cfg.publish.repo_id} ({visibility}{theme})")
     report = checked.identifier_report
-    if report:
-        _row(table, "identifier", f"{report['text']!r}: {report['num_tokens']} token(s) {report['tokens']}")
+    if report is not None:
+        _row(table, "identifier", f"{report.text!r}: {report.num_tokens} token(s) {report.tokens}")
     _row(table, "stages", " -> ".join(checked.stages))
     return table
 
 
-def train_table(result: Any) -> Table:
-    """``hubtools.training.TrainResult`` as a table."""
-    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+def train_table(result: TrainResult) -> Table:
+    """What training did, as a table."""
     table = _table("training")
-    _row(table, "steps", f"{data.get('steps_done')} / {data.get('steps_total')}")
-    if data.get("final_loss") is not None:
-        _row(table, "final loss", f"{data['final_loss']:.4f}")
-    if data.get("wall_seconds") is not None:
-        _row(table, "time", f"{data['wall_seconds']:.1f} s ({data.get('steps_per_second') or 0:.2f} steps/s)")
-    if data.get("peak_memory_bytes"):
-        _row(table, "peak GPU memory", f"{data['peak_memory_bytes'] / 2**30:.2f} GiB")
-    _row(table, "device", f"{data.get('device')}, {describe_precision(data.get('mixed_precision'))}")
-    for weight in data.get("weight_files") or []:
-        _row(table, "weights", f"{weight['path']} (sha256 {weight['sha256'][:12]}…)")
+    _row(table, "steps", f"{result.steps_done} / {result.steps_total}")
+    if result.final_loss is not None:
+        _row(table, "final loss", f"{result.final_loss:.4f}")
+    _row(table, "time", f"{result.wall_seconds:.1f} s ({result.steps_per_second or 0:.2f} steps/s)")
+    if result.peak_memory_bytes:
+        _row(table, "peak GPU memory", f"{result.peak_memory_bytes / 2**30:.2f} GiB")
+    _row(table, "device", f"{result.device}, {describe_precision(result.mixed_precision)}")
+    for weight in result.weight_files:
+        _row(table, "weights", f"{weight.path} (sha256 {weight.sha256[:12]}…)")
     return table

@@ -24,10 +24,11 @@ from hubtools.concepts.manifest import (
 from hubtools.concepts.items import ResolvedSource, SourceItem
 from hubtools.config import check_repo_id
 from hubtools.errors import HubError, InputError, first_line
-from hubtools.hubenv import is_connection_error
+from hubtools.hub_errors import hub_errors
 
 DATASET_CARD_TEMPLATE = "dataset_card.md.j2"
 TEXT_COLUMN_CANDIDATES = ("text", "caption", "prompt", "instance_prompt")
+_PUSH_HINTS = {403: "no write access to that namespace"}
 
 
 def hub_dataset_source(
@@ -54,26 +55,10 @@ def hub_dataset_source(
 
 
 def resolve_dataset_revision(repo_id: str, *, revision: str | None = None, token: str | None = None) -> str:
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import HfApi
 
-    try:
+    with hub_errors(f"dataset {repo_id}", token=token, missing=InputError, revision=revision):
         info = HfApi().dataset_info(repo_id, revision=revision, token=token)
-    except RevisionNotFoundError:
-        raise InputError(f"dataset {repo_id} has no revision {revision!r}; check the branch, tag or commit") from None
-    except RepositoryNotFoundError:
-        raise InputError(
-            f"dataset {repo_id} not found on the Hub (if it is private or gated, log in or set HF_TOKEN)"
-        ) from None
-    except HfHubHTTPError as error:
-        raise HubError(f"could not read dataset {repo_id}: {_http_status(error)}") from None
-    except Exception as error:
-        if not is_connection_error(error):
-            raise
-        raise HubError(
-            f"could not reach the Hub at {constants.ENDPOINT} for dataset {repo_id} ({type(error).__name__}); "
-            "check the connection or HF_ENDPOINT"
-        ) from None
     if not info.sha:
         raise HubError(f"the Hub did not report a commit for dataset {repo_id}")
     return info.sha
@@ -161,7 +146,6 @@ def push_concept(
 
     import datasets
     from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     table = datasets.Dataset.from_dict(
         {"image": [str(path) for path in concept.images], "text": concept.captions},
@@ -171,33 +155,28 @@ def push_concept(
     previous_export = datasets.config.USE_PARQUET_EXPORT
     datasets.config.USE_PARQUET_EXPORT = False  # the data is parquet already; no export job to wait for
     try:
-        table.push_to_hub(repo_id, private=private, token=token, commit_message="Concept images from hubtools")
-        # push_to_hub wrote a card with the dataset_info/configs YAML; keep it and add ours around it.
-        existing = DatasetCard.load(repo_id, repo_type="dataset", token=token)
-        card_data = DatasetCardData(**existing.data.to_dict())
-        card_data.license = license
-        card_data.task_categories = ["text-to-image"]
-        card_data.tags = sorted(set((card_data.get("tags") or []) + ["dreambooth", "hubtools", "concept"]))
-        card_data.pretty_name = _pretty_name(repo_id, identifier, class_noun)
-        card_data.size_categories = ["n<1K"] if concept.num_images < 1000 else ["1K<n<10K"]
-        card = DatasetCard.from_template(card_data, template_path=str(_template_path()), **_card_values(concept, repo_id, identifier, class_noun, license))
-        public_manifest = manifest_dict(concept)
-        public_manifest["source"] = concept.public_source  # no local home-folder paths on the Hub
-        operations = [
-            CommitOperationAdd("README.md", str(card).encode("utf-8")),
-            CommitOperationAdd(MANIFEST_FILENAME, (json.dumps(public_manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
-        ]
-        if concept.contact_sheet_path.is_file():
-            operations.append(CommitOperationAdd(CONTACT_SHEET_FILENAME, str(concept.contact_sheet_path)))
-        commit = api.create_commit(
-            repo_id, operations, repo_type="dataset", token=token, commit_message="Dataset card and contact sheet from hubtools"
-        )
-    except HfHubHTTPError as error:
-        raise HubError(f"could not push dataset {repo_id}: {_http_status(error)}") from None
-    except Exception as error:
-        if not is_connection_error(error):
-            raise
-        raise HubError(f"could not reach the Hub to push {repo_id} ({type(error).__name__}); check the connection") from None
+        with hub_errors(f"dataset {repo_id}", action="push", token=token, missing=None, status_hints=_PUSH_HINTS):
+            table.push_to_hub(repo_id, private=private, token=token, commit_message="Concept images from hubtools")
+            # push_to_hub wrote a card with the dataset_info/configs YAML; keep it and add ours around it.
+            existing = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+            card_data = DatasetCardData(**existing.data.to_dict())
+            card_data.license = license
+            card_data.task_categories = ["text-to-image"]
+            card_data.tags = sorted(set((card_data.get("tags") or []) + ["dreambooth", "hubtools", "concept"]))
+            card_data.pretty_name = _pretty_name(repo_id, identifier, class_noun)
+            card_data.size_categories = ["n<1K"] if concept.num_images < 1000 else ["1K<n<10K"]
+            card = DatasetCard.from_template(card_data, template_path=str(_template_path()), **_card_values(concept, repo_id, identifier, class_noun, license))
+            public_manifest = manifest_dict(concept)
+            public_manifest["source"] = concept.public_source  # no local home-folder paths on the Hub
+            operations = [
+                CommitOperationAdd("README.md", str(card).encode("utf-8")),
+                CommitOperationAdd(MANIFEST_FILENAME, (json.dumps(public_manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")),
+            ]
+            if concept.contact_sheet_path.is_file():
+                operations.append(CommitOperationAdd(CONTACT_SHEET_FILENAME, str(concept.contact_sheet_path)))
+            commit = api.create_commit(
+                repo_id, operations, repo_type="dataset", token=token, commit_message="Dataset card and contact sheet from hubtools"
+            )
     finally:
         datasets.config.USE_PARQUET_EXPORT = previous_export
     return str(commit.repo_url)
@@ -235,13 +214,3 @@ def _card_values(
         "contact_sheet": CONTACT_SHEET_FILENAME,
         "counts": concept.counts,
     }
-
-
-def _http_status(error: Exception) -> str:
-    # The status line only: a response body or URL could echo a header, and tokens never go in messages.
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    hints = {401: "the token was refused; log in again or set HF_TOKEN", 403: "no write access to that namespace"}
-    if status in hints:
-        return f"HTTP {status}, {hints[status]}"
-    return f"HTTP {status}" if status else type(error).__name__

@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 
 from hubtools.config import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL
-from hubtools.errors import ConfigError, HubError
+from hubtools import errors
+from hubtools.errors import ConfigError
+from hubtools.hub_errors import hub_error
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -150,21 +152,13 @@ class _EncoderLoadErrors:
         if error is None:
             return False
         from huggingface_hub import constants
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
         logging.getLogger("hubtools").debug("loading %s encoder %s failed", self.kind, self.model_id, exc_info=error)
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        # transformers wraps the Hub's errors in OSError: look at what it wraps.
-        chain = [error]
-        while chain[-1].__cause__ or chain[-1].__context__:
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        if any(isinstance(item, GatedRepoError) for item in chain):
-            raise HubError(f"{self.kind} encoder {self.model_id} is gated: accept its terms on the Hub and log in") from None
-        if any(isinstance(item, RepositoryNotFoundError) for item in chain):
-            raise ConfigError(
-                f"{self.kind} encoder {self.model_id} not found on {constants.ENDPOINT}: check the id or pass "
-                f"another with {self.flag}"
-            ) from None
+        translated = hub_error(error, f"{self.kind} encoder {self.model_id}", missing=ConfigError,
+                               not_found_hint=f"check the id or pass another with {self.flag}")
+        if translated is not None:
+            raise translated from None
+        first_line = errors.first_line(error)
         if isinstance(error, (OSError, ValueError, KeyError, TypeError)):
             raise ConfigError(
                 f"{self.kind} encoder {self.model_id} could not be loaded ({first_line}): pass a model id or folder "

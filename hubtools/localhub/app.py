@@ -13,23 +13,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubtools.localhub import (
+    pages,
     routes_account,
     routes_commit,
+    routes_discussions,
     routes_download,
     routes_info,
+    routes_likes,
     routes_refs,
     routes_repos,
     routes_upload,
 )
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.context import HubContext, HubSettings, error_response
-from hubtools.localhub.errors import HubHTTPError, RangeNotSatisfiable
+from hubtools.localhub.errors import HubHTTPError, RangeNotSatisfiable, RepoMoved
 from hubtools.localhub.storage import Storage
 
 __all__ = ["HubSettings", "RawPathApp", "create_app"]
@@ -39,22 +42,38 @@ logger = logging.getLogger("hubtools.localhub")
 # Included in this order, which is the order the routes match in: where two paths overlap, the first wins.
 ROUTERS = (
     routes_account.router,
+    routes_likes.router,  # before routes_info: /api/users/{user}/likes would match a repo's info route
     routes_repos.router,
+    routes_discussions.router,
     routes_info.router,
     routes_refs.router,
     routes_upload.router,
     routes_commit.router,
     routes_download.router,
+    pages.router,  # the HTML pages last: every API path above wins over /{namespace}/{name}/...
 )
 
 
-def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None = None) -> Any:
+async def reject_invalid_credentials(request: Request) -> None:
+    """A token that is sent but unknown is 401 on every route, even where no token is needed (as on the
+    Hub), so a typo in a token never silently reads as anonymous."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        request.app.state.hub.viewer(request)
+
+
+def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None = None,
+               organizations: Organizations | None = None) -> Any:
     """The ASGI app serving ``storage``. Wrapped so routes see the raw path (see module docstring)."""
-    api = FastAPI(title="hubtools local hub", docs_url=None, redoc_url=None, openapi_url=None)
-    api.state.hub = HubContext(storage, tokens, settings or HubSettings())
+    api = FastAPI(title="hubtools local hub", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(reject_invalid_credentials)])
+    api.state.hub = HubContext(storage, tokens, settings or HubSettings(),
+                               organizations=organizations or Organizations())
 
     @api.exception_handler(HubHTTPError)
     async def _hub_error(request: Request, error: HubHTTPError) -> Response:
+        if isinstance(error, RepoMoved):
+            return moved_repo_redirect(request, error)
         headers = {}
         if isinstance(error, RangeNotSatisfiable) and "size" in error.extra:
             headers["Content-Range"] = f"bytes */{error.extra.pop('size')}"
@@ -79,6 +98,17 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
     for router in ROUTERS:
         api.include_router(router)
     return RawPathApp(api)
+
+
+def moved_repo_redirect(request: Request, error: RepoMoved) -> Response:
+    """The same request under the repo's new name (307 keeps the method and body), as the Hub answers for
+    a renamed repo; the clients follow it."""
+    old_id, new_id = error.extra["moved_from"], error.extra["moved_to"]
+    raw = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
+    target = (raw + "/").replace(f"/{old_id}/", f"/{new_id}/", 1)[:-1]
+    query = request.url.query
+    location = target + (f"?{query}" if query else "")
+    return Response(status_code=307, headers={"Location": location, "X-Error-Message": error.message})
 
 
 MAX_HEADER_BYTES = 32 * 1024

@@ -7,6 +7,10 @@ from typing import Any
 
 import yaml
 
+from hubtools.errors import first_line
+
+# libyaml's loader when PyYAML was built with it: ~10x faster, which the index of a big hub notices.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -20,10 +24,9 @@ def parse_card_metadata(text: str) -> dict[str, Any] | None:
     if match is None:
         return None
     try:
-        data = yaml.safe_load(match.group(1))
+        data = yaml.load(match.group(1), Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0] if str(error) else "invalid YAML"
-        raise CardMetadataError(f"Invalid YAML in the model card metadata: {first_line}") from None
+        raise CardMetadataError(f"Invalid YAML in the model card metadata: {first_line(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

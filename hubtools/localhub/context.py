@@ -18,13 +18,15 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from hubtools.localhub import naming
-from hubtools.localhub.auth import TokenBook
+from hubtools.localhub.auth import Identity, Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import BadRequest, HubHTTPError, RepoMoved, PayloadTooLarge, RepoNotFound, RevisionNotFound
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
-MAX_COMMIT_BODY = 512 * 1024 * 1024
+# The commit body is read line by line (one file per line), so its total size costs disk, not memory.
+MAX_COMMIT_BODY = 16 * 1024**3
+MAX_COMMIT_LINE = 64 * 1024 * 1024
 MAX_LFS_OBJECT = 64 * 1024**3
 
 
@@ -32,6 +34,7 @@ MAX_LFS_OBJECT = 64 * 1024**3
 class HubSettings:
     max_json_body: int = MAX_JSON_BODY
     max_commit_body: int = MAX_COMMIT_BODY
+    max_commit_line: int = MAX_COMMIT_LINE
     max_lfs_object: int = MAX_LFS_OBJECT
 
 
@@ -53,27 +56,90 @@ class HubContext:
     settings: HubSettings = field(default_factory=HubSettings)
     lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
     tickets_lock: threading.Lock = field(default_factory=threading.Lock)
+    organizations: Organizations = field(default_factory=Organizations)
 
     # ---- who is asking, and may they --------------------------------------------------------
 
+    def identity(self, request: Request) -> Identity | None:
+        """Who sent ``request`` (None: anonymous); 401 for a token nobody knows. API and pages both use it."""
+        return self.tokens.resolve(request.headers.get("authorization"))
+
     def viewer(self, request: Request) -> str | None:
-        authorization = request.headers.get("authorization")
-        user = self.tokens.user_for(authorization)
-        if authorization and user is None:
-            self.tokens.require_user(authorization)  # raises 401 for a wrong token
-        return user
+        identity = self.identity(request)
+        return identity.user if identity else None
+
+    def require_writer(self, request: Request, namespace: str) -> str:
+        """The user that may write ``namespace`` with this request's token: 401 without a token; 403 when the
+        token's scope (read, or restricted to other namespaces) or the user's permission does not allow it."""
+        identity = self.tokens.require(request.headers.get("authorization"))
+        identity.check_may_write(namespace)
+        self.require_write(identity.user, namespace)
+        return identity.user
+
+    def require_actor(self, request: Request) -> str:
+        """The user behind a request that changes something outside their own namespaces (a like, a
+        discussion, a pull request, an upload): 401 without a token, 403 for a read token."""
+        identity = self.tokens.require(request.headers.get("authorization"))
+        identity.check_may_act()
+        return identity.user
+
+    def may_write(self, user: str | None, namespace: str) -> bool:
+        return may_write(user, namespace, self.organizations)
+
+    def require_write(self, user: str, namespace: str) -> None:
+        """403 unless ``user`` may write to ``namespace`` (theirs, or an organization they belong to).
+        The user's permission only: routes call ``require_writer``, which checks the token's scope too."""
+        require_write(user, namespace, self.organizations)
+
+    def may_read(self, user: str | None, repo: Repo) -> bool:
+        """Public repos are for everyone; a private one for whoever may write to its namespace."""
+        return not repo.private or self.may_write(user, repo.namespace)
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
+        # a wrong token is 401 on every route, public repo or not
+        return self.repo_visible_to(self.viewer(request), repo_type, namespace, name)
+
+    def repo_visible_to(self, user: str | None, repo_type: str, namespace: str, name: str) -> Repo:
+        """The repo if ``user`` may read it (``may_read``: the one rule, for the API and the pages), else
+        RepoNotFound, the same answer as for a repo that does not exist, so private ones do not leak."""
         repo_id = naming.check_repo_id(unquote(namespace), unquote(name))
         repo = self.storage.get_repo(repo_type, repo_id)
-        if repo is None or (repo.private and self.viewer(request) != repo.owner):
+        if repo is None or not self.may_read(user, repo):
+            moved_to = self.storage.redirect_of(repo_type, repo_id) if repo is None else None
+            target = self.storage.get_repo(repo_type, moved_to) if moved_to is not None else None
+            if target is not None and self.may_read(user, target):  # never reveal a private repo's new name
+                raise RepoMoved(f"Repository {repo_id} moved to {moved_to}.", extra={"moved_from": repo_id, "moved_to": moved_to})
             raise RepoNotFound(f"Repository {repo_id} not found (or private and you are not its owner).")
         return repo
 
     def writable_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> tuple[Repo, str]:
-        user = self.tokens.require_user(request.headers.get("authorization"))
+        self.tokens.require(request.headers.get("authorization"))  # 401 before anything about the repo
         repo = self.visible_repo(request, repo_type, namespace, name)
-        self.tokens.require_owner(user, repo.owner)
+        user = self.require_writer(request, repo.namespace)
+        return repo, user
+
+    def committable_repo(self, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+                         create_pr: bool) -> tuple[Repo, str]:
+        """The repo and user for an upload or commit to ``revision``: writers commit anywhere; anyone who
+        can read a repo may open a pull request on it and commit to the pull requests they opened (that is
+        how outsiders contribute on the Hub)."""
+        user = self.require_actor(request)
+        repo = self.visible_repo(request, repo_type, namespace, name)
+        if create_pr:
+            return repo, user
+        if self.may_write(user, repo.namespace):
+            self.require_writer(request, repo.namespace)  # and the token's namespace restriction
+            return repo, user
+            return repo, user
+        kind, ref_name = self.storage.split_revision(unquote(revision))
+        if kind == "pr" and ref_name.isdigit():
+            try:
+                pr = self.storage.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
+            except HubHTTPError:
+                pr = None
+            if pr is not None and pr.author == user and pr.status in ("open", "draft"):
+                return repo, user
+        self.require_writer(request, repo.namespace)
         return repo, user
 
     # ---- request bodies ----------------------------------------------------------------------
@@ -115,11 +181,10 @@ class HubContext:
 
     def repo_json(self, request: Request, repo: Repo, commit: Commit) -> dict:
         card = self.card_of(commit)
-        paths = sorted(commit.tree)
-        tags, library_name, pipeline_tag = derive_tags(card, paths)
+        files = commit.tree.items()
+        tags, library_name, pipeline_tag = derive_tags(card, [path for path, _ in files])
         siblings = []
-        for path in paths:
-            entry = commit.tree[path]
+        for path, entry in files:
             sibling: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.git_oid}
             if entry.lfs:
                 sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": entry.pointer_size}
@@ -132,21 +197,21 @@ class HubContext:
             "lastModified": commit.date,
             "createdAt": repo.created_at,
             "private": repo.private,
-            "gated": False,
+            "gated": repo.gated or False,
             "disabled": False,
             "downloads": repo.downloads,
             "likes": repo.likes,
             "tags": tags,
             "siblings": siblings,
             "cardData": card,
-            "usedStorage": sum(entry.size for entry in commit.tree.values()),
+            "usedStorage": sum(entry.size for _, entry in files),
         }
         if repo.repo_type == "model":
             data["modelId"] = repo.repo_id
             data["library_name"] = library_name
             data["pipeline_tag"] = pipeline_tag
         if repo.repo_type == "space":
-            data["sdk"] = (card or {}).get("sdk")
+            data["sdk"] = repo.sdk or (card or {}).get("sdk")
         return data
 
 

@@ -30,6 +30,12 @@ class RepoNotFound(HubHTTPError):
     code = "RepoNotFound"
 
 
+class RepoMoved(HubHTTPError):
+    """The repo was renamed: the app answers with a redirect to the same URL under the new name."""
+
+    status = 307
+
+
 class RevisionNotFound(HubHTTPError):
     status = 404
     code = "RevisionNotFound"

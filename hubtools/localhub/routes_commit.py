@@ -1,100 +1,130 @@
 """The commit route: an NDJSON body (a header line, then one line per file added, LFS file added, file
-or folder deleted) applied in one commit to a branch, or to a new pull-request ref with ``create_pr``."""
+or folder deleted) applied in one commit to a branch, or to a new pull-request ref with ``create_pr``.
+
+The body is read line by line: a file sent inline is written to the blob store as soon as its line has
+arrived, so memory holds one line, not the whole commit. An inline file that the Hub would keep in LFS
+(by ``.gitattributes``, size or binary content) is stored as an LFS file, exactly as if it had come
+through the LFS batch API (see ``routes_upload.preupload`` for why clients send them inline).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, flag, read_body, repo_url
-from hubtools.localhub.errors import BadRequest
+from hubtools.localhub.context import Hub, HubContext, flag, repo_url
+from hubtools.localhub.errors import BadRequest, PayloadTooLarge
+from hubtools.localhub.routes_upload import SAMPLE_BYTES, lfs_patterns, storage_ref_name, stored_as_lfs
 from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, git_blob_oid, lfs_pointer
 
 router = APIRouter()
 
 
-def parse_commit_lines(body: bytes) -> tuple[dict, list[dict]]:
-    header: dict | None = None
-    operations: list[dict] = []
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(f"Malformed NDJSON: line {number} is not valid JSON.") from None
-        if not isinstance(item, dict) or not isinstance(item.get("value"), dict) or "key" not in item:
-            raise BadRequest(f"Malformed NDJSON: line {number} needs a 'key' and an object 'value'.")
-        if item["key"] == "header":
-            if header is not None or operations:
-                raise BadRequest("Malformed NDJSON: the header must come first, once.")
-            header = item["value"]
-        else:
-            operations.append(item)
-    if header is None:
-        raise BadRequest("Malformed NDJSON: the commit has no header line.")
-    return header, operations
+def parse_commit_line(line: bytes, number: int) -> dict:
+    try:
+        item = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"Malformed NDJSON: line {number} is not valid JSON.") from None
+    if not isinstance(item, dict) or not isinstance(item.get("value"), dict) or "key" not in item:
+        raise BadRequest(f"Malformed NDJSON: line {number} needs a 'key' and an object 'value'.")
+    return item
 
 
-def build_operations(hub: HubContext, operations: list[dict]) -> list[AddFile | DeleteFile | DeleteFolder]:
+async def ndjson_lines(request: Request, max_body: int, max_line: int) -> AsyncIterator[tuple[int, bytes]]:
+    """The non-blank lines of the request body with their numbers, as they arrive."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        raise PayloadTooLarge(f"Request body too large: at most {max_body} bytes.")
+    pending, total, number = b"", 0, 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_body:
+            raise PayloadTooLarge(f"Request body too large: at most {max_body} bytes.")
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield number, line
+        if len(pending) > max_line:
+            raise PayloadTooLarge(f"Commit line {number + 1} too large: at most {max_line} bytes per file.")
+    if pending.strip():
+        yield number + 1, pending
+
+
+def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFile | DeleteFile | DeleteFolder:
+    """One NDJSON operation -> a storage operation; inline content goes to the blob store now."""
     storage = hub.storage
-    built: list[AddFile | DeleteFile | DeleteFolder] = []
-    for item in operations:
-        key, value = item["key"], item["value"]
-        raw_path = value.get("path")
-        if key == "deletedFolder" and isinstance(raw_path, str):
-            raw_path = raw_path.rstrip("/")
-        path = naming.check_path(raw_path)
-        if key == "file":
-            encoding = value.get("encoding", "base64")
-            content = value.get("content")
-            if not isinstance(content, str):
-                raise BadRequest(f"File {path}: 'content' must be a string.")
-            if encoding == "base64":
-                try:
-                    data = base64.b64decode(content, validate=True)
-                except (binascii.Error, ValueError):
-                    raise BadRequest(f"File {path}: content is not valid base64.") from None
-            elif encoding in ("utf-8", "utf8"):
-                data = content.encode("utf-8")
-            else:
-                raise BadRequest(f"File {path}: unknown encoding {encoding!r}.")
-            sha256 = storage.put_bytes(data)
-            built.append(AddFile(path, FileEntry(sha256, len(data), git_blob_oid(data), False)))
-        elif key == "lfsFile":
-            oid = value.get("oid")
-            if value.get("algo", "sha256") != "sha256" or not (
-                isinstance(oid, str) and len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)
-            ):
-                raise BadRequest(f"LFS file {path}: 'oid' must be a sha256 (64 lowercase hex characters).")
-            if not storage.has_blob(oid):
-                raise BadRequest(f"LFS file {path}: object {oid} was never uploaded (use the LFS batch API).")
-            size = storage.blob_path(oid).stat().st_size
-            if value.get("size") is not None and value.get("size") != size:
-                raise BadRequest(f"LFS file {path}: size {value.get('size')} does not match the object ({size}).")
-            built.append(AddFile(path, FileEntry(oid, size, git_blob_oid(lfs_pointer(oid, size)), True)))
-        elif key == "deletedFile":
-            built.append(DeleteFile(path))
-        elif key == "deletedFolder":
-            built.append(DeleteFolder(path))
+    key, value = item["key"], item["value"]
+    raw_path = value.get("path")
+    if key == "deletedFolder" and isinstance(raw_path, str):
+        raw_path = raw_path.rstrip("/")
+    path = naming.check_path(raw_path)
+    if key == "file":
+        encoding = value.get("encoding", "base64")
+        content = value.get("content")
+        if not isinstance(content, str):
+            raise BadRequest(f"File {path}: 'content' must be a string.")
+        if encoding == "base64":
+            try:
+                data = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"File {path}: content is not valid base64.") from None
+        elif encoding in ("utf-8", "utf8"):
+            data = content.encode("utf-8")
         else:
-            raise BadRequest(f"Malformed NDJSON: unknown operation {key!r}.")
-    return built
+            raise BadRequest(f"File {path}: unknown encoding {encoding!r}.")
+        sha256 = storage.put_bytes(data)
+        if stored_as_lfs(path, len(data), data[:SAMPLE_BYTES], lfs_rules):
+            return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(lfs_pointer(sha256, len(data))), True))
+        return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(data), False))
+    if key == "lfsFile":
+        oid = value.get("oid")
+        if value.get("algo", "sha256") != "sha256" or not (
+            isinstance(oid, str) and len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)
+        ):
+            raise BadRequest(f"LFS file {path}: 'oid' must be a sha256 (64 lowercase hex characters).")
+        if not storage.has_blob(oid):
+            raise BadRequest(f"LFS file {path}: object {oid} was never uploaded (use the LFS batch API).")
+        size = storage.blob_path(oid).stat().st_size
+        if value.get("size") is not None and value.get("size") != size:
+            raise BadRequest(f"LFS file {path}: size {value.get('size')} does not match the object ({size}).")
+        return AddFile(path, FileEntry(oid, size, git_blob_oid(lfs_pointer(oid, size)), True))
+    if key == "deletedFile":
+        return DeleteFile(path)
+    if key == "deletedFolder":
+        return DeleteFolder(path)
+    raise BadRequest(f"Malformed NDJSON: unknown operation {key!r}.")
 
 
 @router.post("/api/{plural}/{namespace}/{name}/commit/{revision}")
 async def commit(request: Request, plural: str, namespace: str, name: str, revision: str, hub: Hub) -> Response:
     storage = hub.storage
-    repo, user = hub.writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
     create_pr = flag(request.query_params.get("create_pr"))
-    body = await read_body(request, hub.settings.max_commit_body)
-    header, raw_operations = parse_commit_lines(body)
+    repo, user = hub.committable_repo(request, naming.repo_type_from_plural(plural), namespace, name, revision,
+                                      create_pr)
+    target, _ = hub.resolve(repo, revision) if create_pr else hub.storage.resolve(
+        repo.repo_type, repo.repo_id, storage_ref_name(*hub.branch_target(repo, revision)))
+    lfs_rules = lfs_patterns(hub, target)
+    header: dict | None = None
+    operations: list[AddFile | DeleteFile | DeleteFolder] = []
+    async for number, line in ndjson_lines(request, hub.settings.max_commit_body, hub.settings.max_commit_line):
+        item = parse_commit_line(line, number)
+        if item["key"] == "header":
+            if header is not None or operations:
+                raise BadRequest("Malformed NDJSON: the header must come first, once.")
+            header = item["value"]
+        else:
+            operations.append(await run_in_threadpool(build_operation, hub, item, lfs_rules))
+    if header is None:
+        raise BadRequest("Malformed NDJSON: the commit has no header line.")
     title = header.get("summary") or "Upload files"
     description = header.get("description") or ""
     parent_commit = header.get("parentCommit")
@@ -102,15 +132,23 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
         raise BadRequest("The commit header's summary and description must be strings.")
     if parent_commit is not None and not isinstance(parent_commit, str):
         raise BadRequest("parentCommit must be a commit id.")
-    operations = await run_in_threadpool(build_operations, hub, raw_operations)
     pr_url = None
     if create_pr:
-        start, _ = hub.resolve(repo, revision)
-        number = storage.next_pr_number(repo.repo_type, repo.repo_id)
-        oid = await run_in_threadpool(
-            lambda: storage.commit(repo.repo_type, repo.repo_id, str(number), operations, title=title,
-                                   message=description, author=user, parent_commit=parent_commit,
-                                   create_branch_from=start.oid, branch_kind="pr"))
+        kind, branch = hub.branch_target(repo, revision)
+        if kind != "branch":
+            raise BadRequest("A pull request merges into a branch: open it against a branch, e.g. main.")
+        number = await run_in_threadpool(
+            lambda: storage.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
+                                              description=description, pull_request=True, status="open",
+                                              target=branch))
+        try:
+            oid = await run_in_threadpool(
+                lambda: storage.commit(repo.repo_type, repo.repo_id, str(number), operations, title=title,
+                                       message=description, author=user, parent_commit=parent_commit,
+                                       branch_kind="pr"))
+        except BaseException:
+            await run_in_threadpool(storage.delete_discussion, repo.repo_type, repo.repo_id, number)
+            raise
         pr_url = f"{repo_url(request, repo)}/discussions/{number}"
     else:
         kind, branch = hub.branch_target(repo, revision)

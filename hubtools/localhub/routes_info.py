@@ -29,18 +29,8 @@ def tree_entry_json(path: str, entry: FileEntry) -> dict:
 
 
 def folder_json(commit: Commit, folder: str) -> dict:
-    prefix = folder + "/"
-    listing = "\n".join(f"{p}:{e.git_oid}" for p, e in sorted(commit.tree.items()) if p.startswith(prefix))
+    listing = "\n".join(f"{p}:{e.git_oid}" for p, e in commit.tree.under(folder))
     return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": folder}
-
-
-def folders_of(commit: Commit) -> set[str]:
-    folders: set[str] = set()
-    for path in commit.tree:
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            folders.add("/".join(parts[:depth]))
-    return folders
 
 
 def last_commit_json(hub: HubContext, repo: Repo, commit: Commit, path: str, is_folder: bool) -> dict:
@@ -49,8 +39,7 @@ def last_commit_json(hub: HubContext, repo: Repo, commit: Commit, path: str, is_
     def snapshot(candidate: Commit) -> Any:
         if not is_folder:
             return candidate.tree.get(path)
-        prefix = path + "/"
-        return sorted((p, e.git_oid) for p, e in candidate.tree.items() if p.startswith(prefix))
+        return [(p, e.git_oid) for p, e in candidate.tree.under(path)]
 
     history = hub.storage.history(repo.repo_type, repo.repo_id, commit)
     current = snapshot(commit)
@@ -99,23 +88,13 @@ def _tree(hub: HubContext, request: Request, plural: str, namespace: str, name: 
         naming.check_path(folder)
     recursive = flag(request.query_params.get("recursive"))
     expand = flag(request.query_params.get("expand"))
-    folders = folders_of(commit)
-    if folder and folder not in folders:
+    if folder and not commit.tree.is_folder(folder):
         raise EntryNotFound(f"{folder} does not exist at revision {unquote(revision)}.",
                             extra={"repo_commit": commit.oid})
-    prefix = folder + "/" if folder else ""
-
-    def wanted(candidate: str) -> bool:
-        if not candidate.startswith(prefix) or candidate == folder:
-            return False
-        return recursive or "/" not in candidate[len(prefix):]
-
-    items = [with_expand(hub, repo, commit, folder_json(commit, f), expand) for f in sorted(folders) if wanted(f)]
-    items += [
-        with_expand(hub, repo, commit, tree_entry_json(p, commit.tree[p]), expand)
-        for p in sorted(commit.tree)
-        if wanted(p)
-    ]
+    folders = commit.tree.folders(folder, recursive=recursive)
+    items = [with_expand(hub, repo, commit, folder_json(commit, f), expand) for f in folders]
+    items += [with_expand(hub, repo, commit, tree_entry_json(p, entry), expand)
+              for p, entry in commit.tree.under(folder, recursive=recursive)]
     return JSONResponse(items)
 
 
@@ -152,16 +131,16 @@ async def paths_info(request: Request, plural: str, namespace: str, name: str, r
         expand = flag((form.get("expand") or ["false"])[0])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise BadRequest("'paths' must be a list of strings.")
-    folders = folders_of(commit)
     items = []
     for raw in paths:
         path = raw.strip("/")
         if not path:
             continue
         naming.check_path(path)
-        if path in commit.tree:
-            items.append(with_expand(hub, repo, commit, tree_entry_json(path, commit.tree[path]), expand))
-        elif path in folders:
+        entry = commit.tree.get(path)
+        if entry is not None:
+            items.append(with_expand(hub, repo, commit, tree_entry_json(path, entry), expand))
+        elif commit.tree.is_folder(path):
             items.append(with_expand(hub, repo, commit, folder_json(commit, path), expand))
     return JSONResponse(items)
 

@@ -1,5 +1,15 @@
-"""Upload routes before the commit: preupload (regular or LFS per file), the refused Xet tokens, and the
-LFS batch API with its one-time upload and verify URLs ("tickets")."""
+"""Upload routes before the commit: preupload (inline or LFS per file), the refused Xet tokens, and the
+LFS batch API with its one-time upload and verify URLs ("tickets").
+
+Why small files go inline: with ``hf_xet`` installed (it comes with huggingface_hub) and
+``HF_HUB_DISABLE_XET`` unset, the client sends every file that preupload calls "lfs" through Xet storage,
+whatever the server says; nothing in the LFS batch negotiation or in the response headers changes that.
+This hub speaks LFS, not Xet. So preupload calls "regular" every file up to the Hub's own limit for
+regular files (10 MB): the client sends it inline in the commit, any client works with no setting, and
+the commit route stores it as LFS where the Hub would have (``stored_as_lfs``), so the repo looks the
+same either way. Larger files are "lfs": the LFS batch API serves clients with Xet disabled, and the Xet
+token endpoints answer a client that tries Xet with what to do.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +27,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, LfsTicket, base_url, json_object
+from hubtools.localhub.context import Hub, HubContext, LfsTicket, base_url, flag, json_object
 from hubtools.localhub.errors import BadRequest, NotFound
-from hubtools.localhub.storage import Commit, Repo
+from hubtools.localhub.storage import Commit, FileEntry, Repo, git_blob_oid
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub's limit for regular (non-LFS) files
+INLINE_LIMIT = LFS_SIZE_THRESHOLD  # files up to this size are sent inline in the commit (see module doc)
+SAMPLE_BYTES = 512  # what the client samples of each file for preupload
 LFS_TICKET_TTL_S = 3600.0
 
 router = APIRouter()
@@ -61,6 +73,11 @@ def looks_binary(sample: bytes) -> bool:
     return False
 
 
+def stored_as_lfs(path: str, size: int, sample: bytes, patterns: list[str]) -> bool:
+    """Whether the Hub keeps this file in LFS: by size, by ``.gitattributes``, or because it is binary."""
+    return size > LFS_SIZE_THRESHOLD or is_lfs_path(path, patterns) or looks_binary(sample)
+
+
 def storage_ref_name(kind: str, name: str) -> str:
     return {"branch": "refs/heads/", "pr": "refs/pr/", "tag": "refs/tags/"}[kind] + name
 
@@ -68,21 +85,29 @@ def storage_ref_name(kind: str, name: str) -> str:
 @router.get("/api/{plural}/{namespace}/{name}/xet-write-token/{revision}")
 @router.get("/api/{plural}/{namespace}/{name}/xet-read-token/{revision}")
 def xet_token(plural: str, namespace: str, name: str, revision: str) -> Response:
-    raise BadRequest("This local hub stores files with plain LFS, not Xet: set HF_HUB_DISABLE_XET=1 "
-                     "(hubtools.hubenv.point_clients_at does) before using the client.")
+    raise BadRequest(XET_REFUSAL)
+
+
+XET_REFUSAL = (f"This server speaks LFS only, not Xet: files over {INLINE_LIMIT // (1024 * 1024)} MB need "
+               "HF_HUB_DISABLE_XET=1 in the environment of the client (hubtools sets it for its own calls).")
 
 
 @router.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
 async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str,
                     hub: Hub) -> Response:
-    repo, _ = hub.writable_repo(request, naming.repo_type_from_plural(plural), namespace, name)
+    repo, _ = hub.committable_repo(request, naming.repo_type_from_plural(plural), namespace, name, revision,
+                                   flag(request.query_params.get("create_pr")))
     kind, branch = hub.branch_target(repo, revision)
     commit, _ = hub.storage.resolve(repo.repo_type, repo.repo_id, storage_ref_name(kind, branch))
     body = json_object(await hub.read_json(request))
     files = body.get("files")
     if not isinstance(files, list):
         raise BadRequest("preupload needs a JSON body with a list 'files'.")
-    patterns = lfs_patterns(hub, commit)
+    shard_preuploader = request.headers.get("user-agent", "").startswith("datasets/")
+    patterns = lfs_patterns(hub, commit) if shard_preuploader else []
+    # Never more inline than one commit line may carry (base64 is 4/3 of the bytes, plus the JSON around).
+    line_limit = min(hub.settings.max_commit_line, hub.settings.max_commit_body)
+    inline_limit = min(INLINE_LIMIT, line_limit * 3 // 4 - 4096)
     answers = []
     for item in files:
         if not isinstance(item, dict):
@@ -95,12 +120,25 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
             sample = base64.b64decode(item.get("sample") or "", validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest(f"Invalid base64 sample for {path}.") from None
-        lfs = size > LFS_SIZE_THRESHOLD or is_lfs_path(path, patterns) or looks_binary(sample)
+        inline = size <= inline_limit and (
+            not shard_preuploader or not stored_as_lfs(path, size, sample[:SAMPLE_BYTES], patterns))
         existing = commit.tree.get(path)
-        oid = None if existing is None else (existing.sha256 if existing.lfs else existing.git_oid)
-        answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                        "oid": oid})
+        answers.append({"path": path, "uploadMode": "regular" if inline else "lfs", "shouldIgnore": False,
+                        "oid": None if existing is None else await run_in_threadpool(
+                            existing_oid, hub, existing, inline)})
     return JSONResponse({"files": answers, "commitOid": commit.oid})
+
+
+def existing_oid(hub: HubContext, entry: FileEntry, inline: bool) -> str:
+    """What the client compares with its own file to skip unchanged ones: the sha256 for an LFS upload,
+    the git blob id of the content for an inline one (for a file stored as LFS, from its blob)."""
+    if not inline:
+        return entry.sha256
+    if not entry.lfs:
+        return entry.git_oid
+    if entry.size > INLINE_LIMIT:
+        return entry.sha256  # cannot be the same file: sizes differ
+    return git_blob_oid(hub.storage.read_blob(entry.sha256))
 
 
 # ---- the LFS batch API ---------------------------------------------------------------------------
@@ -111,7 +149,10 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     if not name_git.endswith(".git"):
         raise NotFound("Not found: no such endpoint.")
     repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
-    return hub.writable_repo(request, repo_type, namespace, name_git[: -len(".git")])
+    # Objects are content-addressed and invisible until a commit names them: whoever may commit to some
+    # ref of the repo (a writer, or anyone opening a pull request) may upload them; the commit decides.
+    user = hub.require_actor(request)
+    return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
 
 
 async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
@@ -212,7 +253,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
 
 @router.post("/api/lfs-verify/{ticket}")
 async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
-    hub.tokens.require_user(request.headers.get("authorization"))
+    hub.require_actor(request)
     expected = ticket_for(hub, ticket)
     body = json_object(await hub.read_json(request))
     if body.get("oid") != expected.oid or not hub.storage.has_blob(expected.oid, expected.size):

@@ -1,8 +1,20 @@
 """Repos, commits and refs of the local hub: content-addressed blobs on disk plus one SQLite database.
 
-A commit stores its whole tree (path -> file entry) as JSON. Blobs are written (temp file + os.replace)
-before the commit row and the ref move happen in ONE SQLite transaction, so a crash mid-commit leaves
-the repo at the old or at the new tree, never a mix, and every old commit stays readable.
+Every commit's files are rows of the ``files`` table keyed by (commit ``seq``, path): either the whole
+tree, or the commit's changes (added/changed files and deletion markers) over a ``base`` commit whose rows
+are a whole tree (``trees.py``: ``CommitTree`` and the commit operations). Likes and discussions are in
+``storage_community.py``, mixed into ``Storage``. A path lookup, a folder listing or a short-sha lookup is one or two
+indexed queries whatever the repo's size, and a commit writes the files it changes plus its parent's
+change set (bounded by ``delta_limit``); only when that grows past the limit does a commit write the whole
+tree again. ``benchmarks/README.md`` has the figures. Blobs referenced by a repo are the ``sha256`` of its
+``files`` rows with ``deleted = 0``.
+
+Blobs are written (temp file + os.replace) before the commit row, its file rows and the ref move happen
+in ONE SQLite transaction, so a crash mid-commit leaves the repo at the old or at the new tree, never a
+mix, and every old commit stays readable.
+
+A data folder of the first layout (each commit's tree as one JSON column) is migrated in place, in one
+transaction, the first time it is opened.
 """
 
 from __future__ import annotations
@@ -24,12 +36,28 @@ from pathlib import Path
 from hubtools.localhub.errors import (
     BadRequest,
     Conflict,
-    EntryNotFound,
     PreconditionFailed,
     RepoNotFound,
     RevisionNotFound,
 )
 from hubtools.localhub.naming import REPO_TYPES
+from hubtools.localhub.storage_community import CommunityStore, add_event, comment_data
+from hubtools.localhub.trees import (
+    AddFile,
+    CommitTree,
+    DeleteFile,
+    DeleteFolder,
+    FileEntry,
+    apply_operations,
+    git_blob_oid,
+    insert_file,
+    lfs_pointer,
+    prefix_upper_bound,
+    start_tree,
+)
+
+__all__ = ["AddFile", "Commit", "CommitTree", "DeleteFile", "DeleteFolder", "FileEntry", "Ref", "Repo", "Storage",
+           "git_blob_oid", "lfs_pointer"]
 
 # The Hub's default .gitattributes: the initial commit of every new repo, and what decides LFS uploads.
 DEFAULT_GITATTRIBUTES = """\
@@ -74,63 +102,64 @@ saved_model/**/* filter=lfs diff=lfs merge=lfs -text
 *.webp filter=lfs diff=lfs merge=lfs -text
 """
 
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, owner TEXT NOT NULL, private INTEGER NOT NULL,
     created_at TEXT NOT NULL, likes INTEGER NOT NULL DEFAULT 0, downloads INTEGER NOT NULL DEFAULT 0,
+    gated TEXT, sdk TEXT,
     PRIMARY KEY (repo_type, repo_id)
 );
 CREATE TABLE IF NOT EXISTS commits (
-    oid TEXT PRIMARY KEY, repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, parent TEXT,
-    title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL, date TEXT NOT NULL, tree TEXT NOT NULL
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, oid TEXT NOT NULL UNIQUE, repo_type TEXT NOT NULL,
+    repo_id TEXT NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL,
+    date TEXT NOT NULL, base_seq INTEGER, n_files INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS commits_by_repo ON commits (repo_type, repo_id);
+CREATE TABLE IF NOT EXISTS files (
+    commit_seq INTEGER NOT NULL, path TEXT NOT NULL, dir TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, git_oid TEXT NOT NULL, lfs INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (commit_seq, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_dir ON files (commit_seq, dir);
 CREATE TABLE IF NOT EXISTS refs (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     commit_oid TEXT NOT NULL, PRIMARY KEY (repo_type, repo_id, kind, name)
 );
+CREATE TABLE IF NOT EXISTS likes (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, user TEXT NOT NULL, liked_at TEXT NOT NULL,
+    PRIMARY KEY (repo_type, repo_id, user)
+);
+CREATE TABLE IF NOT EXISTS redirects (
+    repo_type TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL, PRIMARY KEY (repo_type, old_id)
+);
+CREATE TABLE IF NOT EXISTS discussions (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, num INTEGER NOT NULL, is_pr INTEGER NOT NULL,
+    title TEXT NOT NULL, author TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+    target TEXT, base_oid TEXT, merge_oid TEXT,
+    PRIMARY KEY (repo_type, repo_id, num)
+);
+CREATE TABLE IF NOT EXISTS discussion_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, repo_type TEXT NOT NULL, repo_id TEXT NOT NULL,
+    num INTEGER NOT NULL, type TEXT NOT NULL, author TEXT NOT NULL, created_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_discussion ON discussion_events (repo_type, repo_id, num);
 """
+
+class StorageError(Exception):
+    """A data folder this hubtools cannot serve (one line saying what to do)."""
+
 
 DEFAULT_BRANCH = "main"
 REF_KINDS = {"refs/heads/": "branch", "refs/tags/": "tag", "refs/pr/": "pr"}
-
-
-def git_blob_oid(content: bytes) -> str:
-    """The git object id of a blob, which the Hub reports as a file's ``oid``."""
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+SHORT_SHA_MIN = 7
+_HEX = frozenset("0123456789abcdef")
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a tree. ``git_oid`` is the blob id (of the LFS pointer for LFS files), as git has it."""
-
-    sha256: str
-    size: int
-    git_oid: str
-    lfs: bool
-
-    def to_json(self) -> list:
-        return [self.sha256, self.size, self.git_oid, self.lfs]
-
-    @classmethod
-    def from_json(cls, value: list) -> FileEntry:
-        return cls(value[0], int(value[1]), value[2], bool(value[3]))
-
-    @property
-    def etag(self) -> str:
-        return self.sha256 if self.lfs else self.git_oid
-
-    @property
-    def pointer_size(self) -> int:
-        return len(lfs_pointer(self.sha256, self.size))
 
 
 @dataclass(frozen=True)
@@ -141,7 +170,7 @@ class Commit:
     message: str
     author: str
     date: str
-    tree: dict[str, FileEntry]
+    tree: CommitTree
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,12 @@ class Repo:
     created_at: str
     likes: int
     downloads: int
+    gated: str | None = None  # None (not gated), "auto" or "manual", as the Hub reports it
+    sdk: str | None = None  # spaces only: "gradio", "docker", "static", ...
+
+    @property
+    def namespace(self) -> str:
+        return self.repo_id.split("/")[0]
 
 
 @dataclass(frozen=True)
@@ -167,24 +202,15 @@ class Ref:
         return prefix + self.name
 
 
-# Operations of one commit, already validated: path -> new entry, or deletions.
-@dataclass(frozen=True)
-class AddFile:
-    path: str
-    entry: FileEntry
+_REPO_COLUMNS = "repo_type, repo_id, owner, private, created_at, likes, downloads, gated, sdk"
+_COMMIT_COLUMNS = "seq, oid, parent, title, message, author, date, base_seq, n_files"
 
 
-@dataclass(frozen=True)
-class DeleteFile:
-    path: str
+def _repo_from_row(row: tuple) -> Repo:
+    return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], row[7], row[8])
 
 
-@dataclass(frozen=True)
-class DeleteFolder:
-    path: str
-
-
-class Storage:
+class Storage(CommunityStore):
     """All state of one data folder. Thread-safe: writes are serialized, reads use their own connection."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -196,8 +222,17 @@ class Storage:
         self.db_path = self.data_dir / "hub.sqlite"
         self._write_lock = threading.Lock()
         self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(f"{self.data_dir} was written by a newer hubtools (data layout {version}, this "
+                                   f"one reads up to {SCHEMA_VERSION}): upgrade hubtools to serve it.")
+            _migrate_v1(db)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            _add_missing_columns(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ---- low level -----------------------------------------------------------------------------
 
@@ -258,11 +293,9 @@ class Storage:
 
     def get_repo(self, repo_type: str, repo_id: str) -> Repo | None:
         row = self._connect().execute(
-            "SELECT repo_type, repo_id, owner, private, created_at, likes, downloads FROM repos "
-            "WHERE repo_type = ? AND repo_id = ?",
-            (repo_type, repo_id),
+            f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
         ).fetchone()
-        return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6]) if row else None
+        return _repo_from_row(row) if row else None
 
     def require_repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self.get_repo(repo_type, repo_id)
@@ -270,14 +303,24 @@ class Storage:
             raise RepoNotFound(f"Repository {repo_id} ({repo_type}) not found.")
         return repo
 
-    def list_repos(self, repo_type: str) -> list[Repo]:
-        rows = self._connect().execute(
-            "SELECT repo_type, repo_id, owner, private, created_at, likes, downloads FROM repos WHERE repo_type = ?",
-            (repo_type,),
-        ).fetchall()
-        return [Repo(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+    def list_repos(self, repo_type: str | None = None) -> list[Repo]:
+        """Every repo of ``repo_type`` (of every type when None), sorted by type and id."""
+        if repo_type is None:
+            rows = self._connect().execute(f"SELECT {_REPO_COLUMNS} FROM repos ORDER BY repo_type, repo_id")
+        else:
+            rows = self._connect().execute(
+                f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? ORDER BY repo_id", (repo_type,))
+        return [_repo_from_row(row) for row in rows.fetchall()]
 
-    def create_repo(self, repo_type: str, repo_id: str, owner: str, private: bool) -> Repo:
+    def redirect_of(self, repo_type: str, repo_id: str) -> str | None:
+        """Where a moved repo went (the Hub keeps the old name working), or None."""
+        row = self._connect().execute(
+            "SELECT new_id FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id)
+        ).fetchone()
+        return row[0] if row else None
+
+    def create_repo(self, repo_type: str, repo_id: str, owner: str, private: bool, *,
+                    sdk: str | None = None) -> Repo:
         gitattributes = DEFAULT_GITATTRIBUTES.encode()
         sha256 = self.put_bytes(gitattributes)
         entry = FileEntry(sha256, len(gitattributes), git_blob_oid(gitattributes), False)
@@ -288,12 +331,15 @@ class Storage:
             ).fetchone():
                 raise Conflict(f"You already created this {repo_type} repo: {repo_id}.")
             db.execute(
-                "INSERT INTO repos (repo_type, repo_id, owner, private, created_at) VALUES (?, ?, ?, ?, ?)",
-                (repo_type, repo_id, owner, int(private), now),
+                "INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) VALUES (?, ?, ?, ?, ?, ?)",
+                (repo_type, repo_id, owner, int(private), now, sdk),
             )
-            oid = self._insert_commit(
-                db, repo_type, repo_id, None, "initial commit", "", owner, {".gitattributes": entry}, now
-            )
+            # A new repo takes the name over from a repo that was moved away from it.
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id))
+            oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
+            seq = _seq_of(db, oid)
+            insert_file(db, seq, ".gitattributes", entry)
+            db.execute("UPDATE commits SET n_files = 1 WHERE seq = ?", (seq,))
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
             )
@@ -302,14 +348,24 @@ class Storage:
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         # Blobs are shared between repos (content-addressed) and are left in place.
         with self._transaction() as db:
-            for table in ("repos", "commits", "refs"):
-                db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id))
+            _delete_repo_rows(db, repo_type, repo_id)
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND new_id = ?", (repo_type, repo_id))
 
     def set_private(self, repo_type: str, repo_id: str, private: bool) -> None:
+        self.update_repo(repo_type, repo_id, private=private)
+
+    def update_repo(self, repo_type: str, repo_id: str, **changes: object) -> None:
+        """Set ``private``, ``gated`` (None, "auto" or "manual") and/or ``sdk`` of a repo."""
+        allowed = {"private", "gated", "sdk"}
+        if not changes or not set(changes) <= allowed:
+            raise ValueError(f"update_repo takes {sorted(allowed)}, got {sorted(changes)}")
+        values = {key: (int(value) if key == "private" else value) for key, value in changes.items()}
+        assignments = ", ".join(f"{key} = ?" for key in values)
         with self._transaction() as db:
-            db.execute(
-                "UPDATE repos SET private = ? WHERE repo_type = ? AND repo_id = ?", (int(private), repo_type, repo_id)
-            )
+            cursor = db.execute(f"UPDATE repos SET {assignments} WHERE repo_type = ? AND repo_id = ?",
+                                (*values.values(), repo_type, repo_id))
+            if cursor.rowcount == 0:
+                raise RepoNotFound(f"Repository {repo_id} ({repo_type}) not found.")
 
     def set_counter(self, repo_type: str, repo_id: str, column: str, value: int) -> None:
         if column not in ("likes", "downloads"):
@@ -334,29 +390,50 @@ class Storage:
         title: str,
         message: str,
         author: str,
-        tree: dict[str, FileEntry],
+        changes: object,
         date: str,
     ) -> str:
-        tree_json = json.dumps({path: entry.to_json() for path, entry in sorted(tree.items())})
-        # A fresh nonce keeps ids unique even for identical trees and messages.
-        seed = json.dumps([repo_type, repo_id, parent, title, message, date, tree_json, secrets.token_hex(8)])
+        """Insert the commit row (its files are written by the caller) and return the new commit id."""
+        # A fresh nonce keeps ids unique even for identical changes and messages.
+        seed = json.dumps([repo_type, repo_id, parent, title, message, date, repr(changes), secrets.token_hex(8)])
         oid = hashlib.sha1(seed.encode()).hexdigest()
         db.execute(
-            "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (oid, repo_type, repo_id, parent, title, message, author, date, tree_json),
+            "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (oid, repo_type, repo_id, parent, title, message, author, date),
         )
         return oid
 
+    def _commit_from_row(self, row: tuple) -> Commit:
+        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self, row[0], row[7], row[8]))
+
     def get_commit(self, repo_type: str, repo_id: str, oid: str) -> Commit | None:
         row = self._connect().execute(
-            "SELECT oid, parent, title, message, author, date, tree FROM commits "
-            "WHERE oid = ? AND repo_type = ? AND repo_id = ?",
+            f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE oid = ? AND repo_type = ? AND repo_id = ?",
             (oid, repo_type, repo_id),
         ).fetchone()
-        if row is None:
+        return self._commit_from_row(row) if row else None
+
+    def find_commits(self, repo_type: str, repo_id: str, oid_prefix: str) -> list[str]:
+        """Full ids of the repo's commits whose id starts with ``oid_prefix`` (at most two: enough to tell
+        a unique short sha from an ambiguous one)."""
+        oid_prefix = oid_prefix.lower()
+        if not oid_prefix or not set(oid_prefix) <= _HEX:
+            return []
+        rows = self._connect().execute(
+            "SELECT oid FROM commits WHERE oid >= ? AND oid < ? AND repo_type = ? AND repo_id = ? LIMIT 2",
+            (oid_prefix, prefix_upper_bound(oid_prefix), repo_type, repo_id),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def expand_commit_id(self, repo_type: str, repo_id: str, revision: str) -> str | None:
+        """A full or short (7+ hex characters) commit id of this repo -> the full id, or None."""
+        if not SHORT_SHA_MIN <= len(revision) <= 40 or not set(revision.lower()) <= _HEX:
             return None
-        tree = {path: FileEntry.from_json(value) for path, value in json.loads(row[6]).items()}
-        return Commit(row[0], row[1], row[2], row[3], row[4], row[5], tree)
+        found = self.find_commits(repo_type, repo_id, revision)
+        if len(found) > 1:
+            raise BadRequest(f"Ambiguous short commit id {revision}: give more characters.")
+        return found[0] if found else None
 
     def list_refs(self, repo_type: str, repo_id: str) -> list[Ref]:
         rows = self._connect().execute(
@@ -381,7 +458,8 @@ class Storage:
         return None, revision
 
     def resolve(self, repo_type: str, repo_id: str, revision: str) -> tuple[Commit, Ref | None]:
-        """A revision (branch, tag, refs/..., or full commit id) -> its commit and the ref it named, if any."""
+        """A revision (branch, tag, refs/..., full or 7+ character commit id) -> its commit and the ref
+        it named, if any."""
         kind, name = self.split_revision(revision)
         kinds = [kind] if kind else ["branch", "tag"]
         for candidate in kinds:
@@ -390,20 +468,28 @@ class Storage:
                 commit = self.get_commit(repo_type, repo_id, ref.commit_oid)
                 if commit is not None:
                     return commit, ref
-        if kind is None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
-            commit = self.get_commit(repo_type, repo_id, revision)
+        if kind is None:
+            oid = self.expand_commit_id(repo_type, repo_id, revision)
+            commit = self.get_commit(repo_type, repo_id, oid) if oid else None
             if commit is not None:
                 return commit, None
         raise RevisionNotFound(f"Invalid rev id: {revision}")
 
-    def history(self, repo_type: str, repo_id: str, start: Commit) -> list[Commit]:
+    def history(self, repo_type: str, repo_id: str, start: Commit, limit: int | None = None) -> list[Commit]:
+        """``start`` and its ancestors, newest first (at most ``limit`` of them)."""
         commits = [start]
-        while commits[-1].parent is not None:
+        while commits[-1].parent is not None and (limit is None or len(commits) < limit):
             parent = self.get_commit(repo_type, repo_id, commits[-1].parent)
             if parent is None:
                 break
             commits.append(parent)
         return commits
+
+    def list_files(self, repo_type: str, repo_id: str, revision: str, folder: str = "", *,
+                   recursive: bool = True) -> list[tuple[str, FileEntry]]:
+        """(path, entry) of the files under ``folder`` at ``revision``, sorted by path."""
+        commit, _ = self.resolve(repo_type, repo_id, revision)
+        return commit.tree.under(folder, recursive=recursive)
 
     def commit(
         self,
@@ -422,51 +508,143 @@ class Storage:
         """Apply ``operations`` on top of ``branch`` and move it, atomically. Returns the new commit id.
 
         Every blob the operations refer to must already be in the store. ``create_branch_from`` (a commit
-        id) creates the ref when it does not exist yet (used for pull requests).
+        id) creates the ref when it does not exist yet (used for pull requests). ``parent_commit`` may be
+        a short (7+ character) id, as the Hub takes it.
         """
         for op in operations:
             if isinstance(op, AddFile) and not self.has_blob(op.entry.sha256, op.entry.size):
                 raise BadRequest(f"Blob {op.entry.sha256} for {op.path} was never uploaded (or its size differs).")
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
-                (repo_type, repo_id, branch_kind, branch),
-            ).fetchone()
+            return self._commit_in(db, repo_type, repo_id, branch, operations, title=title, message=message,
+                                   author=author, parent_commit=parent_commit,
+                                   create_branch_from=create_branch_from, branch_kind=branch_kind)
+
+    def _commit_in(self, db: sqlite3.Connection, repo_type: str, repo_id: str, branch: str,
+                   operations: list[AddFile | DeleteFile | DeleteFolder], *, title: str, message: str, author: str,
+                   parent_commit: str | None, create_branch_from: str | None, branch_kind: str) -> str:
+        row = db.execute(
+            "SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
+            (repo_type, repo_id, branch_kind, branch),
+        ).fetchone()
+        if row is None:
+            if create_branch_from is None:
+                raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
+            head_oid = create_branch_from
+        else:
+            head_oid = row[0]
+        if parent_commit is not None and not (
+            len(parent_commit) >= SHORT_SHA_MIN and head_oid.startswith(parent_commit.lower())
+        ):
+            raise PreconditionFailed(
+                f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
+            )
+        head = db.execute("SELECT seq, base_seq, n_files FROM commits WHERE oid = ?", (head_oid,)).fetchone()
+        if head is None:  # pragma: no cover - refs always point at stored commits
+            raise RevisionNotFound(f"Invalid rev id: {head_oid}")
+        oid = self._insert_commit(
+            db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
+        )
+        seq = _seq_of(db, oid)
+        base = start_tree(db, self, seq, *head)
+        tree = CommitTree(self, seq, base)
+        count = apply_operations(db, tree, head[2], operations)
+        db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
+        db.execute(
+            "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
+        )
+        if branch_kind == "pr" and branch.isdigit():  # a commit to a pull request shows in its thread
+            add_event(db, repo_type, repo_id, int(branch), "commit", author, {"subject": title, "oid": oid})
+            db.execute("UPDATE discussions SET status = 'open' WHERE repo_type = ? AND repo_id = ? AND num = ? "
+                       "AND status = 'draft'", (repo_type, repo_id, int(branch)))
+        return oid
+
+    def squash(self, repo_type: str, repo_id: str, branch: str, *, title: str, author: str) -> str:
+        """Replace the history of ``branch`` by one commit with its current files (the Hub's super-squash).
+        Commits only the branch reached are forgotten; other refs keep theirs."""
+        with self._transaction() as db:
+            row = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
+                             "AND name = ?", (repo_type, repo_id, branch)).fetchone()
             if row is None:
-                if create_branch_from is None:
-                    raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
-                head_oid = create_branch_from
-            else:
-                head_oid = row[0]
-            if parent_commit is not None and parent_commit != head_oid:
-                raise PreconditionFailed(
-                    f"A commit has happened since {parent_commit}: {branch} is now at {head_oid}. Fetch and retry."
-                )
-            head = self.get_commit(repo_type, repo_id, head_oid)
-            if head is None:  # pragma: no cover - refs always point at stored commits
-                raise RevisionNotFound(f"Invalid rev id: {branch}")
-            tree = dict(head.tree)
-            for op in operations:
-                if isinstance(op, AddFile):
-                    _check_no_file_dir_clash(tree, op.path)
-                    tree[op.path] = op.entry
-                elif isinstance(op, DeleteFile):
-                    if op.path not in tree:
-                        raise EntryNotFound(f"File to delete not found: {op.path}")
-                    del tree[op.path]
-                else:
-                    prefix = op.path.rstrip("/") + "/"
-                    doomed = [path for path in tree if path.startswith(prefix)]
-                    if not doomed:
-                        raise EntryNotFound(f"Folder to delete not found: {op.path}")
-                    for path in doomed:
-                        del tree[path]
-            oid = self._insert_commit(
-                db, repo_type, repo_id, head_oid, title, message, author, tree, _now_iso()
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
-            )
+                raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
+            head = self.get_commit(repo_type, repo_id, row[0])
+            assert head is not None
+            rows = head.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+            oid = self._insert_commit(db, repo_type, repo_id, None, title, "", author, "squash", _now_iso())
+            seq = _seq_of(db, oid)
+            db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
+            db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
+            db.execute("UPDATE refs SET commit_oid = ? WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
+                       "AND name = ?", (oid, repo_type, repo_id, branch))
+            _drop_unreachable_commits(db, repo_type, repo_id)
+        return oid
+
+    def copy_repo(self, repo_type: str, from_id: str, to_id: str, owner: str, private: bool) -> Repo:
+        """A new repo ``to_id`` with the files of ``from_id``'s main branch in one commit (the Hub's duplicate)."""
+        source, _ = self.resolve(repo_type, from_id, DEFAULT_BRANCH)
+        source_repo = self.require_repo(repo_type, from_id)
+        rows = source.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+                raise Conflict(f"You already created this {repo_type} repo: {to_id}.")
+            db.execute("INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (repo_type, to_id, owner, int(private), _now_iso(), source_repo.sdk))
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
+            oid = self._insert_commit(db, repo_type, to_id, None, f"Duplicate from {from_id}", "", owner, "copy",
+                                      _now_iso())
+            seq = _seq_of(db, oid)
+            db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
+            db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
+            db.execute("INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, to_id, DEFAULT_BRANCH, oid))
+        return self.require_repo(repo_type, to_id)
+
+    def move_repo(self, repo_type: str, from_id: str, to_id: str) -> None:
+        """Rename a repo; the old name keeps answering (a redirect), as on the Hub, until a repo takes it."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+                raise Conflict(f"A {repo_type} repo {to_id} already exists: pick another name.")
+            for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+                db.execute(f"UPDATE {table} SET repo_id = ? WHERE repo_type = ? AND repo_id = ?",
+                           (to_id, repo_type, from_id))
+            db.execute("UPDATE redirects SET new_id = ? WHERE repo_type = ? AND new_id = ?", (to_id, repo_type, from_id))
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
+            db.execute("INSERT OR REPLACE INTO redirects VALUES (?, ?, ?)", (repo_type, from_id, to_id))
+
+    def merge_pull_request(self, repo_type: str, repo_id: str, num: int, *, author: str, comment: str | None) -> str:
+        """Apply a pull request's changes (its head against the commit it started from) on its target branch
+        in one commit; 409 when the target changed the same files since. Returns the merge commit id."""
+        pr = self.get_discussion(repo_type, repo_id, num)
+        if not pr.is_pr or pr.status not in ("open", "draft"):
+            raise BadRequest(f"#{num} is not an open pull request.")
+        with self._transaction() as db:
+            head_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr' "
+                                  "AND name = ?", (repo_type, repo_id, str(num))).fetchone()[0]
+            target_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? "
+                                    "AND kind = 'branch' AND name = ?", (repo_type, repo_id, pr.target)).fetchone()
+            if target_oid is None:
+                raise RevisionNotFound(f"The target branch {pr.target} of #{num} no longer exists.")
+            head, base, target = (self.get_commit(repo_type, repo_id, oid) for oid in (head_oid, pr.base_oid,
+                                                                                        target_oid[0]))
+            assert head is not None and base is not None and target is not None
+            before, after, now = dict(base.tree.items()), dict(head.tree.items()), target.tree
+            changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+            conflicts = [p for p in changed if now.get(p) != before.get(p) and now.get(p) != after.get(p)]
+            if conflicts:
+                raise Conflict(f"Cannot merge #{num}: {pr.target} changed {', '.join(conflicts[:5])} since the "
+                               "pull request started.", extra={"filesWithConflicts": conflicts})
+            operations: list[AddFile | DeleteFile | DeleteFolder] = [
+                AddFile(p, after[p]) if p in after else DeleteFile(p)
+                for p in changed if now.get(p) != after.get(p)
+            ]
+            oid = self._commit_in(db, repo_type, repo_id, pr.target, operations, title=pr.title,
+                                  message=f"Merge pull request #{num}", author=author, parent_commit=None,
+                                  create_branch_from=None, branch_kind="branch")
+            db.execute("UPDATE discussions SET status = 'merged', merge_oid = ? WHERE repo_type = ? AND repo_id = ? "
+                       "AND num = ?", (oid, repo_type, repo_id, num))
+            if comment:
+                add_event(db, repo_type, repo_id, num, "comment", author, comment_data(comment))
+            add_event(db, repo_type, repo_id, num, "status-change", author, {"status": "merged"})
         return oid
 
     def create_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_oid: str) -> None:
@@ -487,19 +665,79 @@ class Storage:
             if cursor.rowcount == 0:
                 raise RevisionNotFound(f"Invalid rev id: {name}")
 
-    def next_pr_number(self, repo_type: str, repo_id: str) -> int:
-        numbers = [int(ref.name) for ref in self.list_refs(repo_type, repo_id) if ref.kind == "pr"]
-        return max(numbers, default=0) + 1
 
 
-def _check_no_file_dir_clash(tree: dict[str, FileEntry], path: str) -> None:
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        if "/".join(parts[:depth]) in tree:
-            raise Conflict(f"Cannot add {path}: {'/'.join(parts[:depth])} is a file.")
-    prefix = path + "/"
-    if any(existing.startswith(prefix) for existing in tree):
-        raise Conflict(f"Cannot add {path}: it is a folder.")
+def _drop_unreachable_commits(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
+    """Forget the commits of a repo that no ref reaches any more (and whose rows no kept commit uses as base)."""
+    parents = dict(db.execute("SELECT oid, parent FROM commits WHERE repo_type = ? AND repo_id = ?",
+                              (repo_type, repo_id)).fetchall())
+    reachable: set[str] = set()
+    for (oid,) in db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)):
+        while oid is not None and oid not in reachable:
+            reachable.add(oid)
+            oid = parents.get(oid)
+    seqs = dict(db.execute("SELECT oid, seq FROM commits WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)))
+    kept_bases = {row[0] for row in db.execute(
+        f"SELECT base_seq FROM commits WHERE oid IN ({','.join('?' * len(reachable))}) AND base_seq IS NOT NULL",
+        sorted(reachable))}
+    for oid, seq in seqs.items():
+        if oid in reachable or seq in kept_bases:  # a kept commit's base keeps its rows
+            continue
+        db.execute("DELETE FROM files WHERE commit_seq = ?", (seq,))
+        db.execute("DELETE FROM commits WHERE seq = ?", (seq,))
+
+
+def _seq_of(db: sqlite3.Connection, oid: str) -> int:
+    row = db.execute("SELECT seq FROM commits WHERE oid = ?", (oid,)).fetchone()
+    if row is None:  # pragma: no cover - refs always point at stored commits
+        raise RevisionNotFound(f"Invalid rev id: {oid}")
+    return row[0]
+
+
+def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
+    key = (repo_type, repo_id)
+    db.execute("DELETE FROM files WHERE commit_seq IN "
+               "(SELECT seq FROM commits WHERE repo_type = ? AND repo_id = ?)", key)
+    for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+        db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", key)
+
+
+# Columns added to tables of layout 2 after data folders of that layout existed (nullable, so old rows read).
+_LATER_COLUMNS = {"discussions": ("target", "base_oid", "merge_oid"), "repos": ("gated", "sdk")}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in _LATER_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """The first layout kept each commit's whole tree as one JSON column: expand it into ``files`` rows.
+    Runs inside the opening transaction, so a crash leaves the old layout untouched."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
+    if "tree" not in columns:
+        return
+    db.execute("ALTER TABLE commits RENAME TO commits_v1")
+    db.execute("DROP INDEX IF EXISTS commits_by_repo")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    _add_missing_columns(db)
+    old = db.execute("SELECT oid, repo_type, repo_id, parent, title, message, author, date, tree FROM commits_v1 "
+                     "ORDER BY rowid").fetchall()
+    for oid, repo_type, repo_id, parent, title, message, author, date, tree_json in old:
+        cursor = db.execute(
+            "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (oid, repo_type, repo_id, parent, title, message, author, date))
+        seq = cursor.lastrowid
+        tree = json.loads(tree_json)
+        for path, value in tree.items():
+            insert_file(db, seq, path, FileEntry.from_json(value))
+        db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(tree), seq))
+    db.execute("DROP TABLE commits_v1")
 
 
 def sweep_stale_temp_files(storage: Storage, older_than_s: float = 3600.0) -> None:

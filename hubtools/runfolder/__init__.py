@@ -12,14 +12,13 @@ from hubtools.runfolder.layout import (
     is_managed, list_checkpoints, published_files,
 )
 from hubtools.runfolder.records import (
-    ClassImagesUsed, SampleCell, SamplesRecord, TrainResult, WeightFile, WidgetSample, read_concept_manifest,
-    read_eval_result, read_identifier_report, write_identifier_report,
+    ClassImagesUsed, IdentifierRecord, SampleCell, SamplesRecord, TrainResult, WeightFile, WidgetSample,
+    read_concept_manifest, read_eval_result,
 )
 
 __all__ = [
-    "CHECKPOINT_STATE_FILENAME", "LORA_WEIGHTS_FILENAME", "ClassImagesUsed", "RunFolder", "SampleCell",
-    "SamplesRecord", "TrainResult", "WeightFile", "WidgetSample", "checkpoint_files", "checkpoint_name",
+    "CHECKPOINT_STATE_FILENAME", "LORA_WEIGHTS_FILENAME", "ClassImagesUsed", "IdentifierRecord", "RunFolder",
+    "SampleCell", "SamplesRecord", "TrainResult", "WeightFile", "WidgetSample", "checkpoint_files", "checkpoint_name",
     "folder_files", "is_managed", "list_checkpoints", "published_files", "read_concept_manifest",
-    "read_eval_result", "read_identifier_report", "read_json", "read_jsonl", "write_identifier_report",
-    "write_json_atomic",
+    "read_eval_result", "read_json", "read_jsonl", "write_json_atomic",
 ]

@@ -145,13 +145,44 @@ class SamplesRecord:
         return _from_dict(cls, data)
 
 
-def read_identifier_report(run: RunFolder) -> dict[str, Any] | None:
-    """``RUN/identifier.json`` as the card's template lays it out (``IdentifierReport.to_dict()``)."""
-    return read_json(run.identifier_report)
+@dataclass
+class IdentifierRecord:
+    """``RUN/identifier.json``: how the run's identifier tokenizes and what is doubtful about it.
 
+    Written from ``identifier.IdentifierReport.to_dict()`` (keys it has beyond these are not kept).
+    """
 
-def write_identifier_report(run: RunFolder, report: dict[str, Any]) -> None:
-    write_json_atomic(run.identifier_report, report)
+    text: str
+    tokens: list[str]  # the pieces as they read (``pk``, ``bl``, ``z``)
+    num_tokens: int
+    single_token: bool
+    warnings: list[str] = field(default_factory=list)
+    vocab_tokens: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    byte_level_of: str | None = None
+    suggestion: str | None = None
+    is_word: bool = False
+    known_bad: str | None = None
+    rarity: float | None = None
+    prior_strength: float | None = None
+    other_tokenizers: list[dict[str, Any]] | None = None  # the split in the base model's further tokenizers
+
+    @property
+    def ok(self) -> bool:
+        return not self.warnings
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IdentifierRecord:
+        return _from_dict(cls, data)
+
+    def write(self, run: RunFolder) -> None:
+        write_json_atomic(run.identifier_report, {**asdict(self), "ok": self.ok})
+
+    @classmethod
+    def read(cls, run: RunFolder) -> IdentifierRecord | None:
+        """None when the run has no identifier."""
+        data = read_json(run.identifier_report)
+        return None if data is None else cls.from_dict(data)
 
 
 def read_concept_manifest(run: RunFolder):

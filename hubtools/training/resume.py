@@ -16,7 +16,7 @@ from typing import Any
 
 import hubtools
 from hubtools.config import RunConfig
-from hubtools.errors import ConfigError
+from hubtools.errors import ConfigError, first_line
 from hubtools.runfolder import RunFolder
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile
@@ -86,8 +86,7 @@ def load_checkpoint(accelerator, checkpoint: Path) -> None:
     try:
         accelerator.load_state(str(checkpoint))
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # forced past a change it cannot absorb
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{checkpoint.name} cannot be loaded with the current settings ({first[:200]}): "
+        raise ConfigError(f"{checkpoint.name} cannot be loaded with the current settings ({first_line(error)[:200]}): "
                           "restore the settings it was trained with, or start over with --force") from None
 
 
