@@ -1,11 +1,14 @@
 """Training benchmark: steps/s, peak GPU memory and model-FLOPs utilisation per memory profile.
 
-On a GPU it trains the real Stable Diffusion 1.5 shapes (random weights built from ``sd15_configs.json``,
-no download) at 512 px, batch 1 + 1 class image, through the same ``train_dreambooth`` users run. Without
-a GPU it runs the tiny model at 64 px, so the script itself stays tested.
+On a GPU it trains the real shapes of the chosen family (random weights built from ``sd15_configs.json``,
+``sdxl_configs.json`` or ``flux_configs.json``, no download) at the family's resolution (SD 1.5: 512 px,
+SDXL and FLUX.1: 1024 px), batch 1 + 1 class image, through the same ``train_dreambooth`` users run.
+Without a GPU it runs the family's tiny model at 64 px, so the script itself stays tested.
 
     python benchmarks/bench_train.py                      # GPU: 800 steps per profile; CPU: 30, tiny model
     python benchmarks/bench_train.py --steps 200 --profiles high,low --out results.json
+    python benchmarks/bench_train.py --family sdxl --profiles low          # SDXL LoRA at 1024 px
+    python benchmarks/bench_train.py --family flux --profiles medium,low   # FLUX.1-dev LoRA
 """
 
 from __future__ import annotations
@@ -41,13 +44,30 @@ PEAK_FLOPS = {
 }
 
 
-def build_base(folder: Path, sd15: bool) -> Path:
-    """A random-weight pipeline of the chosen size, saved as a local base-model folder."""
-    from hubtools.tinymodel import build_tiny_pipeline
+FAMILY_RESOLUTION = {"sd": 512, "sdxl": 1024, "flux": 1024}
+FAMILY_MODEL = {"sd": "SD 1.5", "sdxl": "SDXL base 1.0", "flux": "FLUX.1-dev"}
 
-    if not sd15:
-        build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
+
+def build_base(folder: Path, full_size: bool, family: str = "sd") -> Path:
+    """A random-weight pipeline of the family, tiny or of the real size, saved as a local base-model folder."""
+    from hubtools.families import by_name
+
+    if not full_size:
+        by_name(family).build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
         return folder
+    {"sd": _build_sd15, "sdxl": _build_sdxl, "flux": _build_flux}[family]().save_pretrained(
+        folder, safe_serialization=True)
+    return folder
+
+
+def _clip_config(settings: dict, tokenizer):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(**settings, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def _build_sd15():
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -58,13 +78,55 @@ def build_base(folder: Path, sd15: bool) -> Path:
     torch.manual_seed(0)
     text_config = CLIPTextConfig(**configs["text_encoder"], bos_token_id=tokenizer.bos_token_id,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         unet=UNet2DConditionModel(**configs["unet"]), vae=AutoencoderKL(**configs["vae"]),
         text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer, scheduler=PNDMScheduler(**configs["scheduler"]),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+
+
+def _build_sdxl():
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from hubtools.tokenizer import build_clip_tokenizer
+
+    configs = json.loads((HERE / "sdxl_configs.json").read_text())
+    tokenizer = build_clip_tokenizer()
+    tokenizer_2 = CLIPTokenizer.from_pretrained(tokenizer.name_or_path, pad_token="!")
+    torch.manual_seed(0)
+    return StableDiffusionXLPipeline(
+        unet=UNet2DConditionModel(**configs["unet"]), vae=AutoencoderKL(**configs["vae"]),
+        text_encoder=CLIPTextModel(_clip_config(configs["text_encoder"], tokenizer)),
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(configs["text_encoder_2"], tokenizer)),
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=EulerDiscreteScheduler(**configs["scheduler"]),
+        add_watermarker=False,
+    )
+
+
+def _build_flux():
+    """Built in bf16 (as FLUX.1 ships): fp32 would be ~67 GB of random weights on disk."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    from hubtools.tokenizer import build_clip_tokenizer, build_t5_tokenizer
+
+    configs = json.loads((HERE / "flux_configs.json").read_text())
+    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+    torch.manual_seed(0)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        transformer = FluxTransformer2DModel(**configs["transformer"])
+        text_encoder_2 = T5EncoderModel(T5Config(**configs["text_encoder_2"], vocab_size=32128, is_encoder_decoder=False,
+                                                 use_cache=False, pad_token_id=0, eos_token_id=1))
+        text_encoder = CLIPTextModel(_clip_config(configs["text_encoder"], tokenizer))
+        vae = AutoencoderKL(**configs["vae"])
+    finally:
+        torch.set_default_dtype(before)
+    return FluxPipeline(transformer=transformer, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                        tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+                        scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]))
 
 
 def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str):
@@ -101,17 +163,26 @@ def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, 
     return cfg, run
 
 
-def unet_forward_flops(base: Path, batch: int, resolution: int, device: torch.device) -> float:
-    """FLOPs of one UNet forward pass on (instance + class) latents, counted by PyTorch's FlopCounterMode."""
-    from diffusers import UNet2DConditionModel
+def denoiser_forward_flops(base: Path, batch: int, resolution: int, device: torch.device) -> float:
+    """FLOPs of one denoiser forward pass (UNet or FLUX transformer) on (instance + class) latents, through the
+    family's own ``predict``, counted by PyTorch's FlopCounterMode."""
+    from diffusers import DiffusionPipeline
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").to(device)
-    latents = torch.randn(batch, unet.config.in_channels, resolution // 8, resolution // 8, device=device)
-    hidden = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(latents, torch.tensor([500] * batch, device=device), hidden)
-    del unet
+    from hubtools.families import of_pipeline
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    pipe = DiffusionPipeline.from_pretrained(base, torch_dtype=dtype).to(device)
+    family = of_pipeline(pipe)
+    parts = pipe.components
+    with torch.no_grad():
+        conditioning = family.encode_prompts({name: parts[name] for name in family.text_encoders},
+                                             family.tokenize(parts, ["a photo of pkblz dog"] * batch, device))
+        latent = resolution // family.vae_scale_factor
+        latents = torch.randn(batch, parts["vae"].config.latent_channels, latent, latent, device=device, dtype=dtype)
+        with FlopCounterMode(display=False) as counter:
+            family.predict(parts[family.denoiser], latents, torch.tensor([500.0] * batch, device=device), conditioning)
+    del pipe, parts
     return float(counter.get_total_flops())
 
 
@@ -127,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--steps", type=int, default=None, help="default: 800 on GPU, 30 on CPU")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, from {', '.join(PROFILES)}")
-    parser.add_argument("--resolution", type=int, default=None, help="default: 512 on GPU (SD 1.5), 64 on CPU (tiny)")
+    parser.add_argument("--family", choices=list(FAMILY_RESOLUTION), default="sd",
+                        help="sd (SD 1.5 shapes), sdxl (SDXL base) or flux (FLUX.1-dev)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="default: the family's on GPU (512 SD 1.5, 1024 SDXL/FLUX), 64 on CPU (tiny)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -136,15 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = "cuda" if gpu else "cpu"
     steps = args.steps or (800 if gpu else 30)
-    resolution = args.resolution or (512 if gpu else 64)
+    resolution = args.resolution or (FAMILY_RESOLUTION[args.family] if gpu else 64)
+    model = f"{FAMILY_MODEL[args.family]} shapes, random weights" if gpu else f"hubtools tiny {args.family} model"
     results = []
     with tempfile.TemporaryDirectory(prefix="hubtools-bench-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        base = build_base(root / "base", sd15=gpu)
-        print(f"built the {'SD 1.5' if gpu else 'tiny'} base model in {time.perf_counter() - started:.0f}s",
-              file=sys.stderr)
-        forward = unet_forward_flops(base, batch=2, resolution=resolution, device=torch.device(device))
+        base = build_base(root / "base", full_size=gpu, family=args.family)
+        print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+        forward = denoiser_forward_flops(base, batch=2, resolution=resolution, device=torch.device(device))
         for name in [p.strip() for p in args.profiles.split(",") if p.strip()]:
             overrides, summary = PROFILES[name]
             cfg, run = make_run(root, f"run-{name}", base, steps=steps, resolution=resolution,
@@ -170,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                            f"{torch.get_num_threads()} threads)",
-        "model": "SD 1.5 shapes, random weights" if gpu else "hubtools tiny model",
-        "resolution": resolution, "batch": "1 instance + 1 class", "unet_forward_gflops_batch2": round(forward / 1e9, 3),
+        "model": model, "family": args.family,
+        "resolution": resolution, "batch": "1 instance + 1 class", "denoiser_forward_gflops_batch2": round(forward / 1e9, 3),
         "versions": _versions(), "results": results,
     }
     text = json.dumps(report, indent=2)

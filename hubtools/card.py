@@ -16,6 +16,7 @@ from typing import Any
 from hubtools.atomic import write_text_atomic
 from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name, parse_hub_ref
 from hubtools.errors import InputError
+from hubtools.families import License, by_name
 from hubtools.hackathon import get_theme
 from hubtools.hashing import sha256_file
 from hubtools.hubenv import current_endpoint
@@ -24,6 +25,7 @@ from hubtools.runfolder import (
     LORA_WEIGHTS_FILENAME, IdentifierRecord, RunFolder, SamplesRecord, TrainResult, published_files,
     read_concept_manifest, read_eval_result, read_jsonl,
 )
+from hubtools.runfolder import read_json
 from hubtools.runfolder.layout import FILE_ROLES
 
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md.j2"
@@ -58,12 +60,14 @@ def render_model_card(run_dir: Path, *, template: Path | None = None, repo_id: s
     if context["evaluation"] is not None:
         eval_results = context["evaluation"]["hub_results"] or None
     theme = context["hackathon"]
+    family_tags = [context["family"]["tag"] if tag == "stable-diffusion" else tag for tag in BASE_TAGS]
+    licence_terms = context["license_terms"]
     data = ModelCardData(
-        license=context["license"],
+        license=context["license"], **licence_terms,
         library_name="diffusers",
         base_model=context["base_model"]["id"] if context["base_model"]["on_hub"] else None,
         pipeline_tag="text-to-image",
-        tags=_unique(BASE_TAGS + (["lora"] if context["lora"] else []) + (theme["tags"] if theme else [])),
+        tags=_unique(family_tags + (["lora"] if context["lora"] else []) + (theme["tags"] if theme else [])),
         datasets=[context["concept"]["dataset_id"]] if context["concept"]["dataset_id"] else None,
         model_name=context["model_name"] if eval_results else None,
         eval_results=eval_results,
@@ -94,6 +98,9 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
     model_name = (repo_id or run.root.name).split("/")[-1]
     lora = run.is_lora
     base_model = _base_model(config, train)
+    family = by_name(((train.settings or {}).get("family") if train else None) or "sd")
+    denoiser_config = _denoiser_config(run, family, train)
+    licence = _license(config, base_model, family, denoiser_config)
     return {
         "repo_id": repo_id,
         "repo_placeholder": repo_id or f"YOUR_NAMESPACE/{model_name}",
@@ -106,11 +113,15 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "class_prompt": config.class_prompt,
         "sample_prompts": config.sample_prompts,
         "base_model": base_model,
-        "license": _license(config, base_model),
+        "license": licence.id,
+        "license_terms": {k: v for k, v in (("license_name", licence.name), ("license_link", licence.link)) if v},
+        "license_note": licence.note,
+        "family": {"name": family.name, "title": family.title, "tag": family.card_tag},
+        "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.resolution),
         "identifier_report": IdentifierRecord.read(run),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora),
-        "weights": _weights(run, train, lora),
+        "weights": _weights(run, train, lora, family.pipeline_class_name),
         "concept": _concept(run, config),
         "samples": _samples(run),
         "loss_curve": run.relative(run.loss_curve) if run.loss_curve.is_file() else None,
@@ -159,10 +170,23 @@ def _base_model(config: RunConfig, train: TrainResult | None) -> dict[str, Any]:
     }
 
 
-def _license(config: RunConfig, base_model: dict[str, Any]) -> str:
-    """The licence set in ``[publish]``, else the base model's (from its card), else SD 1.x's."""
+def _denoiser_config(run: RunFolder, family, train: TrainResult | None) -> dict[str, Any]:
+    """What the family's variant depends on (FLUX dev or schnell): the trained denoiser's config, or what
+    training recorded of it."""
+    saved = read_json(run.root / family.denoiser / "config.json") if (run.root / family.denoiser).is_dir() else None
+    if saved:
+        return saved
+    recorded = (train.settings or {}).get("guidance_embeds") if train else None
+    return {} if recorded is None else {"guidance_embeds": recorded}
+
+
+def _license(config: RunConfig, base_model: dict[str, Any], family, denoiser_config: dict[str, Any]) -> License:
+    """The licence set in ``[publish]``, else the base model's (from its card, with its name and link when it
+    is ``other``), else that of the family's official weights (SD 1.x's for SD, openrail++ for SDXL, the
+    FLUX.1 [dev] non-commercial licence for dev)."""
+    default = family.default_license(denoiser_config)
     if config.publish.license:
-        return config.publish.license
+        return License(config.publish.license)
     found = None
     try:
         from huggingface_hub import ModelCard
@@ -170,20 +194,29 @@ def _license(config: RunConfig, base_model: dict[str, Any]) -> str:
         if base_model["on_hub"]:
             found = _hub_license(current_endpoint(), base_model["id"], base_model["revision"])
         elif (Path(base_model["path"]) / "README.md").is_file():
-            found = ModelCard.load(Path(base_model["path"]) / "README.md").data.license
+            data = ModelCard.load(Path(base_model["path"]) / "README.md").data
+            found = (data.license, getattr(data, "license_name", None), getattr(data, "license_link", None))
     except Exception as error:  # offline, gated, no card: the licence falls back, the card still renders
         log.debug("could not read the base model's licence: %s", error)
-    return found if isinstance(found, str) and found else FALLBACK_LICENSE
+    if found and isinstance(found[0], str) and found[0]:
+        licence_id, name, link = found
+        if licence_id == default.id and (name in (None, default.name)):
+            return License(licence_id, name or default.name, link or default.link, default.note)
+        return License(licence_id, name, link)
+    return default
 
 
 @lru_cache(maxsize=32)
-def _hub_license(endpoint: str, model_id: str, revision: str | None) -> str | None:
+def _hub_license(endpoint: str, model_id: str, revision: str | None) -> tuple[str | None, str | None, str | None] | None:
     # One answer per base model and commit for the life of the process: a card rendered twice (card, then
     # push to another repo) must not change because the Hub was slow to answer once.
     from huggingface_hub import HfApi
 
     info = HfApi(endpoint=endpoint).model_info(model_id, revision=revision, timeout=10)
-    return info.card_data.license if info.card_data else None
+    data = info.card_data
+    if not data:
+        return None
+    return data.license, getattr(data, "license_name", None), getattr(data, "license_link", None)
 
 
 def _training(config: RunConfig, train: TrainResult | None, lora: bool) -> dict[str, Any]:
@@ -231,10 +264,13 @@ def _hyperparameters(config: RunConfig, lora: bool) -> list[dict[str, str]]:
     return rows
 
 
-def _weights(run: RunFolder, train: TrainResult | None, lora: bool) -> dict[str, Any]:
+def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class: str) -> dict[str, Any]:
     recorded = {w.path: w for w in train.weight_files} if train else {}
     if lora:
         paths = [LORA_WEIGHTS_FILENAME] if run.is_lora else []
+        # the kohya-layout copy for AUTOMATIC1111 / ComfyUI, when training wrote one
+        paths += [w.path for w in (train.weight_files if train else []) if w.path != LORA_WEIGHTS_FILENAME
+                  and (run.root / w.path).is_file()]
     else:
         paths = sorted(run.relative(p) for p in run.root.glob("*/*.safetensors"))
     files = []
@@ -246,7 +282,7 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool) -> dict[str,
         files.append({"path": path, "size": _size(size), "sha256": sha})
     return {
         "format": _lora_format(run.lora_weights) if lora
-        else "diffusers StableDiffusionPipeline folder (safetensors)",
+        else f"diffusers {family_class} folder (safetensors)",
         "step": train.steps_done if train else None,
         "files": files,
         "checkpoints": (train.checkpoints if train else None) or [],

@@ -55,8 +55,11 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local folder of a diffusers SD 1.x pipeline")
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local folder of a diffusers pipeline "
+                            "(Stable Diffusion 1.x/2.x, SDXL or FLUX.1; the family is read from its model_index.json)")
     revision: str | None = Field(None, description="branch, tag or commit of the base model")
+    vae: str | None = Field(None, description="a VAE to use instead of the base model's, Hub id[@revision] or "
+                            "local folder (SDXL in fp16: madebyollin/sdxl-vae-fp16-fix)")
 
 
 class ConceptConfig(_Section):

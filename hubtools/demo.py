@@ -1,9 +1,10 @@
 """``hubtools demo``: the whole product, offline, on a CPU, in well under two minutes.
 
-It starts the local hub in-process, publishes the tiny random-weight pipeline there as
-``hubtools/tiny-stable-diffusion``, trains DreamBooth on the shipped DreamBench dog photos with the same
-``train_and_push`` a real run uses, then loads the pushed model back from the hub with
-``DiffusionPipeline.from_pretrained`` and draws one image with it.
+It starts the local hub in-process, publishes the tiny random-weight pipeline of the chosen family there
+(``hubtools/tiny-stable-diffusion`` by default; ``--family sdxl|flux`` for ``hubtools/tiny-stable-diffusion-xl``
+or ``hubtools/tiny-flux``), trains DreamBooth on the shipped DreamBench dog photos with the same
+``train_and_push`` a real run uses, then loads the pushed model back from the hub with plain diffusers
+(``DiffusionPipeline.from_pretrained``, or the base model plus ``load_lora_weights``) and draws one image.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from hubtools.config import TINY_BASE_MODEL, RunConfig, apply_overrides
 from hubtools.errors import ConfigError
+from hubtools.families import by_name, of_pipeline
 from hubtools.resources import DEMO_CONCEPT_DIR
 from hubtools.runner import Reporter, SilentReporter, train_and_push
 
@@ -32,12 +34,17 @@ class DemoResult:
     train: Any
 
 
-def demo_config(steps: int) -> RunConfig:
-    """The tiny model's recipe. Its weights are random, so it learns at a far larger rate than SD would."""
+def demo_repo(family: str = "sd") -> str:
+    return DEMO_REPO if family == "sd" else f"{DEMO_REPO}-{family}"
+
+
+def demo_config(steps: int, family: str = "sd") -> RunConfig:
+    """The tiny model's recipe. Its weights are random, so it learns at a far larger rate than SD would.
+    Settings a family decides (FLUX.1: LoRA, its guidance) are left to the family's defaults."""
     return apply_overrides(
         RunConfig(),
         {
-            "model.base_model": TINY_BASE_MODEL,
+            "model.base_model": TINY_BASE_MODEL if family == "sd" else by_name(family).tiny_repo_id,
             "concept.source": str(DEMO_CONCEPT_DIR),
             # One rare token (id 49260) with no meaning yet: what `hubtools identifier suggest` looks for.
             "concept.identifier": "nlwx",
@@ -52,13 +59,15 @@ def demo_config(steps: int) -> RunConfig:
             "prior.num_class_images": 4,
             "prior.generation_steps": 4,
             "sampling.num_inference_steps": 10,
-            "publish.repo_id": DEMO_REPO,
+            "publish.repo_id": demo_repo(family),
         },
     )
 
 
-def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Reporter | None = None) -> DemoResult:
+def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Reporter | None = None,
+             family: str = "sd") -> DemoResult:
     reporter = reporter or SilentReporter()
+    chosen = by_name(family)
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.localhub import serve_in_background
     from hubtools.tinymodel import publish_tiny_model
@@ -73,13 +82,15 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Rep
     with serve_in_background(hub_data, port=0, tokens=tokens) as hub:
         point_clients_at(hub.url)
         reporter.stage(f"local hub at {hub.url}")
-        reporter.stage(f"publishing the tiny base model as {TINY_BASE_MODEL}")
+        reporter.stage(f"publishing the tiny base model as {chosen.tiny_repo_id}")
         with hub_progress_bars_hidden():  # the stand-in base model's upload is scenery, not the user's push
-            publish_tiny_model(hub.url, tokens["hubtools"])
-        result = train_and_push(demo_config(steps), run_dir, token=tokens[DEMO_USER], progress=progress,
+            publish_tiny_model(hub.url, tokens["hubtools"], family=family)
+        result = train_and_push(demo_config(steps, family), run_dir, token=tokens[DEMO_USER], progress=progress,
                                 reporter=reporter)
-        reporter.stage(f"loading {DEMO_REPO} back from the hub")
-        reloaded = _generate_from_hub(DEMO_REPO, out / "from_hub.png", token=tokens[DEMO_USER])
+        repo_id = demo_repo(family)
+        reporter.stage(f"loading {repo_id} back from the hub")
+        lora_base = chosen.tiny_repo_id if result.train.method == "lora" else None
+        reloaded = _generate_from_hub(repo_id, out / "from_hub.png", token=tokens[DEMO_USER], lora_base=lora_base)
     return DemoResult(
         run_dir=run_dir,
         hub_data=hub_data,
@@ -90,13 +101,22 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Rep
     )
 
 
-def _generate_from_hub(repo_id: str, path: Path, token: str) -> Path:
+def _generate_from_hub(repo_id: str, path: Path, token: str, lora_base: str | None = None) -> Path:
+    """One image from the pushed repo, loaded as a user would: the pipeline, or the base plus the LoRA."""
     import torch
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(repo_id, token=token)
+    if lora_base:
+        pipe = DiffusionPipeline.from_pretrained(lora_base, token=token)
+        pipe.load_lora_weights(repo_id, token=token)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(repo_id, token=token)
     pipe.set_progress_bar_config(disable=True)
+    family = of_pipeline(pipe)
+    extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
+    if not family.pipeline_sizes_itself:  # FLUX draws 1024 px unless told; the tiny model is a 64 px one
+        extra.update(height=64, width=64)
     image = pipe("a photo of nlwx dog on the beach", num_inference_steps=10,
-                 generator=torch.Generator().manual_seed(0)).images[0]
+                 generator=torch.Generator().manual_seed(0), **extra).images[0]
     image.resize((256, 256)).save(path)
     return path

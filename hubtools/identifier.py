@@ -70,6 +70,7 @@ class IdentifierReport:
     nearest_neighbours: list[Neighbour] | None = None
     prior_strength: float | None = None  # cosine distance "a photo of [id] [class]" vs "a photo of a [class]"
     prior_prompts: tuple[str, str] | None = None
+    other_tokenizers: list[dict[str, Any]] | None = None  # the split in the base model's further tokenizers
 
     @property
     def ok(self) -> bool:
@@ -222,8 +223,11 @@ def check_identifier(
     text_encoder=None,
     class_noun: str | None = None,
     num_neighbours: int = 8,
+    other_tokenizers: dict[str, Any] | None = None,
 ) -> IdentifierReport:
-    """Tokenize ``text`` as the base model does and say whether it is a good DreamBooth identifier."""
+    """Tokenize ``text`` as the base model does and say whether it is a good DreamBooth identifier.
+    ``other_tokenizers`` are the base model's further tokenizers (SDXL's second CLIP, FLUX's T5), by
+    component name: the identifier's split in each is reported, and a split is a warning."""
     text = text.strip()
     if not text:
         raise InputError("the identifier is empty: pass the rare token that will name your subject, e.g. pkblz")
@@ -248,6 +252,12 @@ def check_identifier(
         rarity=_rarity(tokenizer, token_ids[0]) if single else None,
     )
     _add_warnings(report, tokenizer, class_noun)
+    if other_tokenizers:
+        from hubtools.families.tokenizers import identifier_splits, split_warnings
+
+        splits = identifier_splits(text, {"tokenizer": tokenizer, **other_tokenizers})
+        report.other_tokenizers = [split.to_dict() for split in splits[1:]]
+        report.warnings.extend(split_warnings(text, splits))
     if text_encoder is not None:
         report.nearest_neighbours = nearest_neighbours(token_ids, tokenizer, text_encoder, k=num_neighbours)
         report.prior_prompts = prior_prompts(text, class_noun)

@@ -1,10 +1,14 @@
-"""Loading pipelines: the base model a run starts from (pinned to a commit) and the trained model of a run."""
+"""Loading pipelines: the base model a run starts from (pinned to a commit) and the trained model of a run.
+
+The base model's family (``hubtools.families``) is read from its ``model_index.json`` first, the only file
+fetched before it is known; the family's pipeline class then loads the parts."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,10 @@ import torch
 from hubtools.basemodels import resolve_base_model
 from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
 from hubtools.devices import dtype_kwargs, resolve_device
-from hubtools.errors import ConfigError, first_line
+from hubtools.errors import ConfigError, HubError, first_line
+from hubtools.families import Family, apply_family_defaults, by_name, detect
 from hubtools.hub_errors import hub_errors
+from hubtools.hubenv import current_endpoint
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME, RunFolder
 
 
@@ -24,7 +30,8 @@ class BaseModel:
 
     model_id: str
     revision: str | None  # the commit sha actually loaded (None for a local folder)
-    pipeline: Any  # diffusers.StableDiffusionPipeline
+    pipeline: Any  # a diffusers pipeline of the family's class
+    family: Family = field(default_factory=lambda: by_name("sd"))
 
     @property
     def unet(self):
@@ -128,27 +135,103 @@ def quiet_weight_loading() -> None:
         enable_progress_bars()  # ... so give those back
 
 
+def read_model_index(model_id: str, revision: str | None, token: str | None = None) -> dict[str, Any]:
+    """``model_index.json`` of a local pipeline folder or a Hub repo at ``revision``."""
+    local = Path(model_id).expanduser()
+    try:
+        if local.is_dir():
+            path = local / "model_index.json"
+            if not path.is_file():
+                raise ConfigError(f"base model folder {model_id} has no model_index.json: point --base-model at a "
+                                  "diffusers pipeline folder (save_pretrained layout)")
+        else:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+
+            try:
+                path = Path(hf_hub_download(model_id, "model_index.json", revision=revision, token=token))
+            except EntryNotFoundError:
+                raise ConfigError(f"base model {model_id} has no model_index.json: it is not a diffusers pipeline "
+                                  "(single-file checkpoints are not supported; use the diffusers version)") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"model_index.json of {model_id} is not valid JSON ({error})") from None
+    except OSError as error:
+        raise HubError(f"could not read model_index.json of {model_id} from {current_endpoint()}: {error}") from None
+
+
+def detect_family(model_cfg: ModelConfig, token: str | None = None) -> tuple[Family, str, str | None]:
+    """(family, model id after known moves, commit sha) of a base model, from its ``model_index.json``."""
+    model_id, sha = resolve_base_revision(model_cfg, token=token)
+    index = read_model_index(model_id, sha or model_cfg.revision, token=token)
+    return detect(index, source=f"base model {model_id}"), model_id, sha
+
+
+def read_denoiser_config(family: Family, model_id: str, revision: str | None,
+                         token: str | None = None) -> dict[str, Any]:
+    """The denoiser's ``config.json`` (FLUX dev and schnell differ there), or {} when it cannot be read."""
+    local = Path(model_id).expanduser()
+    try:
+        if local.is_dir():
+            path = local / family.denoiser / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model_id, f"{family.denoiser}/config.json", revision=revision, token=token))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def with_family_defaults(cfg, token: str | None = None):
+    """(family, ``cfg`` with the family's defaults where the user left settings unset); reads only
+    ``model_index.json`` and the denoiser's ``config.json``."""
+    family, model_id, sha = detect_family(cfg.model, token=token)
+    denoiser_config = read_denoiser_config(family, model_id, sha or cfg.model.revision, token=token)
+    return family, apply_family_defaults(cfg, family, denoiser_config)
+
+
 def load_base_model(model_cfg: ModelConfig, *, device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32, token: str | None = None) -> BaseModel:
-    """Load the base pipeline (pinned to the commit it resolves to now) without the safety checker."""
-    from diffusers import StableDiffusionPipeline
-
+    """The base pipeline of its family's class (read from model_index.json before anything else is fetched),
+    pinned to the commit it resolves to now; ``model.vae`` swaps in another VAE."""
     diffusers_warnings_off()
-    model_id, sha = resolve_base_revision(model_cfg, token=token)
+    family, model_id, sha = detect_family(model_cfg, token=token)
+    replaced = {"vae": load_vae(model_cfg.vae, dtype=dtype, token=token)} if model_cfg.vae else {}
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = family.pipeline_class().from_pretrained(
             model_id, revision=sha or model_cfg.revision, token=token, **dtype_kwargs("diffusers", dtype),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            **family.extra_pipeline_kwargs, **replaced,
         )
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(
-            f"base model {model_id} could not be loaded as a Stable Diffusion 1.x diffusers pipeline "
-            f"(it needs unet, vae, text_encoder, tokenizer and scheduler): {first_line(error)}"
+            f"base model {model_id} could not be loaded as a {family.title} diffusers pipeline "
+            f"(it needs {', '.join(family.components())}): {first_line(error)}"
         ) from None
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return BaseModel(model_id=model_id, revision=sha, pipeline=pipe)
+    return BaseModel(model_id=model_id, revision=sha, pipeline=pipe, family=family)
+
+
+def load_vae(reference: str, *, dtype: torch.dtype = torch.float32, token: str | None = None):
+    """An ``AutoencoderKL`` from a Hub id (``ns/name[@revision]``) or local folder: a VAE repo (config at the
+    top, as ``madebyollin/sdxl-vae-fp16-fix``) or a pipeline's ``vae/`` subfolder."""
+    from diffusers import AutoencoderKL
+
+    local = Path(reference).expanduser()
+    model_id, _, revision = (str(local), "", "") if local.is_dir() else reference.partition("@")
+    error: Exception | None = None
+    for subfolder in (None, "vae"):
+        try:
+            return AutoencoderKL.from_pretrained(model_id, subfolder=subfolder, revision=revision or None, token=token,
+                                                 **dtype_kwargs("diffusers", dtype))
+        except (OSError, ValueError) as failure:
+            error = failure
+    raise ConfigError(f"--vae {reference} could not be loaded as a diffusers AutoencoderKL (a VAE repo or a "
+                      f"pipeline with vae/): {first_line(error)}")
 
 
 def load_base_pipeline(model_cfg: ModelConfig, device: torch.device | str | None = None,
@@ -166,7 +249,8 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
     run = RunFolder(Path(run_dir))
     run_dir = run.root
     if run.model_index.is_file():
-        pipe = DiffusionPipeline.from_pretrained(run_dir, safety_checker=None, requires_safety_checker=False)
+        family = detect(json.loads(run.model_index.read_text(encoding="utf-8")), source=f"run {run_dir}")
+        pipe = DiffusionPipeline.from_pretrained(run_dir, **family.extra_pipeline_kwargs)
     elif run.is_lora:
         config = load_run_config(run_dir)
         pipe = load_base_pipeline(config.model, token=token)

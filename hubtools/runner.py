@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
-from hubtools.errors import ConfigError, HubError
+from hubtools.errors import ConfigError, HubError, HubtoolsError
 from hubtools.runfolder import IdentifierRecord, RunFolder, TrainResult
 
 logger = logging.getLogger("hubtools")
@@ -89,7 +89,8 @@ def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
     identifier = config.concept.identifier
     if not identifier:
         return None
-    report = check_identifier(identifier, class_noun=config.concept.class_noun)
+    report = check_identifier(identifier, class_noun=config.concept.class_noun,
+                              other_tokenizers=_further_tokenizers(config))
     if config.concept.strict and report.warnings:
         raise ConfigError(
             f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
@@ -98,13 +99,39 @@ def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
     return IdentifierRecord.from_dict(report.to_dict())
 
 
+def _with_family_defaults(config: RunConfig) -> RunConfig:
+    """The base model's family read from its model_index.json (nothing else is fetched), and its defaults for
+    the settings the user left unset. A pipeline class no family handles fails here; a base model that cannot
+    be reached now is left to the training stage, which loads it and says what is wrong."""
+    from hubtools.families import UnsupportedModelError
+    from hubtools.pipelines import with_family_defaults
+
+    try:
+        return with_family_defaults(config)[1]
+    except UnsupportedModelError:
+        raise
+    except (HubtoolsError, OSError):
+        return config
+
+
+def _further_tokenizers(config: RunConfig) -> dict[str, Any]:
+    """The base model's tokenizers after its first CLIP one (SDXL's second, FLUX's T5), from the base repo's own
+    folders; none for SD 1.x, or when the base model cannot be reached now (the CLIP check still runs offline)."""
+    from hubtools.families.tokenizers import base_model_tokenizers
+
+    try:
+        return base_model_tokenizers(config.model.base_model, revision=config.model.revision, skip_first=True)[1]
+    except (HubtoolsError, OSError, ValueError):
+        return {}
+
+
 def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:
     """Validate everything that can be validated before the first model is loaded."""
     config.require_subject()
     concept_source(config.concept.source or "")
     if push and not config.publish.repo_id:
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
-    resolved = config.resolve()
+    resolved = _with_family_defaults(config).resolve()
     notes: list[str] = []
     from hubtools.basemodels import resolve_base_model
 

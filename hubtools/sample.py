@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
+from hubtools.families import of_pipeline
 from hubtools.fonts import label_font
 from hubtools.runfolder import (
     LORA_WEIGHTS_FILENAME, RunFolder, SampleCell, SamplesRecord, TrainResult, WidgetSample,
@@ -71,18 +72,9 @@ class SampleResult:
 # -- generation ----------------------------------------------------------------------------------------
 
 
-_SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "dpm": "DPMSolverMultistepScheduler",
-}
-
-
 def _use_scheduler(pipe, name: str) -> None:
-    import diffusers
-
-    pipe.scheduler = getattr(diffusers, _SCHEDULERS[name]).from_config(pipe.scheduler.config)
+    """The named scheduler, where the family samples with a swappable one (FLUX keeps its flow-matching one)."""
+    pipe.scheduler = of_pipeline(pipe).sampling_scheduler(name, pipe.scheduler.config)
 
 
 class _Sampler:
@@ -91,6 +83,11 @@ class _Sampler:
     def __init__(self, pipe, config: RunConfig, progress) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
+        # the family's call arguments (FLUX: max_sequence_length, and the size: it draws 1024 px unless told)
+        family = of_pipeline(pipe)
+        self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
+        if not family.pipeline_sizes_itself:
+            self.extra.update(height=config.training.resolution, width=config.training.resolution)
         self.progress = progress
         self.generated = 0
         self._cache: dict[tuple[str, int, float], Image.Image] = {}
@@ -106,7 +103,7 @@ class _Sampler:
             with torch.inference_mode():
                 out = self.pipe(
                     prompt=[prompt] * len(missing), generator=generators, guidance_scale=guidance,
-                    num_inference_steps=self.steps, output_type="pil",
+                    num_inference_steps=self.steps, output_type="pil", **self.extra,
                 )
             for seed, image in zip(missing, out.images):
                 self._cache[(prompt, seed, guidance)] = image.convert("RGB")
@@ -227,17 +224,15 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
         pipe.unload_lora_weights()
         pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
         return True
-    if not (checkpoint / "unet").is_dir():
+    family = of_pipeline(pipe)
+    if not (checkpoint / family.denoiser).is_dir():
         return False
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    pipe.unet = UNet2DConditionModel.from_pretrained(checkpoint / "unet", **dtype_kwargs("diffusers", dtype)).to(device)
-    if (checkpoint / "text_encoder").is_dir():
-        pipe.text_encoder = CLIPTextModel.from_pretrained(
-            checkpoint / "text_encoder", **dtype_kwargs("transformers", dtype)
-        ).to(device)
+    for name in (family.denoiser, *family.text_encoders):  # each trained part the checkpoint holds, same class
+        if (checkpoint / name).is_dir():
+            current = pipe.components[name]
+            library = "diffusers" if type(current).__module__.startswith("diffusers") else "transformers"
+            setattr(pipe, name, type(current).from_pretrained(
+                checkpoint / name, **dtype_kwargs(library, current.dtype)).to(current.device))
     return True
 
 
@@ -270,7 +265,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
 
         bar = tqdm(total=total, desc="sampling", unit="img")
     sampler = _Sampler(pipe, config, bar)
-    scheduler_note = f"{sampling.scheduler.upper()}, {sampling.num_inference_steps} steps"
+    scheduler_note = f"{of_pipeline(pipe).sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 

@@ -70,3 +70,59 @@ def _tokenizer_files() -> Path:
 def build_clip_tokenizer() -> CLIPTokenizer:
     """An exact Stable Diffusion 1.x ``CLIPTokenizer``, built offline."""
     return CLIPTokenizer.from_pretrained(str(_tokenizer_files()))
+
+
+# -- a small T5 tokenizer (FLUX.1's second tokenizer), built offline ---------------------------------------
+
+T5_MODEL_MAX_LENGTH = 512
+_T5_WORDS = 4000
+
+
+def _t5_pieces() -> list[tuple[str, float]]:
+    """Unigram pieces with SentencePiece's conventions: ``<pad>``, ``</s>``, ``<unk>`` as ids 0-2, then
+    whole words after a space (``▁word``), word parts, and every single character the words use, so any
+    English text tokenizes without ``<unk>``. The words are the CLIP vocabulary's first whole words (its
+    most frequent), so the list is deterministic and needs no download."""
+    vocab, _ = clip_vocab_and_merges()
+    words = [token[:-4] for token in sorted(vocab, key=vocab.get)
+             if token.endswith("</w>") and token[:-4].isascii() and token[:-4].isalpha() and len(token) > 5]
+    words = words[:_T5_WORDS]
+    chars = sorted({c for word in words for c in word} | set("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"))
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    seen = set()
+    for rank, word in enumerate(words):  # more frequent words get higher (less negative) log-probabilities
+        for piece, score in ((f"\u2581{word}", -2.0 - rank / 1000), (word, -4.0 - rank / 1000)):
+            if piece not in seen:
+                seen.add(piece)
+                pieces.append((piece, score))
+    for char in chars:
+        for piece in (char, f"\u2581{char}"):
+            if piece not in seen:
+                seen.add(piece)
+                pieces.append((piece, -12.0))
+    pieces.append(("\u2581", -11.0))
+    return pieces
+
+
+def write_t5_tokenizer_file(out_dir: Path) -> Path:
+    """``tokenizer.json`` of a T5-style Unigram tokenizer (Metaspace pre-tokenizer, ``</s>`` appended)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(models.Unigram(_t5_pieces(), unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                             special_tokens=[("</s>", 1)])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+def build_t5_tokenizer():
+    """A ``T5TokenizerFast`` for the tiny FLUX model (the real T5's vocabulary is not shipped)."""
+    from transformers import T5TokenizerFast
+
+    path = write_t5_tokenizer_file(Path(tempfile.mkdtemp(prefix="hubtools-t5-tokenizer-")))
+    return T5TokenizerFast(tokenizer_file=str(path), eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=T5_MODEL_MAX_LENGTH)

@@ -256,12 +256,12 @@ COVERED = {
     "card": "test_card",
     "push": "test_push_and_hackathon_check",
     "demo": "test_demo_with_progress_bars",
-    "hub serve": "test_serve_prints_the_url_first_and_publishes_the_tiny_model",  # tests/test_localhub_cli.py
+    "hub serve": "test_serve_prints_the_url_first_and_publishes_the_tiny_models",  # tests/test_localhub_cli.py
     "hub set-likes": "test_hub_set_likes_set_downloads_and_seed",
     "hub set-downloads": "test_hub_set_likes_set_downloads_and_seed",
     "hub seed": "test_hub_set_likes_set_downloads_and_seed",
     # `serve --with-tiny-model` runs it in a child process, as users never do by hand (it is hidden)
-    "hub publish-tiny-model": "test_serve_prints_the_url_first_and_publishes_the_tiny_model",
+    "hub publish-tiny-model": "test_serve_prints_the_url_first_and_publishes_the_tiny_models",
     "hub token add": "test_team_server_over_https_with_scoped_tokens",  # tests/test_localhub_team.py
     "hub token list": "test_team_server_over_https_with_scoped_tokens",
     "hub token revoke": "test_team_server_over_https_with_scoped_tokens",

@@ -37,7 +37,7 @@ def _stop(process: subprocess.Popen) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_serve_prints_the_url_first_and_publishes_the_tiny_model(tmp_path):
+def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
     process = _start_serve(tmp_path, "--with-tiny-model")
     try:
         url = process.stdout.readline().strip()
@@ -47,8 +47,9 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_model(tmp_path):
 
         api = HfApi(endpoint=url, token=USER_TOKEN)
         assert api.whoami(cache=False)["name"] == "carol"
-        tiny = api.model_info("hubtools/tiny-stable-diffusion")
-        assert "model_index.json" in {s.rfilename for s in tiny.siblings}
+        for repo_id in ("hubtools/tiny-stable-diffusion", "hubtools/tiny-stable-diffusion-xl", "hubtools/tiny-flux"):
+            tiny = api.model_info(repo_id)  # one tiny model per family
+            assert "model_index.json" in {s.rfilename for s in tiny.siblings}
         api.create_repo("carol/from-cli")
         with pytest.raises(Exception) as caught:  # the internal publisher's namespace is not carol's
             api.create_repo("hubtools/not-mine")

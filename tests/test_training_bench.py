@@ -26,8 +26,22 @@ def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
     out = tmp_path / "results.json"
     assert bench.main(["--device", "cpu", "--steps", "3", "--profiles", "high,low", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["model"] == "hubtools tiny model" and report["unet_forward_gflops_batch2"] > 0
+    assert report["model"] == "hubtools tiny sd model" and report["denoiser_forward_gflops_batch2"] > 0
     by_profile = {row["profile"]: row for row in report["results"]}
     assert by_profile["high"]["method"] == "full" and by_profile["low"]["method"] == "lora"
     assert by_profile["low"]["settings"]["gradient_checkpointing"] is True
     assert all(row["steps_per_second"] > 0 and row["mfu"] is None for row in report["results"])
+
+
+@pytest.mark.slow
+def test_benchmark_runs_for_flux_on_cpu(tmp_path):
+    """The FLUX.1 configuration: its profiles are LoRA ones, and its FLOPs are counted through the family."""
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    assert bench.main(["--device", "cpu", "--family", "flux", "--steps", "2", "--profiles", "high",
+                       "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["family"] == "flux" and report["denoiser_forward_gflops_batch2"] > 0
+    assert [row["method"] for row in report["results"]] == ["lora"]

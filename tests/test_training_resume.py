@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
-from test_training_support import make_run, subprocess_env
+from test_training_support import make_run, subprocess_env, tiny_family_base
 
 TRAINER = textwrap.dedent("""
     import os, signal, sys
@@ -38,9 +38,16 @@ TRAINER = textwrap.dedent("""
 """)
 
 CASES = {
-    "full": ({"method": "full", "lr_scheduler": "cosine", "lr_warmup_steps": 2}, {}, "unet/diffusion_pytorch_model.safetensors"),
-    "lora": ({"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {"enabled": False},
+    "full": ("sd", {"method": "full", "lr_scheduler": "cosine", "lr_warmup_steps": 2}, {},
+             "unet/diffusion_pytorch_model.safetensors"),
+    "lora": ("sd", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {"enabled": False},
              LORA_WEIGHTS_FILENAME),
+    # SDXL with both text encoders training: the multi-encoder checkpoint hooks
+    "sdxl-full": ("sdxl", {"method": "full", "train_text_encoder": True}, {"enabled": False},
+                  "text_encoder_2/model.safetensors"),
+    # FLUX: flow matching's draws (logit-normal times) must replay exactly too
+    "flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
+                  LORA_WEIGHTS_FILENAME),
 }
 
 
@@ -50,14 +57,15 @@ def _train(script, mode, run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, method):
-    training, prior, weights = CASES[method]
+@pytest.mark.parametrize("case", list(CASES))
+def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case):
+    family, training, prior, weights = CASES[case]
     training = {**training, "steps": 9, "checkpoint_every": 3, "keep_checkpoints": 3}
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
-    _, reference = make_run(tmp_path, "reference", training=training, prior=prior)
-    _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior)
+    base = tiny_family_base(tmp_path, family)
+    _, reference = make_run(tmp_path, "reference", training=training, prior=prior, base=base)
+    _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior, base=base)
 
     done = _train(script, "fresh", reference)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -120,7 +120,9 @@ def test_lora_weights_load_into_the_base_pipeline_and_change_its_output(lora_run
     from safetensors import safe_open
 
     run, result = lora_run
-    assert result.method == "lora" and [f.path for f in result.weight_files] == [LORA_WEIGHTS_FILENAME]
+    # the diffusers file, and beside it the kohya-layout one for AUTOMATIC1111 / ComfyUI, named after the run
+    assert result.method == "lora"
+    assert [f.path for f in result.weight_files] == [LORA_WEIGHTS_FILENAME, f"{run.name}.safetensors"]
     assert not (run / "model_index.json").exists()
     assert (run / "checkpoints" / "checkpoint-000004" / LORA_WEIGHTS_FILENAME).is_file()
     with safe_open(run / LORA_WEIGHTS_FILENAME, "pt") as handle:

@@ -45,6 +45,18 @@ def tiny_base(root: Path) -> Path:
     return base
 
 
+def tiny_family_base(root: Path, family: str) -> Path:
+    """The tiny random pipeline of a model family (sd, sdxl, flux) saved as a local base-model folder."""
+    from hubtools.families import by_name
+
+    if family == "sd":
+        return tiny_base(root)
+    base = Path(root) / f"base-{family}"
+    if not (base / "model_index.json").is_file():
+        by_name(family).build_tiny_pipeline().save_pretrained(base, safe_serialization=True)
+    return base
+
+
 def write_concept(run: Path, count: int = 3) -> None:
     """A prepared concept set: ``count`` distinct 64 px images in imagefolder layout with captions."""
     images = run / "concept" / "images"

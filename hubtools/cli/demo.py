@@ -22,6 +22,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo's run and hub data go.")] = Path("hubtools-demo"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps of the tiny model.")] = 60,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    family: Annotated[str, typer.Option("--family", help="Model family of the tiny model: sd, sdxl or flux.")] = "sd",
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo
@@ -29,7 +30,7 @@ def demo_command(
 
     quiet_weight_loading()
     with console.ConsoleReporter(progress=not quiet) as reporter:
-        result = run_demo(out, steps=steps, progress=not quiet, reporter=reporter)
+        result = run_demo(out, steps=steps, progress=not quiet, reporter=reporter, family=family)
     console.show(train_table(result.train))
     console.result(f"run folder      {result.run_dir}")
     for grid in result.grids:

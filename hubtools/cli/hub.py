@@ -90,7 +90,8 @@ def serve(
         [], "--org", help="NAME=USER1,USER2: an organization whose members write to NAME/... (repeatable)."
     ),
     with_tiny_model: bool = typer.Option(
-        False, "--with-tiny-model", help="Publish the tiny random-weight pipeline as hubtools/tiny-stable-diffusion."
+        False, "--with-tiny-model", help="Publish the tiny random-weight pipelines as hubtools/tiny-stable-diffusion, "
+        "hubtools/tiny-stable-diffusion-xl and hubtools/tiny-flux."
     ),
 ) -> None:
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
@@ -125,9 +126,9 @@ def serve(
             console.warning(f"no tokens yet: the hub is read-only until you add one "
                             f"(`hubtools hub token add USER --write --data {data}`).")
         if publisher_token is not None:
-            err_console.print("publishing hubtools/tiny-stable-diffusion ...", highlight=False)
-            repo_id = _publish_tiny_model_in_child(hub.url, publisher_token)
-            err_console.print(f"published {repo_id}", highlight=False)
+            err_console.print("publishing the tiny models ...", highlight=False)
+            for repo_id in _publish_tiny_model_in_child(hub.url, publisher_token):
+                err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)
         print(f"export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)
@@ -142,9 +143,10 @@ def serve(
 TOKEN_VARIABLE = "HUBTOOLS_PUBLISHER_TOKEN"
 
 
-def _publish_tiny_model_in_child(url: str, token: str) -> str:
-    """Build and publish the tiny model from a child process, so the server never loads torch (about
-    700 MiB it would keep for as long as it runs). The token travels in the environment, not argv."""
+def _publish_tiny_model_in_child(url: str, token: str) -> list[str]:
+    """Build and publish the tiny models (one per family) from a child process, so the server never loads
+    torch (about 700 MiB it would keep for as long as it runs). The token travels in the environment, not
+    argv. Returns the published repo ids."""
     import os
     import subprocess
     import sys
@@ -157,7 +159,7 @@ def _publish_tiny_model_in_child(url: str, token: str) -> str:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1].replace(token, "***")
         raise HubError(f"publishing the tiny model failed: {last}")
-    return result.stdout.strip().splitlines()[-1]
+    return result.stdout.strip().splitlines()
 
 
 @app.command("publish-tiny-model", hidden=True)
@@ -169,15 +171,16 @@ def publish_tiny_model_command(
 
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
     from hubtools.pipelines import quiet_weight_loading
-    from hubtools.tinymodel import publish_tiny_model
+    from hubtools.tinymodel import TINY_FAMILIES, publish_tiny_model
 
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:
         raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
     point_clients_at(endpoint)  # plain LFS, this hub's URL
     quiet_weight_loading()
-    with hub_progress_bars_hidden():
-        print(publish_tiny_model(endpoint, token))
+    for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
+        with hub_progress_bars_hidden():
+            print(publish_tiny_model(endpoint, token, family=family), flush=True)
 
 
 def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:

@@ -42,6 +42,20 @@ def _load_tools(base_model: str | None, revision: str | None, weights: bool):
     return tokenizer, text_encoder
 
 
+def _further_tokenizers(base_model: str | None, revision: str | None) -> dict:
+    """SDXL's second tokenizer, FLUX's T5: read from the base model's own folders (none for SD 1.x)."""
+    if base_model is None:
+        return {}
+    from hubtools.errors import HubtoolsError
+    from hubtools.families.tokenizers import base_model_tokenizers
+
+    try:
+        return base_model_tokenizers(base_model, revision=revision, skip_first=True)[1]
+    except (HubtoolsError, OSError, ValueError) as error:
+        out.note(f"could not read the further tokenizers of {base_model}: {error}")
+        return {}
+
+
 @app.command("check")
 def check(
     text: str = typer.Argument(..., help="The identifier to check, e.g. pkblz."),
@@ -56,7 +70,8 @@ def check(
     from hubtools.identifier import check_identifier
 
     tokenizer, text_encoder = _load_tools(base_model, revision, weights)
-    report = check_identifier(text, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun)
+    report = check_identifier(text, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun,
+                              other_tokenizers=_further_tokenizers(base_model, revision))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -73,6 +88,9 @@ def _print_report(report) -> None:
     console.print(f"identifier     {report.text}")
     console.print(Text.assemble(f"tokens         {report.num_tokens}: ", pieces))
     console.print(Text.assemble("single token   ", yes_no[report.single_token]))
+    for split in report.other_tokenizers or []:
+        console.print(Text.assemble(f"{split['tokenizer']:<15}{split['num_tokens']} ({split['tokenizer_class']}): ",
+                                    Text(" + ".join(split["tokens"]), style="bold")))
     if report.byte_level_of is not None:
         console.print(Text.assemble("byte-level of  ", (report.byte_level_of, "bold")))
     console.print(Text.assemble("ordinary word  ", styled("yes", "red") if report.is_word else styled("no", "green")))

@@ -223,6 +223,9 @@ def published_files(run: RunFolder) -> dict[str, Path]:
             files.update(folder_files(run.root, component))
     elif run.is_lora:
         files[LORA_WEIGHTS_FILENAME] = run.lora_weights
+        # the same LoRA in the kohya layout (AUTOMATIC1111, ComfyUI), named after the model by training
+        for kohya in sorted(run.root.glob("*.safetensors")):
+            files.setdefault(kohya.name, kohya)
     for name in RUN_FILES:
         if (run.root / name).is_file():
             files[name] = run.root / name

@@ -165,6 +165,7 @@ class IdentifierRecord:
     known_bad: str | None = None
     rarity: float | None = None
     prior_strength: float | None = None
+    other_tokenizers: list[dict[str, Any]] | None = None  # the split in the base model's further tokenizers
 
     @property
     def ok(self) -> bool:

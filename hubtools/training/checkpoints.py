@@ -76,11 +76,10 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, state: dict[s
     return final
 
 
-def register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> None:
+def register_weight_hooks(accelerator, family, trained: dict[str, Any], *, lora: bool) -> None:
     """Checkpoints hold only the trainable weights, as safetensors in diffusers layout (not accelerate's
     whole-model ``model.safetensors``: for LoRA that would be the frozen UNet again in every checkpoint).
-    ``text_encoder`` is None when it is not trained."""
-    from safetensors.torch import load_file
+    ``trained`` maps component names (denoiser first, then the text encoders that train) to the models."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
@@ -88,11 +87,10 @@ def register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> Non
             if lora:
                 from hubtools.training.lora import save_lora
 
-                save_lora(out, unet, text_encoder)
+                save_lora(out, family, trained)
             else:
-                unet.save_pretrained(out / "unet", safe_serialization=True)
-                if text_encoder is not None:
-                    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+                for name, model in trained.items():
+                    model.save_pretrained(out / name, safe_serialization=True)
         weights.clear()  # accelerate must not save the models itself
 
     def load_hook(models, input_dir):
@@ -101,14 +99,24 @@ def register_weight_hooks(accelerator, unet, text_encoder, *, lora: bool) -> Non
         if lora:
             from hubtools.training.lora import load_lora_state
 
-            load_lora_state(folder, unet, text_encoder)
+            load_lora_state(folder, trained)
             return
-        unet.load_state_dict(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"))
-        if text_encoder is not None:
-            text_encoder.load_state_dict(load_file(folder / "text_encoder" / "model.safetensors"), strict=False)
+        for index, (name, model) in enumerate(trained.items()):
+            # strict for the denoiser; text encoders may differ in buffers (position ids) between releases
+            model.load_state_dict(_saved_weights(folder / name), strict=index == 0)
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def _saved_weights(folder: Path) -> dict[str, Any]:
+    """Every tensor of a ``save_pretrained`` folder (one safetensors file, or the shards of a large model)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(path))
+    return state
 
 
 def rotate_checkpoints(checkpoints_dir: Path, keep: int) -> list[int]:

@@ -20,6 +20,7 @@ from hubtools.concepts.manifest import load_prepared_concept
 from hubtools.errors import HubtoolsError, InputError
 
 if TYPE_CHECKING:
+    from hubtools.families import Conditioning, Family
     from hubtools.prior import ClassImages
 
 
@@ -77,10 +78,10 @@ class LatentSource:
     ``cache`` is on, else per batch. Sampling uses the step's generator, so caching changes no result."""
 
     def __init__(self, vae, pixels: torch.Tensor, *, cache: bool, device: torch.device, dtype: torch.dtype,
-                 encode_batch_size: int = 8) -> None:
+                 shift: float | None, scaling: float, encode_batch_size: int = 8) -> None:
         self.vae, self.pixels, self.device, self.dtype = vae, pixels, device, dtype
         self.count = len(pixels)
-        self.scaling = float(vae.config.scaling_factor)
+        self.shift, self.scaling = shift, scaling  # the family's: latents are (sample - shift) * scaling
         self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
         if cache:
             parts = [self._encode(pixels[i:i + encode_batch_size]) for i in range(0, len(pixels), encode_batch_size)]
@@ -98,7 +99,10 @@ class LatentSource:
             mean, std = self.cached[0][indices], self.cached[1][indices]
         else:
             mean, std = self._encode(self.pixels[indices])
-        return (mean + std * noise.to(mean.device)) * self.scaling
+        sample = mean + std * noise.to(mean.device)
+        if self.shift is not None:
+            sample = sample - self.shift
+        return sample * self.scaling
 
     def latent_shape(self) -> tuple[int, ...]:
         if self.cached is not None:
@@ -107,27 +111,28 @@ class LatentSource:
 
 
 class PromptSource:
-    """Token ids of every caption; their text-encoder outputs cached once when the encoder is frozen."""
+    """Token ids of every caption for each of the family's tokenizers; the text conditioning cached once when
+    the text encoders are frozen."""
 
-    def __init__(self, tokenizer, captions: list[str], *, device: torch.device) -> None:
+    def __init__(self, family: Family, parts: dict, captions: list[str], *, device: torch.device) -> None:
+        self.family = family
         self.unique = sorted(set(captions))
         self.row_of = {caption: i for i, caption in enumerate(self.unique)}
-        self.input_ids = tokenizer(self.unique, padding="max_length", truncation=True,
-                                   max_length=tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
-        self.cached: torch.Tensor | None = None
+        self.token_ids = family.tokenize(parts, self.unique, device)
+        self.cached: Conditioning | None = None
 
     @torch.no_grad()
-    def cache_embeddings(self, text_encoder, dtype: torch.dtype) -> None:
-        self.cached = text_encoder(self.input_ids)[0].to(dtype)
+    def cache_embeddings(self, text_encoders: dict, dtype: torch.dtype) -> None:
+        self.cached = self.family.encode_prompts(text_encoders, self.token_ids).to(dtype)
 
     def rows(self, captions: list[str]) -> list[int]:
         return [self.row_of[caption] for caption in captions]
 
-    def embeddings(self, captions: list[str], text_encoder=None) -> torch.Tensor:
+    def embeddings(self, captions: list[str], text_encoders: dict | None = None) -> Conditioning:
         rows = self.rows(captions)
         if self.cached is not None:
-            return self.cached[rows]
-        return text_encoder(self.input_ids[rows])[0]
+            return self.cached.rows(rows)
+        return self.family.encode_prompts(text_encoders, {name: ids[rows] for name, ids in self.token_ids.items()})
 
 
 @dataclass
@@ -159,25 +164,31 @@ class TrainingData:
         return torch.cat(latents), captions, len(picked)
 
 
-def encode_training_data(instance: Examples, class_images: ClassImages | None, *, class_prompt: str, vae,
-                         tokenizer, frozen_text_encoder, resolution: int, cache_latents: bool,
+def encode_training_data(instance: Examples, class_images: ClassImages | None, *, class_prompt: str, family: Family,
+                         parts: dict, frozen_text_encoders: dict | None, resolution: int, cache_latents: bool,
                          device: torch.device, dtype: torch.dtype) -> TrainingData:
-    """Instance and class images as latent sources (encoded once when ``cache_latents``), captions as token
-    ids, embedded once by ``frozen_text_encoder`` (None: the text encoder trains, so it embeds every step)."""
-    instance_latents = LatentSource(vae, load_pixels(instance.images, resolution), cache=cache_latents, device=device,
-                                    dtype=dtype)
+    """Instance and class images as latent sources (encoded once by the frozen VAE when ``cache_latents``),
+    captions as token ids, embedded once by ``frozen_text_encoders`` (None: a text encoder trains, so the
+    captions are embedded every step). ``parts`` are the base pipeline's components."""
+    vae = parts["vae"]
+    shift, scaling = family.latent_scaling(vae.config)
+
+    def latents(paths: list[Path]) -> LatentSource:
+        return LatentSource(vae, load_pixels(paths, resolution), cache=cache_latents, device=device, dtype=dtype,
+                            shift=shift, scaling=scaling)
+
+    instance_latents = latents(instance.images)
     class_latents = None
     captions = list(instance.captions)
     if class_images is not None:
         if not class_images.images:
             raise HubtoolsError(f"no class images in {class_images.dir}: set prior.source to a folder of "
                                 "class images, or delete that folder to generate them again")
-        class_latents = LatentSource(vae, load_pixels(class_images.images, resolution), cache=cache_latents,
-                                     device=device, dtype=dtype)
+        class_latents = latents(class_images.images)
         captions.append(class_prompt)
-    prompts = PromptSource(tokenizer, captions, device=device)
-    if frozen_text_encoder is not None:
-        prompts.cache_embeddings(frozen_text_encoder, dtype)
+    prompts = PromptSource(family, parts, captions, device=device)
+    if frozen_text_encoders is not None:
+        prompts.cache_embeddings(frozen_text_encoders, dtype)
     return TrainingData(instance, instance_latents, class_latents, class_prompt, prompts,
                         instance_latents.latent_shape())
 

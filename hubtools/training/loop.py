@@ -23,16 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hubtools.config import RunConfig, TrainingConfig, describe_precision
-from hubtools.errors import ConfigError
+from hubtools.config import RunConfig, describe_precision
 from hubtools.devices import resolve_device
+from hubtools.errors import ConfigError
+from hubtools.pipelines import with_family_defaults
 from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
     Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples, step_generator,
 )
 from hubtools.training.final_weights import save_final_lora, save_final_pipeline
-from hubtools.training.loss import LossParts, add_noise, dreambooth_loss, snr_weights, training_target
+from hubtools.training.loss import LossParts, dreambooth_loss
 from hubtools.training.memory import MemoryChoice, out_of_memory_error
 from hubtools.training.metrics import LossWindow, MetricsLog, plot_loss_curve
 from hubtools.training.resume import TrainingPlan, checkpoint_state, load_checkpoint, plan_training
@@ -69,6 +70,7 @@ class _OutOfMemoryContext:
     effective: RunConfig | None = None
     choice: MemoryChoice | None = None
     step: int | None = None  # None: still loading
+    family: str = "sd"  # the base model's family (its memory profiles)
 
 
 def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -84,7 +86,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
     except torch.OutOfMemoryError:
         if where.choice is None:
             raise
-        raise out_of_memory_error(where.effective, where.choice, where.step) from None
+        raise out_of_memory_error(where.effective, where.choice, where.step, where.family) from None
     finally:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
@@ -97,11 +99,13 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     """The recipe. The order of the phases is part of exact resume: the accelerate calls (prepare, hooks,
     trackers, load_state) and the draws from the global RNG must come in the same order on every run."""
     started = time.perf_counter()
+    family, cfg = with_family_defaults(cfg, token=token)  # reads two small JSON files, loads nothing
+    where.family = family.name  # its memory profiles
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), progress=progress, token=token, started=started)
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
-                    resume=resume, force=force)
+                         resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.trained_config, plan.choice
     run.say(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
     models = load_trainable_models(plan.trained_config, run.accelerator, seed=cfg.training.seed,
@@ -111,7 +115,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     logs = _open_logs(run, plan)
     start_step = _restore_or_reset(run, plan, logs)
     loop = _train_steps(run, plan, models, data, optimization, logs, start_step=start_step, where=where)
-    weight_files = _write_final_outputs(run, plan.trained_config.training, models, optimization)
+    weight_files = _write_final_outputs(run, plan, models, optimization)
     result = _summarise(run, plan, models, data, loop, weight_files)
     if run.main:
         result.write(run.folder)
@@ -202,10 +206,10 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
 
 
 def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
-    """Latents by the frozen VAE; caption embeddings cached unless the text encoder trains."""
+    """Latents by the frozen VAE; caption embeddings cached unless a text encoder trains."""
     return encode_training_data(
-        instance, models.class_images, class_prompt=cfg.class_prompt, vae=models.base.vae, tokenizer=models.base.tokenizer,
-        frozen_text_encoder=None if models.train_text_encoder else models.base.text_encoder,
+        instance, models.class_images, class_prompt=cfg.class_prompt, family=models.family, parts=models.parts,
+        frozen_text_encoders=None if models.trained_text_encoders else models.text_encoders,
         resolution=cfg.training.resolution, cache_latents=cfg.training.cache_latents, device=run.device,
         dtype=run.weight_dtype,
     )
@@ -278,22 +282,20 @@ def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableMod
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
 
 
-def _write_final_outputs(run: _TrainingSession, training: TrainingConfig, models: TrainableModels,
+def _write_final_outputs(run: _TrainingSession, plan: TrainingPlan, models: TrainableModels,
                          optimization: Optimization) -> list[dict[str, Any]]:
     """The final weights and the loss curve, on the main process once every process is done; returns the
     weight files (none on the other processes)."""
-    accelerator = run.accelerator
+    accelerator, training = run.accelerator, plan.trained_config.training
     accelerator.wait_for_everyone()
     weight_files: list[WeightFile] = []
     if run.main:
-        train_text_encoder = models.train_text_encoder
-        unet = accelerator.unwrap_model(optimization.unet)
-        text_encoder = (accelerator.unwrap_model(optimization.text_encoder) if train_text_encoder
-                        else models.base.text_encoder)
+        trained = {name: accelerator.unwrap_model(model) for name, model in models.trained.items()}
         if models.lora:
-            weight_files = save_final_lora(run.folder.root, unet, text_encoder if train_text_encoder else None)
+            weight_files = save_final_lora(run.folder.root, models.family, trained,
+                                           kohya_name=kohya_name(plan.trained_config, run.folder.root))
         else:
-            weight_files = save_final_pipeline(run.folder.root, models.base.pipeline, unet, text_encoder)
+            weight_files = save_final_pipeline(run.folder.root, models.family, models.base.pipeline, trained)
         plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.loss_curve,
                         title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
                         fidelity=read_jsonl(run.folder.fidelity))
@@ -324,7 +326,10 @@ def _summarise(run: _TrainingSession, plan: TrainingPlan, models: TrainableModel
         class_images=ClassImagesUsed(**models.class_images.to_dict()) if models.class_images else None,
         num_instance_images=len(data.instance),
         resumed_from=plan.resume_from[0] if plan.resume_from else None, num_processes=run.accelerator.num_processes,
-        settings={"learning_rate": plan.trained_config.learning_rate, "batch_size": training.batch_size,
+        settings={"family": models.family.name,
+                  "guidance_embeds": bool(getattr(models.denoiser.config, "guidance_embeds", False)),
+                  "learning_rate": plan.trained_config.learning_rate,
+                  "batch_size": training.batch_size,
                   "gradient_accumulation_steps": training.gradient_accumulation_steps,
                   "use_8bit_adam": training.use_8bit_adam, "gradient_checkpointing": training.gradient_checkpointing,
                   "cache_latents": training.cache_latents, "train_text_encoder": models.train_text_encoder,
@@ -360,36 +365,31 @@ def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models:
                       optimization: Optimization) -> LossParts:
     """The DreamBooth loss of this process's share of one micro-batch. Every draw comes from the micro-step's
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
-    training, device, scheduler = cfg.training, run.device, models.noise_scheduler
+    training, family = cfg.training, models.family
     generator = step_generator(training.seed, micro, run.accelerator.process_index)
     latents, captions, num_instance = data.draw(
         micro, generator, seed=training.seed, per_process=training.batch_size,
         process_index=run.accelerator.process_index, num_processes=run.accelerator.num_processes)
-    count = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator).to(device)
-    offset = torch.randn((count, latents.shape[1], 1, 1), generator=generator).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator).to(device)
-    noisy, noise = add_noise(scheduler, latents, noise, timesteps, training.offset_noise, offset)
-    target = training_target(scheduler, latents, noise, timesteps)
+    batch = family.noisy_input_and_target(models.noise_scheduler, latents, generator, training, run.device)
     with run.accelerator.autocast():
-        hidden = data.prompts.embeddings(captions, optimization.text_encoder)
-        prediction = optimization.unet(noisy, timesteps, hidden).sample
-    weights = snr_weights(scheduler, timesteps, training.snr_gamma) if training.snr_gamma else None
-    return dreambooth_loss(prediction, target, num_instance=num_instance,
-                           prior_loss_weight=cfg.prior.loss_weight, weights=weights)
+        conditioning = data.prompts.embeddings(captions, optimization.text_encoders)
+        prediction = family.predict(optimization.denoiser, batch.model_input, batch.timesteps, conditioning)
+    return dreambooth_loss(prediction, batch.target, num_instance=num_instance,
+                           prior_loss_weight=cfg.prior.loss_weight, weights=batch.weights)
 
 
 def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
     """The validation grid of ``step`` on the main process, scored for subject fidelity when that is on;
     the other processes wait for it."""
     if run.main:
-        pipe = models.base.pipeline
+        family, parts = models.family, models.parts
+        denoiser_config = dict(models.denoiser.config)
         images = render_validation_grid(
-            unet=models.base.unet, vae=pipe.vae, text_encoder=models.base.text_encoder, tokenizer=pipe.tokenizer,
-            scheduler_config=pipe.scheduler.config, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
+            pipe=family.pipeline(parts, scheduler=family.validation_scheduler(parts["scheduler"].config)),
+            denoiser=models.denoiser, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
             num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.resolution,
             device=run.accelerator.device, autocast_dtype=None if run.mixed_precision == "no" else run.weight_dtype,
-            path=validation_path(run.folder.images, step),
+            path=validation_path(run.folder.images, step), call_kwargs=family.call_kwargs(denoiser_config),
         )
         if logs.fidelity is not None:
             logs.fidelity_log.write([{"step": step, "dino": round(logs.fidelity.score(images), 6)}])
@@ -397,6 +397,12 @@ def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, lo
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def kohya_name(cfg: RunConfig, root: Path) -> str:
+    """The name of the kohya-layout LoRA file: the model's repo name, else the run folder's."""
+    repo_id = cfg.publish.repo_id
+    return repo_id.split("/")[-1] if repo_id else Path(root).resolve().name
 
 
 def _forget_previous_accelerator() -> None:

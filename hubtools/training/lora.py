@@ -1,4 +1,4 @@
-"""LoRA adapters (peft) on the UNet and optionally the text encoder, saved in the diffusers LoRA format
+"""LoRA adapters (peft) on the denoiser and optionally the text encoders, saved in the diffusers LoRA format
 that ``pipe.load_lora_weights()`` reads, with the adapter metadata (alpha != rank is otherwise lost)."""
 
 from __future__ import annotations
@@ -10,22 +10,22 @@ import torch
 from hubtools.errors import ConfigError
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 
-UNET_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_ENCODER_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
-
-def add_lora_adapters(unet, text_encoder, *, rank: int, alpha: float, train_text_encoder: bool) -> None:
-    """Freeze the base weights and add trainable LoRA layers (kept in fp32 for mixed precision)."""
+def add_lora_adapters(denoiser, text_encoders: dict, *, rank: int, alpha: float, denoiser_targets,
+                      text_encoder_targets) -> None:
+    """Freeze the base weights and add trainable LoRA layers (kept in fp32 for mixed precision) to the
+    denoiser and to each of ``text_encoders`` (those that train), in that order: the initial weights come
+    from the global RNG."""
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=UNET_TARGET_MODULES))
-    models = [unet]
-    if train_text_encoder:
+    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                    target_modules=list(denoiser_targets)))
+    models = [denoiser]
+    for text_encoder in text_encoders.values():
         try:
             text_encoder.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                                target_modules=TEXT_ENCODER_TARGET_MODULES))
+                                                target_modules=list(text_encoder_targets)))
         except ValueError as error:  # transformers refuses peft versions it does not support
             if "PEFT" not in str(error):
                 raise
@@ -40,30 +40,20 @@ def add_lora_adapters(unet, text_encoder, *, rank: int, alpha: float, train_text
     cast_training_params(models, dtype=torch.float32)
 
 
-def save_lora(folder: Path, unet, text_encoder=None) -> Path:
-    """Write ``folder/pytorch_lora_weights.safetensors`` (text-encoder layers too when it was trained)."""
-    from diffusers import StableDiffusionPipeline
-    from peft.utils import get_peft_model_state_dict
-
-    extra = {}
-    if text_encoder is not None and getattr(text_encoder, "peft_config", None):
-        extra = {"text_encoder_lora_layers": get_peft_model_state_dict(text_encoder),
-                 "text_encoder_lora_adapter_metadata": text_encoder.peft_config["default"].to_dict()}
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=get_peft_model_state_dict(unet),
-        unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-        weight_name=LORA_WEIGHTS_FILENAME, safe_serialization=True, **extra,
-    )
-    return Path(folder) / LORA_WEIGHTS_FILENAME
+def save_lora(folder: Path, family, adapted: dict) -> Path:
+    """Write ``folder/pytorch_lora_weights.safetensors`` of the adapted components (denoiser first; text
+    encoders too when they were trained) in the diffusers LoRA format of the family's pipeline."""
+    return family.save_lora(folder, LORA_WEIGHTS_FILENAME, adapted)
 
 
-def load_lora_state(folder: Path, unet, text_encoder=None) -> None:
+def load_lora_state(folder: Path, adapted: dict) -> None:
     """Put the LoRA weights saved by ``save_lora`` back into adapters added by ``add_lora_adapters``."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     state = load_file(Path(folder) / LORA_WEIGHTS_FILENAME)
-    for prefix, model in [("unet.", unet), ("text_encoder.", text_encoder)]:
+    for name, model in adapted.items():
+        prefix = f"{name}."
         part = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
         if part and model is not None:
             result = set_peft_model_state_dict(model, part, adapter_name="default")

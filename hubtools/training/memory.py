@@ -34,7 +34,34 @@ PROFILES = [
     MemoryProfile("medium", 16, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
     MemoryProfile("low", 8, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
 ]
+# Per model family (``hubtools.families``), same names, each family's own thresholds at its default resolution.
+# SDXL (2.6B-parameter UNet, 1024 px): a full fine-tune holds ~42 GB of fp32 weights, gradients and AdamW
+# states before activations; its LoRA target is <= 12 GB. FLUX.1 (12B transformer) is never fully fine-tuned
+# by a profile: its profiles are LoRA ones (the QLoRA recipe, with a 4-bit base, peaks near 9 GB).
+# Thresholds not yet measured on a GPU are estimates; benchmarks/ has the configurations to measure them.
+FAMILY_PROFILES = {
+    "sd": PROFILES,
+    "sdxl": [
+        MemoryProfile("high", 80, "full", False, False, "full fine-tune, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", 40, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", 12, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    ],
+    "flux": [
+        MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", 32, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
+                                                       "embeddings (lower --resolution below this)"),
+    ],
+}
 PROFILE_BY_NAME = {profile.name: profile for profile in PROFILES}
+
+
+def family_profiles(family: str = "sd") -> list[MemoryProfile]:
+    return FAMILY_PROFILES.get(family, PROFILES)
+
+
+def _by_name(family: str) -> dict[str, MemoryProfile]:
+    return {profile.name: profile for profile in family_profiles(family)}
 
 
 @dataclass
@@ -58,20 +85,22 @@ def free_gpu_bytes(device: torch.device) -> int | None:
     return int(free)
 
 
-def choose_profile(cfg: RunConfig, device: torch.device) -> MemoryChoice:
-    """The profile for this run: as configured (manual), named, or picked from the free GPU memory (auto)."""
+def choose_profile(cfg: RunConfig, device: torch.device, family: str = "sd") -> MemoryChoice:
+    """The profile for this run: as configured (manual), named, or picked from the free GPU memory (auto),
+    from the profiles of the base model's ``family``."""
     training = cfg.training
+    profiles = family_profiles(family)
     if training.memory == "manual":
         return _manual(cfg, "as configured")
     if training.memory != "auto":
-        return _from_profile(PROFILE_BY_NAME[training.memory], f"--memory {training.memory} was asked for")
+        return _from_profile(_by_name(family)[training.memory], f"--memory {training.memory} was asked for")
     free = free_gpu_bytes(device)
     if free is None:
         return _manual(cfg, f"no GPU memory to size for on {device.type}: settings as configured")
-    for profile in PROFILES:
+    for profile in profiles:
         if free >= profile.min_free_gib * GIB:
             return _from_profile(profile, f"{free / GIB:.1f} GiB free GPU memory >= {profile.min_free_gib} GiB")
-    smallest = PROFILES[-1]
+    smallest = profiles[-1]
     return _from_profile(smallest, f"only {free / GIB:.1f} GiB free GPU memory (< {smallest.min_free_gib} GiB): "
                                    "the smallest profile; lower --resolution if it still runs out")
 
@@ -94,22 +123,23 @@ def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice) -> str | None:
+def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice, family: str = "sd") -> str | None:
     """The profile to try after an out-of-memory error, or None when already at the smallest."""
-    if choice.profile in PROFILE_BY_NAME:
-        index = [p.name for p in PROFILES].index(choice.profile)
-        return PROFILES[index + 1].name if index + 1 < len(PROFILES) else None
+    profiles = family_profiles(family)
+    if choice.profile in _by_name(family):
+        index = [p.name for p in profiles].index(choice.profile)
+        return profiles[index + 1].name if index + 1 < len(profiles) else None
     if choice.method == "full":  # manual settings: the closest profile below them
         return "low" if choice.use_8bit_adam and choice.gradient_checkpointing else "medium"
     return None if choice.use_8bit_adam and choice.gradient_checkpointing else "low"
 
 
-def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None) -> HubtoolsError:
-    smaller = next_smaller_profile(cfg, choice)
+def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, family: str = "sd") -> HubtoolsError:
+    smaller = next_smaller_profile(cfg, choice, family)
     when = f"at step {step}" if step is not None else "while loading the models"
     where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"
     if smaller:
-        return HubtoolsError(f"{where}: retry with --memory {smaller} ({PROFILE_BY_NAME[smaller].summary})")
+        return HubtoolsError(f"{where}: retry with --memory {smaller} ({_by_name(family)[smaller].summary})")
     return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, "
                          "or free GPU memory used by other processes")
 

@@ -33,7 +33,7 @@ class TrainingPlan:
 
 
 def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerprint: str, resume: bool,
-                  force: bool) -> TrainingPlan:
+                  force: bool, family: str = "sd") -> TrainingPlan:
     """Clear what interrupted saves left, then resume from the newest checkpoint or start over. Every
     process decides the same; only the main process deletes."""
     checkpoint_config = {**ckpt.comparable_config(cfg), "concept images": concept_fingerprint,
@@ -52,11 +52,11 @@ def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fin
                               "(restore it, or pass --force to resume with the new settings)")
         # auto picked from the free memory of that day: keep its pick; anything else follows the config
         choice = (MemoryChoice(**state["memory_choice"]) if cfg.training.memory == "auto"
-                  else choose_profile(cfg, accelerator.device))
+                  else choose_profile(cfg, accelerator.device, family))
         pinned_revision = state.get("base_revision")
     else:
         _clear_earlier_training(folder, accelerator, force=force)
-        choice = choose_profile(cfg, accelerator.device)
+        choice = choose_profile(cfg, accelerator.device, family)
     effective = apply_choice(cfg, choice)
     if pinned_revision and not effective.model.revision:
         effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw

@@ -11,13 +11,12 @@ import torch
 
 from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
+from hubtools.families import Family
 from hubtools.pipelines import BaseModel, load_base_model
 from hubtools.training import checkpoints as ckpt
 
 if TYPE_CHECKING:
     from hubtools.prior import ClassImages
-
-_SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 @dataclass
@@ -25,10 +24,38 @@ class TrainableModels:
     """The base pipeline set up for training: adapters added, frozen parts cast to the weight dtype."""
 
     base: BaseModel
+    family: Family
     class_images: ClassImages | None  # rendered by the untouched base; None without prior preservation
-    noise_scheduler: Any  # diffusers.DDPMScheduler
+    noise_scheduler: Any  # the family's training scheduler (DDPM, or flow matching for FLUX)
     lora: bool
     train_text_encoder: bool
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """The base pipeline's components by name."""
+        return self.base.pipeline.components
+
+    @property
+    def denoiser(self):
+        return self.parts[self.family.denoiser]
+
+    @property
+    def vae(self):
+        return self.parts["vae"]
+
+    @property
+    def text_encoders(self) -> dict[str, Any]:
+        return {name: self.parts[name] for name in self.family.text_encoders}
+
+    @property
+    def trained_text_encoders(self) -> tuple[str, ...]:
+        """The text encoders that train (with ``train_text_encoder``: those the family lets train)."""
+        return self.family.trainable_text_encoders if self.train_text_encoder else ()
+
+    @property
+    def trained(self) -> dict[str, Any]:
+        """The trained components by name, denoiser first (unwrapped: as the base pipeline holds them)."""
+        return {self.family.denoiser: self.denoiser, **{name: self.parts[name] for name in self.trained_text_encoders}}
 
 
 @dataclass
@@ -39,8 +66,8 @@ class Optimization:
     params: list[torch.nn.Parameter]
     optimizer: Any  # prepared by accelerate
     lr_scheduler: Any  # prepared by accelerate
-    unet: Any  # prepared (DDP-wrapped under several processes)
-    text_encoder: Any  # prepared when trained, else the frozen one
+    denoiser: Any  # prepared (DDP-wrapped under several processes)
+    text_encoders: dict[str, Any]  # by component name: prepared when trained, else the frozen one
 
 
 def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
@@ -51,10 +78,12 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
     device = accelerator.device
     set_seed(seed)  # LoRA's initial weights come from the global RNG
     base = load_base_model(cfg.model, device=device, dtype=torch.float32, token=token)
-    missing = [name for name in _SD_PARTS if getattr(base.pipeline, name, None) is None]
+    family = base.family
+    missing = [name for name in family.components() if base.pipeline.components.get(name) is None]
     if missing:
-        raise ConfigError(f"base model {base.model_id} has no {', '.join(missing)}: use a Stable Diffusion 1.x "
+        raise ConfigError(f"base model {base.model_id} has no {', '.join(missing)}: use a complete {family.title} "
                           "diffusers pipeline")
+    family.check_training(cfg.training.method, base.pipeline.components[family.denoiser], device)
     class_images = None
     if cfg.prior.enabled:  # before any adapter or cast: class images come from the untouched base
         from hubtools.prior import ensure_class_images
@@ -63,9 +92,7 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
             class_images = ensure_class_images(cfg, base, device=device,
                                                progress=progress and accelerator.is_main_process)
 
-    from diffusers import DDPMScheduler
-
-    models = TrainableModels(base, class_images, DDPMScheduler.from_config(base.pipeline.scheduler.config),
+    models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)
     _set_up_for_training(models, cfg.training, device, weight_dtype)
     return models
@@ -74,33 +101,36 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
 def _set_up_for_training(models: TrainableModels, training: TrainingConfig, device: torch.device,
                          weight_dtype: torch.dtype) -> None:
     """Freeze and cast what is not trained; add LoRA adapters, or unfreeze the full model."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    unet, vae, text_encoder = models.base.unet, models.base.vae, models.base.text_encoder
-    train_text_encoder = models.train_text_encoder
+    denoiser, vae, family = models.denoiser, models.vae, models.family
+    text_encoders, trained_encoders = models.text_encoders, models.trained_text_encoders
     vae.requires_grad_(False)
     vae.to(device, dtype=weight_dtype)
-    unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA (flash / memory-efficient kernels)
+    family.use_fast_attention(denoiser)
     if models.lora:
         from hubtools.training.lora import add_lora_adapters
 
-        unet.requires_grad_(False)
-        text_encoder.requires_grad_(False)
-        unet.to(device, dtype=weight_dtype)
-        text_encoder.to(device, dtype=weight_dtype)
-        add_lora_adapters(unet, text_encoder, rank=training.lora_rank, alpha=training.lora_alpha,
-                          train_text_encoder=train_text_encoder)
+        denoiser.requires_grad_(False)
+        for encoder in text_encoders.values():
+            encoder.requires_grad_(False)
+        denoiser.to(device, dtype=weight_dtype)
+        for encoder in text_encoders.values():
+            encoder.to(device, dtype=weight_dtype)
+        add_lora_adapters(denoiser, {name: text_encoders[name] for name in trained_encoders}, rank=training.lora_rank,
+                          alpha=training.lora_alpha, denoiser_targets=family.denoiser_lora_targets,
+                          text_encoder_targets=family.text_encoder_lora_targets)
     else:
-        unet.requires_grad_(True)  # trainable weights stay fp32; accelerate autocasts the forward pass
-        text_encoder.requires_grad_(train_text_encoder)
-        if not train_text_encoder:
-            text_encoder.to(device, dtype=weight_dtype)
+        denoiser.requires_grad_(True)  # trainable weights stay fp32; accelerate autocasts the forward pass
+        for name, encoder in text_encoders.items():
+            encoder.requires_grad_(name in trained_encoders)
+            if name not in trained_encoders:
+                encoder.to(device, dtype=weight_dtype)
     if training.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
-    text_encoder.train(train_text_encoder)
-    unet.train()
+        denoiser.enable_gradient_checkpointing()
+        for name in trained_encoders:
+            text_encoders[name].gradient_checkpointing_enable()
+    for name, encoder in text_encoders.items():
+        encoder.train(name in trained_encoders)
+    denoiser.train()
 
 
 def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -> Optimization:
@@ -109,7 +139,7 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
     from diffusers.optimization import get_scheduler
 
     training = cfg.training
-    trainable_models = [models.base.unet] + ([models.base.text_encoder] if models.train_text_encoder else [])
+    trainable_models = list(models.trained.values())  # denoiser first
     params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam)
     # accelerate steps a prepared scheduler once per process per optimizer step
@@ -117,10 +147,11 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
                                  num_warmup_steps=training.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=training.steps * accelerator.num_processes)
     prepared = accelerator.prepare(*trainable_models, optimizer, lr_scheduler)
-    ckpt.register_weight_hooks(accelerator, models.base.unet, models.base.text_encoder if models.train_text_encoder else None,
-                               lora=models.lora)
-    return Optimization(trainable_models, params, optimizer=prepared[-2], lr_scheduler=prepared[-1], unet=prepared[0],
-                        text_encoder=prepared[1] if models.train_text_encoder else models.base.text_encoder)
+    ckpt.register_weight_hooks(accelerator, models.family, models.trained, lora=models.lora)
+    prepared_by_name = dict(zip(models.trained, prepared))
+    text_encoders = {name: prepared_by_name.get(name, encoder) for name, encoder in models.text_encoders.items()}
+    return Optimization(trainable_models, params, optimizer=prepared[-2], lr_scheduler=prepared[-1],
+                        denoiser=prepared[0], text_encoders=text_encoders)
 
 
 def _make_optimizer(params, *, lr: float, use_8bit: bool):

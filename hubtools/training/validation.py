@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -21,24 +22,19 @@ def validation_path(images_dir: Path, step: int) -> Path:
 
 
 @torch.no_grad()
-def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_config, prompts: list[str],
-                           seeds: list[int], num_inference_steps: int, resolution: int, device: torch.device,
-                           autocast_dtype: torch.dtype | None, path: Path) -> list[Image.Image]:
-    """Prompts as rows, seeds as columns, DDIM (it stays clean at few steps); the grid written atomically to
-    ``path``. Returns the images (row by row), which the fidelity probe scores."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def render_validation_grid(*, pipe, denoiser, prompts: list[str], seeds: list[int], num_inference_steps: int,
+                           resolution: int, device: torch.device, autocast_dtype: torch.dtype | None, path: Path,
+                           call_kwargs: dict[str, Any] | None = None) -> list[Image.Image]:
+    """Prompts as rows, seeds as columns, drawn by ``pipe`` (the family's pipeline over the model being trained,
+    with a scheduler that stays clean at few steps); the grid written atomically to ``path``. Returns the images
+    (row by row), which the fidelity probe scores."""
     from diffusers.utils import make_image_grid
 
     prompts = prompts[:VALIDATION_PROMPTS]
     seeds = seeds[:VALIDATION_SEEDS]
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler=DDIMScheduler.from_config(scheduler_config, clip_sample=False), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
     pipe.set_progress_bar_config(disable=True)
-    was_training = unet.training
-    unet.eval()
+    was_training = denoiser.training
+    denoiser.eval()
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
     images = []
@@ -48,8 +44,9 @@ def render_validation_grid(*, unet, vae, text_encoder, tokenizer, scheduler_conf
                 for seed in seeds:
                     generator = torch.Generator().manual_seed(seed)
                     images.append(pipe(prompt, num_inference_steps=min(num_inference_steps, MAX_VALIDATION_STEPS),
-                                       height=resolution, width=resolution, generator=generator).images[0])
+                                       height=resolution, width=resolution, generator=generator,
+                                       **(call_kwargs or {})).images[0])
     finally:
-        unet.train(was_training)
+        denoiser.train(was_training)
     save_image_atomic(make_image_grid(images, rows=len(prompts), cols=len(seeds)), path)
     return images

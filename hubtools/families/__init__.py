@@ -1,0 +1,68 @@
+"""Model families: what differs between Stable Diffusion 1.x/2.x, SDXL and FLUX.1, behind one interface
+(``base.Family``). The family of a base model is read from its ``model_index.json`` (``_class_name``),
+never asked of the user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubtools.errors import ConfigError
+from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults
+from hubtools.families.flux import Flux
+from hubtools.families.sd import StableDiffusion
+from hubtools.families.sdxl import StableDiffusionXL
+
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux())
+_BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
+_BY_NAME = {family.name: family for family in FAMILIES}
+
+
+class UnsupportedModelError(ConfigError):
+    """A base model whose pipeline class no family handles."""
+
+
+def supported() -> str:
+    """The supported families in words, for messages."""
+    return ", ".join(f"{family.title} ({family.pipeline_class_name})" for family in FAMILIES)
+
+
+def detect(model_index: dict[str, Any], *, source: str = "the base model") -> Family:
+    """The family of a pipeline from its ``model_index.json``; any other class is a ``ConfigError``."""
+    class_name = model_index.get("_class_name")
+    family = _BY_CLASS.get(class_name)
+    if family is None:
+        raise UnsupportedModelError(f"{source} is a {class_name or 'pipeline of unknown class'}, which hubtools cannot train: "
+                          f"use a base model of a supported family: {supported()}")
+    return family
+
+
+def by_name(name: str) -> Family:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown model family {name!r}: choose one of {', '.join(_BY_NAME)}") from None
+
+
+def apply_family_defaults(cfg, family: Family, denoiser_config: dict[str, Any]):
+    """A copy of ``cfg`` (a ``RunConfig``) with the family's defaults for the settings the user left unset
+    (SDXL and FLUX.1: 1024 px, their guidance and steps; FLUX.1: LoRA). Set values, and every value of a
+    config read back from a run folder (all written out), are kept."""
+    updated = cfg.model_copy(deep=True)
+    for dotted, value in family.config_defaults(denoiser_config).items():
+        section_name, key = dotted.split(".")
+        section = getattr(updated, section_name)
+        if key not in section.model_fields_set:
+            setattr(section, key, value)
+    return updated
+
+
+def of_pipeline(pipeline) -> Family:
+    """The family of a loaded pipeline."""
+    return detect({"_class_name": type(pipeline).__name__}, source=f"pipeline {type(pipeline).__name__}")
+
+
+__all__ = [
+    "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "SamplingDefaults", "StableDiffusion",
+    "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
+]

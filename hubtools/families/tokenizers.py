@@ -1,0 +1,63 @@
+"""Every tokenizer a base model has (SD: one CLIP; SDXL: two CLIP; FLUX.1: CLIP and T5), read from the base
+repo's own tokenizer folders, and how each one splits the identifier.
+
+DreamBooth's identifier should be one rare token to every text encoder that reads the prompt: a word
+that CLIP keeps whole may still be three pieces to FLUX's T5, each with a meaning of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hubtools.families import Family, detect
+
+
+@dataclass
+class TokenizerSplit:
+    """How one tokenizer of the base model reads the identifier."""
+
+    tokenizer: str  # the pipeline component: tokenizer, tokenizer_2
+    tokenizer_class: str
+    tokens: list[str]
+    num_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def base_model_tokenizers(base_model: str, *, revision: str | None = None, token: str | None = None,
+                          model_index: dict[str, Any] | None = None,
+                          skip_first: bool = False) -> tuple[Family, dict[str, Any]]:
+    """(family, {component name: tokenizer}) of a base model, each tokenizer from its own folder in the repo
+    (``tokenizer/``, ``tokenizer_2/``), loaded with the class ``model_index.json`` names; ``skip_first``
+    leaves out the first (CLIP) one, which the offline check already has."""
+    import transformers
+
+    from hubtools.pipelines import read_model_index
+
+    index = model_index if model_index is not None else read_model_index(base_model, revision, token=token)
+    family = detect(index, source=f"base model {base_model}")
+    tokenizers = {}
+    for name in family.tokenizers[1:] if skip_first else family.tokenizers:
+        library, class_name = index.get(name, [None, None])
+        tokenizer_class = getattr(transformers, class_name or "AutoTokenizer", transformers.AutoTokenizer)
+        tokenizers[name] = tokenizer_class.from_pretrained(base_model, subfolder=name, revision=revision, token=token)
+    return family, tokenizers
+
+
+def identifier_splits(text: str, tokenizers: dict[str, Any]) -> list[TokenizerSplit]:
+    """The identifier's pieces in each tokenizer (no special tokens)."""
+    splits = []
+    for name, tokenizer in tokenizers.items():
+        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        splits.append(TokenizerSplit(name, type(tokenizer).__name__, tokens, len(ids)))
+    return splits
+
+
+def split_warnings(text: str, splits: list[TokenizerSplit]) -> list[str]:
+    """One line per tokenizer (other than the first, which the CLIP check covers) that splits the identifier."""
+    return [f"{text!r} is {split.num_tokens} tokens to {split.tokenizer} ({split.tokenizer_class}: "
+            f"{' + '.join(split.tokens)}): that text encoder reads it as pieces with meanings of their own"
+            for split in splits[1:] if split.num_tokens != 1]

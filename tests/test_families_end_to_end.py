@@ -1,0 +1,95 @@
+"""`hubtools train-and-push` on the tiny SDXL and FLUX.1 models, as a user runs it (a subprocess, default
+output), against the local hub; then a fresh process loads the pushed repo with plain diffusers and draws,
+and the card's own code snippet runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hubtools.resources import DEMO_CONCEPT_DIR
+from test_training_support import subprocess_env
+
+CASES = {
+    # family: (tiny repo, method, files the repo must hold)
+    "sdxl": ("hubtools/tiny-stable-diffusion-xl", "lora",
+             {"pytorch_lora_weights.safetensors", "nlwx-sdxl.safetensors"}),
+    "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
+}
+
+SMALL = textwrap.dedent("""
+    [prior]
+    generation_steps = 2
+
+    [sampling]
+    num_inference_steps = 2
+    seeds = [0]
+    prompts = ["a photo of {identifier} {class_noun}", "a photo of {identifier} {class_noun} on the beach"]
+""")
+
+FRESH_PROCESS = textwrap.dedent("""
+    import sys, torch
+    from diffusers import DiffusionPipeline
+    base, repo, lora = sys.argv[1], sys.argv[2], sys.argv[3] == "lora"
+    if lora:
+        pipe = DiffusionPipeline.from_pretrained(base)
+        pipe.load_lora_weights(repo)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(repo)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a photo of nlwx dog", num_inference_steps=2, height=64, width=64, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (64, 64, 3), image.shape
+    print(type(pipe).__name__)
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny_family_repos(local_hub):
+    from hubtools.tinymodel import publish_tiny_model
+
+    return {family: publish_tiny_model(local_hub.url, local_hub.hubtools_token, family=family) for family in CASES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(CASES))
+def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, local_hub, tiny_family_repos, family):
+    from huggingface_hub import HfApi, ModelCard
+
+    base, method, expected_files = CASES[family]
+    assert tiny_family_repos[family] == base
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL, encoding="utf-8")
+    repo_id = f"{local_hub.user}/nlwx-{family}"
+    env = subprocess_env(HF_TOKEN=local_hub.token)
+    command = [sys.executable, "-m", "hubtools", "train-and-push", "--config", str(config), "--base-model", base,
+               "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog", "--repo", repo_id,
+               "--out", str(tmp_path / f"nlwx-{family}"), "--method", method, "--resolution", "64", "--steps", "3",
+               "--lr", "1e-3", "--device", "cpu", "--num-class-images", "2", "--checkpoint-every", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "unexpected error" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"{local_hub.url}/{repo_id}"
+
+    files = set(HfApi().list_repo_files(repo_id))
+    assert expected_files <= files, files
+    card = ModelCard.load(repo_id)
+    assert card.data.base_model == base
+    if family == "flux":
+        assert "FluxPipeline" in card.content and "torch.bfloat16" in card.content
+
+    fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
+                           text=True, timeout=600, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert fresh.stdout.strip() == {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}[family]
+
+    # the card's snippet, as a reader copies it
+    snippet = re.search(r"```python\n(.*?)```", card.content, re.S).group(1)
+    ran = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert ran.returncode == 0, snippet + ran.stderr[-3000:]
+    assert (tmp_path / "nlwx-dog.png").is_file()
