@@ -194,9 +194,11 @@ def test_eval(trained, encoder_dirs):
 def test_train_and_push_dry_run_and_set(tmp_path):
     base = ["train-and-push", "--concept", DEMO_CONCEPT_DIR, "--identifier", "nlwx", "--class-noun", "dog",
             "--repo", "me/x", "--out", tmp_path / "run", "--dry-run"]
-    result = hubtools(*base, "--set", "sampling.seeds=[0, 1]", "--set", "training.steps=7")
+    result = hubtools(*base, "--set", "sampling.seeds=[0, 1]", "--set", "training.steps=7",
+                      "--vae", "someone/sdxl-vae-fp16-fix")
     assert result.returncode == 0, result.stderr
     assert "4 prompts x 2 seeds" in result.stdout and "7 steps" in result.stdout
+    assert "someone/sdxl-vae-fp16-fix" in result.stdout
     typo = hubtools(*base, "--set", "training.stepz=3")
     assert typo.returncode == 2 and "--set training.stepz: unknown setting (did you mean training.steps?)" in typo.stderr
     bad = hubtools(*base, "--set", "training.resolution=100")

@@ -59,6 +59,7 @@ def setting_option(key: str, *names: str, help: str | None = None) -> Any:
 # -- the named flags --------------------------------------------------------------------------------------
 
 BaseModelFlag = Annotated[Optional[str], setting_option("model.base_model", "--base-model", help="Base model: Hub id or local diffusers folder")]
+Vae = Annotated[Optional[str], setting_option("model.vae", "--vae", help="A VAE instead of the base model's: Hub id[@rev] or folder (SDXL in fp16: madebyollin/sdxl-vae-fp16-fix)")]
 Concept = Annotated[Optional[str], setting_option("concept.source", "--concept", help="Photos of the subject: a folder, or a Hub dataset ns/name or ns/name@rev")]
 Identifier = Annotated[Optional[str], setting_option("concept.identifier", "--identifier", help="Rare token naming the subject (see `hubtools identifier suggest`)")]
 ClassNoun = Annotated[Optional[str], setting_option("concept.class_noun", "--class-noun", help="What the subject is: dog, ball, jellyfish...")]

@@ -31,6 +31,8 @@ def plan_table(checked) -> Table:
     cfg = checked.config
     _row(table, "run folder", checked.run_dir)
     _row(table, "base model", f"{cfg.model.base_model}" + (f" @ {cfg.model.revision}" if cfg.model.revision else ""))
+    if cfg.model.vae:
+        _row(table, "vae", cfg.model.vae)
     _row(table, "concept set", cfg.concept.source)
     _row(table, "instance prompt", checked.instance_prompt)
     if checked.class_prompt:

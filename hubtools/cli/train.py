@@ -22,6 +22,7 @@ def train_command(
     config_file: opt.ConfigFile = None,
     out: opt.Out = None,
     base_model: opt.BaseModelFlag = None,
+    vae: opt.Vae = None,
     concept: opt.Concept = None,
     identifier: opt.Identifier = None,
     class_noun: opt.ClassNoun = None,
@@ -58,7 +59,7 @@ def train_command(
             outcome = runner.resume_training(run_dir, force=force, progress=not quiet, reporter=reporter)
         else:
             config = opt.build_config(config_file, settings, {
-                "model.base_model": base_model, "concept.source": concept, "concept.identifier": identifier,
+                "model.base_model": base_model, "model.vae": vae, "concept.source": concept, "concept.identifier": identifier,
                 "concept.class_noun": class_noun, "concept.image_column": image_column,
                 "concept.strict": strict or None, "training.method": method, "training.steps": steps,
                 "training.learning_rate": learning_rate, "training.resolution": resolution,

@@ -23,6 +23,7 @@ def train_and_push_command(
     config_file: opt.ConfigFile = None,
     out: opt.Out = None,
     base_model: opt.BaseModelFlag = None,
+    vae: opt.Vae = None,
     concept: opt.Concept = None,
     identifier: opt.Identifier = None,
     class_noun: opt.ClassNoun = None,
@@ -57,7 +58,7 @@ def train_and_push_command(
     if config_argument and config_file and config_argument != config_file:
         raise typer.BadParameter("give the config file once: as the argument or as --config")
     config = opt.build_config(config_file or config_argument, settings, {
-        "model.base_model": base_model, "concept.source": concept, "concept.identifier": identifier,
+        "model.base_model": base_model, "model.vae": vae, "concept.source": concept, "concept.identifier": identifier,
         "concept.class_noun": class_noun, "concept.image_column": image_column, "concept.strict": strict or None,
         "training.method": method, "training.steps": steps, "training.learning_rate": learning_rate,
         "training.resolution": resolution, "training.device": device, "training.memory": memory,
