@@ -17,13 +17,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-TOKEN = "bench-secret-token"
+from bench_localhub import TOKEN, start_hub  # run as a script from benchmarks/
+
 THEMES = ("animal", "science", "food", "landscape", "wildcard")
 
 
@@ -70,18 +70,6 @@ def seed(data: Path, repos: int) -> None:
                           AddFile("images/widget.png", entry(_png(index), lfs=True))]
         storage.commit("model", repo_id, "main", files, title="Upload", message="", author=f"user{index % 50}")
         storage.set_counter("model", repo_id, "likes", index * 7 % 101)
-
-
-def start_hub(data: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hubtools", "hub", "serve", "--data", str(data), "--token", f"bench={TOKEN}"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    url = process.stdout.readline().strip()
-    if not url.startswith("http"):
-        process.kill()
-        raise SystemExit(f"the hub did not start (first line: {url!r})")
-    return process, url
 
 
 def time_page(client, path: str, repeat: int) -> tuple[float, float]:

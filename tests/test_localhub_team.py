@@ -41,6 +41,17 @@ def _add_token(data: Path, user: str, *flags: str) -> tuple[str, str]:
     return token, token_id
 
 
+def status(call) -> int:
+    """The HTTP status a client call got: 200 when it went through."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        call()
+    except HfHubHTTPError as error:
+        return error.response.status_code
+    return 200
+
+
 def _stop(process: subprocess.Popen) -> tuple[str, str]:
     process.send_signal(signal.SIGINT)
     try:
@@ -256,7 +267,6 @@ def test_tokens_file_changes_apply_and_a_bad_edit_keeps_the_last_good_tokens(tmp
 
 def test_write_tokens_cover_the_users_organizations_and_org_restricts_them(tmp_path):
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     from hubtools.localhub.tokenstore import TokenStore
 
@@ -270,13 +280,6 @@ def test_write_tokens_cover_the_users_organizations_and_org_restricts_them(tmp_p
             "dave_claims_lab": store.add("dave", "write", ("lab",))[0],
         }
         api = {name: HfApi(endpoint=hub.url, token=token) for name, token in tokens.items()}
-
-        def status(call) -> int:
-            try:
-                call()
-            except HfHubHTTPError as error:
-                return error.response.status_code
-            return 200
 
         assert status(lambda: api["erin"].create_repo("erin/own")) == 200
         assert status(lambda: api["erin"].create_repo("lab/private-model", private=True)) == 200
@@ -297,7 +300,6 @@ def test_a_read_token_changes_nothing_anywhere(tmp_path):
     and nothing changes; the same user's write token may do them."""
     import httpx
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     from hubtools.localhub.tokenstore import TokenStore
 
@@ -311,13 +313,6 @@ def test_a_read_token_changes_nothing_anywhere(tmp_path):
         owner.create_repo("erin/public-model")
         owner.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id="erin/public-model")
         discussion = owner.create_discussion("erin/public-model", title="A question")
-
-        def status(call) -> int:
-            try:
-                call()
-            except HfHubHTTPError as error:
-                return error.response.status_code
-            return 200
 
         attempts = {
             "open a discussion": lambda: reader.create_discussion("erin/public-model", title="Spam from a reader"),
