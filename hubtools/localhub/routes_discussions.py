@@ -18,7 +18,7 @@ from hubtools.localhub import naming
 from hubtools.localhub.context import Hub, HubContext, json_object
 from hubtools.localhub.errors import BadRequest, Forbidden
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
-from hubtools.localhub.storage_community import Discussion, DiscussionEvent
+from hubtools.localhub.storage_community import Discussion, DiscussionEvent, comment_data
 
 router = APIRouter()
 
@@ -136,15 +136,18 @@ def _require_author_or_writer(hub: HubContext, user: str, repo: Repo, discussion
         raise Forbidden(f"Only the author of #{discussion.num} or a writer of {repo.repo_id} may do this.")
 
 
+async def _add_comment(hub: HubContext, repo: Repo, discussion: Discussion, user: str, text: str) -> DiscussionEvent:
+    return await run_in_threadpool(lambda: hub.storage.add_discussion_event(
+        repo.repo_type, repo.repo_id, discussion.num, "comment", user, comment_data(text)))
+
+
 @router.post("/api/{plural}/{namespace}/{name}/discussions/{num}/comment")
 async def comment(request: Request, plural: str, namespace: str, name: str, num: str, hub: Hub) -> Response:
     repo, discussion, user, body = await _change(hub, request, plural, namespace, name, num)
     text = body.get("comment")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("A comment needs a non-empty 'comment'.")
-    event = await run_in_threadpool(lambda: hub.storage.add_discussion_event(
-        repo.repo_type, repo.repo_id, discussion.num, "comment", user,
-        {"edited": False, "hidden": False, "latest": {"raw": text, "html": None}}))
+    event = await _add_comment(hub, repo, discussion, user, text)
     return JSONResponse({"newMessage": event_json(event)})
 
 
@@ -172,9 +175,7 @@ async def change_status(request: Request, plural: str, namespace: str, name: str
         raise BadRequest(f"#{discussion.num} is merged: its status cannot change.")
     comment_text = body.get("comment")
     if isinstance(comment_text, str) and comment_text.strip():
-        await run_in_threadpool(lambda: hub.storage.add_discussion_event(
-            repo.repo_type, repo.repo_id, discussion.num, "comment", user,
-            {"edited": False, "hidden": False, "latest": {"raw": comment_text.strip(), "html": None}}))
+        await _add_comment(hub, repo, discussion, user, comment_text.strip())
     event = await run_in_threadpool(lambda: hub.storage.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "status-change", user, {"status": status}, status=status))
     return JSONResponse({"newStatus": event_json(event)})
