@@ -123,13 +123,14 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "hyperparameters": _hyperparameters(config, lora),
         "weights": _weights(run, train, lora, family.pipeline_class_name),
         "concept": _concept(run, config),
-        "samples": _samples(run),
+        "samples": _samples(run, family),
         "loss_curve": run.relative(run.loss_curve) if run.loss_curve.is_file() else None,
         "fidelity": [row for row in read_jsonl(run.fidelity) if row.get("dino") is not None],
         "validation_images": sorted(run.relative(p) for p in run.validation_images.glob("*.png")),
         "evaluation": _evaluation(run),
         "hackathon": _hackathon(config),
-        "sampling": {"scheduler": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
+        "sampling": {"scheduler": family.sampling_scheduler_label(config.sampling.scheduler),
+                     "scheduler_name": config.sampling.scheduler, "steps": config.sampling.num_inference_steps,
                      "guidance": _format_value(config.sampling.guidance_scales[0]), "seeds": config.sampling.seeds},
         "repo_files": _repo_files(run),
         "config_toml": config.shareable().to_toml().strip(),
@@ -328,7 +329,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _samples(run: RunFolder) -> dict[str, Any] | None:
+def _samples(run: RunFolder, family) -> dict[str, Any] | None:
     samples = SamplesRecord.read(run)
     if samples is None:
         return None
@@ -341,7 +342,7 @@ def _samples(run: RunFolder) -> dict[str, Any] | None:
         "prompts": samples.prompts,
         "seeds": samples.seeds,
         "guidance_scales": [_format_value(g) for g in samples.guidance_scales],
-        "scheduler": samples.scheduler,
+        "scheduler": family.sampling_scheduler_label(samples.scheduler),
         "num_inference_steps": samples.num_inference_steps,
         "checkpoint_steps": steps,
     }

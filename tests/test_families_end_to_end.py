@@ -81,6 +81,8 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
     assert card.data.base_model == base
     if family == "flux":
         assert "FluxPipeline" in card.content and "torch.bfloat16" in card.content
+        # the card names the sampler the grids were drawn with, not SD's DDIM
+        assert "with flow-matching Euler" in card.content and "DDIM" not in card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)
