@@ -19,7 +19,7 @@ from hubtools.hubenv import current_endpoint, is_connection_error, plain_lfs_unl
 
 app = typer.Typer(
     name="hubtools",
-    help="A handful of photos in, a DreamBooth-tuned Stable Diffusion model on the Hub out.",
+    help="A handful of photos in, a DreamBooth-tuned SD, SDXL or FLUX.1 model on the Hub out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: no stray type column, and brackets in help texts print as typed
