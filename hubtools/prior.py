@@ -23,6 +23,7 @@ from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig, parse_hub_ref
 from hubtools.errors import InputError
 from hubtools.imagefiles import image_files
+from hubtools.reporting import Reporter, reporter_or_silent
 
 MANIFEST = "class_images.json"
 _KEY_VERSION = 1
@@ -67,8 +68,9 @@ def class_images_key(cfg: RunConfig, base) -> str:
 
 
 def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, device=None,
-                        progress: bool = True) -> ClassImages:
-    """The class images of this run: from ``prior.source`` when set, else cached or generated now."""
+                        reporter: Reporter | None = None, progress: bool = True) -> ClassImages:
+    """The class images of this run: from ``prior.source`` when set, else cached or generated now (progress to
+    ``reporter``; ``progress=False`` drops it, for library callers)."""
     if cfg.prior.source:
         return _from_source(cfg, cfg.prior.source, cache_dir)
     key = class_images_key(cfg, base)
@@ -76,7 +78,7 @@ def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, 
     cached = _read_cached(folder, cfg.prior.num_class_images)
     if cached is not None:
         return ClassImages(folder, cached, key, generated=False, source="cache")
-    _generate(cfg, base, folder, device=device, progress=progress)
+    _generate(cfg, base, folder, device=device, reporter=reporter_or_silent(reporter, progress=progress))
     return ClassImages(folder, _read_cached(folder, cfg.prior.num_class_images) or [], key, generated=True,
                        source="generated")
 
@@ -93,9 +95,7 @@ def _read_cached(folder: Path, count: int) -> list[Path] | None:
 
 
 @torch.no_grad()
-def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
+def _generate(cfg: RunConfig, base, folder: Path, *, device, reporter: Reporter) -> None:
     pipe = base.pipeline
     if device is not None:
         pipe.to(device)
@@ -110,7 +110,8 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
                 if on_gpu else contextlib.nullcontext())
     try:
-        with tqdm(total=count, desc="class images", unit="img", disable=not progress) as bar, autocast:
+        reporter.progress("class images", 0, count)
+        with autocast:
             for start in range(0, count, batch):
                 indices = range(start, min(start + batch, count))
                 generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
@@ -120,7 +121,7 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, progress: bool) -> 
                 for i, image in zip(indices, images):
                     names.append(f"{i:05d}.png")
                     image.save(tmp / names[-1])
-                bar.update(len(indices))
+                reporter.progress("class images", indices.stop, count)
         (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names}, indent=2),
                                     encoding="utf-8")
         replace_dir(tmp, folder)  # a stale or smaller set under the same key (or a concurrent run's) goes

@@ -35,6 +35,7 @@ from hubtools.concepts.manifest import (
 from hubtools.concepts.items import ResolvedSource
 from hubtools.concepts.sources import resolve_source
 from hubtools.errors import ConfigError, InputError
+from hubtools.reporting import Reporter, reporter_or_silent
 
 # zlib level 3: a third of the default's encode time for ~7% larger PNGs (encoding dominated prepare).
 PNG_COMPRESS_LEVEL = 3
@@ -71,10 +72,12 @@ def prepare_concept(
     token: str | None = None,
     progress: bool = True,
     hub_only: bool = False,
+    reporter: Reporter | None = None,
 ) -> PreparedConcept:
     """Prepare a concept folder from a local folder or a Hub dataset ``namespace/name[@revision]``.
 
-    An existing local path wins over a Hub id, unless ``hub_only`` (what ``concept pull`` does).
+    An existing local path wins over a Hub id, unless ``hub_only`` (what ``concept pull`` does). Progress goes
+    to ``reporter`` (none: silent; ``progress=False`` drops only the progress events).
 
     Raises ``ConceptNotUsableError`` (an ``InputError``) after writing the folder when fewer than
     ``min_images`` were accepted, or under ``strict`` when anything was rejected.
@@ -105,7 +108,7 @@ def prepare_concept(
     try:
         concept = _prepare_into(
             resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
-            crop=crop, progress=progress,
+            crop=crop, reporter=reporter_or_silent(reporter, progress=progress),
         )
         replace_dir(staging, out_dir)
     except BaseException:
@@ -170,7 +173,7 @@ def _prepare_into(
     caption: str | None,
     allow_upscale: bool,
     crop: str,
-    progress: bool,
+    reporter: Reporter,
 ) -> PreparedConcept:
     images_dir = staging / IMAGES_DIRNAME
     images_dir.mkdir()
@@ -179,7 +182,7 @@ def _prepare_into(
     by_sha: dict[str, int] = {}  # input sha256 -> entry index of the first copy
     thumbnails: dict[int, Image.Image] = {}  # decoded but unused inputs, for the contact sheet
 
-    for item in _with_progress(resolved, progress):
+    for item in _with_progress(resolved, reporter):
         index = len(entries)
         entry = ManifestEntry(status="ignored", reason="", path=item.path, row=item.row)
         entries.append(entry)
@@ -279,19 +282,10 @@ def _thumbnail(image: Image.Image) -> Image.Image:
     return thumb
 
 
-def _with_progress(resolved: ResolvedSource, enabled: bool):
-    items = resolved.items
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("preparing images", total=resolved.total)
-        for item in items:
-            yield item
-            bar.advance(task)
+def _with_progress(resolved: ResolvedSource, reporter: Reporter):
+    for done, item in enumerate(resolved.items, start=1):
+        yield item
+        reporter.progress("preparing images", done, resolved.total or done)
 
 
 __all__ = ["ConceptNotUsableError", "prepare_concept"]
