@@ -152,7 +152,7 @@ def read_text_file(storage: Storage, commit: Commit, path: str, limit: int = MAX
     if entry is None or entry.size > limit:
         return None
     try:
-        return storage.read_blob(entry.sha256).decode("utf-8", "replace")
+        return storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace")
     except OSError:
         return None
 
@@ -362,7 +362,7 @@ def dataset_rows(storage: Storage, repo: Repo, commit: Commit, revision: str) ->
         with _rows_lock:
             cached = _rows_cache.get(entry.sha256)
         if cached is None:
-            cached = _parquet_rows(storage.blob_path(entry.sha256), parquet[0])
+            cached = _parquet_rows(storage.blobs.blob_path(entry.sha256), parquet[0])
             with _rows_lock:
                 _rows_cache[entry.sha256] = cached
                 while len(_rows_cache) > 64:
@@ -500,7 +500,7 @@ def entry_rules(storage: Storage, summary: Summary) -> list[Any]:
     tree = dict(commit.tree.items()) if commit else {}
 
     def fetch(filename: str) -> Path:
-        return storage.blob_path(tree[filename].sha256)
+        return storage.blobs.blob_path(tree[filename].sha256)
 
     submission = hackathon.submission_from_readme(summary.repo.repo_id, summary.repo.private, summary.files,
                                                   summary.readme, fetch)
