@@ -18,22 +18,45 @@ import httpx
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from run_builders import build_run
-from test_localhub_pages import (  # noqa: F401 - fixtures: one browser, the demo model, the concept dataset
+from test_localhub_pages import (  # noqa: F401 - the fixtures api and browser (one browser for this module)
     _click_and_wait_for_reload,
     _natural_widths,
     _photo,
     _signed_in_client,
     api,
     browser,
-    concept_dataset,
-    demo_model,
 )
 
 from hubtools.card import render_model_card
+from hubtools.publish import push_run
 from hubtools.resources import DEMO_CONCEPT_DIR
+from hubtools.sample import render_samples
 
 PHONE = (390, 844)
 DESKTOP = (1280, 900)
+
+
+@pytest.fixture(scope="module")
+def team_model(local_hub, tiny_model_repo, tmp_path_factory) -> str:
+    """A run pushed as ``hubtools push`` pushes it (grids, card, pipeline)."""
+    repo_id = f"{local_hub.user}/team-demo-dog"
+    run = build_run(tmp_path_factory.mktemp("team-run"), base_model=tiny_model_repo)
+    render_samples(run, progress=False)
+    render_model_card(run, repo_id=repo_id)
+    push_run(run, repo_id, token=local_hub.token)
+    return repo_id
+
+
+@pytest.fixture(scope="module")
+def team_dataset(local_hub, tmp_path_factory) -> str:
+    """The demo's dog photos as ``hubtools concept push`` publishes them (parquet, thumbnails in the viewer)."""
+    from hubtools.concepts import prepare_concept, push_concept
+
+    prepared = tmp_path_factory.mktemp("team-concept") / "prepared"
+    prepare_concept(DEMO_CONCEPT_DIR, prepared, resolution=64, caption="a photo of pkblz dog", progress=False)
+    repo_id = f"{local_hub.user}/team-dog-photos"
+    push_concept(prepared, repo_id, token=local_hub.token, identifier="pkblz", class_noun="dog")
+    return repo_id
 
 
 def _screenshot(driver, name: str, *, full_height: bool = True) -> None:
@@ -203,9 +226,8 @@ def test_discussion_and_pull_request_pages_show_the_thread_the_diff_and_merge(br
 
 
 def test_pages_fit_a_phone_without_sideways_scrolling_and_the_nav_stays_reachable(
-        browser, local_hub, demo_model, concept_dataset):
-    repo_id, _ = demo_model
-    dataset_id, _ = concept_dataset
+        browser, local_hub, team_model, team_dataset):
+    repo_id, dataset_id = team_model, team_dataset
     pages = ["/", f"/{repo_id}", f"/{repo_id}/tree/main", f"/{repo_id}/blob/main/hubtools.toml",
              f"/datasets/{dataset_id}", "/hackathon", f"/{local_hub.user}"]
     browser.delete_all_cookies()

@@ -62,7 +62,7 @@ def _content(storage: Storage, entry: FileEntry | None) -> bytes | None:
         return lfs_pointer(entry.sha256, entry.size)
     if entry.size > MAX_TEXT_DIFF_BYTES:
         return None
-    return storage.read_blob(entry.sha256)
+    return storage.blobs.read_blob(entry.sha256)
 
 
 def _change(storage: Storage, path: str, status: str, old: FileEntry | None, new: FileEntry | None) -> FileChange:

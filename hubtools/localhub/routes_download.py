@@ -131,7 +131,7 @@ def _resolve_route(bound_type: str):
 def _raw_file(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
               path: str) -> Response:
     commit, entry, file_path = _file_entry(hub, request, repo_type, namespace, name, revision, path)
-    content = lfs_pointer(entry.sha256, entry.size) if entry.lfs else hub.storage.read_blob(entry.sha256)
+    content = lfs_pointer(entry.sha256, entry.size) if entry.lfs else hub.storage.blobs.read_blob(entry.sha256)
     headers = {"X-Repo-Commit": commit.oid, "Content-Disposition": content_disposition(file_path.rsplit("/", 1)[-1]),
                **FILE_HEADERS}
     text = b"\0" not in content[:8000]

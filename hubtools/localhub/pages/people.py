@@ -36,7 +36,7 @@ def profile(hub: HubContext, cache: SummaryCache, name: str, viewer: str | None)
         raise NotFound(f"{name} not found.") from None
     is_org = name in hub.organizations
     owned = [repo for repo in hub.storage.list_repos() if repo.namespace == name]
-    liked = [] if is_org else hub.storage.liked_by(name)
+    liked = [] if is_org else hub.storage.community.liked_by(name)
     organizations = [] if is_org else hub.organizations.of_user(name)
     if not (is_org or owned or liked or organizations):
         raise NotFound(f"{name} not found.")

@@ -17,7 +17,7 @@ from hubtools.localhub.pages.render import hub_of, page, render, session_of, vie
 from hubtools.localhub.pages.routes_repo import repo_context
 from hubtools.localhub.sessions import csrf_ok, identity_of
 from hubtools.localhub.storage import DEFAULT_BRANCH
-from hubtools.localhub.storage_community import comment_data
+from hubtools.localhub.community import comment_data
 
 router = APIRouter()
 
@@ -55,13 +55,13 @@ def _act(request: Request, repo_type: str, namespace: str, name: str, num: str, 
     if not csrf_ok(session, form.get("csrf")):
         raise Forbidden("This form has expired: reload the page and try again.")
     identity.check_may_act()  # a read token may look, not take part
-    discussion = hub.storage.get_discussion(repo.repo_type, repo.repo_id, _number(num))
+    discussion = hub.storage.community.get_discussion(repo.repo_type, repo.repo_id, _number(num))
     user = session.user
     text = str(form.get("comment") or "").strip()
     if action == "comment":
         if not text:
             raise BadRequest("A comment needs some text.")
-        hub.storage.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "comment", user,
+        hub.storage.community.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "comment", user,
                                          comment_data(text))
     elif action == "status":
         status = form.get("status")
@@ -70,9 +70,9 @@ def _act(request: Request, repo_type: str, namespace: str, name: str, num: str, 
         if user != discussion.author and not hub.may_write(user, repo.namespace):
             raise Forbidden(f"Only the author of #{discussion.num} or a writer of {repo.repo_id} may do this.")
         if text:
-            hub.storage.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "comment", user,
+            hub.storage.community.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "comment", user,
                                              comment_data(text))
-        hub.storage.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "status-change", user,
+        hub.storage.community.add_discussion_event(repo.repo_type, repo.repo_id, discussion.num, "status-change", user,
                                          {"status": status}, status=status)
     elif action == "merge":
         identity.check_may_write(repo.namespace)

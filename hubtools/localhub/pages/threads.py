@@ -31,7 +31,7 @@ class ListedThread:
 def list_threads(hub: HubContext, repo: Repo, kind: str, status: str) -> list[ListedThread]:
     """``status`` "open" takes drafts too, "closed" merged ones too (as the Hub's tabs group them)."""
     shown = []
-    for item in hub.storage.list_discussions(repo.repo_type, repo.repo_id):
+    for item in hub.storage.community.list_discussions(repo.repo_type, repo.repo_id):
         if kind != "all" and (kind == "pull_request") != bool(item.is_pr):
             continue
         is_open = item.status in ("open", "draft")
@@ -58,7 +58,7 @@ class ShownChange:
 
 @dataclass
 class Thread:
-    discussion: Any  # storage_community.Discussion
+    discussion: Any  # community.Discussion
     events: list[ShownEvent]
     changes: list[ShownChange]
     head_oid: str | None
@@ -71,9 +71,9 @@ class Thread:
 
 
 def thread(hub: HubContext, repo: Repo, num: int, user: str | None) -> Thread:
-    discussion = hub.storage.get_discussion(repo.repo_type, repo.repo_id, num)
+    discussion = hub.storage.community.get_discussion(repo.repo_type, repo.repo_id, num)
     events = []
-    for event in hub.storage.discussion_events(repo.repo_type, repo.repo_id, num):
+    for event in hub.storage.community.discussion_events(repo.repo_type, repo.repo_id, num):
         html = ""
         if event.type == "comment":
             raw = ((event.data.get("latest") or {}).get("raw") or "") if isinstance(event.data, dict) else ""
