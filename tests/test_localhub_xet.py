@@ -94,25 +94,43 @@ def _write_token(local_hub, token: str, repo_id: str) -> dict:
     return body
 
 
-def test_shards_only_use_xorbs_their_uploader_sent(local_hub):
-    """A xorb hash is no key to stored content: a shard naming someone else's xorb is refused, and the
-    file only becomes a blob once its own uploader sends the xorb."""
+def _shard_variants() -> tuple[bytes, bytes]:
+    """The real shard with its one term's verification hash wrong, and with no verification entries at all
+    (what someone who knows a file's xorb and file hashes, but not its chunks, could write)."""
+    shard = REAL_SHARD.read_bytes()
+    header, file_header, term, verification, rest = shard[:48], shard[48:96], shard[96:144], shard[144:192], shard[192:]
+    wrong = header + file_header + term + bytes(32) + verification[32:] + rest
+    flags = int.from_bytes(file_header[32:36], "little") & ~(1 << 31)
+    unverified = header + file_header[:32] + flags.to_bytes(4, "little") + file_header[36:] + term + rest
+    return wrong, unverified
+
+
+def test_a_shard_must_prove_it_holds_the_chunks(local_hub):
+    """A file is only rebuilt for a shard whose every term carries the verification hash of its chunks: a
+    xorb hash, file hash or sha256 alone gets no one any content (as on the Hub)."""
     own, theirs = f"{local_hub.user}/cas-{uuid.uuid4().hex[:6]}", f"{local_hub.other_user}/cas-{uuid.uuid4().hex[:6]}"
     HfApi(endpoint=local_hub.url, token=local_hub.token).create_repo(own)
     HfApi(endpoint=local_hub.url, token=local_hub.other_token).create_repo(theirs)
     mine, other = _write_token(local_hub, local_hub.token, own), _write_token(local_hub, local_hub.other_token, theirs)
     sha256 = hash_to_hex(parse_shard_files(REAL_SHARD.read_bytes())[0].sha256)
+    blob = local_hub.data_dir / "blobs" / sha256[:2] / sha256[2:]
 
     def post(grant: dict, path: str, body: bytes) -> httpx.Response:
         return httpx.post(grant["casUrl"] + path, content=body, headers={"authorization": f"Bearer {grant['accessToken']}"})
 
+    if not (local_hub.data_dir / "xet" / "xorbs" / REAL_XORB.stem[:2] / REAL_XORB.stem).exists():
+        missing = post(mine, "/v1/shards", REAL_SHARD.read_bytes())
+        assert missing.status_code == 400 and "was not uploaded" in missing.json()["error"]
     assert post(mine, f"/v1/xorbs/default/{'0' * 64}", REAL_XORB.read_bytes()).status_code == 400  # wrong hash
     assert post(mine, f"/v1/xorbs/default/{REAL_XORB.stem}", REAL_XORB.read_bytes()).json() in (
         {"was_inserted": True}, {"was_inserted": False})
-    stolen = post(other, "/v1/shards", REAL_SHARD.read_bytes())
-    assert stolen.status_code == 400 and "was not uploaded" in stolen.json()["error"]
+    wrong, unverified = _shard_variants()
+    for body in (wrong, unverified):
+        refused = post(other, "/v1/shards", body)
+        assert refused.status_code == 400 and "verification" in refused.json()["error"], refused.text
+    assert not blob.exists()
     assert post(mine, "/v1/shards", REAL_SHARD.read_bytes()).status_code == 200
-    assert hashlib.sha256((local_hub.data_dir / "blobs" / sha256[:2] / sha256[2:]).read_bytes()).hexdigest() == sha256
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == sha256
     # without a token, or with a read token, nothing is written
     assert httpx.post(mine["casUrl"] + "/v1/shards", content=b"").status_code == 401
     reader = httpx.get(f"{local_hub.url}/api/models/{own}/xet-read-token/main",
@@ -265,3 +283,23 @@ def test_diffusers_push_to_hub_and_from_pretrained_with_xet(local_hub):
     before = _xorbs(local_hub)
     assert _run(local_hub, _DIFFUSERS, repo_id).strip().endswith("ok")
     assert _xorbs(local_hub) - before
+
+
+_TWO_ACCOUNTS = """
+import os, sys
+from huggingface_hub import HfApi, hf_hub_download
+weights = os.urandom(400_000)
+for token, repo_id in ((sys.argv[1], sys.argv[2]), (sys.argv[3], sys.argv[4])):
+    api = HfApi(token=token)
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id)
+    assert open(hf_hub_download(repo_id, "w.safetensors", token=token), "rb").read() == weights
+print("ok")
+"""
+
+
+def test_the_same_content_from_two_accounts_on_one_machine(local_hub):
+    """hf_xet remembers what it uploaded (in its cache) and sends only a shard the second time, naming the
+    first upload's xorbs: that must work across repos and accounts, as it does on the Hub."""
+    first, second = f"{local_hub.user}/xet-a-{uuid.uuid4().hex[:6]}", f"{local_hub.other_user}/xet-b-{uuid.uuid4().hex[:6]}"
+    assert _run(local_hub, _TWO_ACCOUNTS, local_hub.token, first, local_hub.other_token, second).strip().endswith("ok")

@@ -1,13 +1,17 @@
-"""Where Xet uploads go: verified xorbs under ``<data>/xet/xorbs`` (with who uploaded each), the short-lived
-CAS access tokens handed out by the token endpoints, and the reassembly of a file a shard registers into
-one sha256 blob of the ordinary blob store, owned by the repo the token was issued for."""
+"""Where Xet uploads go: verified xorbs under ``<data>/xet/xorbs``, the short-lived CAS access tokens handed
+out by the token endpoints, and the reassembly of a file a shard registers into one sha256 blob of the
+ordinary blob store, owned by the repo the token was issued for.
+
+A shard may use any stored xorb, as on the Hub (the client deduplicates against xorbs it uploaded before,
+to any repo, under any account): what proves it holds the content is the verification hash of every term,
+computed from the chunk hashes, which only the content gives and which this server never reveals. A xorb
+hash or a file's sha256 alone gets nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,18 +55,6 @@ class XetStore:
         self.xorbs_dir = self.storage.data_dir / "xet" / "xorbs"
         self.xorbs_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.xorbs_dir.parent, 0o700)
-        self._local = threading.local()
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS xorb_uploaders (xorb TEXT NOT NULL, user TEXT NOT NULL, "
-                       "PRIMARY KEY (xorb, user))")
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.xorbs_dir.parent / "xet.sqlite", timeout=30, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
 
     # ---- tokens ----------------------------------------------------------------------------------
 
@@ -95,7 +87,7 @@ class XetStore:
     def has_xorb(self, hex_hash: str) -> bool:
         return self.xorb_path(hex_hash).is_file()
 
-    def put_xorb(self, hex_hash: str, body: bytes, user: str) -> bool:
+    def put_xorb(self, hex_hash: str, body: bytes) -> bool:
         """Verify ``body`` hashes to ``hex_hash`` and keep it; True when it was new."""
         try:
             xorb = parse_xorb(body)
@@ -103,8 +95,6 @@ class XetStore:
             raise XetRefused(400, str(error)) from None
         if hash_to_hex(xorb.hash) != hex_hash:
             raise XetRefused(400, f"The xorb's chunks hash to {hash_to_hex(xorb.hash)}, not {hex_hash}.")
-        with self._db() as db:
-            db.execute("INSERT OR IGNORE INTO xorb_uploaders (xorb, user) VALUES (?, ?)", (hex_hash, user))
         target = self.xorb_path(hex_hash)
         if target.is_file():
             return False
@@ -117,11 +107,6 @@ class XetStore:
         os.replace(temp_path, target)
         return True
 
-    def uploaded_by(self, hex_hash: str, user: str) -> bool:
-        row = self._db().execute("SELECT 1 FROM xorb_uploaders WHERE xorb = ? AND user = ?",
-                                 (hex_hash, user)).fetchone()
-        return row is not None
-
     def load_xorb(self, hex_hash: str) -> Xorb:
         return parse_xorb(self.xorb_path(hex_hash).read_bytes())
 
@@ -131,8 +116,8 @@ class XetStore:
         """Reassemble a file a shard registers from its xorbs, check every hash the shard states, and keep it
         as a sha256 blob owned by the grant's repo. Returns the sha256."""
         name = hash_to_hex(info.file_hash)
-        if info.verification is not None and len(info.verification) != len(info.terms):
-            raise XetRefused(400, f"File {name}: one verification entry per term is needed.")
+        if info.verification is None or len(info.verification) != len(info.terms):
+            raise XetRefused(400, f"File {name}: a shard upload needs one verification entry per term.")
         xorbs: dict[str, Xorb] = {}
         fd, temp_path = self.storage.new_temp_file()
         digest, chunk_list, size = hashlib.sha256(), [], 0
@@ -141,8 +126,7 @@ class XetStore:
                 for index, term in enumerate(info.terms):
                     xorb_name = hash_to_hex(term.xorb_hash)
                     if xorb_name not in xorbs:
-                        # Only xorbs this user uploaded: a xorb hash is no key to someone else's content.
-                        if not self.has_xorb(xorb_name) or not self.uploaded_by(xorb_name, grant.user or ""):
+                        if not self.has_xorb(xorb_name):
                             raise XetRefused(400, f"File {name} uses xorb {xorb_name}, which was not uploaded.")
                         xorbs[xorb_name] = self.load_xorb(xorb_name)
                     xorb = xorbs[xorb_name]
@@ -152,7 +136,7 @@ class XetStore:
                     hashes = xorb.chunk_hashes[term.chunk_start:term.chunk_end]
                     if sum(len(chunk) for chunk in chunks) != term.unpacked_bytes:
                         raise XetRefused(400, f"File {name}: a term's size does not match its chunks.")
-                    if info.verification is not None and verification_hash(hashes) != info.verification[index]:
+                    if verification_hash(hashes) != info.verification[index]:
                         raise XetRefused(400, f"File {name}: a term's verification hash does not match.")
                     for chunk, chunk_hash in zip(chunks, hashes):
                         digest.update(chunk)
