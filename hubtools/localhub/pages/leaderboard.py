@@ -70,7 +70,7 @@ def entry_rules(storage: Storage, summary: Summary) -> list[Any]:
     tree = dict(commit.tree.items()) if commit else {}
 
     def fetch(filename: str) -> Path:
-        return storage.blob_path(tree[filename].sha256)
+        return storage.blobs.blob_path(tree[filename].sha256)
 
     submission = hackathon.submission_from_readme(summary.repo.repo_id, summary.repo.private, summary.files,
                                                   summary.readme, fetch)

@@ -89,7 +89,7 @@ def _blob_page(request: Request, repo_type: str, namespace: str, name: str, revi
         raise EntryNotFound(f"{file_path} does not exist at revision {context['revision']}.")
     preview_html, preview_text, is_image = None, None, file_path.lower().endswith(IMAGE_SUFFIXES)
     if not is_image and entry.size <= repo_view.MAX_PREVIEW_BYTES:
-        data = hub_of(request).storage.read_blob(entry.sha256)
+        data = hub_of(request).storage.blobs.read_blob(entry.sha256)
         if b"\0" not in data[:8000]:
             preview_text = data.decode("utf-8", "replace")
             preview_html = highlight_code(preview_text, filename=file_path.rsplit("/", 1)[-1])

@@ -117,7 +117,7 @@ def read_text_file(storage: Storage, commit: Commit, path: str, limit: int = MAX
     if entry is None or entry.size > limit:
         return None
     try:
-        return storage.read_blob(entry.sha256).decode("utf-8", "replace")
+        return storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace")
     except OSError:
         return None
 
