@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubtools.localhub.blobs import private_dir
 from hubtools.localhub.storage import Storage
 from hubtools.localhub.xet.format import FileInfo, Xorb, XetFormatError, parse_xorb
 from hubtools.localhub.xet.hashing import file_hash, hash_to_hex, verification_hash
-from hubtools.localhub.xet.ownership import own_blob
 
 TOKEN_TTL_S = 3600
 
@@ -53,8 +53,8 @@ class XetStore:
 
     def __post_init__(self) -> None:
         self.xorbs_dir = self.storage.data_dir / "xet" / "xorbs"
-        self.xorbs_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.xorbs_dir.parent, 0o700)
+        private_dir(self.xorbs_dir.parent)
+        private_dir(self.xorbs_dir)
 
     # ---- tokens ----------------------------------------------------------------------------------
 
@@ -98,8 +98,8 @@ class XetStore:
         target = self.xorb_path(hex_hash)
         if target.is_file():
             return False
-        target.parent.mkdir(exist_ok=True)
-        fd, temp_path = self.storage.new_temp_file()
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, temp_path = self.storage.blobs.new_temp_file()
         with os.fdopen(fd, "wb") as handle:
             handle.write(body)
             handle.flush()
@@ -119,8 +119,8 @@ class XetStore:
         if info.verification is None or len(info.verification) != len(info.terms):
             raise XetRefused(400, f"File {name}: a shard upload needs one verification entry per term.")
         xorbs: dict[str, Xorb] = {}
-        fd, temp_path = self.storage.new_temp_file()
-        digest, chunk_list, size = hashlib.sha256(), [], 0
+        fd, temp_path = self.storage.blobs.new_temp_file()
+        digest, chunk_list = hashlib.sha256(), []
         try:
             with os.fdopen(fd, "wb") as handle:
                 for index, term in enumerate(info.terms):
@@ -142,7 +142,6 @@ class XetStore:
                         digest.update(chunk)
                         handle.write(chunk)
                         chunk_list.append((chunk_hash, len(chunk)))
-                        size += len(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
             if file_hash(chunk_list) != info.file_hash:
@@ -150,7 +149,7 @@ class XetStore:
             sha256 = digest.hexdigest()
             if info.sha256 is not None and hash_to_hex(info.sha256) != sha256:
                 raise XetRefused(400, f"File {name}: its bytes have sha256 {sha256}, not the one the shard states.")
-            own_blob(self.storage, temp_path, sha256, size, grant.repo_type, grant.repo_id)
+            self.storage.blobs.add_blob_for_repo(grant.repo_type, grant.repo_id, temp_path, sha256, verified=True)
             return sha256
         finally:
             if temp_path.exists():
