@@ -310,7 +310,7 @@ def insert_then_die(*args, **kwargs):
 
 Storage._insert_commit = staticmethod(insert_then_die)
 content = b"new content"
-sha = storage.put_bytes(content)
+sha = storage.blobs.put_bytes(content)
 storage.commit("model", "alice/crash", "main", [AddFile("new.txt", FileEntry(sha, len(content), git_blob_oid(content), False))],
                title="doomed", message="", author="alice")
 """
@@ -330,7 +330,7 @@ def test_a_crash_mid_commit_leaves_the_old_tree(tmp_path):
     after, _ = reopened.resolve("model", "alice/crash", "main")
     assert after.oid == before.oid and set(after.tree) == {".gitattributes"}
     assert [c.oid for c in reopened.history("model", "alice/crash", after)] == [before.oid]
-    count = reopened._connect().execute("SELECT COUNT(*) FROM commits WHERE repo_id = 'alice/crash'").fetchone()[0]
+    count = reopened.db.connect().execute("SELECT COUNT(*) FROM commits WHERE repo_id = 'alice/crash'").fetchone()[0]
     assert count == 1
 
 

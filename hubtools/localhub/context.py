@@ -134,7 +134,7 @@ class HubContext:
         kind, ref_name = self.storage.split_revision(unquote(revision))
         if kind == "pr" and ref_name.isdigit():
             try:
-                pr = self.storage.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
+                pr = self.storage.community.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
             except HubHTTPError:
                 pr = None
             if pr is not None and pr.author == user and pr.status in ("open", "draft"):
@@ -175,7 +175,7 @@ class HubContext:
         if entry is None or entry.size > 1024 * 1024:
             return None
         try:
-            return parse_card_metadata(self.storage.read_blob(entry.sha256).decode("utf-8", "replace"))
+            return parse_card_metadata(self.storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace"))
         except (CardMetadataError, OSError):
             return None
 

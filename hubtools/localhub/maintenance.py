@@ -1,8 +1,8 @@
 """Upkeep of a local hub's data folder: ``fsck`` (check, change nothing), ``gc`` (free unreferenced blobs)
 and ``backup`` (a consistent copy of a running hub).
 
-They read the storage schema (``storage.py``: the ``files`` rows of every commit name the blobs) directly,
-through their own SQLite connections:
+They read the tables of ``schema.py`` (the ``files`` rows of every commit name the blobs) through their own
+read-only SQLite connections (``schema.open_read_only``):
 
 - ``fsck`` opens the database read-only and reads it in one transaction, so it can run beside a live
   server; blobs are immutable and written before the commit that names them, so the snapshot's blobs
@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubtools.errors import HubError
-from hubtools.localhub.storage import SCHEMA_VERSION, git_blob_oid, lfs_pointer
+from hubtools.localhub.schema import SchemaError, open_read_only
+from hubtools.localhub.trees import git_blob_oid, lfs_pointer
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
@@ -43,20 +44,10 @@ def _require_hub(data_dir: Path) -> Path:
 
 
 def _read_only(db_path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
-        db.close()
-        raise HubError(f"{db_path.parent} has data layout {version}, this hubtools reads {SCHEMA_VERSION}: "
-                       "start the hub once with this hubtools (it migrates the folder), then run this again.")
-    return db
-
-
-def _live_files(db: sqlite3.Connection, table: str = "files") -> str:
-    """The condition on ``files`` rows that name a blob: deletion markers (of a commit stored as changes over
-    a base commit) name none."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-    return f"{table}.deleted = 0" if "deleted" in columns else "1"
+    try:
+        return open_read_only(db_path)
+    except SchemaError as error:
+        raise HubError(str(error)) from None
 
 
 def _blob_files(blobs_dir: Path) -> tuple[dict[str, Path], list[Path]]:
@@ -123,13 +114,12 @@ def fsck(data_dir: Path) -> FsckReport:
         commits = db.execute("SELECT seq, oid, repo_type, repo_id, parent FROM commits").fetchall()
         uses = db.execute(
             "SELECT f.sha256, f.size, f.git_oid, f.lfs, f.path, c.repo_type, c.repo_id, c.oid "
-            f"FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE {_live_files(db, 'f')}"
+            "FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE f.deleted = 0"
         ).fetchall()
-        commit_columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
         missing_bases = db.execute(
             "SELECT c.repo_type, c.repo_id, c.oid, c.base_seq FROM commits c WHERE c.base_seq IS NOT NULL "
             "AND c.base_seq NOT IN (SELECT seq FROM commits)"
-        ).fetchall() if "base_seq" in commit_columns else []
+        ).fetchall()
         orphan_rows = db.execute(
             "SELECT COUNT(*) FROM files WHERE commit_seq NOT IN (SELECT seq FROM commits)").fetchone()[0]
         refs = db.execute("SELECT repo_type, repo_id, kind, name, commit_oid FROM refs").fetchall()
@@ -210,7 +200,7 @@ def gc(data_dir: Path, *, dry_run: bool = False) -> GcResult:
     lock = lock_data_dir(data_dir, doing="collect garbage (it may be receiving blobs a commit is about to name)")
     try:
         with closing(_read_only(db_path)) as db:
-            referenced = {row[0] for row in db.execute(f"SELECT DISTINCT sha256 FROM files WHERE {_live_files(db)}")}
+            referenced = {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM files WHERE deleted = 0")}
         blobs, _ = _blob_files(data_dir / "blobs")
         removed = freed = 0
         for sha256, path in blobs.items():
@@ -261,7 +251,7 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
         repos = copy.execute("SELECT COUNT(*) FROM repos").fetchone()[0]
         commits = copy.execute("SELECT COUNT(*) FROM commits").fetchone()[0]
         wanted = copy.execute(
-            f"SELECT sha256, MAX(size) FROM files WHERE {_live_files(copy)} GROUP BY sha256").fetchall()
+            "SELECT sha256, MAX(size) FROM files WHERE deleted = 0 GROUP BY sha256").fetchall()
     blob_bytes = 0
     for sha256, size in wanted:
         blob_bytes += _copy_blob(data_dir, destination, sha256, size)

@@ -81,7 +81,7 @@ def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFil
             data = content.encode("utf-8")
         else:
             raise BadRequest(f"File {path}: unknown encoding {encoding!r}.")
-        sha256 = storage.put_bytes(data)
+        sha256 = storage.blobs.put_bytes(data)
         if stored_as_lfs(path, len(data), data[:SAMPLE_BYTES], lfs_rules):
             return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(lfs_pointer(sha256, len(data))), True))
         return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(data), False))
@@ -91,9 +91,9 @@ def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFil
             isinstance(oid, str) and len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)
         ):
             raise BadRequest(f"LFS file {path}: 'oid' must be a sha256 (64 lowercase hex characters).")
-        if not storage.has_blob(oid):
+        if not storage.blobs.has_blob(oid):
             raise BadRequest(f"LFS file {path}: object {oid} was never uploaded (use the LFS batch API).")
-        size = storage.blob_path(oid).stat().st_size
+        size = storage.blobs.blob_path(oid).stat().st_size
         if value.get("size") is not None and value.get("size") != size:
             raise BadRequest(f"LFS file {path}: size {value.get('size')} does not match the object ({size}).")
         return AddFile(path, FileEntry(oid, size, git_blob_oid(lfs_pointer(oid, size)), True))
@@ -138,7 +138,7 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
         if kind != "branch":
             raise BadRequest("A pull request merges into a branch: open it against a branch, e.g. main.")
         number = await run_in_threadpool(
-            lambda: storage.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
+            lambda: storage.community.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
                                               description=description, pull_request=True, status="open",
                                               target=branch))
         try:
@@ -147,7 +147,7 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
                                        message=description, author=user, parent_commit=parent_commit,
                                        branch_kind="pr"))
         except BaseException:
-            await run_in_threadpool(storage.delete_discussion, repo.repo_type, repo.repo_id, number)
+            await run_in_threadpool(storage.community.delete_discussion, repo.repo_type, repo.repo_id, number)
             raise
         pr_url = f"{repo_url(request, repo)}/discussions/{number}"
     else:

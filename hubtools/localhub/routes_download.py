@@ -87,11 +87,11 @@ def _resolve_file(hub: HubContext, request: Request, repo_type: str, namespace: 
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     if length <= SMALL_FILE:  # one read, no streaming machinery: most files of a big repo are small
-        with open(hub.storage.blob_path(entry.sha256), "rb") as handle:
+        with open(hub.storage.blobs.blob_path(entry.sha256), "rb") as handle:
             handle.seek(start)
             content = handle.read(length)
         return Response(content, status_code=status, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(stream_blob(hub.storage.blob_path(entry.sha256), start, length), status_code=status,
+    return StreamingResponse(stream_blob(hub.storage.blobs.blob_path(entry.sha256), start, length), status_code=status,
                              headers=headers, media_type="application/octet-stream")
 
 

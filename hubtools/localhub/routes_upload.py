@@ -47,7 +47,7 @@ def lfs_patterns(hub: HubContext, commit: Commit) -> list[str]:
     if entry is None or entry.size > 1024 * 1024:
         return []
     patterns = []
-    for line in hub.storage.read_blob(entry.sha256).decode("utf-8", "replace").splitlines():
+    for line in hub.storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace").splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#") and "filter=lfs" in fields[1:]:
             patterns.append(fields[0])
@@ -138,7 +138,7 @@ def existing_oid(hub: HubContext, entry: FileEntry, inline: bool) -> str:
         return entry.git_oid
     if entry.size > INLINE_LIMIT:
         return entry.sha256  # cannot be the same file: sizes differ
-    return git_blob_oid(hub.storage.read_blob(entry.sha256))
+    return git_blob_oid(hub.storage.blobs.read_blob(entry.sha256))
 
 
 # ---- the LFS batch API ---------------------------------------------------------------------------
@@ -182,7 +182,7 @@ async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, name
             message = f"Object larger than {hub.settings.max_lfs_object} bytes."
             answers.append({"oid": oid, "size": size, "error": {"code": 422, "message": message}})
             continue
-        if hub.storage.has_blob(oid, size):
+        if hub.storage.blobs.has_blob(oid, size):
             answers.append({"oid": oid, "size": size})
             continue
         ticket = secrets.token_urlsafe(24)
@@ -230,7 +230,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != expected.size:
         raise BadRequest(f"Upload is {declared} bytes but the LFS object is {expected.size} bytes.")
-    fd, temp_path = hub.storage.new_temp_file()
+    fd, temp_path = hub.storage.blobs.new_temp_file()
     digest, total = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -244,7 +244,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
             await run_in_threadpool(os.fsync, handle.fileno())
         if total != expected.size or digest.hexdigest() != expected.oid:
             raise BadRequest("The uploaded bytes do not match the LFS object's oid (sha256) and size.")
-        await run_in_threadpool(hub.storage.adopt_blob, temp_path, expected.oid)
+        await run_in_threadpool(hub.storage.blobs.adopt_blob, temp_path, expected.oid)
     finally:
         if temp_path.exists():
             temp_path.unlink()
@@ -256,7 +256,7 @@ async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
     hub.require_actor(request)
     expected = ticket_for(hub, ticket)
     body = json_object(await hub.read_json(request))
-    if body.get("oid") != expected.oid or not hub.storage.has_blob(expected.oid, expected.size):
+    if body.get("oid") != expected.oid or not hub.storage.blobs.has_blob(expected.oid, expected.size):
         raise NotFound("The LFS object was not uploaded (or does not match its oid).")
     with hub.tickets_lock:
         hub.lfs_tickets.pop(ticket, None)
