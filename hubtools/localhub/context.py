@@ -40,11 +40,14 @@ class HubSettings:
 
 @dataclass
 class LfsTicket:
-    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``."""
+    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``, and
+    the repo that will own it."""
 
     oid: str
     size: int
     expires: float
+    repo_type: str
+    repo_id: str
 
 
 @dataclass

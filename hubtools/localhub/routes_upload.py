@@ -149,15 +149,15 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     if not name_git.endswith(".git"):
         raise NotFound("Not found: no such endpoint.")
     repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
-    # Objects are content-addressed and invisible until a commit names them: whoever may commit to some
-    # ref of the repo (a writer, or anyone opening a pull request) may upload them; the commit decides.
+    # Objects are owned by the repo they are uploaded to and invisible until a commit names them: whoever
+    # may commit to some ref of the repo (a writer, or anyone opening a pull request) may upload them.
     user = hub.require_actor(request)
     return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
 
 
 async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
                      name_git: str) -> Response:
-    lfs_batch_repo(hub, request, plural_prefix, namespace, name_git)
+    repo, _ = lfs_batch_repo(hub, request, plural_prefix, namespace, name_git)
     body = json_object(await hub.read_json(request))
     if body.get("operation") != "upload":
         raise BadRequest("Only the 'upload' operation of the LFS batch API is served; download via resolve.")
@@ -182,12 +182,14 @@ async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, name
             message = f"Object larger than {hub.settings.max_lfs_object} bytes."
             answers.append({"oid": oid, "size": size, "error": {"code": 422, "message": message}})
             continue
-        if hub.storage.blobs.has_blob(oid, size):
+        # Only this repo's own objects are "already there": for any other, the client uploads the bytes
+        # (proving it has them), so the answer never tells whether another repo holds that sha256.
+        if hub.storage.blobs.owns(repo.repo_type, repo.repo_id, oid, size):
             answers.append({"oid": oid, "size": size})
             continue
         ticket = secrets.token_urlsafe(24)
         with hub.tickets_lock:
-            hub.lfs_tickets[ticket] = LfsTicket(oid, size, now + LFS_TICKET_TTL_S)
+            hub.lfs_tickets[ticket] = LfsTicket(oid, size, now + LFS_TICKET_TTL_S, repo.repo_type, repo.repo_id)
         answers.append({
             "oid": oid,
             "size": size,
@@ -244,7 +246,8 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
             await run_in_threadpool(os.fsync, handle.fileno())
         if total != expected.size or digest.hexdigest() != expected.oid:
             raise BadRequest("The uploaded bytes do not match the LFS object's oid (sha256) and size.")
-        await run_in_threadpool(hub.storage.blobs.adopt_blob, temp_path, expected.oid)
+        await run_in_threadpool(lambda: hub.storage.blobs.add_blob_for_repo(
+            expected.repo_type, expected.repo_id, temp_path, expected.oid, verified=True))
     finally:
         if temp_path.exists():
             temp_path.unlink()
@@ -256,7 +259,8 @@ async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
     hub.require_actor(request)
     expected = ticket_for(hub, ticket)
     body = json_object(await hub.read_json(request))
-    if body.get("oid") != expected.oid or not hub.storage.blobs.has_blob(expected.oid, expected.size):
+    if body.get("oid") != expected.oid or not hub.storage.blobs.owns(expected.repo_type, expected.repo_id,
+                                                                      expected.oid, expected.size):
         raise NotFound("The LFS object was not uploaded (or does not match its oid).")
     with hub.tickets_lock:
         hub.lfs_tickets.pop(ticket, None)
