@@ -96,3 +96,41 @@ def test_the_data_folder_is_private_to_the_hubs_user(hub, data_dir):
     blobs = [path for path in (data_dir / "blobs").rglob("*") if path.is_file()]
     assert blobs and {stat.S_IMODE(path.stat().st_mode) for path in blobs} == {0o600}
     assert stat.S_IMODE((data_dir / "blobs").stat().st_mode) == 0o700
+
+
+# ---- every read verified -----------------------------------------------------------------------
+
+
+def _flip_a_byte(data_dir: Path, content: bytes) -> Path:
+    blob = data_dir / "blobs" / hashlib.sha256(content).hexdigest()[:2] / hashlib.sha256(content).hexdigest()[2:]
+    damaged = bytearray(blob.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    blob.write_bytes(bytes(damaged))
+    return blob
+
+
+@pytest.mark.parametrize("size", [1000, 2 * 1024 * 1024 + 17])  # one read, and streamed in chunks
+def test_a_damaged_blob_is_never_downloaded_as_if_whole(hub, data_dir, tmp_path, caplog, size):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    content = os.urandom(size)
+    repo_id = new_repo(hub, ALICE, "alice")
+    HfApi(endpoint=hub.url, token=ALICE).upload_file(path_or_fileobj=content, path_in_repo="model.bin",
+                                                     repo_id=repo_id)
+    blob = _flip_a_byte(data_dir, content)
+    cache = tmp_path / "cache"
+    with pytest.raises((HfHubHTTPError, OSError)):
+        hf_hub_download(repo_id, "model.bin", endpoint=hub.url, cache_dir=cache, token=ALICE)
+    assert not [path for path in cache.rglob("model.bin")]  # nothing damaged was cached
+    assert not blob.exists() and (data_dir / "quarantine" / hashlib.sha256(content).hexdigest()).is_file()
+    assert f"model {repo_id}@" in caplog.text and "model.bin" in caplog.text
+    # The next reader gets a clear refusal too, not the damaged bytes.
+    response = httpx.get(f"{hub.url}/{repo_id}/resolve/main/model.bin")
+    assert response.status_code == 500 and "damaged" in response.json()["error"]
+
+    # fsck names the repo, the revision and the path of the file that lost its blob.
+    from hubtools.localhub.maintenance import fsck
+
+    problems = "\n".join(fsck(data_dir).problems)
+    assert repo_id in problems and "model.bin" in problems and "(main)" in problems

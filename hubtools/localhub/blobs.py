@@ -13,20 +13,34 @@ never leaves a commit without its blob. Files are 0600 and folders 0700: only th
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from hubtools.localhub.errors import HubHTTPError
 from hubtools.localhub.schema import Database
 
+logger = logging.getLogger("hubtools.localhub")
+
 _CHUNK = 1024 * 1024
+_MAX_USES_LOGGED = 20
+_DAMAGED = ("The blob {sha256} is damaged on this hub (it failed its sha256 check and was set aside): the file "
+            "must be uploaded again; the hub's admin sees it in `hubtools hub fsck`.")
 
 
 class BlobError(ValueError):
     """A file offered to the store does not hash to the sha256 it was given as."""
+
+
+class BlobDamaged(HubHTTPError):
+    """A blob failed its check on read (or was set aside after one): the file cannot be served whole."""
+
+    status = 500
 
 
 def private_dir(path: Path) -> None:
@@ -49,6 +63,10 @@ class BlobStore:
         self.db = db
         self.blobs_dir = Path(data_dir) / "blobs"
         self.tmp_dir = Path(data_dir) / "tmp"
+        self.quarantine_dir = Path(data_dir) / "quarantine"
+        # sha256 -> (size, mtime_ns, inode) of blobs hashed whole since they last changed on disk
+        self._verified: dict[str, tuple[int, int, int]] = {}
+        self._verified_lock = threading.Lock()
         private_dir(self.blobs_dir)
         private_dir(self.tmp_dir)
         if db.found_version < 3:  # blobs of older layouts were written world-readable
@@ -91,7 +109,113 @@ class BlobStore:
         return sha256
 
     def read_blob(self, sha256: str) -> bytes:
-        return self.blob_path(sha256).read_bytes()
+        """The whole blob, checked against its sha256 (BlobDamaged, and the blob set aside, when not)."""
+        content = self._open(sha256).read()
+        if hashlib.sha256(content).hexdigest() != sha256:
+            self.quarantine(sha256)
+        return content
+
+    # ---- reads, every one verified ---------------------------------------------------------------
+
+    def _open(self, sha256: str):  # noqa: ANN202 - a binary file
+        try:
+            return open(self.blob_path(sha256), "rb")
+        except FileNotFoundError:
+            if (self.quarantine_dir / sha256).exists():
+                raise BlobDamaged(_DAMAGED.format(sha256=sha256)) from None
+            raise BlobDamaged(f"The blob {sha256} is missing on this hub: the file must be uploaded again; "
+                              "`hubtools hub fsck` lists what uses it.") from None
+
+    def _signature(self, path: Path) -> tuple[int, int, int]:
+        info = path.stat()
+        return info.st_size, info.st_mtime_ns, info.st_ino
+
+    def _mark_verified(self, sha256: str, signature: tuple[int, int, int]) -> None:
+        with self._verified_lock:
+            self._verified[sha256] = signature
+
+    def ensure_verified(self, sha256: str) -> None:
+        """Hash the whole blob unless it was hashed whole since it last changed on disk (a range read
+        cannot check its bytes alone). BlobDamaged, and the blob set aside, on a mismatch."""
+        path = self.blob_path(sha256)
+        try:
+            signature = self._signature(path)
+        except FileNotFoundError:
+            self._open(sha256)  # raises BlobDamaged
+            raise
+        with self._verified_lock:
+            if self._verified.get(sha256) == signature:
+                return
+        if file_sha256(path) != sha256:
+            self.quarantine(sha256)
+        self._mark_verified(sha256, signature)
+
+    def read_range(self, sha256: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start``, of a blob checked whole first (``ensure_verified``)."""
+        self.ensure_verified(sha256)
+        with self._open(sha256) as handle:
+            handle.seek(start)
+            return handle.read(length)
+
+    def stream_range(self, sha256: str, start: int, length: int) -> Iterator[bytes]:
+        """Chunks of ``length`` bytes from ``start``, of a blob checked whole first."""
+        self.ensure_verified(sha256)
+        with self._open(sha256) as handle:
+            handle.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = handle.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+    def stream_whole(self, sha256: str, size: int) -> Iterator[bytes]:
+        """The whole blob in chunks, hashed as it streams; the last chunk is held back until the hash is
+        known, so on a mismatch the reader gets BlobDamaged (the server cuts the connection) before the
+        last byte, and nothing damaged is ever received whole."""
+        path = self.blob_path(sha256)
+        digest = hashlib.sha256()
+        with self._open(sha256) as handle:
+            signature = self._signature(path)
+            held = b""
+            remaining = size
+            while remaining > 0:
+                chunk = handle.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                digest.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        if digest.hexdigest() != sha256:
+            self.quarantine(sha256)
+        self._mark_verified(sha256, signature)
+        if held:
+            yield held
+
+    def uses_of(self, sha256: str, limit: int = _MAX_USES_LOGGED) -> list[tuple[str, str, str, str]]:
+        """(repo_type, repo_id, commit oid, path) of the files that name this blob, newest commits first."""
+        return self.db.connect().execute(
+            "SELECT c.repo_type, c.repo_id, c.oid, f.path FROM files f JOIN commits c ON c.seq = f.commit_seq "
+            "WHERE f.sha256 = ? AND f.deleted = 0 ORDER BY c.seq DESC LIMIT ?", (sha256, limit)).fetchall()
+
+    def quarantine(self, sha256: str) -> None:
+        """Set a blob that failed its check aside (``quarantine/``), log what uses it, raise BlobDamaged."""
+        with self._verified_lock:
+            self._verified.pop(sha256, None)
+        private_dir(self.quarantine_dir)
+        try:
+            os.replace(self.blob_path(sha256), self.quarantine_dir / sha256)
+        except FileNotFoundError:
+            pass  # another reader set it aside first
+        uses = self.uses_of(sha256)
+        used_by = "; ".join(f"{repo_type} {repo_id}@{oid[:7]} {path}" for repo_type, repo_id, oid, path in uses)
+        logger.error("local hub: blob %s failed its sha256 check on read and was moved to quarantine/; "
+                     "used by: %s. Upload those files again; `hubtools hub fsck` lists every problem.",
+                     sha256, used_by or "no commit")
+        raise BlobDamaged(_DAMAGED.format(sha256=sha256))
 
     def sweep_stale_temp_files(self, older_than_s: float = 3600.0) -> None:
         """Uploads interrupted by a crash leave temp files behind; they are never part of a commit."""
