@@ -16,7 +16,7 @@ from huggingface_hub import HfApi
 
 from hubtools.localhub import serve_in_background
 
-ALICE, MALLORY = "alice-holes-token", "mallory-holes-token"
+ALICE, MALLORY, BOB, CAROL = "alice-holes-token", "mallory-holes-token", "bob-holes-token", "carol-holes-token"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub(data_dir):
-    with serve_in_background(data_dir, tokens={"alice": ALICE, "mallory": MALLORY}) as running:
+    with serve_in_background(data_dir, tokens={"alice": ALICE, "mallory": MALLORY, "bob": BOB, "carol": CAROL}) as running:
         yield running
 
 
@@ -134,3 +134,83 @@ def test_a_damaged_blob_is_never_downloaded_as_if_whole(hub, data_dir, tmp_path,
 
     problems = "\n".join(fsck(data_dir).problems)
     assert repo_id in problems and "model.bin" in problems and "(main)" in problems
+
+
+# ---- gates as on the Hub -----------------------------------------------------------------------
+
+
+def _status_of(call) -> int:
+    from huggingface_hub.errors import GatedRepoError
+
+    try:
+        call()
+    except GatedRepoError as error:
+        return error.response.status_code
+    return 200
+
+
+def _ask_access_on_the_page(hub, token: str, repo_id: str) -> None:
+    """What a user does in a browser: sign in, open the repo's page, press "Request access"."""
+    import re
+
+    with httpx.Client(base_url=hub.url, timeout=30, follow_redirects=True) as browser:
+        browser.post("/login", data={"token": token, "next": f"/{repo_id}"})
+        page = browser.get(f"/{repo_id}").text
+        assert 'id="request-access"' in page
+        csrf = re.search(r'action="/' + re.escape(repo_id) + r'/ask-access" method="post">\s*<input type="hidden" '
+                         r'name="csrf" value="([^"]+)"', page).group(1)
+        after = browser.post(f"/{repo_id}/ask-access", data={"csrf": csrf}).text
+        assert "access requested" in after or "access granted" in after
+
+
+def test_a_manual_gate_holds_until_the_owner_accepts(hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    owner = HfApi(endpoint=hub.url, token=ALICE)
+    repo_id = new_repo(hub, ALICE, "alice")
+    owner.upload_file(path_or_fileobj=b"gated weights", path_in_repo="weights.bin", repo_id=repo_id)
+    owner.upload_file(path_or_fileobj=b"# A gated model", path_in_repo="README.md", repo_id=repo_id)
+    owner.update_repo_settings(repo_id, gated="manual")
+    assert HfApi(endpoint=hub.url).model_info(repo_id).gated == "manual"  # the repo itself is public
+
+    def download(token):
+        return lambda: hf_hub_download(repo_id, "weights.bin", endpoint=hub.url, token=token,
+                                       cache_dir=tmp_path / uuid.uuid4().hex)
+
+    assert _status_of(download(False)) == 401
+    assert _status_of(download(BOB)) == 403
+    assert _status_of(download(ALICE)) == 200  # the owner always reads
+    assert _status_of(lambda: hf_hub_download(repo_id, "README.md", endpoint=hub.url, token=False,
+                                              cache_dir=tmp_path / "card")) == 200  # the card is open
+
+    _ask_access_on_the_page(hub, BOB, repo_id)
+    assert [r.username for r in owner.list_pending_access_requests(repo_id)] == ["bob"]
+    assert _status_of(download(BOB)) == 403  # asking is not being granted
+    owner.accept_access_request(repo_id, "bob")
+    assert [r.username for r in owner.list_accepted_access_requests(repo_id)] == ["bob"]
+    assert Path(hf_hub_download(repo_id, "weights.bin", endpoint=hub.url, token=BOB,
+                                cache_dir=tmp_path / "bob")).read_bytes() == b"gated weights"
+    owner.reject_access_request(repo_id, "bob", rejection_reason="Not this time.")
+    assert _status_of(download(BOB)) == 403
+
+    assert _status_of(download(CAROL)) == 403
+    owner.grant_access(repo_id, "carol")
+    assert _status_of(download(CAROL)) == 200
+    # Only the repo's writers manage its gate.
+    with pytest.raises(Exception) as refused:
+        HfApi(endpoint=hub.url, token=BOB).grant_access(repo_id, "mallory")
+    assert refused.value.response.status_code == 403
+
+
+def test_an_auto_gate_opens_on_request(hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    owner = HfApi(endpoint=hub.url, token=ALICE)
+    repo_id = new_repo(hub, ALICE, "alice")
+    owner.upload_file(path_or_fileobj=b"auto", path_in_repo="weights.bin", repo_id=repo_id)
+    owner.update_repo_settings(repo_id, gated="auto")
+    assert _status_of(lambda: hf_hub_download(repo_id, "weights.bin", endpoint=hub.url, token=BOB,
+                                              cache_dir=tmp_path / "a")) == 403
+    _ask_access_on_the_page(hub, BOB, repo_id)
+    assert _status_of(lambda: hf_hub_download(repo_id, "weights.bin", endpoint=hub.url, token=BOB,
+                                              cache_dir=tmp_path / "b")) == 200

@@ -24,6 +24,7 @@ from hubtools.localhub import (
     routes_commit,
     routes_discussions,
     routes_download,
+    routes_gates,
     routes_info,
     routes_likes,
     routes_refs,
@@ -48,6 +49,7 @@ ROUTERS = (
     routes_likes.router,  # before routes_info: /api/users/{user}/likes would match a repo's info route
     routes_repos.router,
     routes_discussions.router,
+    routes_gates.router,
     routes_info.router,
     routes_refs.router,
     routes_upload.router,

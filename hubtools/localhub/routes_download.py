@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
 from hubtools.localhub.blobs import BlobDamaged
-from hubtools.localhub.context import Hub, HubContext
+from hubtools.localhub.context import Hub, HubContext, repo_url
 from hubtools.localhub.errors import EntryNotFound, RangeNotSatisfiable
 
 SMALL_FILE = 256 * 1024
@@ -59,6 +59,7 @@ async def _resolve_file(hub: HubContext, request: Request, repo_type: str, names
     repo = hub.visible_repo(request, repo_type, namespace, name)
     commit, _ = hub.resolve(repo, revision)
     file_path = naming.check_path(unquote(path))
+    hub.require_download(hub.viewer(request), repo, file_path, repo_url(request, repo))
     entry = commit.tree.get(file_path)
     if entry is None:
         raise EntryNotFound(f"{file_path} does not exist at revision {unquote(revision)}.",

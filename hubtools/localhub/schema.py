@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS discussion_events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_discussion ON discussion_events (repo_type, repo_id, num);
+CREATE TABLE IF NOT EXISTS access_requests (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, user TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, fields TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (repo_type, repo_id, user)
+);
 CREATE TABLE IF NOT EXISTS repo_blobs (
     repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, sha256 TEXT NOT NULL,
     PRIMARY KEY (repo_type, repo_id, sha256)
@@ -70,7 +74,8 @@ CREATE TABLE IF NOT EXISTS repo_blobs (
 """
 
 # Tables whose rows belong to one repo (keyed by repo_type, repo_id): moved and deleted with it.
-REPO_TABLES = ("repos", "commits", "refs", "likes", "discussions", "discussion_events", "repo_blobs")
+REPO_TABLES = ("repos", "commits", "refs", "likes", "discussions", "discussion_events", "repo_blobs",
+               "access_requests")
 
 # Columns added to tables of layout 2 after data folders of that layout existed (nullable, so old rows read).
 _LATER_COLUMNS = {"discussions": ("target", "base_oid", "merge_oid"), "repos": ("gated", "sdk")}

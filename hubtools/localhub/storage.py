@@ -24,6 +24,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubtools.localhub.access import AccessRequests
 from hubtools.localhub.blobs import BlobStore, grant, private_dir
 from hubtools.localhub.community import CommunityStore, add_event, comment_data
 
@@ -152,8 +153,9 @@ def _repo_from_row(row: tuple) -> Repo:
 
 
 class Storage:
-    """Repos, commits and refs of one data folder, with its ``blobs`` (``BlobStore``) and ``community``
-    (``CommunityStore``: likes, discussions) beside them on the same ``db``. Thread-safe: writes are
+    """Repos, commits and refs of one data folder, with its ``blobs`` (``BlobStore``), ``community``
+    (``CommunityStore``: likes, discussions) and ``access`` (requests to gated repos) beside them on the
+    same ``db``. Thread-safe: writes are
     serialized, reads use their own connection."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -163,6 +165,7 @@ class Storage:
         self.db = Database(self.db_path)
         self.blobs = BlobStore(self.data_dir, self.db)
         self.community = CommunityStore(self.db)
+        self.access = AccessRequests(self.db)  # who may read the files of a gated repo
 
     # ---- repos ---------------------------------------------------------------------------------
 
