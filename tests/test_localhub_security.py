@@ -259,7 +259,8 @@ def test_malformed_commits_are_4xx_and_change_nothing(client, hub, repo, body):
     ("GET", "/api/models?sort=random", b""),
     ("GET", "/no/such/endpoint/at/all", b""),
     ("POST", "/api/validate-yaml", b'{"content": 5}'),
-    ("GET", "/api/models/{repo}/xet-write-token/main", b""),  # says to set HF_HUB_DISABLE_XET=1
+    ("POST", "/xet-cas/v1/shards", b"not a shard"),  # a hub token is no Xet token: 401
+    ("POST", "/xet-cas/v1/xorbs/default/nothex", b""),
 ])
 def test_malformed_requests_are_clean_4xx(client, repo, method, url, body):
     response = client.request(method, url.format(repo=repo), content=body, headers=auth(ALICE))

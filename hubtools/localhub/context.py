@@ -20,11 +20,23 @@ from fastapi.responses import JSONResponse
 from hubtools.localhub import naming
 from hubtools.localhub.auth import Identity, Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, HubHTTPError, RepoMoved, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import (
+    BadRequest,
+    GatedRepoForbidden,
+    GatedRepoUnauthorized,
+    HubHTTPError,
+    PayloadTooLarge,
+    RepoMoved,
+    RepoNotFound,
+    RevisionNotFound,
+)
 from hubtools.localhub.sessions import SessionBook
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
+# What a gated repo shows to everyone, as on the Hub: its card (and the LFS rules); every other file waits
+# for access.
+UNGATED_FILES = frozenset({"README.md", ".gitattributes"})
 # The commit body is read line by line (one file per line), so its total size costs disk, not memory.
 MAX_COMMIT_BODY = 16 * 1024**3
 MAX_COMMIT_LINE = 64 * 1024 * 1024
@@ -41,11 +53,14 @@ class HubSettings:
 
 @dataclass
 class LfsTicket:
-    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``."""
+    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``, and
+    the repo that will own it."""
 
     oid: str
     size: int
     expires: float
+    repo_type: str
+    repo_id: str
 
 
 @dataclass
@@ -109,6 +124,22 @@ class HubContext:
     def may_read(self, user: str | None, repo: Repo) -> bool:
         """Public repos are for everyone; a private one for whoever may write to its namespace."""
         return not repo.private or self.may_write(user, repo.namespace)
+
+    def may_download(self, user: str | None, repo: Repo) -> bool:
+        """The files of a gated repo are for its writers and the users whose access request was accepted."""
+        return (not repo.gated or self.may_write(user, repo.namespace)
+                or user is not None and self.storage.access.has_access(repo.repo_type, repo.repo_id, user))
+
+    def require_download(self, user: str | None, repo: Repo, path: str, page_url: str) -> None:
+        """As the Hub answers for a gated repo's file: 401 anonymous, 403 signed in without access."""
+        if path in UNGATED_FILES or self.may_download(user, repo):
+            return
+        what = f"{repo.repo_type} {repo.repo_id}"
+        if user is None:
+            raise GatedRepoUnauthorized(f"Access to {what} is restricted. You must have access to it and be "
+                                        "authenticated to access it. Please log in.")
+        raise GatedRepoForbidden(f"Access to {what} is restricted and you are not in the authorized list. "
+                                 f"Visit {page_url} to ask for access.")
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
         # a wrong token is 401 on every route, public repo or not

@@ -34,6 +34,7 @@ from hubtools.localhub.trees import git_blob_oid, lfs_pointer
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
 _MAX_LISTED = 20  # problems of one kind listed before "... and N more"
+_USES_SHOWN = 5  # files named for one bad or missing blob before "and N more files"
 
 
 def _require_hub(data_dir: Path) -> Path:
@@ -143,7 +144,20 @@ def fsck(data_dir: Path) -> FsckReport:
     if orphan_rows:
         problems.append(f"{orphan_rows} file rows belong to no commit.")
 
-    # Every commit's files against the blobs.
+    # Every commit's files against the blobs; a bad or missing blob is named with every file that uses it.
+    heads: dict[str, list[str]] = defaultdict(list)
+    for _, _, _, name, commit_oid in refs:
+        heads[commit_oid].append(name)
+
+    def where(repo_type: str, repo_id: str, commit_oid: str, file_path: str) -> str:
+        names = f" ({', '.join(sorted(heads[commit_oid]))})" if heads.get(commit_oid) else ""
+        return f"{repo_type} {repo_id}@{commit_oid[:7]}{names} {file_path}"
+
+    def users(entries: list[tuple]) -> str:
+        shown = [where(e[5], e[6], e[7], e[4]) for e in entries[:_USES_SHOWN]]
+        more = f" and {len(entries) - _USES_SHOWN} more files" if len(entries) > _USES_SHOWN else ""
+        return "; ".join(shown) + more
+
     blobs, strays = _blob_files(data_dir / "blobs")
     used_by: dict[str, list[tuple]] = defaultdict(list)
     for use in uses:
@@ -155,23 +169,27 @@ def fsck(data_dir: Path) -> FsckReport:
         report.blobs += 1
         report.blob_bytes += size
         if actual != sha256:
-            corrupt.append(f"blob {sha256} is corrupt: its content hashes to {actual}.")
+            used = f"; used by {users(used_by[sha256])}" if sha256 in used_by else "; used by no commit"
+            corrupt.append(f"blob {sha256} is corrupt: its content hashes to {actual}{used}.")
             continue
         if sha256 not in used_by:
             report.unreferenced_blobs += 1
             report.unreferenced_bytes += size
             continue
         for _, expected_size, expected_git, lfs, file_path, repo_type, repo_id, commit_oid in used_by[sha256]:
-            where = f"{repo_type} {repo_id}@{commit_oid[:7]} {file_path}"
+            place = where(repo_type, repo_id, commit_oid, file_path)
             if size != expected_size:
-                mismatched.append(f"{where}: the commit says {expected_size} bytes, its blob {sha256} has {size}.")
+                mismatched.append(f"{place}: the commit says {expected_size} bytes, its blob {sha256} has {size}.")
             elif (git_blob_oid(lfs_pointer(sha256, size)) if lfs else git_oid) != expected_git:
-                mismatched.append(f"{where}: its git oid {expected_git} does not match its content.")
+                mismatched.append(f"{place}: its git oid {expected_git} does not match its content.")
+    quarantined = data_dir / "quarantine"
     for sha256, entries in used_by.items():
         if sha256 not in blobs:
-            _, _, _, _, file_path, repo_type, repo_id, commit_oid = entries[0]
-            more = f" (and {len(entries) - 1} more files)" if len(entries) > 1 else ""
-            missing.append(f"{repo_type} {repo_id}@{commit_oid[:7]} {file_path}: blob {sha256} is missing{more}.")
+            why = " (set aside in quarantine/ after it failed its check on a read)" if (
+                quarantined / sha256).exists() else ""
+            first = entries[0]
+            more = f"; also used by {users(entries[1:])}" if len(entries) > 1 else ""
+            missing.append(f"{where(first[5], first[6], first[7], first[4])}: blob {sha256} is missing{why}{more}.")
     for kind in (missing, corrupt, mismatched, problems):
         report.problems.extend(_limited(kind))
     report.problems.extend(_limited([f"unexpected file in blobs/: {path.relative_to(data_dir)}" for path in strays]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hubtools.localhub.trees import FileEntry, insert_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -63,10 +63,19 @@ CREATE TABLE IF NOT EXISTS discussion_events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_discussion ON discussion_events (repo_type, repo_id, num);
+CREATE TABLE IF NOT EXISTS access_requests (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, user TEXT NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, fields TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (repo_type, repo_id, user)
+);
+CREATE TABLE IF NOT EXISTS repo_blobs (
+    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, sha256 TEXT NOT NULL,
+    PRIMARY KEY (repo_type, repo_id, sha256)
+) WITHOUT ROWID;
 """
 
 # Tables whose rows belong to one repo (keyed by repo_type, repo_id): moved and deleted with it.
-REPO_TABLES = ("repos", "commits", "refs", "likes", "discussions", "discussion_events")
+REPO_TABLES = ("repos", "commits", "refs", "likes", "discussions", "discussion_events", "repo_blobs",
+               "access_requests")
 
 # Columns added to tables of layout 2 after data folders of that layout existed (nullable, so old rows read).
 _LATER_COLUMNS = {"discussions": ("target", "base_oid", "merge_oid"), "repos": ("gated", "sdk")}
@@ -119,6 +128,20 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE commits_v1")
 
 
+def _migrate_v2(db: sqlite3.Connection, version: int) -> None:
+    """Layout 3 adds ``repo_blobs`` (which repo may name which blob): a repo owns every blob its commits name."""
+    if version >= 3:
+        return
+    db.execute("INSERT OR IGNORE INTO repo_blobs (repo_type, repo_id, sha256) SELECT DISTINCT c.repo_type, "
+               "c.repo_id, f.sha256 FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE f.deleted = 0")
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (if missing) readable by its owner only; an existing one is narrowed to 0600."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
 class Database:
     """``hub.sqlite`` of one data folder: one connection per thread, writes serialized in transactions.
 
@@ -126,6 +149,8 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # Created 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+        private_file(self.path)
         self._write_lock = threading.Lock()
         self._local = threading.local()
         with self.transaction() as db:
@@ -135,6 +160,8 @@ class Database:
                                   f"this one reads up to {SCHEMA_VERSION}): upgrade hubtools to serve it.")
             _migrate_v1(db)
             _create_tables(db)
+            _migrate_v2(db, version)
+            self.found_version = version  # the layout it had before this opening (0: new)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def connect(self) -> sqlite3.Connection:

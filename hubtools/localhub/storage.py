@@ -24,7 +24,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubtools.localhub.blobs import BlobStore
+from hubtools.localhub.access import AccessRequests
+from hubtools.localhub.blobs import BlobStore, grant, private_dir
 from hubtools.localhub.community import CommunityStore, add_event, comment_data
 
 from hubtools.localhub.errors import (
@@ -152,17 +153,19 @@ def _repo_from_row(row: tuple) -> Repo:
 
 
 class Storage:
-    """Repos, commits and refs of one data folder, with its ``blobs`` (``BlobStore``) and ``community``
-    (``CommunityStore``: likes, discussions) beside them on the same ``db``. Thread-safe: writes are
+    """Repos, commits and refs of one data folder, with its ``blobs`` (``BlobStore``), ``community``
+    (``CommunityStore``: likes, discussions) and ``access`` (requests to gated repos) beside them on the
+    same ``db``. Thread-safe: writes are
     serialized, reads use their own connection."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # 0700: repos, private ones included, are for the hub's user only
         self.db_path = self.data_dir / "hub.sqlite"
         self.db = Database(self.db_path)
         self.blobs = BlobStore(self.data_dir, self.db)
         self.community = CommunityStore(self.db)
+        self.access = AccessRequests(self.db)  # who may read the files of a gated repo
 
     # ---- repos ---------------------------------------------------------------------------------
 
@@ -214,6 +217,7 @@ class Storage:
             oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
             seq = _seq_of(db, oid)
             insert_file(db, seq, ".gitattributes", entry)
+            grant(db, repo_type, repo_id, [sha256])
             db.execute("UPDATE commits SET n_files = 1 WHERE seq = ?", (seq,))
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
@@ -373,7 +377,9 @@ class Storage:
     ) -> str:
         """Apply ``operations`` on top of ``branch`` and move it, atomically. Returns the new commit id.
 
-        Every blob the operations refer to must already be in the store. ``create_branch_from`` (a commit
+        Every blob the operations refer to must already be in the store, and the caller has checked that the
+        repo may name it (``blobs.owns``: the commit route does); the repo owns them from now on (its
+        history). ``create_branch_from`` (a commit
         id) creates the ref when it does not exist yet (used for pull requests). ``parent_commit`` may be
         a short (7+ character) id, as the Hub takes it.
         """
@@ -414,6 +420,7 @@ class Storage:
         base = start_tree(db, self.db, seq, *head)
         tree = CommitTree(self.db, seq, base)
         count = apply_operations(db, tree, head[2], operations)
+        grant(db, repo_type, repo_id, [op.entry.sha256 for op in operations if isinstance(op, AddFile)])
         db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
         db.execute(
             "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
@@ -463,6 +470,7 @@ class Storage:
                            "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
             db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
             db.execute("INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, to_id, DEFAULT_BRANCH, oid))
+            grant(db, repo_type, to_id, [row[2] for row in rows])  # a duplicate brings its files' blobs along
         return self.require_repo(repo_type, to_id)
 
     def move_repo(self, repo_type: str, from_id: str, to_id: str) -> None:

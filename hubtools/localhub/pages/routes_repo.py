@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import base_url
+from hubtools.localhub.context import UNGATED_FILES, base_url
 from hubtools.localhub.errors import EntryNotFound
 from hubtools.localhub.pages import dataset_viewer, repo_view
 from hubtools.localhub.pages.formatting import as_list, repo_links, repo_path
@@ -41,6 +41,7 @@ def repo_context(request: Request, repo_type: str, namespace: str, name: str, re
     refs = hub.storage.list_refs(repo.repo_type, repo.repo_id)
     context = {
         "repo": repo,
+        "gate": gate_state(hub, user, repo),
         "liked": likes_it(hub, user, repo),
         "summary": summary,
         "commit": commit,
@@ -52,6 +53,15 @@ def repo_context(request: Request, repo_type: str, namespace: str, name: str, re
     return repo, commit, context
 
 
+def gate_state(hub: Any, user: str | None, repo: Repo) -> str | None:
+    """What the header says of a gated repo to this viewer: None (not gated, or theirs), "ask" (the
+    "Request access" button), or the status of their request ("pending", "accepted", "rejected")."""
+    if not repo.gated or hub.may_write(user, repo.namespace):
+        return None
+    asked = hub.storage.access.get(repo.repo_type, repo.repo_id, user) if user else None
+    return asked.status if asked else "ask"
+
+
 def _repo_page(request: Request, repo_type: str, namespace: str, name: str) -> HTMLResponse:
     repo, commit, context = repo_context(request, repo_type, namespace, name, DEFAULT_BRANCH)
     summary = context["summary"]
@@ -59,7 +69,9 @@ def _repo_page(request: Request, repo_type: str, namespace: str, name: str) -> H
     if summary.readme is not None:
         card_html = render_card(summary.readme, repo_path=repo_path(repo), revision=DEFAULT_BRANCH)
     language, code = repo_view.usage_snippet(summary, base_url(request))
-    rows = dataset_viewer.dataset_rows(hub_of(request).storage, repo, commit, DEFAULT_BRANCH) if repo_type == "dataset" else None
+    readable = hub_of(request).may_download(viewer(request), repo)  # a gated dataset's rows wait for access
+    rows = dataset_viewer.dataset_rows(hub_of(request).storage, repo, commit, DEFAULT_BRANCH) if (
+        repo_type == "dataset" and readable) else None
     card = summary.card or {}
     return render(request, "repo.html.j2", tab="card", card_html=card_html, snippet=code,
                   snippet_html=highlight_code(code, language), eval_rows=repo_view.eval_rows(card),
@@ -89,7 +101,8 @@ def _blob_page(request: Request, repo_type: str, namespace: str, name: str, revi
     if entry is None:
         raise EntryNotFound(f"{file_path} does not exist at revision {context['revision']}.")
     preview_html, preview_text, is_image = None, None, file_path.lower().endswith(IMAGE_SUFFIXES)
-    if not is_image and entry.size <= repo_view.MAX_PREVIEW_BYTES:
+    readable = file_path in UNGATED_FILES or hub_of(request).may_download(viewer(request), repo)
+    if readable and not is_image and entry.size <= repo_view.MAX_PREVIEW_BYTES:
         data = hub_of(request).storage.blobs.read_blob(entry.sha256)
         if b"\0" not in data[:8000]:
             preview_text = data.decode("utf-8", "replace")
@@ -123,6 +136,23 @@ def _like(request: Request, repo_type: str, namespace: str, name: str, form: dic
     return RedirectResponse(repo_path(repo), status_code=303)
 
 
+def _ask_access(request: Request, repo_type: str, namespace: str, name: str, form: dict) -> Response:
+    """The "Request access" button of a gated repo (the Hub's ``ask-access`` form): a pending request, or
+    an accepted one at once for ``gated="auto"``."""
+    hub = hub_of(request)
+    session = session_of(request)
+    repo = hub.repo_visible_to(session.user if session else None, repo_type, namespace, name)
+    identity = identity_of(hub.tokens, session) if session else None
+    if session is None or identity is None:
+        return RedirectResponse(f"/login?next={quote(repo_path(repo))}", status_code=303)
+    if not csrf_ok(session, form.get("csrf")):
+        return render(request, "error.html.j2", status=403, title="Refused",
+                      message="This form has expired: reload the page and try again.")
+    if repo.gated:
+        hub.storage.access.ask(repo.repo_type, repo.repo_id, session.user, auto_accept=repo.gated == "auto")
+    return RedirectResponse(repo_path(repo), status_code=303)
+
+
 def _add_repo_routes(prefix: str, repo_type: str) -> None:
     async def repo_page(request: Request, namespace: str, name: str) -> Response:
         return await page(request, _repo_page, repo_type, namespace, name)
@@ -143,6 +173,10 @@ def _add_repo_routes(prefix: str, repo_type: str) -> None:
         form = dict(await request.form())
         return await page(request, _like, repo_type, namespace, name, form)
 
+    async def ask_access(request: Request, namespace: str, name: str) -> Response:
+        form = dict(await request.form())
+        return await page(request, _ask_access, repo_type, namespace, name, form)
+
     base = f"{prefix}/{{namespace}}/{{name}}"
     router.add_api_route(base, repo_page, methods=["GET"], name=f"{repo_type}_page")
     router.add_api_route(f"{base}/tree/{{revision}}", tree_root, methods=["GET"], name=f"{repo_type}_tree_root")
@@ -150,6 +184,7 @@ def _add_repo_routes(prefix: str, repo_type: str) -> None:
     router.add_api_route(f"{base}/blob/{{revision}}/{{path:path}}", blob, methods=["GET"], name=f"{repo_type}_blob")
     router.add_api_route(f"{base}/commits/{{revision}}", commits, methods=["GET"], name=f"{repo_type}_commits")
     router.add_api_route(f"{base}/like", like, methods=["POST"], name=f"{repo_type}_like")
+    router.add_api_route(f"{base}/ask-access", ask_access, methods=["POST"], name=f"{repo_type}_ask_access")
 
 
 for _prefix, _repo_type in (("/datasets", "dataset"), ("/spaces", "space"), ("", "model")):
