@@ -118,18 +118,18 @@ class XetStore:
         name = hash_to_hex(info.file_hash)
         if info.verification is None or len(info.verification) != len(info.terms):
             raise XetRefused(400, f"File {name}: a shard upload needs one verification entry per term.")
-        xorbs: dict[str, Xorb] = {}
+        current: tuple[str, Xorb] | None = None  # one xorb in memory at a time (up to 64 MiB): terms run in order
         fd, temp_path = self.storage.blobs.new_temp_file()
         digest, chunk_list = hashlib.sha256(), []
         try:
             with os.fdopen(fd, "wb") as handle:
                 for index, term in enumerate(info.terms):
                     xorb_name = hash_to_hex(term.xorb_hash)
-                    if xorb_name not in xorbs:
+                    if current is None or current[0] != xorb_name:
                         if not self.has_xorb(xorb_name):
                             raise XetRefused(400, f"File {name} uses xorb {xorb_name}, which was not uploaded.")
-                        xorbs[xorb_name] = self.load_xorb(xorb_name)
-                    xorb = xorbs[xorb_name]
+                        current = (xorb_name, self.load_xorb(xorb_name))
+                    xorb = current[1]
                     if term.chunk_end > len(xorb.chunks):
                         raise XetRefused(400, f"File {name} asks for chunks past the end of xorb {xorb_name}.")
                     chunks = xorb.chunks[term.chunk_start:term.chunk_end]
