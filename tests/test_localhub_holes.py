@@ -26,7 +26,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub(data_dir):
-    with serve_in_background(data_dir, tokens={"alice": ALICE, "mallory": MALLORY, "bob": BOB, "carol": CAROL}) as running:
+    with serve_in_background(data_dir, tokens={"alice": ALICE, "mallory": MALLORY, "bob": BOB, "carol": CAROL},
+                            organizations={"acme": ["bob"]}) as running:
         yield running
 
 
@@ -214,3 +215,35 @@ def test_an_auto_gate_opens_on_request(hub, tmp_path):
     _ask_access_on_the_page(hub, BOB, repo_id)
     assert _status_of(lambda: hf_hub_download(repo_id, "weights.bin", endpoint=hub.url, token=BOB,
                                               cache_dir=tmp_path / "b")) == 200
+
+
+# ---- org-narrowed tokens narrow every write route ----------------------------------------------
+
+
+def test_a_token_narrowed_to_an_org_acts_nowhere_else(hub, data_dir):
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from hubtools.localhub.tokenstore import TokenStore
+
+    narrowed, _ = TokenStore(data_dir / "hub.sqlite").add("bob", "write", orgs=("acme",))
+    elsewhere = new_repo(hub, ALICE, "alice")
+    discussion = HfApi(endpoint=hub.url, token=ALICE).create_discussion(elsewhere, title="Open for comments")
+    api = HfApi(endpoint=hub.url, token=narrowed)
+    refused = {
+        "pull request": lambda: api.create_pull_request(elsewhere, title="A narrowed PR"),
+        "PR by commit": lambda: api.create_commit(elsewhere, operations=[CommitOperationAdd("x.txt", b"x")],
+                                                  commit_message="x", create_pr=True),
+        "discussion": lambda: api.create_discussion(elsewhere, title="A narrowed discussion"),
+        "comment": lambda: api.comment_discussion(elsewhere, discussion.num, "narrowed words"),
+        "like": lambda: HfApi(endpoint=hub.url).unlike(elsewhere, token=narrowed),  # the client has no like()
+        "own namespace": lambda: api.create_repo("bob/not-in-acme"),
+    }
+    for what, call in refused.items():
+        with pytest.raises(HfHubHTTPError) as error:
+            call()
+        assert error.value.response.status_code == 403, what
+    liked = httpx.post(f"{hub.url}/api/models/{elsewhere}/like", headers=auth(narrowed))  # as the web page does
+    assert liked.status_code == 403
+    api.create_repo("acme/" + uuid.uuid4().hex[:8])  # its own namespace still works
+    assert HfApi(endpoint=hub.url, token=BOB).create_pull_request(elsewhere, title="Bob's full token").num

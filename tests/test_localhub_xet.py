@@ -138,12 +138,20 @@ def test_a_shard_must_prove_it_holds_the_chunks(local_hub):
     assert post(reader, "/v1/shards", REAL_SHARD.read_bytes()).status_code == 403
 
 
-def test_write_tokens_need_write_access(local_hub):
+def test_tokens_follow_the_repos_access_rules(local_hub):
+    api = HfApi(endpoint=local_hub.url, token=local_hub.token)
     repo_id = f"{local_hub.user}/cas-{uuid.uuid4().hex[:6]}"
-    HfApi(endpoint=local_hub.url, token=local_hub.token).create_repo(repo_id, private=True)
+    api.create_repo(repo_id, private=True)
     url = f"{local_hub.url}/api/models/{repo_id}/xet-write-token/main"
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"authorization": f"Bearer {local_hub.other_token}"}).status_code == 404
+    gated = f"{local_hub.user}/cas-gated-{uuid.uuid4().hex[:6]}"
+    api.create_repo(gated)
+    api.update_repo_settings(gated, gated="manual")
+    read = f"{local_hub.url}/api/models/{gated}/xet-read-token/main"
+    assert httpx.get(read).status_code == 401
+    assert httpx.get(read, headers={"authorization": f"Bearer {local_hub.other_token}"}).status_code == 403
+    assert httpx.get(read, headers={"authorization": f"Bearer {local_hub.token}"}).status_code == 200
 
 
 # ---- the stock clients, in a subprocess as a user runs them ------------------------------------------

@@ -108,10 +108,16 @@ class HubContext:
 
     def require_actor(self, request: Request) -> str:
         """The user behind a request that changes something outside their own namespaces (a like, a
-        discussion, a pull request, an upload): 401 without a token, 403 for a read token."""
+        discussion, a pull request, an upload): 401 without a token, 403 for a read token. Once the repo
+        is known, ``require_scope`` checks that the token may act on it."""
         identity = self.tokens.require(request.headers.get("authorization"))
         identity.check_may_act()
         return identity.user
+
+    def require_scope(self, request: Request, namespace: str) -> None:
+        """403 when the token is narrowed (``--org``) to other namespaces: a narrowed token acts only on the
+        repos of its namespaces, community routes (likes, discussions, pull requests) included."""
+        self.tokens.require(request.headers.get("authorization")).check_may_write(namespace)
 
     def may_write(self, user: str | None, namespace: str) -> bool:
         return may_write(user, namespace, self.organizations)
@@ -171,6 +177,7 @@ class HubContext:
         how outsiders contribute on the Hub)."""
         user = self.require_actor(request)
         repo = self.visible_repo(request, repo_type, namespace, name)
+        self.require_scope(request, repo.namespace)
         if create_pr:
             return repo, user
         if self.may_write(user, repo.namespace):

@@ -105,6 +105,7 @@ def list_discussions(request: Request, plural: str, namespace: str, name: str, h
 async def create_discussion(request: Request, plural: str, namespace: str, name: str, hub: Hub) -> Response:
     user = _user(hub, request)
     repo = _discussion_repo(hub, request, plural, namespace, name)
+    hub.require_scope(request, repo.namespace)
     body = json_object(await hub.read_json(request))
     title, description = body.get("title"), body.get("description") or ""
     if not isinstance(title, str) or len(title.strip()) < 3 or not isinstance(description, str):
@@ -128,6 +129,7 @@ async def _change(hub: HubContext, request: Request, plural: str, namespace: str
                   num: str) -> tuple[Repo, Discussion, str, dict]:
     user = _user(hub, request)
     repo = _discussion_repo(hub, request, plural, namespace, name)
+    hub.require_scope(request, repo.namespace)
     discussion = hub.storage.community.get_discussion(repo.repo_type, repo.repo_id, _num(num))
     body = await hub.read_json(request)
     return repo, discussion, user, json_object(body)

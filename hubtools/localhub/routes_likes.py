@@ -17,6 +17,7 @@ router = APIRouter()
 async def _set_like(request: Request, plural: str, namespace: str, name: str, hub: Hub, liked: bool) -> Response:
     user = hub.require_actor(request)
     repo = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
+    hub.require_scope(request, repo.namespace)
     await run_in_threadpool(hub.storage.community.like, repo.repo_type, repo.repo_id, user, liked)
     return JSONResponse({})
 

@@ -136,7 +136,9 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     # Objects are owned by the repo they are uploaded to and invisible until a commit names them: whoever
     # may commit to some ref of the repo (a writer, or anyone opening a pull request) may upload them.
     user = hub.require_actor(request)
-    return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
+    repo = hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")])
+    hub.require_scope(request, repo.namespace)
+    return repo, user
 
 
 async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
@@ -242,6 +244,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
 async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
     hub.require_actor(request)
     expected = ticket_for(hub, ticket)
+    hub.require_scope(request, expected.repo_id.split("/")[0])
     body = json_object(await hub.read_json(request))
     if body.get("oid") != expected.oid or not hub.storage.blobs.owns(expected.repo_type, expected.repo_id,
                                                                       expected.oid, expected.size):

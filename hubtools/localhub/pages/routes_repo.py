@@ -131,7 +131,7 @@ def _like(request: Request, repo_type: str, namespace: str, name: str, form: dic
     identity = identity_of(hub.tokens, session)
     if identity is None:
         return RedirectResponse(f"/login?next={quote(repo_path(repo))}", status_code=303)
-    identity.check_may_act()  # a read token may look, not like (403, as the API answers it)
+    identity.check_may_write(repo.namespace)  # a read or narrowed token may look, not like (403, as the API)
     toggle_like(hub, session.user, repo)
     return RedirectResponse(repo_path(repo), status_code=303)
 
@@ -148,6 +148,7 @@ def _ask_access(request: Request, repo_type: str, namespace: str, name: str, for
     if not csrf_ok(session, form.get("csrf")):
         return render(request, "error.html.j2", status=403, title="Refused",
                       message="This form has expired: reload the page and try again.")
+    identity.check_may_write(repo.namespace)  # as for a like: read and narrowed tokens only look
     if repo.gated:
         hub.storage.access.ask(repo.repo_type, repo.repo_id, session.user, auto_accept=repo.gated == "auto")
     return RedirectResponse(repo_path(repo), status_code=303)

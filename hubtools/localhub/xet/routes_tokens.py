@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, base_url, flag
+from hubtools.localhub.context import Hub, base_url, flag, repo_url
 from hubtools.localhub.xet.routes_cas import CAS_PREFIX, token_answer
 from hubtools.localhub.xet.store import XetStore
 
@@ -29,5 +29,7 @@ def xet_write_token(request: Request, plural: str, namespace: str, name: str, re
 @router.get("/api/{plural}/{namespace}/{name}/xet-read-token/{revision}")
 def xet_read_token(request: Request, plural: str, namespace: str, name: str, revision: str, hub: Hub) -> Response:
     repo = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
-    token, expires = xet_store(request).issue(repo.repo_type, repo.repo_id, hub.viewer(request), "read")
+    user = hub.viewer(request)
+    hub.require_download(user, repo, "", repo_url(request, repo))  # a gated repo's files wait for access
+    token, expires = xet_store(request).issue(repo.repo_type, repo.repo_id, user, "read")
     return token_answer(base_url(request) + CAS_PREFIX, token, expires)
