@@ -15,7 +15,7 @@ import typer
 
 from hubtools.cli import console
 from hubtools.errors import HubError, HubtoolsError
-from hubtools.hubenv import current_endpoint, is_connection_error, plain_lfs_unless_huggingface_co
+from hubtools.hubenv import current_endpoint, is_connection_error
 
 app = typer.Typer(
     name="hubtools",
@@ -29,7 +29,6 @@ _DEBUG_ENV = "HUBTOOLS_DEBUG"
 
 
 def _prepare_environment() -> None:
-    plain_lfs_unless_huggingface_co()
     _quiet_libraries()
 
 

@@ -131,7 +131,7 @@ def serve(
                 err_console.print(f"published {repo_id}", highlight=False)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         print(hub.url, flush=True)
-        print(f"export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)
+        print(f"export HF_ENDPOINT={hub.url} HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)
         err_console.print(f"serving {hub.data_dir} on {hub.url}; Ctrl-C stops it", highlight=False)
         try:
             while True:
@@ -176,7 +176,7 @@ def publish_tiny_model_command(
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:
         raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
-    point_clients_at(endpoint)  # plain LFS, this hub's URL
+    point_clients_at(endpoint)  # this hub's URL
     quiet_weight_loading()
     for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
         with hub_progress_bars_hidden():

@@ -71,8 +71,10 @@ class Optimization:
 
 
 def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
-                          progress: bool) -> TrainableModels:
-    """The base model, its class images for prior preservation, then its parts set up for training."""
+                          progress: bool, class_image_sizes: dict[tuple[int, int], int] | None = None,
+                          ) -> TrainableModels:
+    """The base model, its class images for prior preservation (at the instance images' bucket sizes, in their
+    proportions: ``class_image_sizes``; None: the training square), then its parts set up for training."""
     from accelerate.utils import set_seed
 
     device = accelerator.device
@@ -90,7 +92,8 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
 
         with accelerator.main_process_first():
             class_images = ensure_class_images(cfg, base, device=device,
-                                               progress=progress and accelerator.is_main_process)
+                                               progress=progress and accelerator.is_main_process,
+                                               sizes=class_image_sizes)
 
     models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)
