@@ -38,7 +38,7 @@ STUDIO_FILES = {"studio.css": "text/css", "studio.js": "text/javascript"}
 
 
 def _security_headers() -> dict[str, str]:
-    from hubtools.localhub.pages.routes_pages import SECURITY_HEADERS
+    from hubtools.localhub.pages.render import SECURITY_HEADERS
 
     headers = dict(SECURITY_HEADERS)
     headers["Content-Security-Policy"] += "; connect-src 'self'"
@@ -47,9 +47,9 @@ def _security_headers() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _templates() -> Environment:
-    from hubtools.localhub.pages import routes_pages
+    from hubtools.localhub.pages import render
 
-    hub_templates = Path(routes_pages.__file__).parent / "templates"
+    hub_templates = render.HERE / "templates"
     env = Environment(loader=ChoiceLoader([FileSystemLoader(HERE / "templates"), FileSystemLoader(hub_templates)]),
                       autoescape=select_autoescape(["j2", "html"]), trim_blocks=True, lstrip_blocks=True)
     env.globals.update(quote=lambda text, safe="/": text)
@@ -115,7 +115,7 @@ def _page(template: str, headers: dict[str, str], status: int = 200, **context: 
 
 
 def _add_static(app: FastAPI) -> None:
-    from hubtools.localhub.pages.routes_pages import static_file
+    from hubtools.localhub.pages.routes_site import static_file
 
     @app.get("/static/hubtools/{name}")
     def hub_static(name: str) -> Response:
