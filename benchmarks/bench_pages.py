@@ -55,7 +55,7 @@ def seed(data: Path, repos: int) -> None:
     storage = Storage(data)
 
     def entry(content: bytes, lfs: bool = False) -> FileEntry:
-        return FileEntry(storage.put_bytes(content), len(content), git_blob_oid(content), lfs)
+        return FileEntry(storage.blobs.put_bytes(content), len(content), git_blob_oid(content), lfs)
 
     index_json = json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
     shared = [

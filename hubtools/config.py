@@ -71,6 +71,11 @@ class ConceptConfig(_Section):
     min_images: int = Field(1, ge=1)
     allow_upscale: bool = False
     strict: bool = Field(False, description="fail on any rejected image or a doubtful identifier")
+    buckets: str = Field("auto", description="aspect-ratio buckets: auto, off (centre square crop) or "
+                         "WxH,WxH,... (sides multiples of the model's VAE factor times its patch size)")
+    caption_template: str | None = Field(None, description="each image's own caption through a template, e.g. "
+                                         "\"a photo of {identifier} {class_noun}, {caption}\"")
+    prepend_identifier: bool = Field(False, description="put the identifier in front of captions that lack it")
 
 
 class TrainingConfig(_Section):
@@ -100,6 +105,9 @@ class TrainingConfig(_Section):
     checkpoint_every: int = Field(400, ge=0, description="resumable checkpoint every N steps; 0: only the final model")
     keep_checkpoints: int = Field(2, ge=1)
     validation_every: int = Field(0, ge=0, description="0: no validation grids during training")
+    caption_dropout: float = Field(0.0, ge=0, le=1, description="share of steps trained on the empty caption")
+    shuffle_caption_parts: bool = Field(False, description="shuffle a caption's comma-separated parts, the first "
+                                        "kept (kohya's shuffle_caption, keep_tokens=1)")
 
     @field_validator("resolution")
     @classmethod

@@ -1,7 +1,6 @@
 """Point the real Hub clients (huggingface_hub, datasets, diffusers) at another endpoint, e.g. the local hub.
 
-huggingface_hub, datasets and diffusers read ``HF_ENDPOINT`` (and ``HF_HUB_DISABLE_XET``) once, when they
-are imported, into module constants. Setting the environment variables is enough for modules imported
+huggingface_hub, datasets and diffusers read ``HF_ENDPOINT`` once, when they are imported, into module constants. Setting the environment variables is enough for modules imported
 later; for modules already imported, ``point_clients_at`` also rewrites those constants in place.
 """
 
@@ -34,28 +33,13 @@ def current_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def plain_lfs_unless_huggingface_co() -> None:
-    """Default ``HF_HUB_DISABLE_XET=1`` when ``HF_ENDPOINT`` is not huggingface.co (the local hub, a mirror).
-
-    huggingface_hub uploads through Xet whenever ``hf_xet`` is installed, and servers other than the Hub's
-    speak plain LFS only: without this, every push to them fails. A value the user set is kept. Must run
-    before huggingface_hub is imported (it reads the variable once).
-    """
-    endpoint = os.environ.get("HF_ENDPOINT")
-    if not endpoint:
-        return
-    host = (urlsplit(endpoint).hostname or "").lower()
-    if host != "huggingface.co" and not host.endswith(".huggingface.co"):
-        os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-
-
 def point_clients_at(url: str) -> None:
-    """Make every Hub client in this process use ``url``: plain LFS (no Xet), no download counting, no
-    parquet export. Safe to call before or after the clients are imported, and more than once."""
+    """Make every Hub client in this process use ``url``: no download counting, no parquet export; uploads
+    keep the client's own choice of Xet or LFS (the local hub speaks both). Safe to call before or after
+    the clients are imported, and more than once."""
     url = url.rstrip("/")
     previous = current_endpoint()
     os.environ["HF_ENDPOINT"] = url
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
     os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
 
     # Every already-imported client module constant that holds the old endpoint, whatever it imported it as.
@@ -70,7 +54,6 @@ def point_clients_at(url: str) -> None:
 
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
-        constants.HF_HUB_DISABLE_XET = True
         host = urlsplit(url).hostname
         if host and hasattr(constants, "HF_URL_HOSTS"):
             constants.HF_URL_HOSTS = frozenset(constants.HF_URL_HOSTS | {host.lower()})

@@ -36,6 +36,13 @@ class ClassImages:
     cache_key: str
     generated: bool  # True when this call generated them (False: cache hit, folder or Hub dataset)
     source: str  # "generated" | "cache" | "folder:<path>" | "hub:<dataset id>"
+    sizes: list[tuple[int, int]] | None = None  # (width, height) each was generated at; None: any, cropped to fit
+
+    def for_size(self, size: tuple[int, int]) -> list[Path]:
+        """The class images of one bucket: those generated at its size (given ones: all, cropped to fit)."""
+        if self.sizes is None:
+            return self.images
+        return [image for image, own in zip(self.images, self.sizes) if own == size]
 
     def to_dict(self) -> dict:
         return {"count": len(self.images), "cache_key": self.cache_key, "source": self.source,
@@ -54,7 +61,19 @@ def _local_model_fingerprint(folder: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def class_images_key(cfg: RunConfig, base) -> str:
+def class_image_counts(cfg: RunConfig, sizes: dict[tuple[int, int], int] | None) -> dict[tuple[int, int], int]:
+    """How many class images to generate at each (width, height): in the instance images' proportions, at
+    least one per bucket; without buckets all at the training square."""
+    from hubtools.concepts.buckets import Bucket, distribute
+
+    resolution = cfg.training.resolution
+    if not sizes:
+        return {(resolution, resolution): cfg.prior.num_class_images}
+    shares = distribute(cfg.prior.num_class_images, {Bucket(*size): count for size, count in sizes.items()})
+    return {(bucket.width, bucket.height): count for bucket, count in shares.items()}
+
+
+def class_images_key(cfg: RunConfig, base, counts: dict[tuple[int, int], int] | None = None) -> str:
     revision = base.revision
     if revision is None and Path(base.model_id).is_dir():
         revision = "local:" + _local_model_fingerprint(Path(base.model_id))
@@ -64,23 +83,38 @@ def class_images_key(cfg: RunConfig, base) -> str:
         "count": cfg.prior.num_class_images, "steps": cfg.prior.generation_steps,
         "guidance_scale": cfg.prior.guidance_scale, "scheduler": type(base.pipeline.scheduler).__name__,
     }
+    resolution = cfg.training.resolution
+    if counts and counts != {(resolution, resolution): cfg.prior.num_class_images}:
+        settings["sizes"] = sorted([width, height, count] for (width, height), count in counts.items())
+    if cfg.model.vae:  # another VAE decodes other pixels
+        settings["vae"] = cfg.model.vae
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, device=None,
-                        reporter: Reporter | None = None, progress: bool = True) -> ClassImages:
-    """The class images of this run: from ``prior.source`` when set, else cached or generated now (progress to
+                        reporter: Reporter | None = None, progress: bool = True,
+                        sizes: dict[tuple[int, int], int] | None = None) -> ClassImages:
+    """The class images of this run: from ``prior.source`` when set, else cached or generated now, at the
+    instance images' bucket ``sizes`` ((width, height) -> images) in the same proportions (progress to
     ``reporter``; ``progress=False`` drops it, for library callers)."""
     if cfg.prior.source:
         return _from_source(cfg, cfg.prior.source, cache_dir)
-    key = class_images_key(cfg, base)
+    counts = class_image_counts(cfg, sizes)
+    key = class_images_key(cfg, base, counts)
     folder = cache_root(cache_dir) / key
     cached = _read_cached(folder, cfg.prior.num_class_images)
-    if cached is not None:
-        return ClassImages(folder, cached, key, generated=False, source="cache")
-    _generate(cfg, base, folder, device=device, reporter=reporter_or_silent(reporter, progress=progress))
-    return ClassImages(folder, _read_cached(folder, cfg.prior.num_class_images) or [], key, generated=True,
-                       source="generated")
+    generated = cached is None
+    if generated:
+        _generate(cfg, base, folder, counts, device=device,
+                  reporter=reporter_or_silent(reporter, progress=progress))
+        cached = _read_cached(folder, cfg.prior.num_class_images) or []
+    return ClassImages(folder, cached, key, generated=generated, source="generated" if generated else "cache",
+                       sizes=_read_sizes(folder, len(cached)) if sizes else None)
+
+
+def _read_sizes(folder: Path, count: int) -> list[tuple[int, int]] | None:
+    recorded = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("sizes")
+    return [(int(w), int(h)) for w, h in recorded[:count]] if recorded else None
 
 
 def _read_cached(folder: Path, count: int) -> list[Path] | None:
@@ -95,12 +129,15 @@ def _read_cached(folder: Path, count: int) -> list[Path] | None:
 
 
 @torch.no_grad()
-def _generate(cfg: RunConfig, base, folder: Path, *, device, reporter: Reporter) -> None:
+def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], int], *, device,
+              reporter: Reporter) -> None:
     pipe = base.pipeline
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    count, batch = cfg.prior.num_class_images, cfg.prior.generation_batch_size
+    count, batch = sum(counts.values()), cfg.prior.generation_batch_size
+    # image i's size: the buckets one after another (image i keeps its own seed whatever the sizes)
+    size_of = [size for size in sorted(counts, key=lambda s: (s[0] / s[1], s[0])) for _ in range(counts[size])]
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -111,22 +148,36 @@ def _generate(cfg: RunConfig, base, folder: Path, *, device, reporter: Reporter)
                 if on_gpu else contextlib.nullcontext())
     try:
         reporter.progress("class images", 0, count)
+        done = 0
         with autocast:
-            for start in range(0, count, batch):
-                indices = range(start, min(start + batch, count))
+            for indices in _size_batches(size_of, batch):
                 generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
+                width, height = size_of[indices[0]]
                 images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
-                              guidance_scale=cfg.prior.guidance_scale, height=cfg.training.resolution,
-                              width=cfg.training.resolution, generator=generators).images
+                              guidance_scale=cfg.prior.guidance_scale, height=height,
+                              width=width, generator=generators).images
                 for i, image in zip(indices, images):
                     names.append(f"{i:05d}.png")
                     image.save(tmp / names[-1])
-                reporter.progress("class images", indices.stop, count)
-        (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names}, indent=2),
+                done += len(indices)
+                reporter.progress("class images", done, count)
+        (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names,
+                                                "sizes": [list(size) for size in size_of]}, indent=2),
                                     encoding="utf-8")
         replace_dir(tmp, folder)  # a stale or smaller set under the same key (or a concurrent run's) goes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _size_batches(size_of: list[tuple[int, int]], batch: int) -> list[list[int]]:
+    """Image indices in batches of at most ``batch``, each of one size (one size: today's batches)."""
+    batches: list[list[int]] = []
+    for index, size in enumerate(size_of):
+        if batches and len(batches[-1]) < batch and size_of[batches[-1][0]] == size:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassImages:

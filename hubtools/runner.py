@@ -206,6 +206,7 @@ def caption_note(captions: list[str], identifier: str) -> str | None:
 def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Reporter | None = None):
     """Create the run folder: prepared concept set, identifier report, then the resolved config."""
     from hubtools.concepts import prepare_concept
+    from hubtools.concepts.captions import CaptionRules
     from hubtools.pipelines import resolve_base_revision
 
     reporter = reporter or SilentReporter()
@@ -230,9 +231,16 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
         image_column=checked.config.concept.image_column,
         token=token,
         reporter=reporter,
+        buckets=checked.config.concept.buckets,
+        size_multiple=_size_multiple(checked.config, token),
+        captions=CaptionRules(template=checked.config.concept.caption_template,
+                              identifier=checked.config.concept.identifier,
+                              class_noun=checked.config.concept.class_noun,
+                              prepend_identifier=checked.config.concept.prepend_identifier),
     )
     reporter.artifact("contact_sheet", folder.relative(folder.contact_sheet))
-    reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}")
+    reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}"
+                   + _bucket_summary(concept.bucket_counts()))
     if checked.identifier_report is not None:
         checked.identifier_report.write(folder)
     note = caption_note(concept.captions, checked.config.concept.identifier or "")
@@ -241,6 +249,19 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
     # Written last: a folder with a config is a run that can be trained and resumed.
     save_config(checked.config, folder.config)
     return concept
+
+
+def _size_multiple(config: RunConfig, token: str | None) -> int:
+    """What the base model's family needs every image side to be a multiple of (its VAE factor times patch size)."""
+    from hubtools.pipelines import with_family_defaults
+
+    return with_family_defaults(config, token=token)[0].size_multiple
+
+
+def _bucket_summary(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return " (buckets: " + ", ".join(f"{label}: {count}" for label, count in counts.items()) + ")"
 
 
 def finished_training(run_dir: Path):

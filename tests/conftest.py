@@ -37,7 +37,6 @@ HUBTOOLS_TOKEN = "hubtools-secret-token"
 os.environ.update(
     {
         "HF_ENDPOINT": ENDPOINT,
-        "HF_HUB_DISABLE_XET": "1",
         "HF_UPDATE_DOWNLOAD_COUNTS": "0",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -53,6 +52,7 @@ os.environ.update(
     }
 )
 os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_DISABLE_XET", None)  # the clients' default (Xet uploads): the local hub speaks it
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 
 

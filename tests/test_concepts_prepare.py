@@ -75,7 +75,7 @@ def test_exif_orientation_makes_a_phone_portrait_upright(tmp_path):
     exif[0x0112] = 6
     stored.save(src / "portrait.jpg", quality=95, exif=exif)
 
-    concept = prepare(src, tmp_path)
+    concept = prepare(src, tmp_path, buckets="off")
     entry = entry_for(concept, "portrait.jpg")
     assert entry.status == "accepted"
     assert entry.original_size == [200, 300]
@@ -158,7 +158,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "big.jpg").write_bytes(buffer.getvalue())
-    concept = prepare(src, tmp_path)
+    concept = prepare(src, tmp_path, buckets="off")
     assert entry_for(concept, "big.jpg").original_size == [4000, 3000]
     assert close(pixels(concept.images[0])[RES // 2, RES // 2], (90, 120, 150), 3)
 
@@ -221,12 +221,12 @@ def test_too_small_is_rejected_unless_upscaling_is_allowed(tmp_path):
     two_tone((40, 30), RED, BLUE).save(src / "thumb.png")
 
     with pytest.raises(ConceptNotUsableError, match=r"only 0 usable images .* \(need 1\)"):
-        prepare(src, tmp_path)
+        prepare(src, tmp_path, buckets="off")
     entry = load_prepared_concept(tmp_path / "out").entries[0]
     assert entry.status == "rejected"
     assert entry.reason == "too small: 40x30, the shorter side must be at least 64 px (or pass --allow-upscale)"
 
-    concept = prepare(src, tmp_path, allow_upscale=True)
+    concept = prepare(src, tmp_path, allow_upscale=True, buckets="off")
     entry = concept.entries[0]
     assert entry.status == "accepted" and "warning: upscaled from 40x30" in entry.reason
     out = pixels(concept.images[0])
@@ -288,9 +288,9 @@ def test_crop_choice_picks_the_square(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     two_tone((100, 300), RED, BLUE, split="vertical").save(src / "tall.png")  # red top half, blue bottom
-    top = prepare(src, tmp_path, crop="top")
+    top = prepare(src, tmp_path, crop="top", buckets="off")
     assert close(pixels(top.images[0]), RED)
-    bottom = prepare(src, tmp_path, crop="bottom")
+    bottom = prepare(src, tmp_path, crop="bottom", buckets="off")
     assert close(pixels(bottom.images[0]), BLUE)
     with pytest.raises(ConfigError, match="unknown crop 'middle'"):
         prepare(src, tmp_path, crop="middle")

@@ -1,4 +1,4 @@
-"""Which upload protocol the clients use: plain LFS off huggingface.co (our hub speaks no Xet)."""
+"""Pointing the clients at another endpoint, and telling an unreachable endpoint from a refusal."""
 
 from __future__ import annotations
 
@@ -6,31 +6,20 @@ import os
 
 import pytest
 
-from hubtools.hubenv import is_connection_error, plain_lfs_unless_huggingface_co
+from hubtools.hubenv import current_endpoint, is_connection_error, point_clients_at
 
 
-@pytest.mark.parametrize("endpoint, expected", [
-    ("http://127.0.0.1:8080", "1"),
-    ("https://hub.my-lab.example", "1"),
-    ("https://huggingface.co", None),
-    ("https://eu.huggingface.co/", None),
-    (None, None),
-])
-def test_xet_is_off_for_endpoints_other_than_the_hub(monkeypatch, endpoint, expected):
+def test_pointing_the_clients_leaves_their_xet_choice_alone(monkeypatch):
+    """The local hub speaks Xet: hubtools no longer switches it off (a user's own setting is kept)."""
+    from huggingface_hub import constants
+
     monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
-    if endpoint is None:
-        monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    else:
-        monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    plain_lfs_unless_huggingface_co()
-    assert os.environ.get("HF_HUB_DISABLE_XET") == expected
-
-
-def test_a_users_own_choice_is_kept(monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8080")
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "0")
-    plain_lfs_unless_huggingface_co()
-    assert os.environ["HF_HUB_DISABLE_XET"] == "0"
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    point_clients_at(current_endpoint())  # this session's endpoint: nothing else changes
+    assert "HF_HUB_DISABLE_XET" not in os.environ and constants.HF_HUB_DISABLE_XET is False
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    point_clients_at(current_endpoint())
+    assert os.environ["HF_HUB_DISABLE_XET"] == "1"
 
 
 def test_connection_errors_are_told_from_other_errors():

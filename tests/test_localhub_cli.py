@@ -43,7 +43,7 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
         url = process.stdout.readline().strip()
         hint = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
-        assert hint == f"export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0"
+        assert hint == f"export HF_ENDPOINT={url} HF_UPDATE_DOWNLOAD_COUNTS=0"
 
         api = HfApi(endpoint=url, token=USER_TOKEN)
         assert api.whoami(cache=False)["name"] == "carol"

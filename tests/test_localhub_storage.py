@@ -14,7 +14,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf
 from huggingface_hub.errors import HfHubHTTPError
 
 from hubtools.localhub import serve_in_background
-from hubtools.localhub.storage import DEFAULT_GITATTRIBUTES, SCHEMA_VERSION, git_blob_oid
+from hubtools.localhub.schema import SCHEMA_VERSION
+from hubtools.localhub.storage import DEFAULT_GITATTRIBUTES, git_blob_oid
 
 TOKEN = "storage-test-token"
 
@@ -154,7 +155,7 @@ def test_trees_stay_right_across_change_sets_and_whole_tree_rewrites(tmp_path):
     blobs = []
     for index in range(5):
         content = f"blob {index}\n".encode()
-        blobs.append(FileEntry(storage.put_bytes(content), len(content), git_blob_oid(content), False))
+        blobs.append(FileEntry(storage.blobs.put_bytes(content), len(content), git_blob_oid(content), False))
     initial, _ = storage.resolve("model", "alice/r", "main")
     expected = {initial.oid: dict(initial.tree.items())}
     heads = {"main": initial.oid}
@@ -191,8 +192,8 @@ def test_trees_stay_right_across_change_sets_and_whole_tree_rewrites(tmp_path):
             assert commit.tree.folders() == sorted({p.rsplit("/", 1)[0] for p in tree_model if "/" in p})
         for path in ("d0/f1.txt", "d5/f60.txt", "nope.txt"):
             assert storage.get_commit("model", "alice/r", oid).tree.get(path) == model.get(path)
-    rows = storage._connect().execute("SELECT COUNT(*) FROM files").fetchone()[0]
-    whole_trees = storage._connect().execute("SELECT COUNT(*) FROM commits WHERE base_seq IS NULL").fetchone()[0]
+    rows = storage.db.connect().execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    whole_trees = storage.db.connect().execute("SELECT COUNT(*) FROM commits WHERE base_seq IS NULL").fetchone()[0]
     assert whole_trees >= 2  # the limit was passed: some commits wrote the whole tree again
     assert rows < sum(len(model) for model in expected.values())  # and most wrote only their changes
     assert delta_limit(10_000) == 400

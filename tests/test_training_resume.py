@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
-from test_training_support import make_run, subprocess_env, tiny_family_base
+from test_training_support import make_bucketed_run, make_run, subprocess_env, tiny_family_base
 
 TRAINER = textwrap.dedent("""
     import os, signal, sys
@@ -48,7 +48,11 @@ CASES = {
     # FLUX: flow matching's draws (logit-normal times) must replay exactly too
     "flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
                   LORA_WEIGHTS_FILENAME),
+    # aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout and shuffling
+    "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
+                       "shuffle_caption_parts": True}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
 }
+SIDECARS = {"portrait.jpg": "pkblz dog, on a sofa, red collar", "landscape.jpg": "pkblz dog, running, beach, sunset"}
 
 
 def _train(script, mode, run):
@@ -64,8 +68,12 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     base = tiny_family_base(tmp_path, family)
-    _, reference = make_run(tmp_path, "reference", training=training, prior=prior, base=base)
-    _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior, base=base)
+    if case == "buckets":
+        _, reference = make_bucketed_run(tmp_path, "reference", training=training, prior=prior, captions=SIDECARS)
+        _, crashed = make_bucketed_run(tmp_path, "crashed", training=training, prior=prior, captions=SIDECARS)
+    else:
+        _, reference = make_run(tmp_path, "reference", training=training, prior=prior, base=base)
+        _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior, base=base)
 
     done = _train(script, "fresh", reference)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -106,3 +106,43 @@ def render(pipe, prompt: str = f"a photo of {IDENTIFIER} {CLASS_NOUN}", seed: in
     image = pipe(prompt, num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
                  generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
     return np.asarray(image)
+
+
+# Portrait, landscape and square photos cut from the shipped DreamBench dog photos: (photo, crop box).
+MIXED_SHAPES = {
+    "portrait.jpg": ("00.jpg", (97, 0, 682, 780)),  # 3:4
+    "landscape.jpg": ("01.jpg", (0, 170, 781, 609)),  # 16:9
+    "square.jpg": ("02.jpg", (0, 0, 780, 780)),
+    "tall.jpg": ("03.jpg", (78, 0, 702, 780)),  # 4:5
+    "wide.jpg": ("04.jpg", (0, 129, 687, 558)),  # 16:10
+}
+
+
+def write_mixed_photos(folder: Path, captions: dict[str, str] | None = None, only: list[str] | None = None) -> Path:
+    """Portrait, landscape and square photos (JPEG) made from the DreamBench dogs, with optional kohya
+    ``.txt`` caption sidecars."""
+    from hubtools.resources import DEMO_CONCEPT_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (photo, box) in MIXED_SHAPES.items():
+        if only is not None and name not in only:
+            continue
+        with Image.open(Path(DEMO_CONCEPT_DIR) / photo) as image:
+            image.convert("RGB").crop(box).save(folder / name, quality=92)
+    for name, text in (captions or {}).items():
+        (folder / name).with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def make_bucketed_run(root: Path, name: str, *, family: str = "sd", training: dict | None = None,
+                      prior: dict | None = None, captions: dict[str, str] | None = None,
+                      buckets: str = "auto", only: list[str] | None = None) -> tuple[RunConfig, Path]:
+    """A run folder whose concept set was prepared from mixed-shape photos into aspect-ratio buckets."""
+    from hubtools.concepts import prepare_concept
+    from hubtools.families import by_name
+
+    cfg, run = make_run(root, name, training=training, prior=prior, base=tiny_family_base(root, family))
+    photos = write_mixed_photos(Path(root) / f"{name}-photos", captions, only)
+    prepare_concept(photos, run / "concept", resolution=RESOLUTION, caption=f"a photo of {IDENTIFIER} {CLASS_NOUN}",
+                    progress=False, buckets=buckets, size_multiple=by_name(family).size_multiple)
+    return cfg, run

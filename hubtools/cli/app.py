@@ -15,7 +15,7 @@ import typer
 
 from hubtools.cli import console
 from hubtools.errors import HubError, HubtoolsError
-from hubtools.hubenv import current_endpoint, is_connection_error, plain_lfs_unless_huggingface_co
+from hubtools.hubenv import current_endpoint, is_connection_error
 
 app = typer.Typer(
     name="hubtools",
@@ -29,7 +29,6 @@ _DEBUG_ENV = "HUBTOOLS_DEBUG"
 
 
 def _prepare_environment() -> None:
-    plain_lfs_unless_huggingface_co()
     _quiet_libraries()
 
 
@@ -77,12 +76,14 @@ def _register() -> None:
         identifier,
         push,
         sample,
+        studio,
         train,
         train_and_push,
     )
 
     # In the order `hubtools --help` lists them: the main job first, then its stages, then the groups.
-    for module in (train_and_push, train, sample, evaluate, card, push, demo, hub, concept, identifier, hackathon):
+    for module in (train_and_push, train, sample, evaluate, card, push, demo, studio, hub, concept, identifier,
+                   hackathon):
         module.register(app)
 
 

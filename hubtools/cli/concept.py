@@ -31,12 +31,17 @@ def _print_report(concept) -> None:
     table.add_column("output", overflow="fold")
     for entry in concept.entries:
         style = _STATUS_STYLES.get(entry.status, "")
-        table.add_row(entry.label, styled(entry.status, style), entry.reason, entry.output or "")
+        reason = entry.reason + (f"; {entry.caption_warning}" if entry.caption_warning else "")
+        output = (entry.output or "") + (f" ({entry.bucket[0]}x{entry.bucket[1]})" if entry.bucket else "")
+        table.add_row(entry.label, styled(entry.status, style), reason, output)
     console.result(table)
     counts = concept.counts
+    buckets = concept.bucket_counts()
+    where = (", in buckets " + ", ".join(f"{label} ({count})" for label, count in buckets.items()) if buckets
+             else f", at {concept.resolution}x{concept.resolution} px")
     console.result(
         f"{counts['accepted']} accepted, {counts['rejected']} rejected, {counts['duplicate']} duplicate, "
-        f"{counts['ignored']} ignored, at {concept.resolution}x{concept.resolution} px"
+        f"{counts['ignored']} ignored{where}"
     )
     console.result(f"images:        {concept.dir / 'images'}")
     console.result(f"manifest:      {concept.manifest_path}")
@@ -72,6 +77,20 @@ ImageColumn = Annotated[
     Optional[str], typer.Option("--image-column", help="Image column of a Hub dataset (detected if unset).")
 ]
 Crop = Annotated[str, typer.Option("--crop", help=_CROP_HELP)]
+Buckets = Annotated[str, typer.Option(
+    "--buckets", help="Aspect-ratio buckets: auto (about resolution² pixels each), off (centre square crop), "
+                      "or WIDTHxHEIGHT,... e.g. \"1024x1024,832x1216,1216x832\".")]
+SizeMultiple = Annotated[int, typer.Option(
+    "--size-multiple", help="Bucket sides are multiples of this (the model's VAE factor times its patch size: "
+                            "8 for Stable Diffusion and SDXL, 16 for FLUX.1).")]
+CaptionTemplate = Annotated[Optional[str], typer.Option(
+    "--caption-template", help="Each image's own caption through a template, e.g. "
+                               "\"a photo of {identifier} {class_noun}, {caption}\".")]
+IdentifierOption = Annotated[Optional[str], typer.Option(
+    "--identifier", help="The trigger word: captions without it get a warning in manifest.json.")]
+ClassNounOption = Annotated[Optional[str], typer.Option("--class-noun", help="What the subject is, for the template.")]
+PrependIdentifier = Annotated[bool, typer.Option(
+    "--prepend-identifier", help="Put the identifier in front of captions that lack it.")]
 
 
 def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
@@ -87,10 +106,21 @@ def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
         allow_upscale: AllowUpscale = False,
         image_column: ImageColumn = None,
         crop: Crop = "center",
+        buckets: Buckets = "auto",
+        size_multiple: SizeMultiple = 16,
+        caption_template: CaptionTemplate = None,
+        identifier: IdentifierOption = None,
+        class_noun: ClassNounOption = None,
+        prepend_identifier: PrependIdentifier = False,
     ) -> None:
+        from hubtools.concepts.captions import CaptionRules
+
+        rules = CaptionRules(template=caption_template, identifier=identifier, class_noun=class_noun,
+                             prepend_identifier=prepend_identifier)
         _prepare(
             source, out, hub_only=hub_only, resolution=resolution, caption=caption, min_images=min_images,
-            strict=strict, allow_upscale=allow_upscale, image_column=image_column, crop=crop,
+            strict=strict, allow_upscale=allow_upscale, image_column=image_column, crop=crop, buckets=buckets,
+            size_multiple=size_multiple, captions=rules,
         )
 
     command.__doc__ = doc

@@ -130,7 +130,7 @@ def serve(
                 console.note(f"published {repo_id}")
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         console.result(hub.url, data={"url": hub.url})
-        console.result(f"export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_UPDATE_DOWNLOAD_COUNTS=0")
+        console.result(f"export HF_ENDPOINT={hub.url} HF_UPDATE_DOWNLOAD_COUNTS=0")
         console.note(f"serving {hub.data_dir} on {hub.url}; Ctrl-C stops it")
         try:
             while True:
@@ -175,7 +175,7 @@ def publish_tiny_model_command(
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:
         raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
-    point_clients_at(endpoint)  # plain LFS, this hub's URL
+    point_clients_at(endpoint)  # this hub's URL
     quiet_weight_loading()
     for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
         with hub_progress_bars_hidden():

@@ -45,6 +45,11 @@ def render_contact_sheet(
         elif index in extra_thumbnails:
             tiles.append((extra_thumbnails[index], entry))
     left_out = [entry for entry in concept.entries if entry.status != "accepted"]
+    bucketed = bool(concept.buckets)
+    if bucketed:  # the images in their buckets: one bucket after another, the most common first
+        order = list(concept.bucket_counts())
+        tiles.sort(key=lambda tile: (tile[1].status != "accepted", order.index(_bucket_label(tile[1]))
+                                     if tile[1].bucket else len(order)))
 
     columns = max(1, min(6, math.ceil(math.sqrt(max(len(tiles), 1)))))
     rows = max(1, math.ceil(len(tiles) / columns))
@@ -59,8 +64,10 @@ def render_contact_sheet(
     counts = concept.counts
     revision = f"@{concept.source_revision[:12]}" if concept.source_revision else ""
     draw.text((PAD, PAD), f"{_fit(concept.public_source, 90)}{revision}", fill=INK, font=title_font)
+    size = (", ".join(f"{label}: {count}" for label, count in concept.bucket_counts().items()) if bucketed
+            else f"{concept.resolution}x{concept.resolution} px")
     summary = (
-        f"{concept.resolution}x{concept.resolution} px, {concept.crop} crop   |   "
+        f"{size}, {concept.crop} crop   |   "
         f"{counts.get('accepted', 0)} accepted, {counts.get('rejected', 0)} rejected, "
         f"{counts.get('duplicate', 0)} duplicate, {counts.get('ignored', 0)} ignored"
     )
@@ -71,15 +78,24 @@ def render_contact_sheet(
     for position, (image, entry) in enumerate(tiles):
         x = PAD + (position % columns) * cell_w
         y = header_h + (position // columns) * cell_h
-        if entry.status == "accepted":  # square at the training resolution: fill the tile, even from 64 px
+        if entry.status == "accepted" and bucketed:  # its bucket's shape, as large as the tile allows
+            scale = THUMB / max(image.size)
+            thumb = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+        elif entry.status == "accepted":  # square at the training resolution: fill the tile, even from 64 px
             thumb = image.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
         else:  # shown at most at its own size, so a too-small photo looks small
             thumb = image.copy()
             thumb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-        sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
+        left, top = x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2
+        sheet.paste(thumb, (left, top))
         colour = STATUS_COLOURS[entry.status]
-        draw.rectangle((x - 2, y - 2, x + THUMB + 1, y + THUMB + 1), outline=colour, width=3)
+        if bucketed and entry.status == "accepted":  # the frame shows the bucket's shape
+            draw.rectangle((left - 2, top - 2, left + thumb.width + 1, top + thumb.height + 1), outline=colour, width=3)
+        else:
+            draw.rectangle((x - 2, y - 2, x + THUMB + 1, y + THUMB + 1), outline=colour, width=3)
         first = Path(entry.output).name if entry.output else entry.status.upper()
+        if entry.bucket and entry.status == "accepted":
+            first += f"  {_bucket_label(entry)}"
         draw.text((x, y + THUMB + 4), _fit(first, 24), fill=colour, font=font)
         draw.text((x, y + THUMB + 4 + LINE), _fit(entry.label, 26), fill=MUTED, font=small)
 
@@ -92,6 +108,10 @@ def render_contact_sheet(
         y += LINE
     sheet.save(path, format="PNG")
     return path
+
+
+def _bucket_label(entry: ManifestEntry) -> str:
+    return f"{entry.bucket[0]}x{entry.bucket[1]}" if entry.bucket else ""
 
 
 def _panel_lines(entries: list[ManifestEntry]) -> list[tuple[str, tuple[int, int, int]]]:

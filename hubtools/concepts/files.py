@@ -29,6 +29,7 @@ IMAGE_EXTENSIONS = frozenset(
 # Photo formats Pillow cannot read without plugins: rejected with advice rather than silently ignored.
 UNSUPPORTED_PHOTO_EXTENSIONS = {".heic": "HEIC", ".heif": "HEIF", ".dng": "DNG raw", ".cr2": "CR2 raw", ".nef": "NEF raw"}
 CAPTION_FILES = frozenset({"metadata.jsonl", "metadata.csv"})
+SIDECAR_SUFFIX = ".txt"  # kohya's caption file beside each image
 OS_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r", ".ds_store"})
 OS_JUNK_DIRS = frozenset({"__macosx", ".git", ".svn", "@eadir", "$recycle.bin", ".trash", ".thumbnails"})
 

@@ -3,7 +3,7 @@
 Layout of a prepared folder (a ``datasets`` imagefolder, so ``load_dataset("imagefolder", data_dir=DIR)``
 reads it; files not named in metadata.jsonl, like the contact sheet, are skipped by that loader)::
 
-    DIR/images/0000.png ...   RGB PNGs at the training resolution
+    DIR/images/0000.png ...   RGB PNGs at their bucket's size (the training square with --buckets off)
     DIR/metadata.jsonl        {"file_name": "images/0000.png", "text": "<caption>"} per image
     DIR/manifest.json         what happened to every input, and where it came from
     DIR/contact_sheet.png     every image in a grid, rejected ones listed beside it
@@ -42,6 +42,9 @@ class ManifestEntry:
     sha256: str | None = None  # of the input bytes
     caption: str | None = None
     duplicate_of: str | None = None  # label of the kept input
+    bucket: list[int] | None = None  # [width, height] trained at; None: the centre square (--buckets off)
+    crop_box: list[int] | None = None  # [left, top, right, bottom] kept, in the original photo's pixels
+    caption_warning: str | None = None  # e.g. the caption lacks the identifier
 
     @property
     def label(self) -> str:
@@ -75,6 +78,24 @@ class PreparedConcept:
     crop: str = "center"
     image_column: str | None = None
     created_at: str | None = None
+    buckets: list[list[int]] | None = None  # the bucket list ([width, height] each); None: square crop
+    caption_template: str | None = None
+
+    @property
+    def accepted_entries(self) -> list[ManifestEntry]:
+        """The manifest entries of ``images``, in the same order."""
+        by_output = {entry.output: entry for entry in self.entries if entry.status == "accepted" and entry.output}
+        return [by_output.get(image.relative_to(self.dir).as_posix()) or ManifestEntry("accepted", "")
+                for image in self.images]
+
+    def bucket_counts(self) -> dict[str, int]:
+        """Images per bucket ("WxH"), most common first; empty with --buckets off."""
+        counts: dict[str, int] = {}
+        for entry in self.accepted_entries:
+            if entry.bucket:
+                label = f"{entry.bucket[0]}x{entry.bucket[1]}"
+                counts[label] = counts.get(label, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     @property
     def num_images(self) -> int:
@@ -106,10 +127,24 @@ def manifest_dict(concept: PreparedConcept) -> dict[str, Any]:
         "image_column": concept.image_column,
         "resolution": concept.resolution,
         "crop": concept.crop,
+        **({"buckets": concept.buckets} if concept.buckets else {}),
+        **({"caption_template": concept.caption_template} if concept.caption_template else {}),
         "counts": concept.counts,
         "created_at": concept.created_at,
-        "entries": [asdict(entry) for entry in concept.entries],
+        "entries": [_entry_dict(entry) for entry in concept.entries],
     }
+
+
+_OPTIONAL_FIELDS = ("bucket", "crop_box", "caption_warning")
+
+
+def _entry_dict(entry: ManifestEntry) -> dict[str, Any]:
+    """An entry as JSON; the bucket fields only where set, so a square-crop manifest reads as before."""
+    data = asdict(entry)
+    for name in _OPTIONAL_FIELDS:
+        if data[name] is None:
+            del data[name]
+    return data
 
 
 def write_manifest(concept: PreparedConcept) -> None:
@@ -161,4 +196,6 @@ def load_prepared_concept(dir: Path | str) -> PreparedConcept:
         crop=str(manifest.get("crop", "center")),
         image_column=manifest.get("image_column"),
         created_at=manifest.get("created_at"),
+        buckets=manifest.get("buckets"),
+        caption_template=manifest.get("caption_template"),
     )

@@ -18,6 +18,10 @@ from pathlib import Path
 from PIL import Image
 
 from hubtools.atomic import replace_dir
+from hubtools.concepts.buckets import (
+    DEFAULT_SIZE_MULTIPLE, Bucket, covers, fit_to_bucket, nearest_bucket, resolve_buckets, scale_box,
+)
+from hubtools.concepts.captions import CaptionRules
 from hubtools.concepts.contact_sheet import render_contact_sheet
 from hubtools.concepts.dedupe import PerceptualHash, perceptual_hash
 from hubtools.concepts.files import CROP_MODES, RejectedImage, fit_to_square, read_image, sha256_of
@@ -72,12 +76,18 @@ def prepare_concept(
     token: str | None = None,
     progress: bool = True,
     hub_only: bool = False,
+    buckets: str | None = "auto",
+    size_multiple: int = DEFAULT_SIZE_MULTIPLE,
+    captions: CaptionRules | None = None,
     reporter: Reporter | None = None,
 ) -> PreparedConcept:
     """Prepare a concept folder from a local folder or a Hub dataset ``namespace/name[@revision]``.
 
-    An existing local path wins over a Hub id, unless ``hub_only`` (what ``concept pull`` does). Progress goes
-    to ``reporter`` (none: silent; ``progress=False`` drops only the progress events).
+    An existing local path wins over a Hub id, unless ``hub_only`` (what ``concept pull`` does).
+    ``buckets`` is ``auto`` (aspect-ratio buckets of about ``resolution``² pixels, sides multiples of
+    ``size_multiple``), ``off`` (the centre square) or a list ``"WxH,WxH"``. ``captions`` are the
+    caption template and trigger-word rules (default: captions as the source has them).
+    Progress goes to ``reporter`` (none: silent; ``progress=False`` drops only the progress events).
 
     Raises ``ConceptNotUsableError`` (an ``InputError``) after writing the folder when fewer than
     ``min_images`` were accepted, or under ``strict`` when anything was rejected.
@@ -88,6 +98,9 @@ def prepare_concept(
         raise ConfigError(f"unknown crop {crop!r}; use one of {', '.join(CROP_MODES)}")
     if min_images < 1:
         raise ConfigError(f"min_images must be at least 1, got {min_images}")
+    bucket_list = resolve_buckets(buckets, resolution, size_multiple)
+    captions = captions or CaptionRules()
+    captions.check()
     out_dir = Path(out_dir).expanduser().resolve()
     local_src = Path(source).expanduser()
     if local_src.exists() and not hub_only:
@@ -108,7 +121,8 @@ def prepare_concept(
     try:
         concept = _prepare_into(
             resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
-            crop=crop, reporter=reporter_or_silent(reporter, progress=progress),
+            crop=crop, reporter=reporter_or_silent(reporter, progress=progress), buckets=bucket_list,
+            caption_rules=captions,
         )
         replace_dir(staging, out_dir)
     except BaseException:
@@ -174,7 +188,10 @@ def _prepare_into(
     allow_upscale: bool,
     crop: str,
     reporter: Reporter,
+    buckets: list[Bucket] | None = None,
+    caption_rules: CaptionRules | None = None,
 ) -> PreparedConcept:
+    caption_rules = caption_rules or CaptionRules()
     images_dir = staging / IMAGES_DIRNAME
     images_dir.mkdir()
     entries: list[ManifestEntry] = []
@@ -207,34 +224,46 @@ def _prepare_into(
         notes = read.notes
         width, height = read.original_size
         entry.original_size = [width, height]
-        if min(width, height) < resolution:
+        bucket = nearest_bucket((width, height), buckets) if buckets else None
+        if bucket is None and min(width, height) < resolution or bucket is not None and not covers((width, height), bucket):
             if not allow_upscale:
                 entry.status = "rejected"
                 entry.reason = (
                     f"too small: {width}x{height}, the shorter side must be at least {resolution} px "
-                    "(or pass --allow-upscale)"
+                    "(or pass --allow-upscale)" if bucket is None else
+                    f"too small: {width}x{height} does not cover its bucket {bucket.label} (or pass --allow-upscale)"
                 )
                 thumbnails[index] = _thumbnail(read.image)
                 continue
             notes.append(f"warning: upscaled from {width}x{height}, may look soft")
+        elif bucket is not None and not covers(read.image.size, bucket):
+            # a JPEG decoded at a reduced scale that no longer covers its (wider) bucket: decode it larger
+            read = read_image(item.data, name=item.path or "", min_side=max(bucket.width, bucket.height))
         image_hash = perceptual_hash(read.image)
         twin = next((k for k in kept if k.hash.is_near(image_hash)), None)
-        processed = fit_to_square(read.image, resolution, crop)
+        if bucket is None:
+            processed = fit_to_square(read.image, resolution, crop)
+        else:
+            processed, box = fit_to_bucket(read.image, bucket, crop)
+            entry.bucket = bucket.as_list()
+            entry.crop_box = scale_box(box, read.image.size, (width, height))
         if twin is not None and width * height <= twin.pixels:
             kept_entry = entries[twin.entry_index]
             entry.status, entry.duplicate_of = "duplicate", kept_entry.label
             entry.reason = f"near duplicate of {kept_entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
+            entry.bucket = entry.crop_box = None
             thumbnails[index] = _thumbnail(processed)
             continue
         staged = images_dir / f"staged-{index:06d}.png"
         processed.save(staged, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         entry.status = "accepted"
         entry.reason = "; ".join(notes) if notes else "ok"
-        entry.caption = item.caption if item.caption is not None else (caption or "")
+        entry.caption, entry.caption_warning = caption_rules.apply(item.caption, caption or "")
         if twin is not None:
             # The new copy is larger: keep it, and demote the earlier, smaller one.
             old = entries[twin.entry_index]
             old.status, old.duplicate_of, old.caption = "duplicate", entry.label, None
+            old.bucket = old.crop_box = old.caption_warning = None
             old.reason = f"near duplicate of the larger {entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
             with Image.open(twin.staged) as previous:
                 thumbnails[twin.entry_index] = _thumbnail(previous.convert("RGB"))
@@ -269,6 +298,8 @@ def _prepare_into(
         crop=crop,
         image_column=resolved.image_column,
         created_at=_created_at(),
+        buckets=[bucket.as_list() for bucket in buckets] if buckets else None,
+        caption_template=caption_rules.template,
     )
     write_metadata(concept)
     render_contact_sheet(concept, concept.contact_sheet_path, thumbnails)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from hubtools.concepts.files import CAPTION_FILES, FoundFile, walk_source
+from hubtools.concepts.files import CAPTION_FILES, SIDECAR_SUFFIX, FoundFile, walk_source
 from hubtools.concepts.items import ResolvedSource, SourceItem
 from hubtools.config import parse_hub_ref
 from hubtools.errors import InputError
@@ -39,7 +39,8 @@ def resolve_source(
 
 def local_folder_source(root: Path) -> ResolvedSource:
     found = walk_source(root)
-    captions = _read_caption_files(root, found)  # read first: a broken captions file fails fast
+    captions = _read_sidecar_captions(found)
+    captions.update(_read_caption_files(root, found))  # read first: a broken captions file fails fast
     return ResolvedSource(source=str(root), source_revision=None, items=_local_items(found, captions), total=len(found))
 
 
@@ -57,6 +58,27 @@ def _local_items(found: list[FoundFile], captions: dict[str, str]) -> Iterator[S
             except OSError as error:
                 item.rejected_reason = f"unreadable file ({error.strerror or error})"
         yield item
+
+
+def _read_sidecar_captions(found: list[FoundFile]) -> dict[str, str]:
+    """kohya's convention: ``photo.txt`` beside ``photo.jpg`` holds its caption. The sidecar is marked as
+    used (not an ignored stray file); a metadata file naming the same image wins over it."""
+    images = {Path(file.rel_path).with_suffix("").as_posix(): file.rel_path
+              for file in found if file.ignored_reason is None}
+    captions: dict[str, str] = {}
+    for file in found:
+        if Path(file.rel_path).suffix.lower() != SIDECAR_SUFFIX or file.ignored_reason is None:
+            continue
+        image = images.get(Path(file.rel_path).with_suffix("").as_posix())
+        if image is None:
+            continue
+        try:
+            text = file.path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read caption file {file.rel_path} ({error}); fix or remove it") from None
+        captions[image] = " ".join(text.split())  # one line, however the editor wrapped it
+        file.ignored_reason = f"caption of {Path(image).name} (used)"
+    return captions
 
 
 def _read_caption_files(root: Path, found: list[FoundFile]) -> dict[str, str]:

@@ -80,8 +80,15 @@ class Family(ABC):
     card_dtype: ClassVar[str]  # the torch dtype the card's snippet loads with
     # Every family here has an 8x VAE (FLUX then packs 2x2 latent patches into tokens).
     vae_scale_factor: ClassVar[int] = 8
+    # Latent pixels per token side of the denoiser (FLUX packs 2x2 latent patches into one token).
+    patch_size: ClassVar[int] = 1
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def size_multiple(self) -> int:
+        """What every side of a training image must be a multiple of: the VAE factor times the patch size."""
+        return self.vae_scale_factor * self.patch_size
 
     # -- the pipeline --------------------------------------------------------------------------------------
 
@@ -195,6 +202,12 @@ class Family(ABC):
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:
         """Noise ``latents`` at random timesteps, every draw from ``generator`` (exact resume depends on it)."""
+
+    def with_image_conditioning(self, conditioning: Conditioning, geometry: list, size: tuple[int, int]) -> Conditioning:
+        """The conditioning of a batch plus what the family is told about each image's photo (``geometry``:
+        ``concepts.buckets.ImageGeometry`` or None per example; ``size``: the batch's (width, height)). Only
+        SDXL's micro-conditioning uses it."""
+        return conditioning
 
     @abstractmethod
     def predict(self, denoiser, model_input: torch.Tensor, timesteps: torch.Tensor,

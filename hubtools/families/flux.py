@@ -62,6 +62,7 @@ class Flux(Family):
     kohya_lora = False
     swaps_scheduler = False
     pipeline_sizes_itself = False  # FluxPipeline draws 1024 px unless told
+    patch_size = 2  # 2x2 latent patches per token: image sides are multiples of 16 px
 
     @staticmethod
     def is_schnell(denoiser_config: dict[str, Any]) -> bool:

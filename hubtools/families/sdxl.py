@@ -54,8 +54,21 @@ class StableDiffusionXL(StableDiffusion):
         prompt_embeds = conditioning["prompt_embeds"]
         return denoiser(model_input, timesteps, prompt_embeds, added_cond_kwargs={
             "text_embeds": conditioning["pooled_prompt_embeds"],
-            "time_ids": self.time_ids(model_input, prompt_embeds.dtype),
+            "time_ids": (conditioning.tensors["time_ids"].to(model_input.device, prompt_embeds.dtype)
+                         if "time_ids" in conditioning.tensors else self.time_ids(model_input, prompt_embeds.dtype)),
         }).sample
+
+    def with_image_conditioning(self, conditioning: Conditioning, geometry: list, size: tuple[int, int]) -> Conditioning:
+        """Each photo's true original size and crop corner in ``add_time_ids`` (SDXL's micro-conditioning:
+        the model learns not to draw cut-off subjects); the batch's bucket is the target size. Examples with no
+        photo geometry (class images) say they are uncropped at the bucket size."""
+        if not any(geometry):
+            return conditioning
+        width, height = size
+        rows = [[height, width, 0, 0, height, width] if item is None else
+                [item.original_size[1], item.original_size[0], *item.crop_top_left, height, width]
+                for item in geometry]
+        return Conditioning({**conditioning.tensors, "time_ids": torch.tensor(rows, dtype=torch.float32)})
 
     def time_ids(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``add_time_ids``: original size, crop top-left, target size. Training images are centre-cropped to

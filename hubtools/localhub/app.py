@@ -24,6 +24,7 @@ from hubtools.localhub import (
     routes_commit,
     routes_discussions,
     routes_download,
+    routes_gates,
     routes_info,
     routes_likes,
     routes_refs,
@@ -34,6 +35,9 @@ from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.context import HubContext, HubSettings, error_response
 from hubtools.localhub.errors import HubHTTPError, RangeNotSatisfiable, RepoMoved
 from hubtools.localhub.storage import Storage
+from hubtools.localhub.xet import routes_tokens as xet_routes_tokens
+from hubtools.localhub.xet.routes_cas import CAS_PREFIX, create_cas_app
+from hubtools.localhub.xet.store import XetStore
 
 __all__ = ["HubSettings", "RawPathApp", "create_app"]
 
@@ -45,9 +49,11 @@ ROUTERS = (
     routes_likes.router,  # before routes_info: /api/users/{user}/likes would match a repo's info route
     routes_repos.router,
     routes_discussions.router,
+    routes_gates.router,
     routes_info.router,
     routes_refs.router,
     routes_upload.router,
+    xet_routes_tokens.router,
     routes_commit.router,
     routes_download.router,
     pages.router,  # the HTML pages last: every API path above wins over /{namespace}/{name}/...
@@ -83,6 +89,8 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404 and pages.wants_html(request):
+            return pages.not_found_page(request)  # a browser on an unknown page; API clients keep the JSON
         message = "Not found: no such endpoint." if error.status_code == 404 else str(error.detail)
         return error_response(error.status_code, message)
 
@@ -95,6 +103,9 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
         logger.exception("local hub: unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "Internal error of the local hub (a bug in hubtools).")
 
+    # The Xet CAS API: its own app (Xet access tokens, not hub tokens), matched before every route below.
+    api.state.xet = XetStore(storage)
+    api.mount(CAS_PREFIX, create_cas_app(api.state.xet))
     for router in ROUTERS:
         api.include_router(router)
     return RawPathApp(api)

@@ -20,10 +20,23 @@ from fastapi.responses import JSONResponse
 from hubtools.localhub import naming
 from hubtools.localhub.auth import Identity, Organizations, TokenBook, may_write, require_write
 from hubtools.localhub.cards import CardMetadataError, derive_tags, parse_card_metadata
-from hubtools.localhub.errors import BadRequest, HubHTTPError, RepoMoved, PayloadTooLarge, RepoNotFound, RevisionNotFound
+from hubtools.localhub.errors import (
+    BadRequest,
+    GatedRepoForbidden,
+    GatedRepoUnauthorized,
+    HubHTTPError,
+    PayloadTooLarge,
+    RepoMoved,
+    RepoNotFound,
+    RevisionNotFound,
+)
+from hubtools.localhub.sessions import SessionBook
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
+# What a gated repo shows to everyone, as on the Hub: its card (and the LFS rules); every other file waits
+# for access.
+UNGATED_FILES = frozenset({"README.md", ".gitattributes"})
 # The commit body is read line by line (one file per line), so its total size costs disk, not memory.
 MAX_COMMIT_BODY = 16 * 1024**3
 MAX_COMMIT_LINE = 64 * 1024 * 1024
@@ -40,11 +53,14 @@ class HubSettings:
 
 @dataclass
 class LfsTicket:
-    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``."""
+    """An upload URL handed out by the LFS batch endpoint: the object it accepts, until ``expires``, and
+    the repo that will own it."""
 
     oid: str
     size: int
     expires: float
+    repo_type: str
+    repo_id: str
 
 
 @dataclass
@@ -57,6 +73,7 @@ class HubContext:
     lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
     tickets_lock: threading.Lock = field(default_factory=threading.Lock)
     organizations: Organizations = field(default_factory=Organizations)
+    sessions: SessionBook = field(default_factory=SessionBook)  # the pages' signed-in browsers
 
     # ---- who is asking, and may they --------------------------------------------------------
 
@@ -68,6 +85,19 @@ class HubContext:
         identity = self.identity(request)
         return identity.user if identity else None
 
+    def file_reader(self, request: Request) -> str | None:
+        """Who downloads a file: the token's user; without a token, for a GET the hub's own pages make (an
+        image of a card, a Download link), the signed-in browser's user, so private repos look right to
+        those who may read them. The session cookie is SameSite=Strict, and a browser that says the request
+        comes from another site is not trusted with it either."""
+        identity = self.identity(request)
+        if identity is not None or request.method != "GET":
+            return identity.user if identity else None
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return None
+        session = self.sessions.current(request, self.tokens)
+        return session.user if session else None
+
     def require_writer(self, request: Request, namespace: str) -> str:
         """The user that may write ``namespace`` with this request's token: 401 without a token; 403 when the
         token's scope (read, or restricted to other namespaces) or the user's permission does not allow it."""
@@ -78,10 +108,16 @@ class HubContext:
 
     def require_actor(self, request: Request) -> str:
         """The user behind a request that changes something outside their own namespaces (a like, a
-        discussion, a pull request, an upload): 401 without a token, 403 for a read token."""
+        discussion, a pull request, an upload): 401 without a token, 403 for a read token. Once the repo
+        is known, ``require_scope`` checks that the token may act on it."""
         identity = self.tokens.require(request.headers.get("authorization"))
         identity.check_may_act()
         return identity.user
+
+    def require_scope(self, request: Request, namespace: str) -> None:
+        """403 when the token is narrowed (``--org``) to other namespaces: a narrowed token acts only on the
+        repos of its namespaces, community routes (likes, discussions, pull requests) included."""
+        self.tokens.require(request.headers.get("authorization")).check_may_write(namespace)
 
     def may_write(self, user: str | None, namespace: str) -> bool:
         return may_write(user, namespace, self.organizations)
@@ -94,6 +130,22 @@ class HubContext:
     def may_read(self, user: str | None, repo: Repo) -> bool:
         """Public repos are for everyone; a private one for whoever may write to its namespace."""
         return not repo.private or self.may_write(user, repo.namespace)
+
+    def may_download(self, user: str | None, repo: Repo) -> bool:
+        """The files of a gated repo are for its writers and the users whose access request was accepted."""
+        return (not repo.gated or self.may_write(user, repo.namespace)
+                or user is not None and self.storage.access.has_access(repo.repo_type, repo.repo_id, user))
+
+    def require_download(self, user: str | None, repo: Repo, path: str, page_url: str) -> None:
+        """As the Hub answers for a gated repo's file: 401 anonymous, 403 signed in without access."""
+        if path in UNGATED_FILES or self.may_download(user, repo):
+            return
+        what = f"{repo.repo_type} {repo.repo_id}"
+        if user is None:
+            raise GatedRepoUnauthorized(f"Access to {what} is restricted. You must have access to it and be "
+                                        "authenticated to access it. Please log in.")
+        raise GatedRepoForbidden(f"Access to {what} is restricted and you are not in the authorized list. "
+                                 f"Visit {page_url} to ask for access.")
 
     def visible_repo(self, request: Request, repo_type: str, namespace: str, name: str) -> Repo:
         # a wrong token is 401 on every route, public repo or not
@@ -125,6 +177,7 @@ class HubContext:
         how outsiders contribute on the Hub)."""
         user = self.require_actor(request)
         repo = self.visible_repo(request, repo_type, namespace, name)
+        self.require_scope(request, repo.namespace)
         if create_pr:
             return repo, user
         if self.may_write(user, repo.namespace):
@@ -134,7 +187,7 @@ class HubContext:
         kind, ref_name = self.storage.split_revision(unquote(revision))
         if kind == "pr" and ref_name.isdigit():
             try:
-                pr = self.storage.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
+                pr = self.storage.community.get_discussion(repo.repo_type, repo.repo_id, int(ref_name))
             except HubHTTPError:
                 pr = None
             if pr is not None and pr.author == user and pr.status in ("open", "draft"):
@@ -175,7 +228,7 @@ class HubContext:
         if entry is None or entry.size > 1024 * 1024:
             return None
         try:
-            return parse_card_metadata(self.storage.read_blob(entry.sha256).decode("utf-8", "replace"))
+            return parse_card_metadata(self.storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace"))
         except (CardMetadataError, OSError):
             return None
 

@@ -64,3 +64,17 @@ class PayloadTooLarge(HubHTTPError):
 
 class RangeNotSatisfiable(HubHTTPError):
     status = 416
+
+
+class GatedRepoUnauthorized(HubHTTPError):
+    """A gated repo's file, asked anonymously: sign in (the client raises GatedRepoError)."""
+
+    status = 401
+    code = "GatedRepo"
+
+
+class GatedRepoForbidden(HubHTTPError):
+    """A gated repo's file, asked by a signed-in user without access: ask for it on the repo's page."""
+
+    status = 403
+    code = "GatedRepo"

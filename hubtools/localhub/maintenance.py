@@ -1,8 +1,8 @@
 """Upkeep of a local hub's data folder: ``fsck`` (check, change nothing), ``gc`` (free unreferenced blobs)
 and ``backup`` (a consistent copy of a running hub).
 
-They read the storage schema (``storage.py``: the ``files`` rows of every commit name the blobs) directly,
-through their own SQLite connections:
+They read the tables of ``schema.py`` (the ``files`` rows of every commit name the blobs) through their own
+read-only SQLite connections (``schema.open_read_only``):
 
 - ``fsck`` opens the database read-only and reads it in one transaction, so it can run beside a live
   server; blobs are immutable and written before the commit that names them, so the snapshot's blobs
@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubtools.errors import HubError
-from hubtools.localhub.storage import SCHEMA_VERSION, git_blob_oid, lfs_pointer
+from hubtools.localhub.schema import SchemaError, open_read_only
+from hubtools.localhub.trees import git_blob_oid, lfs_pointer
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
 _MAX_LISTED = 20  # problems of one kind listed before "... and N more"
+_USES_SHOWN = 5  # files named for one bad or missing blob before "and N more files"
 
 
 def _require_hub(data_dir: Path) -> Path:
@@ -43,20 +45,10 @@ def _require_hub(data_dir: Path) -> Path:
 
 
 def _read_only(db_path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
-        db.close()
-        raise HubError(f"{db_path.parent} has data layout {version}, this hubtools reads {SCHEMA_VERSION}: "
-                       "start the hub once with this hubtools (it migrates the folder), then run this again.")
-    return db
-
-
-def _live_files(db: sqlite3.Connection, table: str = "files") -> str:
-    """The condition on ``files`` rows that name a blob: deletion markers (of a commit stored as changes over
-    a base commit) name none."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-    return f"{table}.deleted = 0" if "deleted" in columns else "1"
+    try:
+        return open_read_only(db_path)
+    except SchemaError as error:
+        raise HubError(str(error)) from None
 
 
 def _blob_files(blobs_dir: Path) -> tuple[dict[str, Path], list[Path]]:
@@ -123,13 +115,12 @@ def fsck(data_dir: Path) -> FsckReport:
         commits = db.execute("SELECT seq, oid, repo_type, repo_id, parent FROM commits").fetchall()
         uses = db.execute(
             "SELECT f.sha256, f.size, f.git_oid, f.lfs, f.path, c.repo_type, c.repo_id, c.oid "
-            f"FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE {_live_files(db, 'f')}"
+            "FROM files f JOIN commits c ON c.seq = f.commit_seq WHERE f.deleted = 0"
         ).fetchall()
-        commit_columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
         missing_bases = db.execute(
             "SELECT c.repo_type, c.repo_id, c.oid, c.base_seq FROM commits c WHERE c.base_seq IS NOT NULL "
             "AND c.base_seq NOT IN (SELECT seq FROM commits)"
-        ).fetchall() if "base_seq" in commit_columns else []
+        ).fetchall()
         orphan_rows = db.execute(
             "SELECT COUNT(*) FROM files WHERE commit_seq NOT IN (SELECT seq FROM commits)").fetchone()[0]
         refs = db.execute("SELECT repo_type, repo_id, kind, name, commit_oid FROM refs").fetchall()
@@ -153,7 +144,20 @@ def fsck(data_dir: Path) -> FsckReport:
     if orphan_rows:
         problems.append(f"{orphan_rows} file rows belong to no commit.")
 
-    # Every commit's files against the blobs.
+    # Every commit's files against the blobs; a bad or missing blob is named with every file that uses it.
+    heads: dict[str, list[str]] = defaultdict(list)
+    for _, _, _, name, commit_oid in refs:
+        heads[commit_oid].append(name)
+
+    def where(repo_type: str, repo_id: str, commit_oid: str, file_path: str) -> str:
+        names = f" ({', '.join(sorted(heads[commit_oid]))})" if heads.get(commit_oid) else ""
+        return f"{repo_type} {repo_id}@{commit_oid[:7]}{names} {file_path}"
+
+    def users(entries: list[tuple]) -> str:
+        shown = [where(e[5], e[6], e[7], e[4]) for e in entries[:_USES_SHOWN]]
+        more = f" and {len(entries) - _USES_SHOWN} more files" if len(entries) > _USES_SHOWN else ""
+        return "; ".join(shown) + more
+
     blobs, strays = _blob_files(data_dir / "blobs")
     used_by: dict[str, list[tuple]] = defaultdict(list)
     for use in uses:
@@ -165,23 +169,27 @@ def fsck(data_dir: Path) -> FsckReport:
         report.blobs += 1
         report.blob_bytes += size
         if actual != sha256:
-            corrupt.append(f"blob {sha256} is corrupt: its content hashes to {actual}.")
+            used = f"; used by {users(used_by[sha256])}" if sha256 in used_by else "; used by no commit"
+            corrupt.append(f"blob {sha256} is corrupt: its content hashes to {actual}{used}.")
             continue
         if sha256 not in used_by:
             report.unreferenced_blobs += 1
             report.unreferenced_bytes += size
             continue
         for _, expected_size, expected_git, lfs, file_path, repo_type, repo_id, commit_oid in used_by[sha256]:
-            where = f"{repo_type} {repo_id}@{commit_oid[:7]} {file_path}"
+            place = where(repo_type, repo_id, commit_oid, file_path)
             if size != expected_size:
-                mismatched.append(f"{where}: the commit says {expected_size} bytes, its blob {sha256} has {size}.")
+                mismatched.append(f"{place}: the commit says {expected_size} bytes, its blob {sha256} has {size}.")
             elif (git_blob_oid(lfs_pointer(sha256, size)) if lfs else git_oid) != expected_git:
-                mismatched.append(f"{where}: its git oid {expected_git} does not match its content.")
+                mismatched.append(f"{place}: its git oid {expected_git} does not match its content.")
+    quarantined = data_dir / "quarantine"
     for sha256, entries in used_by.items():
         if sha256 not in blobs:
-            _, _, _, _, file_path, repo_type, repo_id, commit_oid = entries[0]
-            more = f" (and {len(entries) - 1} more files)" if len(entries) > 1 else ""
-            missing.append(f"{repo_type} {repo_id}@{commit_oid[:7]} {file_path}: blob {sha256} is missing{more}.")
+            why = " (set aside in quarantine/ after it failed its check on a read)" if (
+                quarantined / sha256).exists() else ""
+            first = entries[0]
+            more = f"; also used by {users(entries[1:])}" if len(entries) > 1 else ""
+            missing.append(f"{where(first[5], first[6], first[7], first[4])}: blob {sha256} is missing{why}{more}.")
     for kind in (missing, corrupt, mismatched, problems):
         report.problems.extend(_limited(kind))
     report.problems.extend(_limited([f"unexpected file in blobs/: {path.relative_to(data_dir)}" for path in strays]))
@@ -210,7 +218,7 @@ def gc(data_dir: Path, *, dry_run: bool = False) -> GcResult:
     lock = lock_data_dir(data_dir, doing="collect garbage (it may be receiving blobs a commit is about to name)")
     try:
         with closing(_read_only(db_path)) as db:
-            referenced = {row[0] for row in db.execute(f"SELECT DISTINCT sha256 FROM files WHERE {_live_files(db)}")}
+            referenced = {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM files WHERE deleted = 0")}
         blobs, _ = _blob_files(data_dir / "blobs")
         removed = freed = 0
         for sha256, path in blobs.items():
@@ -261,7 +269,7 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
         repos = copy.execute("SELECT COUNT(*) FROM repos").fetchone()[0]
         commits = copy.execute("SELECT COUNT(*) FROM commits").fetchone()[0]
         wanted = copy.execute(
-            f"SELECT sha256, MAX(size) FROM files WHERE {_live_files(copy)} GROUP BY sha256").fetchall()
+            "SELECT sha256, MAX(size) FROM files WHERE deleted = 0 GROUP BY sha256").fetchall()
     blob_bytes = 0
     for sha256, size in wanted:
         blob_bytes += _copy_blob(data_dir, destination, sha256, size)

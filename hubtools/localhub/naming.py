@@ -13,6 +13,7 @@ from hubtools.localhub.errors import BadRequest
 REPO_TYPES = ("model", "dataset", "space")
 # URL prefixes of resolve/LFS routes, as huggingface_hub.constants.REPO_TYPES_URL_PREFIXES.
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+DEFAULT_BRANCH = "main"
 RESERVED_NAMESPACES = {"api", "datasets", "spaces", "models", "static", "settings", "new"}
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")

@@ -22,7 +22,7 @@ from hubtools.localhub import naming
 from hubtools.localhub.context import Hub, HubContext, flag, repo_url
 from hubtools.localhub.errors import BadRequest, PayloadTooLarge
 from hubtools.localhub.routes_upload import SAMPLE_BYTES, lfs_patterns, storage_ref_name, stored_as_lfs
-from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, git_blob_oid, lfs_pointer
+from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, Repo, git_blob_oid, lfs_pointer
 
 router = APIRouter()
 
@@ -59,8 +59,11 @@ async def ndjson_lines(request: Request, max_body: int, max_line: int) -> AsyncI
         yield number + 1, pending
 
 
-def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFile | DeleteFile | DeleteFolder:
-    """One NDJSON operation -> a storage operation; inline content goes to the blob store now."""
+def build_operation(hub: HubContext, repo: Repo, item: dict,
+                    lfs_rules: list[str]) -> AddFile | DeleteFile | DeleteFolder:
+    """One NDJSON operation -> a storage operation; inline content goes to the blob store now, owned by
+    ``repo``. An LFS file must name a blob the repo owns (uploaded to it, or in its history): knowing a
+    sha256 reaches no other repo's file, and the answer is the same whether the blob exists elsewhere."""
     storage = hub.storage
     key, value = item["key"], item["value"]
     raw_path = value.get("path")
@@ -81,7 +84,7 @@ def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFil
             data = content.encode("utf-8")
         else:
             raise BadRequest(f"File {path}: unknown encoding {encoding!r}.")
-        sha256 = storage.put_bytes(data)
+        sha256 = storage.blobs.put_bytes_for_repo(repo.repo_type, repo.repo_id, data)
         if stored_as_lfs(path, len(data), data[:SAMPLE_BYTES], lfs_rules):
             return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(lfs_pointer(sha256, len(data))), True))
         return AddFile(path, FileEntry(sha256, len(data), git_blob_oid(data), False))
@@ -91,9 +94,9 @@ def build_operation(hub: HubContext, item: dict, lfs_rules: list[str]) -> AddFil
             isinstance(oid, str) and len(oid) == 64 and all(c in "0123456789abcdef" for c in oid)
         ):
             raise BadRequest(f"LFS file {path}: 'oid' must be a sha256 (64 lowercase hex characters).")
-        if not storage.has_blob(oid):
-            raise BadRequest(f"LFS file {path}: object {oid} was never uploaded (use the LFS batch API).")
-        size = storage.blob_path(oid).stat().st_size
+        if not storage.blobs.owns(repo.repo_type, repo.repo_id, oid):
+            raise BadRequest(f"LFS file {path}: object {oid} was never uploaded to this repo (use the LFS batch API).")
+        size = storage.blobs.blob_path(oid).stat().st_size
         if value.get("size") is not None and value.get("size") != size:
             raise BadRequest(f"LFS file {path}: size {value.get('size')} does not match the object ({size}).")
         return AddFile(path, FileEntry(oid, size, git_blob_oid(lfs_pointer(oid, size)), True))
@@ -122,7 +125,7 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
                 raise BadRequest("Malformed NDJSON: the header must come first, once.")
             header = item["value"]
         else:
-            operations.append(await run_in_threadpool(build_operation, hub, item, lfs_rules))
+            operations.append(await run_in_threadpool(build_operation, hub, repo, item, lfs_rules))
     if header is None:
         raise BadRequest("Malformed NDJSON: the commit has no header line.")
     title = header.get("summary") or "Upload files"
@@ -138,7 +141,7 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
         if kind != "branch":
             raise BadRequest("A pull request merges into a branch: open it against a branch, e.g. main.")
         number = await run_in_threadpool(
-            lambda: storage.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
+            lambda: storage.community.create_discussion(repo.repo_type, repo.repo_id, title=title, author=user,
                                               description=description, pull_request=True, status="open",
                                               target=branch))
         try:
@@ -147,7 +150,7 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
                                        message=description, author=user, parent_commit=parent_commit,
                                        branch_kind="pr"))
         except BaseException:
-            await run_in_threadpool(storage.delete_discussion, repo.repo_type, repo.repo_id, number)
+            await run_in_threadpool(storage.community.delete_discussion, repo.repo_type, repo.repo_id, number)
             raise
         pr_url = f"{repo_url(request, repo)}/discussions/{number}"
     else:

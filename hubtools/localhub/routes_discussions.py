@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
 from hubtools.localhub.context import Hub, HubContext, json_object
+from hubtools.localhub.diffs import git_diff, pull_request_changes
 from hubtools.localhub.errors import BadRequest, Forbidden
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
-from hubtools.localhub.storage_community import Discussion, DiscussionEvent, comment_data
+from hubtools.localhub.community import Discussion, DiscussionEvent, comment_data
 
 router = APIRouter()
 
@@ -65,7 +66,7 @@ def _user(hub: HubContext, request: Request) -> str:
 
 def _details_json(hub: HubContext, repo: Repo, discussion: Discussion) -> dict:
     data = discussion_json(repo, discussion)
-    events = hub.storage.discussion_events(repo.repo_type, repo.repo_id, discussion.num)
+    events = hub.storage.community.discussion_events(repo.repo_type, repo.repo_id, discussion.num)
     data["events"] = [event_json(event) for event in events]
     data["numComments"] = sum(1 for event in events if event.type == "comment")
     if discussion.is_pr:
@@ -74,7 +75,8 @@ def _details_json(hub: HubContext, repo: Repo, discussion: Discussion) -> dict:
                            "mergeCommitId": discussion.merge_oid,
                            "headCommitId": head.commit_oid if head else None}
         data["filesWithConflicts"] = []
-        data["diff"] = None
+        data["diff"] = git_diff(pull_request_changes(hub.storage, repo.repo_type, repo.repo_id, discussion.base_oid,
+                                                     head.commit_oid if head else None))
     return data
 
 
@@ -88,7 +90,7 @@ def list_discussions(request: Request, plural: str, namespace: str, name: str, h
     except ValueError:
         raise BadRequest("p must be a page number.") from None
     found = [
-        d for d in hub.storage.list_discussions(repo.repo_type, repo.repo_id)
+        d for d in hub.storage.community.list_discussions(repo.repo_type, repo.repo_id)
         if (kind == "all" or (kind == "pull_request") == bool(d.is_pr))
         and (status == "all" or d.status == status)
         and (author is None or d.author == author)
@@ -103,12 +105,13 @@ def list_discussions(request: Request, plural: str, namespace: str, name: str, h
 async def create_discussion(request: Request, plural: str, namespace: str, name: str, hub: Hub) -> Response:
     user = _user(hub, request)
     repo = _discussion_repo(hub, request, plural, namespace, name)
+    hub.require_scope(request, repo.namespace)
     body = json_object(await hub.read_json(request))
     title, description = body.get("title"), body.get("description") or ""
     if not isinstance(title, str) or len(title.strip()) < 3 or not isinstance(description, str):
         raise BadRequest("A discussion needs a 'title' of at least 3 characters and a string 'description'.")
     pull_request = bool(body.get("pullRequest"))
-    num = await run_in_threadpool(lambda: hub.storage.create_discussion(
+    num = await run_in_threadpool(lambda: hub.storage.community.create_discussion(
         repo.repo_type, repo.repo_id, title=title.strip(), author=user, description=description,
         pull_request=pull_request))
     return JSONResponse({"num": num, "pullRequest": pull_request,
@@ -118,7 +121,7 @@ async def create_discussion(request: Request, plural: str, namespace: str, name:
 @router.get("/api/{plural}/{namespace}/{name}/discussions/{num}")
 def discussion_details(request: Request, plural: str, namespace: str, name: str, num: str, hub: Hub) -> Response:
     repo = _discussion_repo(hub, request, plural, namespace, name)
-    discussion = hub.storage.get_discussion(repo.repo_type, repo.repo_id, _num(num))
+    discussion = hub.storage.community.get_discussion(repo.repo_type, repo.repo_id, _num(num))
     return JSONResponse(_details_json(hub, repo, discussion))
 
 
@@ -126,7 +129,8 @@ async def _change(hub: HubContext, request: Request, plural: str, namespace: str
                   num: str) -> tuple[Repo, Discussion, str, dict]:
     user = _user(hub, request)
     repo = _discussion_repo(hub, request, plural, namespace, name)
-    discussion = hub.storage.get_discussion(repo.repo_type, repo.repo_id, _num(num))
+    hub.require_scope(request, repo.namespace)
+    discussion = hub.storage.community.get_discussion(repo.repo_type, repo.repo_id, _num(num))
     body = await hub.read_json(request)
     return repo, discussion, user, json_object(body)
 
@@ -137,7 +141,7 @@ def _require_author_or_writer(hub: HubContext, user: str, repo: Repo, discussion
 
 
 async def _add_comment(hub: HubContext, repo: Repo, discussion: Discussion, user: str, text: str) -> DiscussionEvent:
-    return await run_in_threadpool(lambda: hub.storage.add_discussion_event(
+    return await run_in_threadpool(lambda: hub.storage.community.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "comment", user, comment_data(text)))
 
 
@@ -158,7 +162,7 @@ async def rename(request: Request, plural: str, namespace: str, name: str, num: 
     title = body.get("title")
     if not isinstance(title, str) or len(title.strip()) < 3:
         raise BadRequest("A title needs at least 3 characters.")
-    event = await run_in_threadpool(lambda: hub.storage.add_discussion_event(
+    event = await run_in_threadpool(lambda: hub.storage.community.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "title-change", user,
         {"from": discussion.title, "to": title.strip()}, title=title.strip()))
     return JSONResponse({"newTitle": event_json(event)})
@@ -176,7 +180,7 @@ async def change_status(request: Request, plural: str, namespace: str, name: str
     comment_text = body.get("comment")
     if isinstance(comment_text, str) and comment_text.strip():
         await _add_comment(hub, repo, discussion, user, comment_text.strip())
-    event = await run_in_threadpool(lambda: hub.storage.add_discussion_event(
+    event = await run_in_threadpool(lambda: hub.storage.community.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "status-change", user, {"status": status}, status=status))
     return JSONResponse({"newStatus": event_json(event)})
 

@@ -17,7 +17,8 @@ router = APIRouter()
 async def _set_like(request: Request, plural: str, namespace: str, name: str, hub: Hub, liked: bool) -> Response:
     user = hub.require_actor(request)
     repo = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
-    await run_in_threadpool(hub.storage.like, repo.repo_type, repo.repo_id, user, liked)
+    hub.require_scope(request, repo.namespace)
+    await run_in_threadpool(hub.storage.community.like, repo.repo_type, repo.repo_id, user, liked)
     return JSONResponse({})
 
 
@@ -35,14 +36,14 @@ async def unlike(request: Request, plural: str, namespace: str, name: str, hub: 
 def likers(request: Request, plural: str, namespace: str, name: str, hub: Hub) -> Response:
     repo = hub.visible_repo(request, naming.repo_type_from_plural(plural), namespace, name)
     return JSONResponse([{"user": user, "fullname": user, "avatarUrl": None, "type": "user"}
-                         for user in hub.storage.likers(repo.repo_type, repo.repo_id)])
+                         for user in hub.storage.community.likers(repo.repo_type, repo.repo_id)])
 
 
 @router.get("/api/users/{user}/likes")
 def liked_by(request: Request, user: str, hub: Hub) -> Response:
     viewer = hub.viewer(request)
     items = []
-    for repo_type, repo_id, liked_at in hub.storage.liked_by(user):
+    for repo_type, repo_id, liked_at in hub.storage.community.liked_by(user):
         repo = hub.storage.get_repo(repo_type, repo_id)
         if repo is not None and hub.may_read(viewer, repo):
             items.append({"createdAt": liked_at, "repo": {"name": repo_id, "type": repo_type}})

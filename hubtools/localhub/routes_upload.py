@@ -1,14 +1,10 @@
-"""Upload routes before the commit: preupload (inline or LFS per file), the refused Xet tokens, and the
-LFS batch API with its one-time upload and verify URLs ("tickets").
+"""Upload routes before the commit: preupload (inline or LFS per file, as the Hub answers) and the LFS
+batch API with its one-time upload and verify URLs ("tickets").
 
-Why small files go inline: with ``hf_xet`` installed (it comes with huggingface_hub) and
-``HF_HUB_DISABLE_XET`` unset, the client sends every file that preupload calls "lfs" through Xet storage,
-whatever the server says; nothing in the LFS batch negotiation or in the response headers changes that.
-This hub speaks LFS, not Xet. So preupload calls "regular" every file up to the Hub's own limit for
-regular files (10 MB): the client sends it inline in the commit, any client works with no setting, and
-the commit route stores it as LFS where the Hub would have (``stored_as_lfs``), so the repo looks the
-same either way. Larger files are "lfs": the LFS batch API serves clients with Xet disabled, and the Xet
-token endpoints answer a client that tries Xet with what to do.
+Preupload calls "lfs" what the Hub keeps in LFS (``stored_as_lfs``: over 10 MB, matched by
+``.gitattributes``, or binary). A client with ``hf_xet`` (the default) then uploads it through Xet
+(``hubtools.localhub.xet``), one with ``HF_HUB_DISABLE_XET=1`` through the LFS batch API below; either way
+the file becomes the same sha256 blob and the commit names it by that sha256.
 """
 
 from __future__ import annotations
@@ -47,7 +43,7 @@ def lfs_patterns(hub: HubContext, commit: Commit) -> list[str]:
     if entry is None or entry.size > 1024 * 1024:
         return []
     patterns = []
-    for line in hub.storage.read_blob(entry.sha256).decode("utf-8", "replace").splitlines():
+    for line in hub.storage.blobs.read_blob(entry.sha256).decode("utf-8", "replace").splitlines():
         fields = line.split()
         if len(fields) >= 2 and not fields[0].startswith("#") and "filter=lfs" in fields[1:]:
             patterns.append(fields[0])
@@ -82,16 +78,6 @@ def storage_ref_name(kind: str, name: str) -> str:
     return {"branch": "refs/heads/", "pr": "refs/pr/", "tag": "refs/tags/"}[kind] + name
 
 
-@router.get("/api/{plural}/{namespace}/{name}/xet-write-token/{revision}")
-@router.get("/api/{plural}/{namespace}/{name}/xet-read-token/{revision}")
-def xet_token(plural: str, namespace: str, name: str, revision: str) -> Response:
-    raise BadRequest(XET_REFUSAL)
-
-
-XET_REFUSAL = (f"This server speaks LFS only, not Xet: files over {INLINE_LIMIT // (1024 * 1024)} MB need "
-               "HF_HUB_DISABLE_XET=1 in the environment of the client (hubtools sets it for its own calls).")
-
-
 @router.post("/api/{plural}/{namespace}/{name}/preupload/{revision}")
 async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str,
                     hub: Hub) -> Response:
@@ -103,8 +89,7 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
     files = body.get("files")
     if not isinstance(files, list):
         raise BadRequest("preupload needs a JSON body with a list 'files'.")
-    shard_preuploader = request.headers.get("user-agent", "").startswith("datasets/")
-    patterns = lfs_patterns(hub, commit) if shard_preuploader else []
+    patterns = lfs_patterns(hub, commit)
     # Never more inline than one commit line may carry (base64 is 4/3 of the bytes, plus the JSON around).
     line_limit = min(hub.settings.max_commit_line, hub.settings.max_commit_body)
     inline_limit = min(INLINE_LIMIT, line_limit * 3 // 4 - 4096)
@@ -120,8 +105,7 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
             sample = base64.b64decode(item.get("sample") or "", validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest(f"Invalid base64 sample for {path}.") from None
-        inline = size <= inline_limit and (
-            not shard_preuploader or not stored_as_lfs(path, size, sample[:SAMPLE_BYTES], patterns))
+        inline = size <= inline_limit and not stored_as_lfs(path, size, sample[:SAMPLE_BYTES], patterns)
         existing = commit.tree.get(path)
         answers.append({"path": path, "uploadMode": "regular" if inline else "lfs", "shouldIgnore": False,
                         "oid": None if existing is None else await run_in_threadpool(
@@ -138,7 +122,7 @@ def existing_oid(hub: HubContext, entry: FileEntry, inline: bool) -> str:
         return entry.git_oid
     if entry.size > INLINE_LIMIT:
         return entry.sha256  # cannot be the same file: sizes differ
-    return git_blob_oid(hub.storage.read_blob(entry.sha256))
+    return git_blob_oid(hub.storage.blobs.read_blob(entry.sha256))
 
 
 # ---- the LFS batch API ---------------------------------------------------------------------------
@@ -149,15 +133,17 @@ def lfs_batch_repo(hub: HubContext, request: Request, plural_prefix: str, namesp
     if not name_git.endswith(".git"):
         raise NotFound("Not found: no such endpoint.")
     repo_type = {"": "model", "datasets": "dataset", "spaces": "space"}[plural_prefix]
-    # Objects are content-addressed and invisible until a commit names them: whoever may commit to some
-    # ref of the repo (a writer, or anyone opening a pull request) may upload them; the commit decides.
+    # Objects are owned by the repo they are uploaded to and invisible until a commit names them: whoever
+    # may commit to some ref of the repo (a writer, or anyone opening a pull request) may upload them.
     user = hub.require_actor(request)
-    return hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")]), user
+    repo = hub.visible_repo(request, repo_type, namespace, name_git[: -len(".git")])
+    hub.require_scope(request, repo.namespace)
+    return repo, user
 
 
 async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, namespace: str,
                      name_git: str) -> Response:
-    lfs_batch_repo(hub, request, plural_prefix, namespace, name_git)
+    repo, _ = lfs_batch_repo(hub, request, plural_prefix, namespace, name_git)
     body = json_object(await hub.read_json(request))
     if body.get("operation") != "upload":
         raise BadRequest("Only the 'upload' operation of the LFS batch API is served; download via resolve.")
@@ -182,12 +168,14 @@ async def _lfs_batch(hub: HubContext, request: Request, plural_prefix: str, name
             message = f"Object larger than {hub.settings.max_lfs_object} bytes."
             answers.append({"oid": oid, "size": size, "error": {"code": 422, "message": message}})
             continue
-        if hub.storage.has_blob(oid, size):
+        # Only this repo's own objects are "already there": for any other, the client uploads the bytes
+        # (proving it has them), so the answer never tells whether another repo holds that sha256.
+        if hub.storage.blobs.owns(repo.repo_type, repo.repo_id, oid, size):
             answers.append({"oid": oid, "size": size})
             continue
         ticket = secrets.token_urlsafe(24)
         with hub.tickets_lock:
-            hub.lfs_tickets[ticket] = LfsTicket(oid, size, now + LFS_TICKET_TTL_S)
+            hub.lfs_tickets[ticket] = LfsTicket(oid, size, now + LFS_TICKET_TTL_S, repo.repo_type, repo.repo_id)
         answers.append({
             "oid": oid,
             "size": size,
@@ -230,7 +218,7 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != expected.size:
         raise BadRequest(f"Upload is {declared} bytes but the LFS object is {expected.size} bytes.")
-    fd, temp_path = hub.storage.new_temp_file()
+    fd, temp_path = hub.storage.blobs.new_temp_file()
     digest, total = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -244,7 +232,8 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
             await run_in_threadpool(os.fsync, handle.fileno())
         if total != expected.size or digest.hexdigest() != expected.oid:
             raise BadRequest("The uploaded bytes do not match the LFS object's oid (sha256) and size.")
-        await run_in_threadpool(hub.storage.adopt_blob, temp_path, expected.oid)
+        await run_in_threadpool(lambda: hub.storage.blobs.add_blob_for_repo(
+            expected.repo_type, expected.repo_id, temp_path, expected.oid, verified=True))
     finally:
         if temp_path.exists():
             temp_path.unlink()
@@ -255,8 +244,10 @@ async def lfs_upload(request: Request, ticket: str, hub: Hub) -> Response:
 async def lfs_verify(request: Request, ticket: str, hub: Hub) -> Response:
     hub.require_actor(request)
     expected = ticket_for(hub, ticket)
+    hub.require_scope(request, expected.repo_id.split("/")[0])
     body = json_object(await hub.read_json(request))
-    if body.get("oid") != expected.oid or not hub.storage.has_blob(expected.oid, expected.size):
+    if body.get("oid") != expected.oid or not hub.storage.blobs.owns(expected.repo_type, expected.repo_id,
+                                                                      expected.oid, expected.size):
         raise NotFound("The LFS object was not uploaded (or does not match its oid).")
     with hub.tickets_lock:
         hub.lfs_tickets.pop(ticket, None)

@@ -18,7 +18,7 @@ from hubtools.errors import HubError
 from hubtools.localhub.app import HubSettings, create_app
 from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.naming import check_repo_type
-from hubtools.localhub.storage import Storage, StorageError, sweep_stale_temp_files
+from hubtools.localhub.storage import Storage, StorageError
 from hubtools.localhub.tokenstore import TokenStore
 
 STARTUP_TIMEOUT_S = 30.0
@@ -129,7 +129,7 @@ def _build_server(data_dir: Path, host: str, port: int, tokens: dict[str, str] |
     orgs = check_organizations(organizations, list(tokens or {}))
     storage = open_storage(data_dir)
     # Nothing else uses the folder (the caller holds its lock): every temp file is an interrupted upload's.
-    sweep_stale_temp_files(storage, older_than_s=0)
+    storage.blobs.sweep_stale_temp_files(older_than_s=0)
     token_book = TokenBook(tokens, tokens_file=tokens_file, store=TokenStore(storage.db_path))
     app = create_app(storage, token_book, settings, orgs)
     tls = {}

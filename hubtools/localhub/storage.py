@@ -2,8 +2,8 @@
 
 Every commit's files are rows of the ``files`` table keyed by (commit ``seq``, path): either the whole
 tree, or the commit's changes (added/changed files and deletion markers) over a ``base`` commit whose rows
-are a whole tree (``trees.py``: ``CommitTree`` and the commit operations). Likes and discussions are in
-``storage_community.py``, mixed into ``Storage``. A path lookup, a folder listing or a short-sha lookup is one or two
+are a whole tree (``trees.py``: ``CommitTree`` and the commit operations). The tables are in ``schema.py``;
+blobs in ``blobs.py`` (``storage.blobs``), likes and discussions in ``community.py`` (``storage.community``). A path lookup, a folder listing or a short-sha lookup is one or two
 indexed queries whatever the repo's size, and a commit writes the files it changes plus its parent's
 change set (bounded by ``delta_limit``); only when that grows past the limit does a commit write the whole
 tree again. ``benchmarks/README.md`` has the figures. Blobs referenced by a repo are the ``sha256`` of its
@@ -13,25 +13,20 @@ Blobs are written (temp file + os.replace) before the commit row, its file rows 
 in ONE SQLite transaction, so a crash mid-commit leaves the repo at the old or at the new tree, never a
 mix, and every old commit stays readable.
 
-A data folder of the first layout (each commit's tree as one JSON column) is migrated in place, in one
-transaction, the first time it is opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import sqlite3
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+
+from hubtools.localhub.access import AccessRequests
+from hubtools.localhub.blobs import BlobStore, grant, private_dir
+from hubtools.localhub.community import CommunityStore, add_event, comment_data
 
 from hubtools.localhub.errors import (
     BadRequest,
@@ -40,8 +35,8 @@ from hubtools.localhub.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from hubtools.localhub.naming import REPO_TYPES
-from hubtools.localhub.storage_community import CommunityStore, add_event, comment_data
+from hubtools.localhub.naming import DEFAULT_BRANCH, REPO_TYPES
+from hubtools.localhub.schema import REPO_TABLES, Database, SchemaError, now_iso
 from hubtools.localhub.trees import (
     AddFile,
     CommitTree,
@@ -56,8 +51,10 @@ from hubtools.localhub.trees import (
     start_tree,
 )
 
-__all__ = ["AddFile", "Commit", "CommitTree", "DeleteFile", "DeleteFolder", "FileEntry", "Ref", "Repo", "Storage",
-           "git_blob_oid", "lfs_pointer"]
+__all__ = ["DEFAULT_BRANCH", "AddFile", "Commit", "CommitTree", "DeleteFile", "DeleteFolder", "FileEntry", "Ref",
+           "Repo", "Storage", "StorageError", "git_blob_oid", "lfs_pointer"]
+
+StorageError = SchemaError  # a data folder this hubtools cannot serve (one line saying what to do)
 
 # The Hub's default .gitattributes: the initial commit of every new repo, and what decides LFS uploads.
 DEFAULT_GITATTRIBUTES = """\
@@ -102,64 +99,9 @@ saved_model/**/* filter=lfs diff=lfs merge=lfs -text
 *.webp filter=lfs diff=lfs merge=lfs -text
 """
 
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS repos (
-    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, owner TEXT NOT NULL, private INTEGER NOT NULL,
-    created_at TEXT NOT NULL, likes INTEGER NOT NULL DEFAULT 0, downloads INTEGER NOT NULL DEFAULT 0,
-    gated TEXT, sdk TEXT,
-    PRIMARY KEY (repo_type, repo_id)
-);
-CREATE TABLE IF NOT EXISTS commits (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, oid TEXT NOT NULL UNIQUE, repo_type TEXT NOT NULL,
-    repo_id TEXT NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL,
-    date TEXT NOT NULL, base_seq INTEGER, n_files INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS commits_by_repo ON commits (repo_type, repo_id);
-CREATE TABLE IF NOT EXISTS files (
-    commit_seq INTEGER NOT NULL, path TEXT NOT NULL, dir TEXT NOT NULL, sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL, git_oid TEXT NOT NULL, lfs INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (commit_seq, path)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_dir ON files (commit_seq, dir);
-CREATE TABLE IF NOT EXISTS refs (
-    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
-    commit_oid TEXT NOT NULL, PRIMARY KEY (repo_type, repo_id, kind, name)
-);
-CREATE TABLE IF NOT EXISTS likes (
-    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, user TEXT NOT NULL, liked_at TEXT NOT NULL,
-    PRIMARY KEY (repo_type, repo_id, user)
-);
-CREATE TABLE IF NOT EXISTS redirects (
-    repo_type TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL, PRIMARY KEY (repo_type, old_id)
-);
-CREATE TABLE IF NOT EXISTS discussions (
-    repo_type TEXT NOT NULL, repo_id TEXT NOT NULL, num INTEGER NOT NULL, is_pr INTEGER NOT NULL,
-    title TEXT NOT NULL, author TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
-    target TEXT, base_oid TEXT, merge_oid TEXT,
-    PRIMARY KEY (repo_type, repo_id, num)
-);
-CREATE TABLE IF NOT EXISTS discussion_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, repo_type TEXT NOT NULL, repo_id TEXT NOT NULL,
-    num INTEGER NOT NULL, type TEXT NOT NULL, author TEXT NOT NULL, created_at TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_discussion ON discussion_events (repo_type, repo_id, num);
-"""
-
-class StorageError(Exception):
-    """A data folder this hubtools cannot serve (one line saying what to do)."""
-
-
-DEFAULT_BRANCH = "main"
 REF_KINDS = {"refs/heads/": "branch", "refs/tags/": "tag", "refs/pr/": "pr"}
 SHORT_SHA_MIN = 7
 _HEX = frozenset("0123456789abcdef")
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -210,89 +152,25 @@ def _repo_from_row(row: tuple) -> Repo:
     return Repo(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], row[7], row[8])
 
 
-class Storage(CommunityStore):
-    """All state of one data folder. Thread-safe: writes are serialized, reads use their own connection."""
+class Storage:
+    """Repos, commits and refs of one data folder, with its ``blobs`` (``BlobStore``), ``community``
+    (``CommunityStore``: likes, discussions) and ``access`` (requests to gated repos) beside them on the
+    same ``db``. Thread-safe: writes are
+    serialized, reads use their own connection."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.blobs_dir = self.data_dir / "blobs"
-        self.tmp_dir = self.data_dir / "tmp"
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # 0700: repos, private ones included, are for the hub's user only
         self.db_path = self.data_dir / "hub.sqlite"
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(f"{self.data_dir} was written by a newer hubtools (data layout {version}, this "
-                                   f"one reads up to {SCHEMA_VERSION}): upgrade hubtools to serve it.")
-            _migrate_v1(db)
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            _add_missing_columns(db)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    # ---- low level -----------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock:
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
-
-    def blob_path(self, sha256: str) -> Path:
-        return self.blobs_dir / sha256[:2] / sha256[2:]
-
-    def has_blob(self, sha256: str, size: int | None = None) -> bool:
-        path = self.blob_path(sha256)
-        return path.is_file() and (size is None or path.stat().st_size == size)
-
-    def new_temp_file(self) -> tuple[int, Path]:
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
-        return fd, Path(name)
-
-    def adopt_blob(self, temp_path: Path, sha256: str) -> None:
-        """Move a verified temp file into the blob store (atomic; idempotent for identical content)."""
-        target = self.blob_path(sha256)
-        target.parent.mkdir(exist_ok=True)
-        os.replace(temp_path, target)
-
-    def put_bytes(self, content: bytes) -> str:
-        sha256 = hashlib.sha256(content).hexdigest()
-        if not self.has_blob(sha256, len(content)):
-            fd, temp_path = self.new_temp_file()
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.adopt_blob(temp_path, sha256)
-        return sha256
-
-    def read_blob(self, sha256: str) -> bytes:
-        return self.blob_path(sha256).read_bytes()
+        self.db = Database(self.db_path)
+        self.blobs = BlobStore(self.data_dir, self.db)
+        self.community = CommunityStore(self.db)
+        self.access = AccessRequests(self.db)  # who may read the files of a gated repo
 
     # ---- repos ---------------------------------------------------------------------------------
 
     def get_repo(self, repo_type: str, repo_id: str) -> Repo | None:
-        row = self._connect().execute(
+        row = self.db.connect().execute(
             f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
         ).fetchone()
         return _repo_from_row(row) if row else None
@@ -306,15 +184,15 @@ class Storage(CommunityStore):
     def list_repos(self, repo_type: str | None = None) -> list[Repo]:
         """Every repo of ``repo_type`` (of every type when None), sorted by type and id."""
         if repo_type is None:
-            rows = self._connect().execute(f"SELECT {_REPO_COLUMNS} FROM repos ORDER BY repo_type, repo_id")
+            rows = self.db.connect().execute(f"SELECT {_REPO_COLUMNS} FROM repos ORDER BY repo_type, repo_id")
         else:
-            rows = self._connect().execute(
+            rows = self.db.connect().execute(
                 f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? ORDER BY repo_id", (repo_type,))
         return [_repo_from_row(row) for row in rows.fetchall()]
 
     def redirect_of(self, repo_type: str, repo_id: str) -> str | None:
         """Where a moved repo went (the Hub keeps the old name working), or None."""
-        row = self._connect().execute(
+        row = self.db.connect().execute(
             "SELECT new_id FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id)
         ).fetchone()
         return row[0] if row else None
@@ -322,10 +200,10 @@ class Storage(CommunityStore):
     def create_repo(self, repo_type: str, repo_id: str, owner: str, private: bool, *,
                     sdk: str | None = None) -> Repo:
         gitattributes = DEFAULT_GITATTRIBUTES.encode()
-        sha256 = self.put_bytes(gitattributes)
+        sha256 = self.blobs.put_bytes(gitattributes)
         entry = FileEntry(sha256, len(gitattributes), git_blob_oid(gitattributes), False)
-        now = _now_iso()
-        with self._transaction() as db:
+        now = now_iso()
+        with self.db.transaction() as db:
             if db.execute(
                 "SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
             ).fetchone():
@@ -339,6 +217,7 @@ class Storage(CommunityStore):
             oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
             seq = _seq_of(db, oid)
             insert_file(db, seq, ".gitattributes", entry)
+            grant(db, repo_type, repo_id, [sha256])
             db.execute("UPDATE commits SET n_files = 1 WHERE seq = ?", (seq,))
             db.execute(
                 "INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, repo_id, DEFAULT_BRANCH, oid)
@@ -347,12 +226,9 @@ class Storage(CommunityStore):
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         # Blobs are shared between repos (content-addressed) and are left in place.
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             _delete_repo_rows(db, repo_type, repo_id)
             db.execute("DELETE FROM redirects WHERE repo_type = ? AND new_id = ?", (repo_type, repo_id))
-
-    def set_private(self, repo_type: str, repo_id: str, private: bool) -> None:
-        self.update_repo(repo_type, repo_id, private=private)
 
     def update_repo(self, repo_type: str, repo_id: str, **changes: object) -> None:
         """Set ``private``, ``gated`` (None, "auto" or "manual") and/or ``sdk`` of a repo."""
@@ -361,7 +237,7 @@ class Storage(CommunityStore):
             raise ValueError(f"update_repo takes {sorted(allowed)}, got {sorted(changes)}")
         values = {key: (int(value) if key == "private" else value) for key, value in changes.items()}
         assignments = ", ".join(f"{key} = ?" for key in values)
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             cursor = db.execute(f"UPDATE repos SET {assignments} WHERE repo_type = ? AND repo_id = ?",
                                 (*values.values(), repo_type, repo_id))
             if cursor.rowcount == 0:
@@ -372,7 +248,7 @@ class Storage(CommunityStore):
             raise ValueError(column)
         if repo_type not in REPO_TYPES:
             raise BadRequest(f"Unknown repo type {repo_type!r}.")
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             cursor = db.execute(
                 f"UPDATE repos SET {column} = ? WHERE repo_type = ? AND repo_id = ?", (int(value), repo_type, repo_id)
             )
@@ -405,10 +281,10 @@ class Storage(CommunityStore):
         return oid
 
     def _commit_from_row(self, row: tuple) -> Commit:
-        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self, row[0], row[7], row[8]))
+        return Commit(row[1], row[2], row[3], row[4], row[5], row[6], CommitTree(self.db, row[0], row[7], row[8]))
 
     def get_commit(self, repo_type: str, repo_id: str, oid: str) -> Commit | None:
-        row = self._connect().execute(
+        row = self.db.connect().execute(
             f"SELECT {_COMMIT_COLUMNS} FROM commits WHERE oid = ? AND repo_type = ? AND repo_id = ?",
             (oid, repo_type, repo_id),
         ).fetchone()
@@ -420,7 +296,7 @@ class Storage(CommunityStore):
         oid_prefix = oid_prefix.lower()
         if not oid_prefix or not set(oid_prefix) <= _HEX:
             return []
-        rows = self._connect().execute(
+        rows = self.db.connect().execute(
             "SELECT oid FROM commits WHERE oid >= ? AND oid < ? AND repo_type = ? AND repo_id = ? LIMIT 2",
             (oid_prefix, prefix_upper_bound(oid_prefix), repo_type, repo_id),
         ).fetchall()
@@ -436,14 +312,14 @@ class Storage(CommunityStore):
         return found[0] if found else None
 
     def list_refs(self, repo_type: str, repo_id: str) -> list[Ref]:
-        rows = self._connect().execute(
+        rows = self.db.connect().execute(
             "SELECT kind, name, commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? ORDER BY kind, name",
             (repo_type, repo_id),
         ).fetchall()
         return [Ref(*row) for row in rows]
 
     def get_ref(self, repo_type: str, repo_id: str, kind: str, name: str) -> Ref | None:
-        row = self._connect().execute(
+        row = self.db.connect().execute(
             "SELECT kind, name, commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
             (repo_type, repo_id, kind, name),
         ).fetchone()
@@ -485,12 +361,6 @@ class Storage(CommunityStore):
             commits.append(parent)
         return commits
 
-    def list_files(self, repo_type: str, repo_id: str, revision: str, folder: str = "", *,
-                   recursive: bool = True) -> list[tuple[str, FileEntry]]:
-        """(path, entry) of the files under ``folder`` at ``revision``, sorted by path."""
-        commit, _ = self.resolve(repo_type, repo_id, revision)
-        return commit.tree.under(folder, recursive=recursive)
-
     def commit(
         self,
         repo_type: str,
@@ -507,14 +377,16 @@ class Storage(CommunityStore):
     ) -> str:
         """Apply ``operations`` on top of ``branch`` and move it, atomically. Returns the new commit id.
 
-        Every blob the operations refer to must already be in the store. ``create_branch_from`` (a commit
+        Every blob the operations refer to must already be in the store, and the caller has checked that the
+        repo may name it (``blobs.owns``: the commit route does); the repo owns them from now on (its
+        history). ``create_branch_from`` (a commit
         id) creates the ref when it does not exist yet (used for pull requests). ``parent_commit`` may be
         a short (7+ character) id, as the Hub takes it.
         """
         for op in operations:
-            if isinstance(op, AddFile) and not self.has_blob(op.entry.sha256, op.entry.size):
+            if isinstance(op, AddFile) and not self.blobs.has_blob(op.entry.sha256, op.entry.size):
                 raise BadRequest(f"Blob {op.entry.sha256} for {op.path} was never uploaded (or its size differs).")
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             return self._commit_in(db, repo_type, repo_id, branch, operations, title=title, message=message,
                                    author=author, parent_commit=parent_commit,
                                    create_branch_from=create_branch_from, branch_kind=branch_kind)
@@ -542,12 +414,13 @@ class Storage(CommunityStore):
         if head is None:  # pragma: no cover - refs always point at stored commits
             raise RevisionNotFound(f"Invalid rev id: {head_oid}")
         oid = self._insert_commit(
-            db, repo_type, repo_id, head_oid, title, message, author, operations, _now_iso()
+            db, repo_type, repo_id, head_oid, title, message, author, operations, now_iso()
         )
         seq = _seq_of(db, oid)
-        base = start_tree(db, self, seq, *head)
-        tree = CommitTree(self, seq, base)
+        base = start_tree(db, self.db, seq, *head)
+        tree = CommitTree(self.db, seq, base)
         count = apply_operations(db, tree, head[2], operations)
+        grant(db, repo_type, repo_id, [op.entry.sha256 for op in operations if isinstance(op, AddFile)])
         db.execute("UPDATE commits SET base_seq = ?, n_files = ? WHERE seq = ?", (base, count, seq))
         db.execute(
             "INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, branch_kind, branch, oid)
@@ -561,15 +434,15 @@ class Storage(CommunityStore):
     def squash(self, repo_type: str, repo_id: str, branch: str, *, title: str, author: str) -> str:
         """Replace the history of ``branch`` by one commit with its current files (the Hub's super-squash).
         Commits only the branch reached are forgotten; other refs keep theirs."""
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             row = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'branch' "
                              "AND name = ?", (repo_type, repo_id, branch)).fetchone()
             if row is None:
                 raise RevisionNotFound(f"Invalid rev id: {branch} is not a branch of {repo_id}.")
             head = self.get_commit(repo_type, repo_id, row[0])
             assert head is not None
-            rows = head.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
-            oid = self._insert_commit(db, repo_type, repo_id, None, title, "", author, "squash", _now_iso())
+            rows = head.tree.file_rows()
+            oid = self._insert_commit(db, repo_type, repo_id, None, title, "", author, "squash", now_iso())
             seq = _seq_of(db, oid)
             db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
@@ -583,28 +456,29 @@ class Storage(CommunityStore):
         """A new repo ``to_id`` with the files of ``from_id``'s main branch in one commit (the Hub's duplicate)."""
         source, _ = self.resolve(repo_type, from_id, DEFAULT_BRANCH)
         source_repo = self.require_repo(repo_type, from_id)
-        rows = source.tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
-        with self._transaction() as db:
+        rows = source.tree.file_rows()
+        with self.db.transaction() as db:
             if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
                 raise Conflict(f"You already created this {repo_type} repo: {to_id}.")
             db.execute("INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (repo_type, to_id, owner, int(private), _now_iso(), source_repo.sdk))
+                       "VALUES (?, ?, ?, ?, ?, ?)", (repo_type, to_id, owner, int(private), now_iso(), source_repo.sdk))
             db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, to_id))
             oid = self._insert_commit(db, repo_type, to_id, None, f"Duplicate from {from_id}", "", owner, "copy",
-                                      _now_iso())
+                                      now_iso())
             seq = _seq_of(db, oid)
             db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *r) for r in rows])
             db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(rows), seq))
             db.execute("INSERT INTO refs VALUES (?, ?, 'branch', ?, ?)", (repo_type, to_id, DEFAULT_BRANCH, oid))
+            grant(db, repo_type, to_id, [row[2] for row in rows])  # a duplicate brings its files' blobs along
         return self.require_repo(repo_type, to_id)
 
     def move_repo(self, repo_type: str, from_id: str, to_id: str) -> None:
         """Rename a repo; the old name keeps answering (a redirect), as on the Hub, until a repo takes it."""
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
                 raise Conflict(f"A {repo_type} repo {to_id} already exists: pick another name.")
-            for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+            for table in REPO_TABLES:
                 db.execute(f"UPDATE {table} SET repo_id = ? WHERE repo_type = ? AND repo_id = ?",
                            (to_id, repo_type, from_id))
             db.execute("UPDATE redirects SET new_id = ? WHERE repo_type = ? AND new_id = ?", (to_id, repo_type, from_id))
@@ -614,10 +488,10 @@ class Storage(CommunityStore):
     def merge_pull_request(self, repo_type: str, repo_id: str, num: int, *, author: str, comment: str | None) -> str:
         """Apply a pull request's changes (its head against the commit it started from) on its target branch
         in one commit; 409 when the target changed the same files since. Returns the merge commit id."""
-        pr = self.get_discussion(repo_type, repo_id, num)
+        pr = self.community.get_discussion(repo_type, repo_id, num)
         if not pr.is_pr or pr.status not in ("open", "draft"):
             raise BadRequest(f"#{num} is not an open pull request.")
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             head_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = 'pr' "
                                   "AND name = ?", (repo_type, repo_id, str(num))).fetchone()[0]
             target_oid = db.execute("SELECT commit_oid FROM refs WHERE repo_type = ? AND repo_id = ? "
@@ -648,7 +522,7 @@ class Storage(CommunityStore):
         return oid
 
     def create_ref(self, repo_type: str, repo_id: str, kind: str, name: str, commit_oid: str) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             if db.execute(
                 "SELECT 1 FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
                 (repo_type, repo_id, kind, name),
@@ -657,7 +531,7 @@ class Storage(CommunityStore):
             db.execute("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", (repo_type, repo_id, kind, name, commit_oid))
 
     def delete_ref(self, repo_type: str, repo_id: str, kind: str, name: str) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             cursor = db.execute(
                 "DELETE FROM refs WHERE repo_type = ? AND repo_id = ? AND kind = ? AND name = ?",
                 (repo_type, repo_id, kind, name),
@@ -698,54 +572,5 @@ def _delete_repo_rows(db: sqlite3.Connection, repo_type: str, repo_id: str) -> N
     key = (repo_type, repo_id)
     db.execute("DELETE FROM files WHERE commit_seq IN "
                "(SELECT seq FROM commits WHERE repo_type = ? AND repo_id = ?)", key)
-    for table in ("repos", "commits", "refs", "likes", "discussions", "discussion_events"):
+    for table in REPO_TABLES:
         db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ?", key)
-
-
-# Columns added to tables of layout 2 after data folders of that layout existed (nullable, so old rows read).
-_LATER_COLUMNS = {"discussions": ("target", "base_oid", "merge_oid"), "repos": ("gated", "sdk")}
-
-
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    for table, columns in _LATER_COLUMNS.items():
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for column in columns:
-            if column not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-
-
-def _migrate_v1(db: sqlite3.Connection) -> None:
-    """The first layout kept each commit's whole tree as one JSON column: expand it into ``files`` rows.
-    Runs inside the opening transaction, so a crash leaves the old layout untouched."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(commits)")}
-    if "tree" not in columns:
-        return
-    db.execute("ALTER TABLE commits RENAME TO commits_v1")
-    db.execute("DROP INDEX IF EXISTS commits_by_repo")
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
-    _add_missing_columns(db)
-    old = db.execute("SELECT oid, repo_type, repo_id, parent, title, message, author, date, tree FROM commits_v1 "
-                     "ORDER BY rowid").fetchall()
-    for oid, repo_type, repo_id, parent, title, message, author, date, tree_json in old:
-        cursor = db.execute(
-            "INSERT INTO commits (oid, repo_type, repo_id, parent, title, message, author, date) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (oid, repo_type, repo_id, parent, title, message, author, date))
-        seq = cursor.lastrowid
-        tree = json.loads(tree_json)
-        for path, value in tree.items():
-            insert_file(db, seq, path, FileEntry.from_json(value))
-        db.execute("UPDATE commits SET n_files = ? WHERE seq = ?", (len(tree), seq))
-    db.execute("DROP TABLE commits_v1")
-
-
-def sweep_stale_temp_files(storage: Storage, older_than_s: float = 3600.0) -> None:
-    """Uploads interrupted by a crash leave temp files behind; they are never part of a commit."""
-    cutoff = time.time() - older_than_s
-    for path in storage.tmp_dir.iterdir():
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except OSError:
-            pass

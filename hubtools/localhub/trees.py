@@ -19,10 +19,10 @@ from typing import Protocol
 from hubtools.localhub.errors import Conflict, EntryNotFound
 
 
-class Storage(Protocol):
-    """What a tree needs of ``storage.Storage``: a connection to its database (no import back, no cycle)."""
+class Connects(Protocol):
+    """What a tree needs: a connection to the database (``schema.Database``; no import back, no cycle)."""
 
-    def _connect(self) -> sqlite3.Connection: ...
+    def connect(self) -> sqlite3.Connection: ...
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -53,9 +53,6 @@ class FileEntry:
     git_oid: str
     lfs: bool
 
-    def to_json(self) -> list:
-        return [self.sha256, self.size, self.git_oid, self.lfs]
-
     @classmethod
     def from_json(cls, value: list) -> FileEntry:
         return cls(value[0], int(value[1]), value[2], bool(value[3]))
@@ -85,14 +82,14 @@ class CommitTree(Mapping[str, FileEntry]):
 
     _COLUMNS = "sha256, size, git_oid, lfs"
 
-    def __init__(self, storage: Storage, seq: int, base: int | None = None, count: int | None = None) -> None:
-        self._storage = storage
+    def __init__(self, database: Connects, seq: int, base: int | None = None, count: int | None = None) -> None:
+        self._database = database
         self._seq = seq
         self._base = base
         self._count = count
 
     def _db(self) -> sqlite3.Connection:
-        return self._storage._connect()
+        return self._database.connect()
 
     def _effective(self, columns: str, where: str, params: dict, order: str = "") -> list[tuple]:
         """Rows of the tree matching ``where`` (on the files table's columns), changes over the base."""
@@ -176,6 +173,10 @@ class CommitTree(Mapping[str, FileEntry]):
         return any(self._effective("1", where + " LIMIT 1" if self._base is None else where,
                                    {"lo": prefix, "hi": prefix_upper_bound(prefix)}))
 
+    def file_rows(self) -> list[tuple]:
+        """(path, dir, sha256, size, git_oid, lfs) of every file: what a copy of the whole tree writes."""
+        return self._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+
     def total_size(self) -> int:
         return sum(row[0] or 0 for row in self._effective("SUM(size)", "1", {}))
 
@@ -223,7 +224,7 @@ def delta_limit(n_files: int) -> int:
     return max(256, 4 * math.isqrt(n_files))
 
 
-def start_tree(db: sqlite3.Connection, storage: Storage, seq: int, head_seq: int, head_base: int | None,
+def start_tree(db: sqlite3.Connection, database: Connects, seq: int, head_seq: int, head_base: int | None,
                 head_count: int) -> int | None:
     """Give the new commit ``seq`` the rows of its parent's tree; returns the new commit's base.
 
@@ -239,8 +240,8 @@ def start_tree(db: sqlite3.Connection, storage: Storage, seq: int, head_seq: int
                    "SELECT ?, path, dir, sha256, size, git_oid, lfs, deleted FROM files WHERE commit_seq = ?",
                    (seq, head_seq))
         return head_base
-    head_tree = CommitTree(storage, head_seq, head_base)
-    rows = head_tree._effective("path, dir, sha256, size, git_oid, lfs", "1", {})
+    head_tree = CommitTree(database, head_seq, head_base)
+    rows = head_tree.file_rows()
     db.executemany("INSERT INTO files (commit_seq, path, dir, sha256, size, git_oid, lfs, deleted) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, 0)", [(seq, *row) for row in rows])
     return None

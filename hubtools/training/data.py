@@ -8,7 +8,8 @@ RNG, so a run resumed from a checkpoint sees exactly the batches and noise an un
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,8 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hubtools.concepts.manifest import load_prepared_concept
+from hubtools.concepts.buckets import ImageGeometry
+from hubtools.concepts.captions import training_caption
+from hubtools.concepts.manifest import ManifestEntry, load_prepared_concept
 from hubtools.errors import HubtoolsError, InputError
+from hubtools.training.bucket_order import bucket_seed, bucket_step
 
 if TYPE_CHECKING:
     from hubtools.families import Conditioning, Family
@@ -25,15 +29,30 @@ if TYPE_CHECKING:
 
 
 
+Size = tuple[int, int]  # (width, height) in pixels
+
+
 @dataclass
 class Examples:
-    """One set of images (instance or class) and the caption of each."""
+    """One set of images (instance or class) and the caption of each; with buckets, the size of each
+    image and where it was cut from its photo."""
 
     images: list[Path]
     captions: list[str]
+    sizes: list[Size] | None = None  # None: every image is the training square (--buckets off)
+    geometry: list[ImageGeometry | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def bucket_counts(self) -> dict[Size, int] | None:
+        """Images per bucket size; None without buckets."""
+        if self.sizes is None:
+            return None
+        counts: dict[Size, int] = {}
+        for size in self.sizes:
+            counts[size] = counts.get(size, 0) + 1
+        return counts
 
 
 def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
@@ -43,7 +62,26 @@ def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
     captions = [caption or default_caption for caption in concept.captions]
     if not images:
         raise InputError(f"the concept set in {concept_dir} has no images: add photos and prepare it again")
-    return Examples(images, captions)
+    if not concept.buckets:
+        return Examples(images, captions)
+    entries = concept.accepted_entries
+    sizes = [_image_size(image, entry) for image, entry in zip(images, entries)]
+    return Examples(images, captions, sizes, [_geometry(entry) for entry in entries])
+
+
+def _image_size(image: Path, entry: ManifestEntry) -> Size:
+    if entry.bucket:
+        return entry.bucket[0], entry.bucket[1]
+    with Image.open(image) as opened:
+        return opened.size
+
+
+def _geometry(entry: ManifestEntry) -> ImageGeometry | None:
+    if not (entry.bucket and entry.crop_box and entry.original_size):
+        return None
+    left, top, right, _ = entry.crop_box
+    scale = entry.bucket[0] / max(1, right - left)  # the photo resized to cover the bucket
+    return ImageGeometry((entry.original_size[0], entry.original_size[1]), (round(top * scale), round(left * scale)))
 
 
 def concept_fingerprint(examples: Examples) -> str:
@@ -56,18 +94,20 @@ def concept_fingerprint(examples: Examples) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_pixels(paths: list[Path], resolution: int) -> torch.Tensor:
-    """(N, 3, R, R) float tensor in [-1, 1]; images not already R x R are resized and centre-cropped."""
+def load_pixels(paths: list[Path], resolution: int | Size) -> torch.Tensor:
+    """(N, 3, H, W) float tensor in [-1, 1] (``resolution``: the square's side or (width, height)); images
+    of another size are resized to cover it and centre-cropped."""
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     tensors = []
     for path in paths:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            if image.size != (resolution, resolution):
-                scale = resolution / min(image.size)
-                size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+            if image.size != (width, height):
+                scale = max(width / image.width, height / image.height)
+                size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
                 image = image.resize(size, Image.Resampling.BICUBIC)
-                left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
-                image = image.crop((left, top, left + resolution, top + resolution))
+                left, top = (image.width - width) // 2, (image.height - height) // 2
+                image = image.crop((left, top, left + width, top + height))
             array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
         tensors.append(torch.from_numpy(array).permute(2, 0, 1))
     return torch.stack(tensors)
@@ -112,85 +152,159 @@ class LatentSource:
 
 class PromptSource:
     """Token ids of every caption for each of the family's tokenizers; the text conditioning cached once when
-    the text encoders are frozen."""
+    the text encoders are frozen. A caption made at a step (its parts shuffled) is tokenized and embedded then."""
 
     def __init__(self, family: Family, parts: dict, captions: list[str], *, device: torch.device) -> None:
-        self.family = family
+        self.family, self.parts, self.device = family, parts, device
         self.unique = sorted(set(captions))
         self.row_of = {caption: i for i, caption in enumerate(self.unique)}
         self.token_ids = family.tokenize(parts, self.unique, device)
         self.cached: Conditioning | None = None
+        self.frozen_text_encoders: dict | None = None
 
     @torch.no_grad()
     def cache_embeddings(self, text_encoders: dict, dtype: torch.dtype) -> None:
         self.cached = self.family.encode_prompts(text_encoders, self.token_ids).to(dtype)
+        self.frozen_text_encoders, self.dtype = text_encoders, dtype
 
     def rows(self, captions: list[str]) -> list[int]:
         return [self.row_of[caption] for caption in captions]
 
     def embeddings(self, captions: list[str], text_encoders: dict | None = None) -> Conditioning:
+        if any(caption not in self.row_of for caption in captions):
+            return self._encode_now(captions, text_encoders)
         rows = self.rows(captions)
         if self.cached is not None:
             return self.cached.rows(rows)
         return self.family.encode_prompts(text_encoders, {name: ids[rows] for name, ids in self.token_ids.items()})
 
+    def _encode_now(self, captions: list[str], text_encoders: dict | None) -> Conditioning:
+        token_ids = self.family.tokenize(self.parts, captions, self.device)
+        if self.frozen_text_encoders is None:
+            return self.family.encode_prompts(text_encoders, token_ids)
+        with torch.no_grad():
+            return self.family.encode_prompts(self.frozen_text_encoders, token_ids).to(self.dtype)
+
+
+@dataclass
+class Bucket:
+    """The examples of one size: their latents, and the class images' latents at the same size."""
+
+    size: Size  # (width, height)
+    members: list[int]  # indices into the instance examples
+    latents: LatentSource
+    class_latents: LatentSource | None  # None without prior preservation
+    latent_shape: tuple[int, ...]
+
+
+@dataclass
+class CaptionDraws:
+    """kohya's caption dropout and part shuffling, per step."""
+
+    dropout: float = 0.0
+    shuffle_parts: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.dropout) or self.shuffle_parts
+
+    def apply(self, captions: list[str], seed: int, micro_step: int, process_index: int) -> list[str]:
+        # its own generator: the noise and timesteps of a step do not move when dropout is switched on
+        rng = random.Random((seed * 1_000_003 + micro_step) * 1009 + process_index + 0x5EED)
+        return [training_caption(caption, rng, dropout=self.dropout, shuffle=self.shuffle_parts)
+                for caption in captions]
+
 
 @dataclass
 class TrainingData:
-    """The examples as the loop draws them: latents to sample, captions to embed."""
+    """The examples as the loop draws them: latents to sample per bucket, captions to embed."""
 
     instance: Examples
-    instance_latents: LatentSource
-    class_latents: LatentSource | None  # None without prior preservation
+    buckets: list[Bucket]
     class_prompt: str
     prompts: PromptSource
-    latent_shape: tuple[int, ...]
+    caption_draws: CaptionDraws = field(default_factory=CaptionDraws)
+
+    @property
+    def has_prior(self) -> bool:
+        return self.buckets[0].class_latents is not None
 
     def draw(self, micro_step: int, generator: torch.Generator, *, seed: int, per_process: int, process_index: int,
-             num_processes: int) -> tuple[torch.Tensor, list[str], int]:
-        """A process's share of a micro-batch as sampled latents, instance examples first, then class
-        examples with prior preservation. Returns (latents, the caption of each, number of instance examples)."""
-        picked = data_indices(micro_step, count=len(self.instance), per_process=per_process,
-                              process_index=process_index, num_processes=num_processes, seed=seed)
-        latents = [self.instance_latents.sample(picked,
-                                                torch.randn((len(picked), *self.latent_shape), generator=generator))]
-        captions = [self.instance.captions[i] for i in picked]
-        if self.class_latents is not None:
-            picked_class = data_indices(micro_step, count=self.class_latents.count, per_process=per_process,
-                                        process_index=process_index, num_processes=num_processes, seed=seed + 1)
-            noise = torch.randn((len(picked_class), *self.latent_shape), generator=generator)
-            latents.append(self.class_latents.sample(picked_class, noise))
+             num_processes: int) -> tuple[torch.Tensor, list[str], int, Bucket, list[int]]:
+        """A process's share of a micro-batch as sampled latents, all from one bucket, instance examples first,
+        then class examples with prior preservation. Returns (latents, the caption of each, number of instance
+        examples, the bucket, the instance examples' indices)."""
+        counts = [len(bucket.members) for bucket in self.buckets]
+        index, bucket_batch = bucket_step(micro_step, counts, per_process * num_processes, seed)
+        bucket, own_seed = self.buckets[index], bucket_seed(seed, index)
+        picked = data_indices(bucket_batch, count=len(bucket.members), per_process=per_process,
+                              process_index=process_index, num_processes=num_processes, seed=own_seed)
+        latents = [bucket.latents.sample(picked,
+                                         torch.randn((len(picked), *bucket.latent_shape), generator=generator))]
+        examples = [bucket.members[i] for i in picked]
+        captions = [self.instance.captions[i] for i in examples]
+        if self.caption_draws.active:
+            captions = self.caption_draws.apply(captions, seed, micro_step, process_index)
+        if bucket.class_latents is not None:
+            picked_class = data_indices(bucket_batch, count=bucket.class_latents.count, per_process=per_process,
+                                        process_index=process_index, num_processes=num_processes, seed=own_seed + 1)
+            noise = torch.randn((len(picked_class), *bucket.latent_shape), generator=generator)
+            latents.append(bucket.class_latents.sample(picked_class, noise))
             captions += [self.class_prompt] * len(picked_class)
-        return torch.cat(latents), captions, len(picked)
+        return torch.cat(latents), captions, len(picked), bucket, examples
+
+    def geometry(self, examples: list[int], num_class: int) -> list[ImageGeometry | None]:
+        """Each drawn example's photo geometry (class images and square-crop sets have none)."""
+        known = self.instance.geometry
+        return [known[i] if known else None for i in examples] + [None] * num_class
 
 
 def encode_training_data(instance: Examples, class_images: ClassImages | None, *, class_prompt: str, family: Family,
                          parts: dict, frozen_text_encoders: dict | None, resolution: int, cache_latents: bool,
-                         device: torch.device, dtype: torch.dtype) -> TrainingData:
-    """Instance and class images as latent sources (encoded once by the frozen VAE when ``cache_latents``),
-    captions as token ids, embedded once by ``frozen_text_encoders`` (None: a text encoder trains, so the
-    captions are embedded every step). ``parts`` are the base pipeline's components."""
+                         device: torch.device, dtype: torch.dtype, caption_draws: CaptionDraws | None = None,
+                         ) -> TrainingData:
+    """Instance and class images as latent sources per bucket (encoded once by the frozen VAE when
+    ``cache_latents``), captions as token ids, embedded once by ``frozen_text_encoders`` (None: a text encoder
+    trains, so the captions are embedded every step). ``parts`` are the base pipeline's components."""
     vae = parts["vae"]
     shift, scaling = family.latent_scaling(vae.config)
+    caption_draws = caption_draws or CaptionDraws()
 
-    def latents(paths: list[Path]) -> LatentSource:
-        return LatentSource(vae, load_pixels(paths, resolution), cache=cache_latents, device=device, dtype=dtype,
+    def latents(paths: list[Path], size: int | Size) -> LatentSource:
+        return LatentSource(vae, load_pixels(paths, size), cache=cache_latents, device=device, dtype=dtype,
                             shift=shift, scaling=scaling)
 
-    instance_latents = latents(instance.images)
-    class_latents = None
+    sizes = instance.sizes or [(resolution, resolution)] * len(instance)
+    _check_sizes(instance.sizes or [], family)
+    if class_images is not None and not class_images.images:
+        raise HubtoolsError(f"no class images in {class_images.dir}: set prior.source to a folder of "
+                            "class images, or delete that folder to generate them again")
+    buckets = []
+    for size in sorted(set(sizes), key=lambda s: (s[0] / s[1], s[0])):
+        members = [i for i, own in enumerate(sizes) if own == size]
+        pixels_size: int | Size = resolution if instance.sizes is None else size
+        bucket_latents = latents([instance.images[i] for i in members], pixels_size)
+        class_latents = None
+        if class_images is not None:
+            class_latents = latents(class_images.for_size(size), pixels_size)
+        buckets.append(Bucket(size, members, bucket_latents, class_latents, bucket_latents.latent_shape()))
     captions = list(instance.captions)
     if class_images is not None:
-        if not class_images.images:
-            raise HubtoolsError(f"no class images in {class_images.dir}: set prior.source to a folder of "
-                                "class images, or delete that folder to generate them again")
-        class_latents = latents(class_images.images)
         captions.append(class_prompt)
+    if caption_draws.dropout:
+        captions.append("")
     prompts = PromptSource(family, parts, captions, device=device)
     if frozen_text_encoders is not None:
         prompts.cache_embeddings(frozen_text_encoders, dtype)
-    return TrainingData(instance, instance_latents, class_latents, class_prompt, prompts,
-                        instance_latents.latent_shape())
+    return TrainingData(instance, buckets, class_prompt, prompts, caption_draws)
+
+
+def _check_sizes(sizes: list[Size], family: Family) -> None:
+    multiple = family.size_multiple
+    wrong = next((size for size in sizes if size[0] % multiple or size[1] % multiple), None)
+    if wrong is not None:
+        raise InputError(f"a concept image is {wrong[0]}x{wrong[1]}, but {family.title} needs sides that are "
+                         f"multiples of {multiple}: prepare the set again with --size-multiple {multiple}")
 
 
 def data_indices(micro_step: int, *, count: int, per_process: int, process_index: int, num_processes: int,

@@ -30,7 +30,8 @@ from hubtools.reporting import Reporter, SilentReporter, reporter_or_silent
 from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
-    Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples, step_generator,
+    CaptionDraws, Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples,
+    step_generator,
 )
 from hubtools.training.final_weights import save_final_lora, save_final_pipeline
 from hubtools.training.loss import LossParts, dreambooth_loss
@@ -111,7 +112,8 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     where.effective, where.choice = plan.trained_config, plan.choice
     run.reporter.note(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
     models = load_trainable_models(plan.trained_config, run.accelerator, seed=cfg.training.seed,
-                                   weight_dtype=run.weight_dtype, token=run.token, reporter=run.reporter)
+                                   weight_dtype=run.weight_dtype, token=run.token, reporter=run.reporter,
+                                   class_image_sizes=instance.bucket_counts())
     data = _encode_data(run, plan.trained_config, models, instance)
     optimization = prepare_optimization(plan.trained_config, models, run.accelerator)
     logs = _open_logs(run, plan)
@@ -212,6 +214,7 @@ def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels,
         frozen_text_encoders=None if models.trained_text_encoders else models.text_encoders,
         resolution=cfg.training.resolution, cache_latents=cfg.training.cache_latents, device=run.device,
         dtype=run.weight_dtype,
+        caption_draws=CaptionDraws(cfg.training.caption_dropout, cfg.training.shuffle_caption_parts),
     )
 
 
@@ -252,7 +255,7 @@ def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableMod
             f"x {run.accelerator.num_processes} process(es), {describe_precision(run.mixed_precision)} on "
             f"{run.device}")
     run.reporter.progress("training", start_step, total)
-    window = LossWindow(logs.metrics, run.reporter, run.device, has_prior=data.class_latents is not None,
+    window = LossWindow(logs.metrics, run.reporter, run.device, has_prior=data.has_prior,
                         learning_rate=cfg.learning_rate, mixed_precision=run.mixed_precision,
                         run_started=run.started, started=loop_started)
     for step in range(start_step, total):
@@ -330,7 +333,11 @@ def _summarise(run: _TrainingSession, plan: TrainingPlan, models: TrainableModel
                   "gradient_accumulation_steps": training.gradient_accumulation_steps,
                   "use_8bit_adam": training.use_8bit_adam, "gradient_checkpointing": training.gradient_checkpointing,
                   "cache_latents": training.cache_latents, "train_text_encoder": models.train_text_encoder,
-                  "resolution": training.resolution},
+                  "resolution": training.resolution,
+                  **({"buckets": {f"{b.size[0]}x{b.size[1]}": len(b.members) for b in data.buckets}}
+                     if data.instance.sizes is not None else {}),
+                  **({"caption_dropout": training.caption_dropout} if training.caption_dropout else {}),
+                  **({"shuffle_caption_parts": True} if training.shuffle_caption_parts else {})},
     )
 
 
@@ -364,12 +371,14 @@ def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models:
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
     training, family = cfg.training, models.family
     generator = step_generator(training.seed, micro, run.accelerator.process_index)
-    latents, captions, num_instance = data.draw(
+    latents, captions, num_instance, bucket, examples = data.draw(
         micro, generator, seed=training.seed, per_process=training.batch_size,
         process_index=run.accelerator.process_index, num_processes=run.accelerator.num_processes)
     batch = family.noisy_input_and_target(models.noise_scheduler, latents, generator, training, run.device)
     with run.accelerator.autocast():
-        conditioning = data.prompts.embeddings(captions, optimization.text_encoders)
+        conditioning = family.with_image_conditioning(
+            data.prompts.embeddings(captions, optimization.text_encoders),
+            data.geometry(examples, len(captions) - num_instance), bucket.size)
         prediction = family.predict(optimization.denoiser, batch.model_input, batch.timesteps, conditioning)
     return dreambooth_loss(prediction, batch.target, num_instance=num_instance,
                            prior_loss_weight=cfg.prior.loss_weight, weights=batch.weights)

@@ -72,8 +72,10 @@ class Optimization:
 
 
 def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
-                          reporter: Reporter) -> TrainableModels:
-    """The base model, its class images for prior preservation, then its parts set up for training."""
+                          reporter: Reporter, class_image_sizes: dict[tuple[int, int], int] | None = None,
+                          ) -> TrainableModels:
+    """The base model, its class images for prior preservation (at the instance images' bucket sizes, in their
+    proportions: ``class_image_sizes``; None: the training square), then its parts set up for training."""
     from accelerate.utils import set_seed
 
     device = accelerator.device
@@ -90,7 +92,7 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
         from hubtools.prior import ensure_class_images
 
         with accelerator.main_process_first():
-            class_images = ensure_class_images(cfg, base, device=device, reporter=reporter)
+            class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
 
     models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)

@@ -1,5 +1,5 @@
-"""Likes, discussions and pull-request threads of the local hub's repos: the ``CommunityStore`` half of
-``Storage`` (same database, same transactions; the tables are in ``storage._SCHEMA``).
+"""Likes, discussions and pull-request threads of the local hub's repos: ``CommunityStore``, which
+``Storage`` holds as ``storage.community`` (same ``Database``; the tables are in ``schema.py``).
 
 A pull request is also a ref ``refs/pr/N``; committing to it and merging it are commit operations, so they
 live in ``storage.py`` and call ``add_event`` here in their own transaction.
@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from hubtools.localhub.errors import NotFound, RevisionNotFound
-
-DEFAULT_BRANCH = "main"
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from hubtools.localhub.naming import DEFAULT_BRANCH
+from hubtools.localhub.schema import Database, now_iso
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ def comment_data(text: str) -> dict:
 def add_event(db: sqlite3.Connection, repo_type: str, repo_id: str, num: int, kind: str, author: str,
               data: dict) -> int:
     cursor = db.execute("INSERT INTO discussion_events (repo_type, repo_id, num, type, author, created_at, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (repo_type, repo_id, num, kind, author, _now_iso(),
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (repo_type, repo_id, num, kind, author, now_iso(),
                                                          json.dumps(data)))
     return int(cursor.lastrowid)
 
@@ -73,22 +67,19 @@ def next_number(db: sqlite3.Connection, repo_type: str, repo_id: str) -> int:
 
 
 class CommunityStore:
-    """Likes and discussions; mixed into ``Storage``, which provides the connection and transactions."""
+    """Likes and discussions of the repos of one ``Database``."""
 
-    def _connect(self) -> sqlite3.Connection:  # pragma: no cover - provided by Storage
-        raise NotImplementedError
-
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # pragma: no cover - by Storage
-        raise NotImplementedError
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # ---- likes ---------------------------------------------------------------------------------
 
     def like(self, repo_type: str, repo_id: str, user: str, liked: bool = True) -> None:
         """Like (or unlike) a repo as ``user``; the repo's like count follows (an admin-set count is the base)."""
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             if liked:
                 changed = db.execute("INSERT OR IGNORE INTO likes VALUES (?, ?, ?, ?)",
-                                     (repo_type, repo_id, user, _now_iso())).rowcount
+                                     (repo_type, repo_id, user, now_iso())).rowcount
                 delta = changed
             else:
                 delta = -db.execute("DELETE FROM likes WHERE repo_type = ? AND repo_id = ? AND user = ?",
@@ -98,13 +89,13 @@ class CommunityStore:
                            (delta, repo_type, repo_id))
 
     def likers(self, repo_type: str, repo_id: str) -> list[str]:
-        rows = self._connect().execute("SELECT user FROM likes WHERE repo_type = ? AND repo_id = ? ORDER BY liked_at",
+        rows = self.db.connect().execute("SELECT user FROM likes WHERE repo_type = ? AND repo_id = ? ORDER BY liked_at",
                                        (repo_type, repo_id))
         return [row[0] for row in rows]
 
     def liked_by(self, user: str) -> list[tuple[str, str, str]]:
         """(repo_type, repo_id, liked_at) of every repo ``user`` likes, newest first."""
-        rows = self._connect().execute("SELECT repo_type, repo_id, liked_at FROM likes WHERE user = ? "
+        rows = self.db.connect().execute("SELECT repo_type, repo_id, liked_at FROM likes WHERE user = ? "
                                        "ORDER BY liked_at DESC", (user,))
         return [tuple(row) for row in rows]
 
@@ -113,8 +104,8 @@ class CommunityStore:
     def create_discussion(self, repo_type: str, repo_id: str, *, title: str, author: str, description: str,
                           pull_request: bool, status: str | None = None, target: str = DEFAULT_BRANCH) -> int:
         """Open a discussion, or a pull request (ref ``refs/pr/N`` from the head of ``target``); returns N."""
-        now = _now_iso()
-        with self._transaction() as db:
+        now = now_iso()
+        with self.db.transaction() as db:
             num = next_number(db, repo_type, repo_id)
             base_oid = None
             if pull_request:
@@ -134,7 +125,7 @@ class CommunityStore:
         return num
 
     def delete_discussion(self, repo_type: str, repo_id: str, num: int) -> None:
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             for table in ("discussions", "discussion_events"):
                 db.execute(f"DELETE FROM {table} WHERE repo_type = ? AND repo_id = ? AND num = ?",
                            (repo_type, repo_id, num))
@@ -142,19 +133,19 @@ class CommunityStore:
                        (repo_type, repo_id, str(num)))
 
     def list_discussions(self, repo_type: str, repo_id: str) -> list[Discussion]:
-        rows = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
+        rows = self.db.connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
                                        "AND repo_id = ? ORDER BY num DESC", (repo_type, repo_id))
         return [Discussion(*row) for row in rows]
 
     def get_discussion(self, repo_type: str, repo_id: str, num: int) -> Discussion:
-        row = self._connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
+        row = self.db.connect().execute(f"SELECT {_DISCUSSION_COLUMNS} FROM discussions WHERE repo_type = ? "
                                       "AND repo_id = ? AND num = ?", (repo_type, repo_id, num)).fetchone()
         if row is None:
             raise NotFound(f"Discussion #{num} of {repo_id} not found.")
         return Discussion(*row)
 
     def discussion_events(self, repo_type: str, repo_id: str, num: int) -> list[DiscussionEvent]:
-        rows = self._connect().execute("SELECT id, type, author, created_at, data FROM discussion_events "
+        rows = self.db.connect().execute("SELECT id, type, author, created_at, data FROM discussion_events "
                                        "WHERE repo_type = ? AND repo_id = ? AND num = ? ORDER BY id",
                                        (repo_type, repo_id, num))
         return [DiscussionEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
@@ -162,7 +153,7 @@ class CommunityStore:
     def add_discussion_event(self, repo_type: str, repo_id: str, num: int, kind: str, author: str, data: dict,
                              **changes: str) -> DiscussionEvent:
         """Add a comment / status-change / title-change event, and apply ``changes`` (status, title)."""
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             for column, value in changes.items():
                 if column not in ("status", "title"):
                     raise ValueError(column)
@@ -170,6 +161,3 @@ class CommunityStore:
                            (value, repo_type, repo_id, num))
             event_id = add_event(db, repo_type, repo_id, num, kind, author, data)
         return next(e for e in self.discussion_events(repo_type, repo_id, num) if e.id == event_id)
-
-    def next_pr_number(self, repo_type: str, repo_id: str) -> int:
-        return next_number(self._connect(), repo_type, repo_id)
