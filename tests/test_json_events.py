@@ -186,18 +186,29 @@ def test_the_hub_admin_commands(tmp_path, capsys, tiny_model_repo, local_hub):
     run_json(capsys, "hub", "publish-tiny-model", "--endpoint", local_hub.url, code=2)
 
 
-def test_hub_serve_speaks_json_from_its_first_line(tmp_path):
+def _first_event_of_a_server(*args: str) -> dict:
+    """Start a server command with --json, read its first event, stop it with Ctrl-C; all its lines are events."""
     env = {key: value for key, value in os.environ.items() if key != "HF_TOKEN"}
-    process = subprocess.Popen([sys.executable, "-m", "hubtools", "--json", "hub", "serve", "--data", str(tmp_path / "d"),
-                                "--port", "0", "--token", "carol=json-token"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "hubtools", "--json", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = parse_events(process.stdout.readline())[0]
-        assert first["event"] == "result" and first["data"]["url"].startswith("http://127.0.0.1:")
     finally:
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=30)
     parse_events(out)
+    return first
+
+
+def test_hub_serve_speaks_json_from_its_first_line(tmp_path):
+    first = _first_event_of_a_server("hub", "serve", "--data", str(tmp_path / "d"), "--port", "0",
+                                     "--token", "carol=json-token")
+    assert first["event"] == "result" and first["data"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_studio_speaks_json_from_its_first_line(tmp_path):
+    first = _first_event_of_a_server("studio", "--data", str(tmp_path / "studio"), "--port", "0")
+    assert first["event"] == "result" and first["data"]["text"].startswith("http://127.0.0.1:")
 
 
 @pytest.mark.slow
@@ -212,6 +223,7 @@ COVERED_HERE = {
     "sample": "test_the_run_commands", "eval": "test_the_run_commands", "card": "test_the_run_commands",
     "push": "test_the_run_commands", "demo": "test_demo_speaks_json",
     "hub serve": "test_hub_serve_speaks_json_from_its_first_line",
+    "studio": "test_studio_speaks_json_from_its_first_line",
     **{f"hub {name}": "test_the_hub_admin_commands" for name in (
         "set-likes", "set-downloads", "seed", "publish-tiny-model", "token add", "token list", "token revoke",
         "fsck", "gc", "backup")},
