@@ -167,7 +167,7 @@ def _base_model(config: RunConfig, train: TrainResult | None) -> dict[str, Any]:
         "path": model_id if local else None,
         "on_hub": not local,
         "revision": (train.base_revision if train else None) or config.model.revision,
-        "url": None if local else f"https://huggingface.co/{model_id}",
+        "url": None if local else f"{current_endpoint().rstrip('/')}/{model_id}",  # on the hub the run is pushed to
     }
 
 
@@ -320,7 +320,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "present": prepared is not None,
         "source": local_name(source) if dataset_id is None else dataset_id,
         "dataset_id": dataset_id,
-        "dataset_url": f"https://huggingface.co/datasets/{dataset_id}" if dataset_id else None,
+        "dataset_url": f"{current_endpoint().rstrip('/')}/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,
         "resolution": (prepared.resolution if prepared else None) or config.training.resolution,
         "accepted": counts.get("accepted"),

@@ -89,6 +89,8 @@ def create_app(storage: Storage, tokens: TokenBook, settings: HubSettings | None
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404 and pages.wants_html(request):
+            return pages.not_found_page(request)  # a browser on an unknown page; API clients keep the JSON
         message = "Not found: no such endpoint." if error.status_code == 404 else str(error.detail)
         return error_response(error.status_code, message)
 

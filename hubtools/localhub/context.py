@@ -30,6 +30,7 @@ from hubtools.localhub.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
+from hubtools.localhub.sessions import SessionBook
 from hubtools.localhub.storage import Commit, Repo, Storage
 
 MAX_JSON_BODY = 16 * 1024 * 1024
@@ -77,6 +78,7 @@ class HubContext:
     lfs_tickets: dict[str, LfsTicket] = field(default_factory=dict)
     tickets_lock: threading.Lock = field(default_factory=threading.Lock)
     organizations: Organizations = field(default_factory=Organizations)
+    sessions: SessionBook = field(default_factory=SessionBook)  # the pages' signed-in browsers
 
     # ---- who is asking, and may they --------------------------------------------------------
 
@@ -87,6 +89,19 @@ class HubContext:
     def viewer(self, request: Request) -> str | None:
         identity = self.identity(request)
         return identity.user if identity else None
+
+    def file_reader(self, request: Request) -> str | None:
+        """Who downloads a file: the token's user; without a token, for a GET the hub's own pages make (an
+        image of a card, a Download link), the signed-in browser's user, so private repos look right to
+        those who may read them. The session cookie is SameSite=Strict, and a browser that says the request
+        comes from another site is not trusted with it either."""
+        identity = self.identity(request)
+        if identity is not None or request.method != "GET":
+            return identity.user if identity else None
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return None
+        session = self.sessions.current(request, self.tokens)
+        return session.user if session else None
 
     def require_writer(self, request: Request, namespace: str) -> str:
         """The user that may write ``namespace`` with this request's token: 401 without a token; 403 when the

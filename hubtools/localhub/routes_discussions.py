@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
 from hubtools.localhub.context import MAX_TEXT, MAX_TITLE, Hub, HubContext, check_text, json_object
+from hubtools.localhub.diffs import git_diff, pull_request_changes
 from hubtools.localhub.errors import BadRequest, Forbidden
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
 from hubtools.localhub.community import Discussion, DiscussionEvent, comment_data
@@ -74,7 +75,8 @@ def _details_json(hub: HubContext, repo: Repo, discussion: Discussion) -> dict:
                            "mergeCommitId": discussion.merge_oid,
                            "headCommitId": head.commit_oid if head else None}
         data["filesWithConflicts"] = []
-        data["diff"] = None
+        data["diff"] = git_diff(pull_request_changes(hub.storage, repo.repo_type, repo.repo_id, discussion.base_oid,
+                                                     head.commit_oid if head else None))
     return data
 
 

@@ -1,5 +1,12 @@
-"""The download route: ``resolve/{revision}/{path}`` for each repo type, GET or HEAD, with one byte Range
-(what huggingface_hub's resumed and parallel downloads send).
+"""The download routes for each repo type: ``resolve/{revision}/{path}`` (the file's content), GET or HEAD,
+with one byte Range (what huggingface_hub's resumed and parallel downloads send), and ``raw/`` (the file
+as git stores it, as on the Hub: an LFS file's pointer).
+
+A file is untrusted content served from the hub's own origin: every answer says ``nosniff`` and a
+sandboxing Content-Security-Policy, so an HTML or SVG file opened in a browser runs nothing. Without a
+token, a same-origin GET from a signed-in browser reads as its user (``HubContext.file_reader``): the
+pages' images and Download links of a private repo work for those who may read it, and answer everyone
+else exactly like a missing repo.
 
 Every read is verified (``BlobStore``): a whole file is hashed as it streams and its last chunk held back
 until the hash matches, so a damaged blob ends the connection before the last byte (the client fails and
@@ -11,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -21,8 +28,10 @@ from hubtools.localhub import naming
 from hubtools.localhub.blobs import BlobDamaged
 from hubtools.localhub.context import Hub, HubContext, repo_url
 from hubtools.localhub.errors import EntryNotFound, RangeNotSatisfiable
+from hubtools.localhub.trees import lfs_pointer
 
 SMALL_FILE = 256 * 1024
+FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
 router = APIRouter()
 
@@ -54,21 +63,36 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def _resolve_file(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
-                  path: str) -> Response:
-    repo = hub.visible_repo(request, repo_type, namespace, name)
+def content_disposition(file_name: str) -> str:
+    """``inline`` with the name as RFC 6266 gives it: an ASCII ``filename`` for old clients and the exact
+    name as ``filename*`` (UTF-8, percent-encoded)."""
+    fallback = file_name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+def _file_entry(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+                path: str) -> tuple[Any, Any, str]:
+    reader = hub.file_reader(request)
+    repo = hub.repo_visible_to(reader, repo_type, namespace, name)
     commit, _ = hub.resolve(repo, revision)
     file_path = naming.check_path(unquote(path))
-    hub.require_download(hub.viewer(request), repo, file_path, repo_url(request, repo))
+    hub.require_download(reader, repo, file_path, repo_url(request, repo))
     entry = commit.tree.get(file_path)
     if entry is None:
         raise EntryNotFound(f"{file_path} does not exist at revision {unquote(revision)}.",
                             extra={"repo_commit": commit.oid})
+    return commit, entry, file_path
+
+
+async def _resolve_file(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+                        path: str) -> Response:
+    commit, entry, file_path = _file_entry(hub, request, repo_type, namespace, name, revision, path)
     headers = {
         "X-Repo-Commit": commit.oid,
         "ETag": f'"{entry.etag}"',
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'inline; filename="{file_path.rsplit("/", 1)[-1].encode("ascii", "replace").decode().replace(chr(34), "_")}"',
+        "Content-Disposition": content_disposition(file_path.rsplit("/", 1)[-1]),
+        **FILE_HEADERS,
     }
     if entry.lfs:
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
@@ -129,6 +153,25 @@ def _resolve_route(bound_type: str):
     return resolve_file
 
 
+def _raw_file(hub: HubContext, request: Request, repo_type: str, namespace: str, name: str, revision: str,
+              path: str) -> Response:
+    commit, entry, file_path = _file_entry(hub, request, repo_type, namespace, name, revision, path)
+    content = lfs_pointer(entry.sha256, entry.size) if entry.lfs else hub.storage.blobs.read_blob(entry.sha256)
+    headers = {"X-Repo-Commit": commit.oid, "Content-Disposition": content_disposition(file_path.rsplit("/", 1)[-1]),
+               "Content-Length": str(len(content)), **FILE_HEADERS}
+    media_type = "application/octet-stream" if b"\0" in content[:8000] else "text/plain; charset=utf-8"
+    return Response(b"" if request.method == "HEAD" else content, headers=headers, media_type=media_type)
+
+
+def _raw_route(bound_type: str):
+    def raw_file(request: Request, namespace: str, name: str, revision: str, path: str, hub: Hub) -> Response:
+        return _raw_file(hub, request, bound_type, namespace, name, revision, path)
+
+    return raw_file
+
+
 for _prefix, _repo_type in (("/datasets", "dataset"), ("/spaces", "space"), ("", "model")):
     router.add_api_route(f"{_prefix}/{{namespace}}/{{name}}/resolve/{{revision}}/{{path:path}}",
                          _resolve_route(_repo_type), methods=["GET", "HEAD"], name=f"resolve_{_repo_type}")
+    router.add_api_route(f"{_prefix}/{{namespace}}/{{name}}/raw/{{revision}}/{{path:path}}",
+                         _raw_route(_repo_type), methods=["GET", "HEAD"], name=f"raw_{_repo_type}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from hubtools.localhub import naming
+from hubtools.localhub.errors import BadRequest
 from hubtools.localhub.naming import URL_PREFIXES
 from hubtools.localhub.storage import Repo
 
@@ -32,3 +34,18 @@ def as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def repo_links(value: Any, repo_type: str) -> list[tuple[str, str | None]]:
+    """A card's ``base_model`` or ``datasets`` as (text, link on this hub): a link only for a valid repo id,
+    so a card's ``//evil.example/x`` or ``https://...`` shows as text and never leads off the hub."""
+    links = []
+    for text in as_list(value):
+        namespace, _, name = text.partition("/")
+        try:
+            repo_id = naming.check_repo_id(namespace, name)
+        except BadRequest:
+            links.append((text, None))
+            continue
+        links.append((text, f"/{URL_PREFIXES[repo_type]}{repo_id}"))
+    return links

@@ -3,7 +3,8 @@ nh3 sanitises, and repo-relative image and link targets become ``resolve/`` and 
 
 A card is untrusted input: raw HTML in it is allowed through markdown-it (cards use ``<img>``,
 ``<details>``...) and then cut down by nh3 to an allow-list of tags and attributes, with http(s) and
-mailto the only URL schemes; scripts, event handlers, ``javascript:`` URLs and SVG never survive.
+mailto the only URL schemes; scripts, event handlers, ``javascript:`` URLs and SVG never survive, nor
+any ``style``, ``id`` or class but Pygments' (a card cannot dress up as the site).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from markdown_it import MarkdownIt
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
+from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\r?\n.*?\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
@@ -24,7 +26,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 _TAGS = set(nh3.ALLOWED_TAGS) - {"map", "area"}  # image maps carry their own links: not worth vetting
 _ATTRIBUTES = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
-_ATTRIBUTES.setdefault("*", set()).update({"class", "title", "lang"})
+_ATTRIBUTES.setdefault("*", set()).update({"title", "lang"})
+# A card may not borrow the site's classes (a fake "topbar" or "alert" over the real header): the only
+# classes kept are those of the code highlighting the card's own fences get.
+_CLASSES = {"pre": {"highlight"}, "span": {name for name in STANDARD_TYPES.values() if name}}
 _ATTRIBUTES["img"].update({"title", "loading"})
 _ATTRIBUTES["a"].update({"title"})
 _ATTRIBUTES.setdefault("details", set()).add("open")
@@ -92,6 +97,7 @@ def render_card(text: str, *, repo_path: str, revision: str) -> str:
         tags=_TAGS,
         clean_content_tags=_DROP_WITH_CONTENT,
         attributes=_ATTRIBUTES,
+        allowed_classes=_CLASSES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
         attribute_filter=rewrite,

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from hubtools.localhub.context import HubContext
 from hubtools.localhub.errors import HubHTTPError, RepoMoved
 from hubtools.localhub.pages.formatting import as_list, file_url, human_size, repo_path
-from hubtools.localhub.pages.session import Session, SessionBook
+from hubtools.localhub.sessions import Session
 from hubtools.localhub.pages.summaries import SummaryCache
 
 HERE = Path(__file__).parent
@@ -49,7 +49,7 @@ class PageState:
     """What the pages keep besides the hub's storage: sessions and the summary cache (per app)."""
 
     def __init__(self, hub: HubContext) -> None:
-        self.sessions = SessionBook()
+        self.sessions = hub.sessions  # shared with the downloads, which the pages' images and links use
         self.summaries = SummaryCache(hub.storage)
         # Read every card once in the background, so that tag filters and the tag list are quick and whole.
         threading.Thread(target=self.summaries.warm, args=(hub.storage.list_repos(),),
@@ -102,3 +102,13 @@ async def page(request: Request, build: Any, *args: Any) -> Response:
         raise  # the app redirects to the same page under the repo's new name, as for the API
     except HubHTTPError as error:
         return error_page(request, error)
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page (the API's clients never accept ``text/html``): it gets an HTML error."""
+    return (request.method in ("GET", "HEAD") and not request.url.path.startswith("/api/")
+            and "text/html" in request.headers.get("accept", ""))
+
+
+def not_found_page(request: Request) -> HTMLResponse:
+    return render(request, "error.html.j2", status=404, title="Not found", message="There is no page here.")

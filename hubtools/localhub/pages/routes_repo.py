@@ -16,11 +16,11 @@ from hubtools.localhub import naming
 from hubtools.localhub.context import UNGATED_FILES, base_url
 from hubtools.localhub.errors import EntryNotFound
 from hubtools.localhub.pages import dataset_viewer, repo_view
-from hubtools.localhub.pages.formatting import as_list, repo_path
+from hubtools.localhub.pages.formatting import as_list, repo_links, repo_path
 from hubtools.localhub.pages.likes import likes_it, toggle_like
 from hubtools.localhub.pages.markdown import highlight_code, render_card
 from hubtools.localhub.pages.render import hub_of, page, page_state, render, session_of, viewer
-from hubtools.localhub.pages.session import csrf_ok, identity_of
+from hubtools.localhub.sessions import csrf_ok, identity_of
 from hubtools.localhub.pages.summaries import IMAGE_SUFFIXES
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
 
@@ -75,7 +75,8 @@ def _repo_page(request: Request, repo_type: str, namespace: str, name: str) -> H
     card = summary.card or {}
     return render(request, "repo.html.j2", tab="card", card_html=card_html, snippet=code,
                   snippet_html=highlight_code(code, language), eval_rows=repo_view.eval_rows(card),
-                  licence=", ".join(as_list(card.get("license"))), base_models=as_list(card.get("base_model")),
+                  licence=", ".join(as_list(card.get("license"))), base_models=repo_links(card.get("base_model"), "model"),
+                  datasets=repo_links(card.get("datasets"), "dataset"),
                   rows=rows, **context)
 
 

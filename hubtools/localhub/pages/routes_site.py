@@ -6,12 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from hubtools.localhub import naming
+from hubtools.localhub.context import base_url
 from hubtools.localhub.pages import leaderboard, listing
 from hubtools.localhub.pages.markdown import pygments_css
 from hubtools.localhub.pages.render import HERE, hub_of, page, page_state, render, session_of, viewer
-from hubtools.localhub.pages.session import COOKIE, clear_cookie, csrf_ok, set_cookie
+from hubtools.localhub.sessions import COOKIE, clear_cookie, csrf_ok, set_cookie
 
-STATIC_FILES = {"style.css": "text/css", "copy.js": "text/javascript"}
+STATIC_FILES = {"style.css": "text/css", "copy.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 TYPE_TABS = (("model", "Models"), ("dataset", "Datasets"), ("space", "Spaces"))
 
 router = APIRouter()
@@ -28,6 +29,19 @@ def static_file(name: str) -> Response:
         return Response("Not found", status_code=404, media_type="text/plain")
     return Response((HERE / "static" / name).read_bytes(), media_type=STATIC_FILES[name],
                     headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return static_file("favicon.svg")
+
+
+@router.get("/models")
+@router.get("/datasets")
+@router.get("/spaces")
+def listing_redirect(request: Request) -> Response:
+    """The Hub's list pages are the index filtered by type here."""
+    return RedirectResponse(f"/?type={request.url.path.strip('/')[:-1]}", status_code=308)
 
 
 # ---- the index ---------------------------------------------------------------------------------
@@ -94,8 +108,20 @@ def login_form(request: Request) -> Response:
     return render(request, "login.html.j2", next=_safe_next(request.query_params.get("next")), failed=False)
 
 
+def _from_this_hub(request: Request) -> bool:
+    """Whether a form was sent from this hub's own pages: browsers say where a POST comes from (``Origin``,
+    ``Sec-Fetch-Site``); a script without either is not a browser that could be tricked."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin == base_url(request)
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
+    if not _from_this_hub(request):  # login CSRF: another site signing a visitor in as someone else
+        return render(request, "error.html.j2", status=403, title="Refused",
+                      message="Sign in from this hub's own sign-in page.")
     form = await request.form()
     token, target = str(form.get("token", "")), _safe_next(str(form.get("next", "")))
     signed = page_state(request).sessions.sign_in(hub_of(request).tokens, token)
