@@ -258,6 +258,7 @@ COVERED = {
     "card": "test_card",
     "push": "test_push_and_hackathon_check",
     "demo": "test_demo_with_progress_bars",
+    "studio": "test_bad_uploads_get_a_verdict_per_file_and_nothing_lands_outside_the_data_folder",  # tests/test_studio.py
     "hub serve": "test_serve_prints_the_url_first_and_publishes_the_tiny_models",  # tests/test_localhub_cli.py
     "hub set-likes": "test_hub_set_likes_set_downloads_and_seed",
     "hub set-downloads": "test_hub_set_likes_set_downloads_and_seed",

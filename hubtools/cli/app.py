@@ -69,12 +69,14 @@ def _register() -> None:
         identifier,
         push,
         sample,
+        studio,
         train,
         train_and_push,
     )
 
     # In the order `hubtools --help` lists them: the main job first, then its stages, then the groups.
-    for module in (train_and_push, train, sample, evaluate, card, push, demo, hub, concept, identifier, hackathon):
+    for module in (train_and_push, train, sample, evaluate, card, push, demo, studio, hub, concept, identifier,
+                   hackathon):
         module.register(app)
 
 
