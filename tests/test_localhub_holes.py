@@ -247,3 +247,57 @@ def test_a_token_narrowed_to_an_org_acts_nowhere_else(hub, data_dir):
     assert liked.status_code == 403
     api.create_repo("acme/" + uuid.uuid4().hex[:8])  # its own namespace still works
     assert HfApi(endpoint=hub.url, token=BOB).create_pull_request(elsewhere, title="Bob's full token").num
+
+
+# ---- bounded parsing ---------------------------------------------------------------------------
+
+
+def test_deep_nesting_is_a_clean_400_without_a_traceback(hub, client, caplog):
+    repo_id = new_repo(hub, ALICE, "alice")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    answers = {
+        "json route, anonymous": client.post("/api/validate-yaml", content=b'{"content": ' + nested + b"}"),
+        "paths-info, anonymous": client.post(f"/api/models/{repo_id}/paths-info/main", content=nested,
+                                             headers={"content-type": "application/json"}),
+        "commit line": client.post(f"/api/models/{repo_id}/commit/main", content=nested + b"\n",
+                                   headers={**auth(ALICE), "content-type": "application/x-ndjson"}),
+        "card metadata": client.post("/api/validate-yaml", json={"content": "---\na: " + "[" * 100_000 + "\n---\n"}),
+    }
+    for what, response in answers.items():
+        assert response.status_code == 400, (what, response.text)
+        assert "nested too deeply" in response.json()["error"] or "Invalid YAML" in response.json()["error"], what
+    assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
+def test_a_60_mb_commit_line_is_refused_as_it_arrives(hub, client):
+    repo_id = new_repo(hub, ALICE, "alice")
+
+    def body():
+        yield b'{"key": "header", "value": {"summary": "big"}}\n{"key": "file", "value": {"content": "'
+        for _ in range(60):
+            yield b"A" * (1024 * 1024)
+        yield b'", "path": "big.txt", "encoding": "base64"}}\n'
+
+    try:
+        response = client.post(f"/api/models/{repo_id}/commit/main", content=body(),
+                               headers={**auth(ALICE), "content-type": "application/x-ndjson"})
+    except httpx.HTTPError:  # the server may answer and close before the client has sent it all
+        response = None
+    if response is not None:
+        assert response.status_code == 413 and "line 2 too large" in response.json()["error"]
+    assert [s.path for s in HfApi(endpoint=hub.url).list_repo_tree(repo_id)] == [".gitattributes"]
+
+
+def test_text_fields_are_bounded_as_on_the_hub(hub):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id = new_repo(hub, ALICE, "alice")
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    for call in (lambda: api.create_discussion(repo_id, title="t" * 1024 * 1024),
+                 lambda: api.create_pull_request(repo_id, title="A PR", description="d" * 1024 * 1024),
+                 lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id,
+                                         commit_message="m" * 1024 * 1024)):
+        with pytest.raises(HfHubHTTPError) as error:
+            call()
+        assert error.value.response.status_code == 400 and "too long" in error.value.response.json()["error"]
+    assert api.create_discussion(repo_id, title="t" * 200).num

@@ -27,6 +27,8 @@ def parse_card_metadata(text: str) -> dict[str, Any] | None:
         data = yaml.load(match.group(1), Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
         raise CardMetadataError(f"Invalid YAML in the model card metadata: {first_line(error)}") from None
+    except RecursionError:  # nesting a client sent to cost the server a traceback
+        raise CardMetadataError("The model card metadata is nested too deeply.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -39,7 +39,12 @@ MAX_JSON_BODY = 16 * 1024 * 1024
 UNGATED_FILES = frozenset({"README.md", ".gitattributes"})
 # The commit body is read line by line (one file per line), so its total size costs disk, not memory.
 MAX_COMMIT_BODY = 16 * 1024**3
-MAX_COMMIT_LINE = 64 * 1024 * 1024
+# One line carries one inline file: the Hub's regular files are at most 10 MB (13.4 MB in base64).
+MAX_COMMIT_LINE = 16 * 1024 * 1024
+# Text fields, as the Hub bounds them: a discussion's title, a commit's summary, a comment or description.
+MAX_TITLE = 200
+MAX_COMMIT_TITLE = 1000
+MAX_TEXT = 64 * 1024
 MAX_LFS_OBJECT = 64 * 1024**3
 
 
@@ -201,10 +206,7 @@ class HubContext:
         body = await read_body(request, self.settings.max_json_body)
         if not body:
             return {}
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("Request body is not valid JSON.") from None
+        return parse_json(body, "Request body")
 
     # ---- revisions ---------------------------------------------------------------------------
 
@@ -311,6 +313,23 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"Request body too large: at most {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json(text: bytes, what: str) -> Any:
+    """JSON from a client: 400 (never a 500 with a traceback) for bad JSON, and for nesting deeper than
+    the parser's recursion limit, which it reaches after about a thousand levels: linear in the input."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"{what} is not valid JSON.") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply.") from None
+
+
+def check_text(value: str, what: str, limit: int) -> str:
+    if len(value) > limit:
+        raise BadRequest(f"{what} is too long: at most {limit} characters.")
+    return value
 
 
 def json_object(value: Any) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, flag, repo_url
+from hubtools.localhub.context import MAX_COMMIT_TITLE, MAX_TEXT, MAX_TITLE, Hub, HubContext, check_text, flag, parse_json, repo_url
 from hubtools.localhub.errors import BadRequest, PayloadTooLarge
 from hubtools.localhub.routes_upload import SAMPLE_BYTES, lfs_patterns, storage_ref_name, stored_as_lfs
 from hubtools.localhub.storage import AddFile, DeleteFile, DeleteFolder, FileEntry, Repo, git_blob_oid, lfs_pointer
@@ -28,13 +27,14 @@ router = APIRouter()
 
 
 def parse_commit_line(line: bytes, number: int) -> dict:
-    try:
-        item = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(f"Malformed NDJSON: line {number} is not valid JSON.") from None
+    item = parse_json(line, f"Malformed NDJSON: line {number}")
     if not isinstance(item, dict) or not isinstance(item.get("value"), dict) or "key" not in item:
         raise BadRequest(f"Malformed NDJSON: line {number} needs a 'key' and an object 'value'.")
     return item
+
+
+def _line_too_long(number: int, max_line: int) -> str:
+    return f"Commit line {number} too large: at most {max_line} bytes per line (files over 10 MB go through LFS)."
 
 
 async def ndjson_lines(request: Request, max_body: int, max_line: int) -> AsyncIterator[tuple[int, bytes]]:
@@ -42,21 +42,29 @@ async def ndjson_lines(request: Request, max_body: int, max_line: int) -> AsyncI
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise PayloadTooLarge(f"Request body too large: at most {max_body} bytes.")
-    pending, total, number = b"", 0, 0
+    # Linear in the body: each chunk is searched for newlines once, and the unfinished line grows in place,
+    # so a line past ``max_line`` is refused as soon as that many bytes of it have arrived.
+    pending, total, number = bytearray(), 0, 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > max_body:
             raise PayloadTooLarge(f"Request body too large: at most {max_body} bytes.")
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            pending += chunk[start:end]
+            start = end + 1
             number += 1
-            if line.strip():
-                yield number, line
+            if len(pending) > max_line:
+                raise PayloadTooLarge(_line_too_long(number, max_line))
+            if pending.strip():
+                yield number, bytes(pending)
+            pending.clear()
+        else:
+            pending += chunk[start:]
         if len(pending) > max_line:
-            raise PayloadTooLarge(f"Commit line {number + 1} too large: at most {max_line} bytes per file.")
+            raise PayloadTooLarge(_line_too_long(number + 1, max_line))
     if pending.strip():
-        yield number + 1, pending
+        yield number + 1, bytes(pending)
 
 
 def build_operation(hub: HubContext, repo: Repo, item: dict,
@@ -133,6 +141,8 @@ async def commit(request: Request, plural: str, namespace: str, name: str, revis
     parent_commit = header.get("parentCommit")
     if not isinstance(title, str) or not isinstance(description, str):
         raise BadRequest("The commit header's summary and description must be strings.")
+    check_text(title, "The commit's summary", MAX_TITLE if create_pr else MAX_COMMIT_TITLE)  # a PR's title
+    check_text(description, "The commit's description", MAX_TEXT)
     if parent_commit is not None and not isinstance(parent_commit, str):
         raise BadRequest("parentCommit must be a commit id.")
     pr_url = None

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, json_object
+from hubtools.localhub.context import MAX_TEXT, MAX_TITLE, Hub, HubContext, check_text, json_object
 from hubtools.localhub.diffs import git_diff, pull_request_changes
 from hubtools.localhub.errors import BadRequest, Forbidden
 from hubtools.localhub.storage import DEFAULT_BRANCH, Repo
@@ -110,6 +110,8 @@ async def create_discussion(request: Request, plural: str, namespace: str, name:
     title, description = body.get("title"), body.get("description") or ""
     if not isinstance(title, str) or len(title.strip()) < 3 or not isinstance(description, str):
         raise BadRequest("A discussion needs a 'title' of at least 3 characters and a string 'description'.")
+    check_text(title.strip(), "The title", MAX_TITLE)
+    check_text(description, "The description", MAX_TEXT)
     pull_request = bool(body.get("pullRequest"))
     num = await run_in_threadpool(lambda: hub.storage.community.create_discussion(
         repo.repo_type, repo.repo_id, title=title.strip(), author=user, description=description,
@@ -151,6 +153,7 @@ async def comment(request: Request, plural: str, namespace: str, name: str, num:
     text = body.get("comment")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("A comment needs a non-empty 'comment'.")
+    check_text(text, "The comment", MAX_TEXT)
     event = await _add_comment(hub, repo, discussion, user, text)
     return JSONResponse({"newMessage": event_json(event)})
 
@@ -162,6 +165,7 @@ async def rename(request: Request, plural: str, namespace: str, name: str, num: 
     title = body.get("title")
     if not isinstance(title, str) or len(title.strip()) < 3:
         raise BadRequest("A title needs at least 3 characters.")
+    check_text(title.strip(), "The title", MAX_TITLE)
     event = await run_in_threadpool(lambda: hub.storage.community.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "title-change", user,
         {"from": discussion.title, "to": title.strip()}, title=title.strip()))
@@ -179,6 +183,7 @@ async def change_status(request: Request, plural: str, namespace: str, name: str
         raise BadRequest(f"#{discussion.num} is merged: its status cannot change.")
     comment_text = body.get("comment")
     if isinstance(comment_text, str) and comment_text.strip():
+        check_text(comment_text, "The comment", MAX_TEXT)
         await _add_comment(hub, repo, discussion, user, comment_text.strip())
     event = await run_in_threadpool(lambda: hub.storage.community.add_discussion_event(
         repo.repo_type, repo.repo_id, discussion.num, "status-change", user, {"status": status}, status=status))
@@ -190,6 +195,8 @@ async def merge(request: Request, plural: str, namespace: str, name: str, num: s
     repo, discussion, user, body = await _change(hub, request, plural, namespace, name, num)
     hub.require_writer(request, repo.namespace)
     comment_text = body.get("comment") if isinstance(body.get("comment"), str) else None
+    if comment_text is not None:
+        check_text(comment_text, "The comment", MAX_TEXT)
     oid = await run_in_threadpool(lambda: hub.storage.merge_pull_request(
         repo.repo_type, repo.repo_id, discussion.num, author=user, comment=comment_text))
     return JSONResponse({"success": True, "mergeCommitId": oid})

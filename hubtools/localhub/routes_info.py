@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from hubtools.localhub import naming
-from hubtools.localhub.context import Hub, HubContext, flag, json_object, read_body
+from hubtools.localhub.context import Hub, HubContext, flag, json_object, parse_json, read_body
 from hubtools.localhub.errors import BadRequest, EntryNotFound
 from hubtools.localhub.storage import DEFAULT_BRANCH, Commit, FileEntry, Repo
 
@@ -116,10 +115,7 @@ async def paths_info(request: Request, plural: str, namespace: str, name: str, r
     commit, _ = hub.resolve(repo, revision)
     body = await read_body(request, hub.settings.max_json_body)
     if "json" in request.headers.get("content-type", ""):
-        try:
-            data = json_object(json.loads(body or b"{}"))
-        except ValueError:
-            raise BadRequest("Request body is not valid JSON.") from None
+        data = json_object(parse_json(body or b"{}", "Request body"))
         paths = data.get("paths", [])
         expand = bool(data.get("expand"))
     else:
