@@ -392,3 +392,31 @@ def test_evaluate_generator_is_the_light_validation_version(encoders, dog_photos
     assert ours.calls == [("a pkblz dog", 0), ("a pkblz dog", 1), ("a dog", 0)]
     direct = evaluate_images(dog_photos, {"a pkblz dog": dog_photos[:2]}, encoders=encoders, class_images=dog_photos[:1])
     assert scores == direct
+
+
+def test_cli_eval_takes_the_runs_eval_settings_and_flags_override_only_what_is_given(
+        tmp_path, encoder_dirs, dog_photos, capsys, tiny_pipeline_dir):
+    """Regression (issue 27): `hubtools eval RUN` once put its own option defaults (guidance 7.5, seed 0,
+    16 class images, a baseline) over the run's [eval] section."""
+    from hubtools.cli.app import main
+    from hubtools.config import load_run_config
+
+    run = make_run(tmp_path, dog_photos, base_model=str(tiny_pipeline_dir))
+    copy_pipeline(tiny_pipeline_dir, run)
+    config = load_run_config(run)
+    config.eval = config.eval.model_copy(update={
+        "guidance_scale": 3.0, "seed": 5, "n_per_prompt": 1, "n_class_images": 0, "baseline": False,
+        "max_prompts": 1, "batch_size": 1, "device": "cpu", "num_inference_steps": 2,
+        "dino_model": str(encoder_dirs[0]), "clip_model": str(encoder_dirs[1]),
+    })
+    save_config(config, run / "hubtools.toml")
+
+    assert main(["eval", str(run)]) == 0, capsys.readouterr().err
+    result = EvalResult.load(run / "eval.json")
+    assert (result.guidance_scale, result.seeds, result.n_class_images) == (3.0, [5], 0)
+    assert result.baseline is None
+
+    assert main(["eval", str(run), "--guidance", "2"]) == 0, capsys.readouterr().err
+    result = EvalResult.load(run / "eval.json")
+    assert (result.guidance_scale, result.seeds, result.n_class_images) == (2.0, [5], 0)
+    assert result.baseline is None
