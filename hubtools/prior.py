@@ -24,6 +24,7 @@ from hubtools.config import RunConfig, parse_hub_ref
 from hubtools.errors import InputError
 from hubtools.imagefiles import image_files
 from hubtools.reporting import Reporter, reporter_or_silent
+from hubtools.usercache import user_cache
 
 MANIFEST = "class_images.json"
 _KEY_VERSION = 1
@@ -50,8 +51,7 @@ class ClassImages:
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
-    base = cache_dir or os.environ.get("HUBTOOLS_CACHE") or Path.home() / ".cache" / "hubtools"
-    return Path(base).expanduser() / "class-images"
+    return Path(cache_dir).expanduser() / "class-images" if cache_dir else user_cache("class-images")
 
 
 def _local_model_fingerprint(folder: Path) -> str:

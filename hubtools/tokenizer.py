@@ -2,20 +2,24 @@
 
 Stable Diffusion 1.x tokenizes with OpenAI CLIP's byte-level BPE (``openai/clip-vit-large-patch14``).
 Its merge list is public data; from it ``vocab.json`` and ``merges.txt`` follow deterministically
-(see ``hubtools/data/clip-bpe/README.md``), so an exact ``CLIPTokenizer`` needs no download.
+(see ``hubtools/data/clip-bpe/README.md``), so an exact ``CLIPTokenizer`` needs no download. The files
+are built once per installed version (and shipped merge list) into the user's cache
+(``$HUBTOOLS_CACHE/tokenizers/``) and loaded from there: nothing goes to the temp directory.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from hubtools import __version__
 from hubtools.resources import CLIP_BPE_FILE
+from hubtools.usercache import built_once, user_cache
 
 CLIP_MODEL_MAX_LENGTH = 77
 _NUM_MERGES = 49152 - 256 - 2
@@ -61,10 +65,20 @@ def write_clip_tokenizer_files(out_dir: Path, bpe_file: Path = CLIP_BPE_FILE) ->
     return out_dir
 
 
+_FILES_FORMAT = 1  # bump when the files written here change
+
+
+@lru_cache(maxsize=None)
+def _cached_folder(name: str) -> Path:
+    """``tokenizers/<name>-<hubtools version>-<merge list hash>`` in the user's cache."""
+    digest = hashlib.sha256(CLIP_BPE_FILE.read_bytes()).hexdigest()[:12]
+    return user_cache("tokenizers", f"{name}-{__version__}-f{_FILES_FORMAT}-{digest}")
+
+
 @lru_cache(maxsize=1)
 def _tokenizer_files() -> Path:
-    # Built once per process; the files are small (2 MB) and building takes well under a second.
-    return write_clip_tokenizer_files(Path(tempfile.mkdtemp(prefix="hubtools-clip-tokenizer-")))
+    # Built once per installed version (0.6 s), then only read.
+    return built_once(_cached_folder("clip"), write_clip_tokenizer_files)
 
 
 def build_clip_tokenizer() -> CLIPTokenizer:
@@ -123,6 +137,6 @@ def build_t5_tokenizer():
     """A ``T5TokenizerFast`` for the tiny FLUX model (the real T5's vocabulary is not shipped)."""
     from transformers import T5TokenizerFast
 
-    path = write_t5_tokenizer_file(Path(tempfile.mkdtemp(prefix="hubtools-t5-tokenizer-")))
+    path = built_once(_cached_folder("t5"), write_t5_tokenizer_file) / "tokenizer.json"
     return T5TokenizerFast(tokenizer_file=str(path), eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
                            extra_ids=0, model_max_length=T5_MODEL_MAX_LENGTH)

@@ -109,6 +109,20 @@ def test_train_and_push_emits_every_kind_of_event(pushed, local_hub):
     assert events[-1]["data"]["run_dir"] == str(run)
 
 
+def test_train_and_push_with_eval_shows_the_scores_the_card_shows(pushed):
+    """Issue 30: the scores reach the terminal (here: the --json result), beside the base model's and the
+    paper's row, with the card's figures."""
+    run, _, events = pushed
+    table = next(event["data"] for event in events
+                 if event["event"] == "result" and (event["data"].get("title") or "").startswith("Evaluation"))
+    assert table["columns"][:2] == ["metric", "ours"] and "paper SD*" in table["columns"]
+    rows = {row[0].split()[0]: row for row in table["rows"]}
+    scores = json.loads((run / "eval.json").read_text())["ours"]
+    card = (run / "README.md").read_text(encoding="utf-8")
+    assert rows["DINO"][1] == f"{scores['dino']:.3f}" and f"{scores['dino']:.3f}" in card
+    assert rows["DINO"][table["columns"].index("paper SD*")] == "0.668"
+
+
 def test_quiet_prints_only_results(tmp_path, capsys):
     code = main(["--quiet", "train-and-push", "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx",
                  "--class-noun", "dog", "--repo", "me/x", "--out", str(tmp_path / "run"), "--dry-run"])

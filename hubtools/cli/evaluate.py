@@ -34,6 +34,7 @@ def eval_command(
     The run's [eval] settings apply; a flag overrides only its own setting."""
     from hubtools import runner
     from hubtools.cli import console
+    from hubtools.cli.tables import eval_table
     from hubtools.errors import ConfigError
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
@@ -45,38 +46,5 @@ def eval_command(
             batch_size=batch_size, device=device, baseline=baseline, save_images=save_images,
             dino_model=dino_model, clip_model=clip_model,
         )
-    console.result(render_table(result))
+    console.result(eval_table(result))
     console.result(f"wrote {Path(run) / 'eval.json'}")
-
-
-def render_table(result):
-    """A rich table: ours, the base model, the real photos, and the paper's numbers (labelled)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"Evaluation of {result.identifier} {result.class_noun} "
-                        f"({len(result.prompts)} prompts x {result.n_per_prompt} images, {result.prompt_source})")
-    table.add_column("metric")
-    table.add_column("ours", justify="right")
-    table.add_column("base", justify="right")
-    table.add_column("photos", justify="right")
-    table.add_column("paper SD*", justify="right")
-    table.add_column("paper photos*", justify="right")
-    for row in result.comparison_rows():
-        arrow = "↑" if row.metric.higher_is_better else "↓"
-        ours = _fmt(row.ours)
-        if row.ours is not None and row.baseline is not None and row.ours != row.baseline:
-            better = (row.ours > row.baseline) == row.metric.higher_is_better
-            ours = Text(ours, style="green" if better else "red")
-        paper = _fmt(row.paper) + (" (Imagen)" if row.paper is not None and "Imagen" in (row.paper_label or "") else "")
-        table.add_row(f"{row.metric.name} {arrow}", ours, _fmt(row.baseline), _fmt(row.real), paper, _fmt(row.paper_real))
-    table.caption = ("base: the base model, same prompts and seeds; photos: the subject's own photos compared with "
-                     "each other. *paper: the DreamBooth paper's numbers (Ruiz et al. 2022, DreamBooth on Stable "
-                     "Diffusion and real images, DreamBench averages; PRES: Imagen with prior preservation), not "
-                     "measurements of this model. "
-                     "DIV here is DINO-based (the paper's is LPIPS).")
-    return table
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

@@ -1,4 +1,4 @@
-"""The tables the run commands print: the plan of ``--dry-run`` and the training summary.
+"""The tables the run commands print: the plan of ``--dry-run``, the training summary and the eval scores.
 
 Cells hold user data (paths, prompts, repo ids), so they are ``Text``: rich never reads them as markup.
 """
@@ -66,3 +66,34 @@ def train_table(result: TrainResult) -> Table:
     for weight in result.weight_files:
         _row(table, "weights", f"{weight.path} (sha256 {weight.sha256[:12]}…)")
     return table
+
+
+def eval_table(result) -> Table:
+    """The scores of ``hubtools eval`` and ``train-and-push --eval``: ours, the base model, the real photos and the
+    paper's numbers (labelled), to three decimals as the card shows them."""
+    table = Table(title=f"Evaluation of {result.identifier} {result.class_noun} "
+                        f"({len(result.prompts)} prompts x {result.n_per_prompt} images, {result.prompt_source})")
+    table.add_column("metric")
+    table.add_column("ours", justify="right")
+    table.add_column("base", justify="right")
+    table.add_column("photos", justify="right")
+    table.add_column("paper SD*", justify="right")
+    table.add_column("paper photos*", justify="right")
+    for row in result.comparison_rows():
+        arrow = "↑" if row.metric.higher_is_better else "↓"
+        ours = _fmt(row.ours)
+        if row.ours is not None and row.baseline is not None and row.ours != row.baseline:
+            better = (row.ours > row.baseline) == row.metric.higher_is_better
+            ours = Text(ours, style="green" if better else "red")
+        paper = _fmt(row.paper) + (" (Imagen)" if row.paper is not None and "Imagen" in (row.paper_label or "") else "")
+        table.add_row(f"{row.metric.name} {arrow}", ours, _fmt(row.baseline), _fmt(row.real), paper, _fmt(row.paper_real))
+    table.caption = ("base: the base model, same prompts and seeds; photos: the subject's own photos compared with "
+                     "each other. *paper: the DreamBooth paper's numbers (Ruiz et al. 2022, DreamBooth on Stable "
+                     "Diffusion and real images, DreamBench averages; PRES: Imagen with prior preservation), not "
+                     "measurements of this model. "
+                     "DIV here is DINO-based (the paper's is LPIPS).")
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -9,7 +9,7 @@ import typer
 
 from hubtools.cli import console
 from hubtools.cli import run_options as opt
-from hubtools.cli.tables import plan_table, train_table
+from hubtools.cli.tables import eval_table, plan_table, train_table
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +77,8 @@ def train_and_push_command(
         result = runner.train_and_push(None if resume else config, run_dir, resume=resume, force=force,
                                        reporter=reporter)
     console.show(train_table(result.train))
+    if result.evaluation is not None:  # the same figures as the card's table, without opening a file
+        console.show(eval_table(result.evaluation))
     console.result(f"run folder   {result.run_dir}")
     grids = getattr(result.samples, "grids", []) or []
     for grid in grids:

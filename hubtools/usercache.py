@@ -1,0 +1,33 @@
+"""The user's hubtools cache: ``$HUBTOOLS_CACHE``, else ``~/.cache/hubtools`` (class images, built tokenizers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def user_cache(*parts: str) -> Path:
+    """A path under the user's hubtools cache (not created)."""
+    base = os.environ.get("HUBTOOLS_CACHE") or Path.home() / ".cache" / "hubtools"
+    return Path(base).expanduser().joinpath(*parts)
+
+
+def built_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """``folder``, built by ``build(staging)`` the first time and reused after. Built beside it and renamed into
+    place, so a reader never sees half a folder and two processes building at once both end with one whole."""
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        build(staging)
+        os.rename(staging, folder)
+    except OSError:
+        if not folder.is_dir():  # not another process winning the race: a real failure
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
