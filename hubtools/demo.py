@@ -18,7 +18,8 @@ from hubtools.config import TINY_BASE_MODEL, RunConfig, apply_overrides
 from hubtools.errors import ConfigError
 from hubtools.families import by_name, of_pipeline
 from hubtools.resources import DEMO_CONCEPT_DIR
-from hubtools.runner import Reporter, SilentReporter, train_and_push
+from hubtools.reporting import Reporter, SilentReporter
+from hubtools.runner import train_and_push
 
 DEMO_USER = "demo"
 DEMO_REPO = f"{DEMO_USER}/nlwx-dog"
@@ -64,8 +65,7 @@ def demo_config(steps: int, family: str = "sd") -> RunConfig:
     )
 
 
-def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Reporter | None = None,
-             family: str = "sd") -> DemoResult:
+def run_demo(out: Path, *, steps: int = 60, reporter: Reporter | None = None, family: str = "sd") -> DemoResult:
     reporter = reporter or SilentReporter()
     chosen = by_name(family)
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
@@ -85,8 +85,7 @@ def run_demo(out: Path, *, steps: int = 60, progress: bool = True, reporter: Rep
         reporter.stage(f"publishing the tiny base model as {chosen.tiny_repo_id}")
         with hub_progress_bars_hidden():  # the stand-in base model's upload is scenery, not the user's push
             publish_tiny_model(hub.url, tokens["hubtools"], family=family)
-        result = train_and_push(demo_config(steps, family), run_dir, token=tokens[DEMO_USER], progress=progress,
-                                reporter=reporter)
+        result = train_and_push(demo_config(steps, family), run_dir, token=tokens[DEMO_USER], reporter=reporter)
         repo_id = demo_repo(family)
         reporter.stage(f"loading {repo_id} back from the hub")
         lora_base = chosen.tiny_repo_id if result.train.method == "lora" else None

@@ -23,6 +23,7 @@ from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig, parse_hub_ref
 from hubtools.errors import InputError
 from hubtools.imagefiles import image_files
+from hubtools.reporting import Reporter, reporter_or_silent
 
 MANIFEST = "class_images.json"
 _KEY_VERSION = 1
@@ -91,9 +92,11 @@ def class_images_key(cfg: RunConfig, base, counts: dict[tuple[int, int], int] | 
 
 
 def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, device=None,
-                        progress: bool = True, sizes: dict[tuple[int, int], int] | None = None) -> ClassImages:
+                        reporter: Reporter | None = None, progress: bool = True,
+                        sizes: dict[tuple[int, int], int] | None = None) -> ClassImages:
     """The class images of this run: from ``prior.source`` when set, else cached or generated now, at the
-    instance images' bucket ``sizes`` ((width, height) -> images) in the same proportions."""
+    instance images' bucket ``sizes`` ((width, height) -> images) in the same proportions (progress to
+    ``reporter``; ``progress=False`` drops it, for library callers)."""
     if cfg.prior.source:
         return _from_source(cfg, cfg.prior.source, cache_dir)
     counts = class_image_counts(cfg, sizes)
@@ -102,7 +105,8 @@ def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, 
     cached = _read_cached(folder, cfg.prior.num_class_images)
     generated = cached is None
     if generated:
-        _generate(cfg, base, folder, counts, device=device, progress=progress)
+        _generate(cfg, base, folder, counts, device=device,
+                  reporter=reporter_or_silent(reporter, progress=progress))
         cached = _read_cached(folder, cfg.prior.num_class_images) or []
     return ClassImages(folder, cached, key, generated=generated, source="generated" if generated else "cache",
                        sizes=_read_sizes(folder, len(cached)) if sizes else None)
@@ -126,9 +130,7 @@ def _read_cached(folder: Path, count: int) -> list[Path] | None:
 
 @torch.no_grad()
 def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], int], *, device,
-              progress: bool) -> None:
-    from tqdm.auto import tqdm
-
+              reporter: Reporter) -> None:
     pipe = base.pipeline
     if device is not None:
         pipe.to(device)
@@ -145,7 +147,9 @@ def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
                 if on_gpu else contextlib.nullcontext())
     try:
-        with tqdm(total=count, desc="class images", unit="img", disable=not progress) as bar, autocast:
+        reporter.progress("class images", 0, count)
+        done = 0
+        with autocast:
             for indices in _size_batches(size_of, batch):
                 generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
                 width, height = size_of[indices[0]]
@@ -155,7 +159,8 @@ def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], 
                 for i, image in zip(indices, images):
                     names.append(f"{i:05d}.png")
                     image.save(tmp / names[-1])
-                bar.update(len(indices))
+                done += len(indices)
+                reporter.progress("class images", done, count)
         (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names,
                                                 "sizes": [list(size) for size in size_of]}, indent=2),
                                     encoding="utf-8")

@@ -5,8 +5,9 @@
     sample, evaluate, card, push: one stage on an existing run folder
 
 The command line parses its flags, calls one of these functions and prints the typed result it gets
-back. Everything else a user should read on the way (stages, notes, warnings, progress of a stage that
-reports it) goes through the one ``Reporter`` passed in, whatever the command. Each stage is a plain
+back. Everything else a user should read on the way (stages, notes, warnings, progress, metrics, artifacts)
+goes through the one ``Reporter`` (``hubtools.reporting``) passed in, whatever the command, and on to each
+stage; whether bars show is the reporter's business, not a flag passed beside it. Each stage is a plain
 function of the run folder (``hubtools.runfolder``), so each command can be run, and re-run, on its own.
 """
 
@@ -15,39 +16,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_config
 from hubtools.errors import ConfigError, HubError, HubtoolsError
+from hubtools.reporting import Reporter, SilentReporter
 from hubtools.runfolder import IdentifierRecord, RunFolder, TrainResult
 
 logger = logging.getLogger("hubtools")
-
-
-class Reporter(Protocol):
-    """Where the runner tells the user what is happening (the CLI prints it; tests can collect it)."""
-
-    def stage(self, message: str) -> None:
-        """A stage starts (``training``, ``pushing to ns/name``)."""
-
-    def note(self, message: str) -> None:
-        """Something the user should know that does not stop the run."""
-
-    def progress(self, what: str, done: int, total: int) -> None:
-        """Progress of a stage that reports it itself (evaluation)."""
-
-
-class SilentReporter:
-    """A ``Reporter`` that drops everything (library use, tests)."""
-
-    def stage(self, message: str) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
-
-    def progress(self, what: str, done: int, total: int) -> None:
-        pass
 
 
 @dataclass
@@ -227,8 +203,7 @@ def caption_note(captions: list[str], identifier: str) -> str | None:
             f"(e.g. {foreign[0]!r}): the subject will be learned under their words")
 
 
-def set_up_folder(checked: Preflight, *, token: str | None = None, progress: bool = True,
-                  reporter: Reporter | None = None):
+def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Reporter | None = None):
     """Create the run folder: prepared concept set, identifier report, then the resolved config."""
     from hubtools.concepts import prepare_concept
     from hubtools.concepts.captions import CaptionRules
@@ -255,7 +230,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
         allow_upscale=checked.config.concept.allow_upscale,
         image_column=checked.config.concept.image_column,
         token=token,
-        progress=progress,
+        reporter=reporter,
         buckets=checked.config.concept.buckets,
         size_multiple=_size_multiple(checked.config, token),
         captions=CaptionRules(template=checked.config.concept.caption_template,
@@ -263,6 +238,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, progress: boo
                               class_noun=checked.config.concept.class_noun,
                               prepend_identifier=checked.config.concept.prepend_identifier),
     )
+    reporter.artifact("contact_sheet", folder.relative(folder.contact_sheet))
     reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}"
                    + _bucket_summary(concept.bucket_counts()))
     if checked.identifier_report is not None:
@@ -302,14 +278,14 @@ def finished_training(run_dir: Path):
 
 
 def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
-                 progress: bool = True):
+                 reporter: Reporter | None = None):
     """Train the run set up in ``run_dir``; with ``resume``, continue it from its last checkpoint."""
     from hubtools.pipelines import check_device_for_model
     from hubtools.training import train_dreambooth
 
     config = load_run_config(run_dir)
     check_device_for_model(config.model, config.training.device, token=token)
-    return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, progress=progress)
+    return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, reporter=reporter)
 
 
 def card_is_due(run_dir: Path, repo_id: str) -> bool:
@@ -329,18 +305,18 @@ def card_is_due(run_dir: Path, repo_id: str) -> bool:
 # -- one function per command -----------------------------------------------------------------------------
 
 
-def train(config: RunConfig, run_dir: Path, *, token: str | None = None, progress: bool = True,
+def train(config: RunConfig, run_dir: Path, *, token: str | None = None,
           reporter: Reporter | None = None) -> TrainOutcome:
     """``hubtools train``: a new run folder, trained (no push)."""
     reporter = reporter or SilentReporter()
     checked = preflight(config, run_dir, push=False)
     _report_notes(checked.notes, reporter)
-    set_up_folder(checked, token=token, progress=progress, reporter=reporter)
+    set_up_folder(checked, token=token, reporter=reporter)
     reporter.stage("training")
-    return TrainOutcome(Path(run_dir), train_folder(run_dir, token=token, progress=progress))
+    return TrainOutcome(Path(run_dir), train_folder(run_dir, token=token, reporter=reporter))
 
 
-def resume_training(run_dir: Path, *, force: bool = False, token: str | None = None, progress: bool = True,
+def resume_training(run_dir: Path, *, force: bool = False, token: str | None = None,
                     reporter: Reporter | None = None) -> TrainOutcome:
     """``hubtools train RUN --resume``: continue a run from its last checkpoint (a finished one is left as it is)."""
     reporter = reporter or SilentReporter()
@@ -349,20 +325,20 @@ def resume_training(run_dir: Path, *, force: bool = False, token: str | None = N
         reporter.note("training had already finished: nothing to resume")
         return TrainOutcome(Path(run_dir), finished, already_finished=True)
     reporter.stage("training")
-    return TrainOutcome(Path(run_dir), train_folder(run_dir, resume=True, force=force, token=token, progress=progress))
+    return TrainOutcome(Path(run_dir), train_folder(run_dir, resume=True, force=force, token=token, reporter=reporter))
 
 
-def sample(run_dir: Path, *, device: str | None = None, progress: bool = True, reporter: Reporter | None = None):
+def sample(run_dir: Path, *, device: str | None = None, reporter: Reporter | None = None):
     """``hubtools sample RUN``: the sample grids of a trained run."""
     from hubtools.devices import resolve_device
     from hubtools.sample import render_samples
 
-    (reporter or SilentReporter()).stage("rendering sample grids")
-    return render_samples(run_dir, device=resolve_device(device or "auto"), progress=progress)
+    reporter = reporter or SilentReporter()
+    reporter.stage("rendering sample grids")
+    return render_samples(run_dir, device=resolve_device(device or "auto"), reporter=reporter)
 
 
-def evaluate(run_dir: Path, *, token: str | None = None, progress: bool = True, reporter: Reporter | None = None,
-             **settings: Any):
+def evaluate(run_dir: Path, *, token: str | None = None, reporter: Reporter | None = None, **settings: Any):
     """``hubtools eval RUN``: score the run; settings not given come from the run's ``[eval]`` section."""
     from hubtools.evaluation import EvalConfig, evaluate_run
 
@@ -370,9 +346,12 @@ def evaluate(run_dir: Path, *, token: str | None = None, progress: bool = True, 
     saved = load_run_config(run_dir).eval
     chosen = {key: value for key, value in settings.items() if value is not None}
     reporter.stage("evaluating")
-    # The stage reports (what, done, total) to a callable: the reporter's bar, or nothing.
-    return evaluate_run(Path(run_dir), EvalConfig(**{**saved.model_dump(), **chosen}), progress=reporter.progress if progress else None,
-                        token=token)
+    # The stage reports (what, done, total) to a callable: the reporter's.
+    result = evaluate_run(Path(run_dir), EvalConfig(**{**saved.model_dump(), **chosen}), progress=reporter.progress,
+                          token=token)
+    folder = RunFolder(Path(run_dir))
+    reporter.artifact("eval", folder.relative(folder.eval_result))
+    return result
 
 
 def card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = None,
@@ -380,10 +359,11 @@ def card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = N
     """``hubtools card RUN``: render the model card; returns its path."""
     from hubtools.card import render_model_card
 
+    reporter = reporter or SilentReporter()
     render_model_card(run_dir, template=template, repo_id=repo_id)
     if template is not None:
-        (reporter or SilentReporter()).note(
-            "the run keeps this template: later renders (push to another repo) use it too")
+        reporter.note("the run keeps this template: later renders (push to another repo) use it too")
+    reporter.artifact("card", "README.md")
     return RunFolder(Path(run_dir)).card
 
 
@@ -400,6 +380,7 @@ def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = No
         raise ConfigError(f"name the repo: hubtools push {run_dir} namespace/name")
     if card_is_due(run_dir, repo_id):
         render_model_card(run_dir, repo_id=repo_id)  # with the template `hubtools card --template` kept, if any
+        reporter.artifact("card", "README.md")
     pushed = push_run(
         run_dir, repo_id, private=config.publish.private if private is None else private, token=token,
         checkpoints=config.publish.push_checkpoints if checkpoints is None else checkpoints,
@@ -411,7 +392,7 @@ def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = No
 
 
 def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None = None, resume: bool = False,
-                   force: bool = False, progress: bool = True, reporter: Reporter | None = None) -> TrainAndPushResult:
+                   force: bool = False, reporter: Reporter | None = None) -> TrainAndPushResult:
     """``hubtools train-and-push``: photos in, a model with grids and a card on the Hub out.
 
     With ``resume``, ``config`` is ignored: the run folder's own config is continued.
@@ -432,17 +413,17 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     user = check_push_access(repo_id, token)
     reporter.stage(f"pushing as {user} to {repo_id} when training is done")
     if not resume:
-        set_up_folder(checked, token=token, progress=progress, reporter=reporter)
+        set_up_folder(checked, token=token, reporter=reporter)
     trained = finished_training(run_dir) if resume else None
     if trained is not None:
         reporter.stage(f"training finished before (step {trained.steps_done}): going on to the grids and the push")
     else:
         reporter.stage("training")
-        trained = train_folder(run_dir, resume=resume, force=force, token=token, progress=progress)
-    samples = sample(run_dir, progress=progress, reporter=reporter)
+        trained = train_folder(run_dir, resume=resume, force=force, token=token, reporter=reporter)
+    samples = sample(run_dir, reporter=reporter)
     evaluation = None
     if config.eval.enabled:
-        evaluation = evaluate(run_dir, token=token, progress=progress, reporter=reporter)
+        evaluation = evaluate(run_dir, token=token, reporter=reporter)
     if card_is_due(run_dir, repo_id):
         reporter.stage("writing the model card")
     reporter.stage(f"pushing to {repo_id}")

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image, ImageDraw
@@ -28,6 +28,7 @@ from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
 from hubtools.families import of_pipeline
 from hubtools.fonts import label_font
+from hubtools.reporting import Reporter, reporter_or_silent
 from hubtools.runfolder import (
     LORA_WEIGHTS_FILENAME, RunFolder, SampleCell, SamplesRecord, TrainResult, WidgetSample,
 )
@@ -80,7 +81,7 @@ def _use_scheduler(pipe, name: str) -> None:
 class _Sampler:
     """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
 
-    def __init__(self, pipe, config: RunConfig, progress) -> None:
+    def __init__(self, pipe, config: RunConfig, progress: Callable[[int], None]) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
         # the family's call arguments (FLUX: max_sequence_length, and the size: it draws 1024 px unless told)
@@ -108,8 +109,7 @@ class _Sampler:
             for seed, image in zip(missing, out.images):
                 self._cache[(prompt, seed, guidance)] = image.convert("RGB")
             self.generated += len(missing)
-            if self.progress is not None:
-                self.progress.update(len(missing))
+            self.progress(self.generated)
         return [self._cache[(prompt, s, guidance)] for s in seeds]
 
 
@@ -239,8 +239,11 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
 # -- the stage -------------------------------------------------------------------------------------------
 
 
-def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> SampleResult:
-    """Draw the run's sample grids into ``RUN/images`` and describe every cell in ``samples.json``."""
+def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = None,
+                   progress: bool = True) -> SampleResult:
+    """Draw the run's sample grids into ``RUN/images`` and describe every cell in ``samples.json``; progress and
+    the grids go to ``reporter`` (``progress=False`` drops the progress, for library callers)."""
+    reporter = reporter_or_silent(reporter, progress=progress)
     started = time.monotonic()
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
@@ -259,12 +262,7 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
     _use_scheduler(pipe, sampling.scheduler)
 
     total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="sampling", unit="img")
-    sampler = _Sampler(pipe, config, bar)
+    sampler = _Sampler(pipe, config, lambda done: reporter.progress("grids", done, total))
     scheduler_note = f"{of_pipeline(pipe).sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
@@ -272,59 +270,56 @@ def render_samples(run_dir: Path, *, device=None, progress: bool = True) -> Samp
     def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
         save_image_atomic(grid.image, run.images / name)
         grids[kind] = run.images / name
+        reporter.artifact("grid", run.relative(run.images / name))
         for i, row in enumerate(rows):
             for j, cell in enumerate(row):
                 cells.append(SampleCell(**cell, grid=kind, file=run.relative(run.images / name), row=i, column=j,
                                         box=list(grid.box(i, j))))
 
-    try:
-        # prompts x seeds at the first guidance scale
-        guidance = guidances[0]
-        rows = [sampler.images(p, seeds, guidance) for p in prompts]
+    # prompts x seeds at the first guidance scale
+    guidance = guidances[0]
+    rows = [sampler.images(p, seeds, guidance) for p in prompts]
+    grid = _labelled_grid(
+        rows, prompts, [f"seed {s}" for s in seeds],
+        f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+    )
+    save("samples", SAMPLES_GRID, grid,
+         [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
+    widget = rows[0][0]
+    widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
+    save_image_atomic(_scaled_to(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+
+    # the same seeds at every guidance scale, side by side
+    if len(guidances) > 1:
+        rows = [[img for g in guidances for img in sampler.images(p, seeds, g)] for p in prompts]
         grid = _labelled_grid(
-            rows, prompts, [f"seed {s}" for s in seeds],
-            f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+            rows, prompts, [f"seed {s}" for _ in guidances for s in seeds],
+            f"guidance sweep · step {final_step} · {scheduler_note}",
+            column_groups=[(f"guidance {_format_guidance(g)}", len(seeds)) for g in guidances],
         )
-        save("samples", SAMPLES_GRID, grid,
-             [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
-        widget = rows[0][0]
-        widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
-        save_image_atomic(_scaled_to(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+        save("guidance_sweep", GUIDANCE_SWEEP, grid,
+             [[{"prompt": p, "seed": s, "guidance": g, "step": final_step} for g in guidances for s in seeds]
+                for p in prompts])
 
-        # the same seeds at every guidance scale, side by side
-        if len(guidances) > 1:
-            rows = [[img for g in guidances for img in sampler.images(p, seeds, g)] for p in prompts]
-            grid = _labelled_grid(
-                rows, prompts, [f"seed {s}" for _ in guidances for s in seeds],
-                f"guidance sweep · step {final_step} · {scheduler_note}",
-                column_groups=[(f"guidance {_format_guidance(g)}", len(seeds)) for g in guidances],
-            )
-            save("guidance_sweep", GUIDANCE_SWEEP, grid,
-                 [[{"prompt": p, "seed": s, "guidance": g, "step": final_step} for g in guidances for s in seeds]
-                    for p in prompts])
-
-        # checkpoint x prompt: how the subject appears over training (the final model is the last row)
-        if checkpoints:
-            seed = seeds[0]
-            final_row = [sampler.images(p, [seed], guidance)[0] for p in prompts]
-            steps, rows = [], []
-            for step, folder in checkpoints:
-                if step == final_step or not _load_checkpoint_into(pipe, folder, lora):
-                    continue
-                sampler.forget()
-                steps.append(step)
-                rows.append([sampler.images(p, [seed], guidance)[0] for p in prompts])
-            steps.append(final_step)
-            rows.append(final_row)
-            grid = _labelled_grid(
-                rows, [f"step {s}" + (" (final)" if s == final_step else "") for s in steps], prompts,
-                f"checkpoints · seed {seed} · guidance {_format_guidance(guidance)} · {scheduler_note}",
-            )
-            save("checkpoints", CHECKPOINTS_GRID, grid,
-                 [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s} for p in prompts] for s in steps])
-    finally:
-        if bar is not None:
-            bar.close()
+    # checkpoint x prompt: how the subject appears over training (the final model is the last row)
+    if checkpoints:
+        seed = seeds[0]
+        final_row = [sampler.images(p, [seed], guidance)[0] for p in prompts]
+        steps, rows = [], []
+        for step, folder in checkpoints:
+            if step == final_step or not _load_checkpoint_into(pipe, folder, lora):
+                continue
+            sampler.forget()
+            steps.append(step)
+            rows.append([sampler.images(p, [seed], guidance)[0] for p in prompts])
+        steps.append(final_step)
+        rows.append(final_row)
+        grid = _labelled_grid(
+            rows, [f"step {s}" + (" (final)" if s == final_step else "") for s in steps], prompts,
+            f"checkpoints · seed {seed} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+        )
+        save("checkpoints", CHECKPOINTS_GRID, grid,
+             [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s} for p in prompts] for s in steps])
 
     # A grid this sampling did not draw (fewer guidance scales now, checkpoints removed) is stale.
     for kind, name in [("guidance_sweep", GUIDANCE_SWEEP), ("checkpoints", CHECKPOINTS_GRID)]:

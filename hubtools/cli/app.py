@@ -53,9 +53,16 @@ def debug_enabled() -> bool:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    json_events: bool = typer.Option(False, "--json", help="One JSON object per event on stdout (for scripts "
+                                     "and front ends): stage, note, warning, progress, metric, artifact, result, error."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print only results and errors."),
 ) -> None:
     if debug:
         os.environ[_DEBUG_ENV] = "1"
+    if json_events and quiet:
+        raise typer.BadParameter("give --json or --quiet, not both")
+    if json_events or quiet:
+        console.set_mode(console.JSON if json_events else console.QUIET)
 
 
 def _register() -> None:
@@ -83,34 +90,68 @@ def _register() -> None:
 _register()
 
 
+def _global_options(args: list[str]) -> list[str]:
+    """The options before the command's name (``hubtools --json train ...``)."""
+    leading = []
+    for arg in args:
+        if not arg.startswith("-"):
+            break
+        leading.append(arg)
+    return leading
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script. Returns the exit code."""
-    if "--debug" in (argv if argv is not None else sys.argv[1:]):
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "--debug" in args:
         os.environ[_DEBUG_ENV] = "1"
+    leading = _global_options(args)
+    # Set before click parses anything, so that a usage error is an event too.
+    if "--json" in leading and "--quiet" not in leading:
+        console.set_mode(console.JSON)
     try:
-        returned = app(args=argv, prog_name="hubtools", standalone_mode=False)
+        code = _run(args)
+        if code:
+            console.failed(code)
+        return code
+    finally:
+        console.end_mode()
+
+
+def _run(args: list[str]) -> int:
+    try:
+        returned = app(args=args, prog_name="hubtools", standalone_mode=False)
     except HubtoolsError as error:
         if debug_enabled():
             raise
-        console.error(str(error))
+        console.error(str(error), exit_code=error.exit_code)
         return error.exit_code
     except KeyboardInterrupt:
-        console.warning("interrupted")
+        if console.mode() == console.JSON:
+            console.error("interrupted", exit_code=130)
+        else:
+            console.warning("interrupted")
         return 130
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as error:  # usage errors are shown as click shows them; anything else is a bug
         if hasattr(error, "show") and hasattr(error, "exit_code"):
-            error.show()
+            if console.mode() == console.JSON:
+                console.error(error.format_message(), exit_code=error.exit_code)
+            else:
+                error.show()
             return error.exit_code
         if type(error).__name__ == "Abort":
-            console.warning("aborted")
+            if console.mode() == console.JSON:
+                console.error("aborted", exit_code=1)
+            else:
+                console.warning("aborted")
             return 1
         if debug_enabled():
             raise
         if is_connection_error(error):  # whichever stage met it: the Hub is down or HF_ENDPOINT is wrong
             console.error(f"could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
-                          "check the connection or HF_ENDPOINT, then run again")
+                          "check the connection or HF_ENDPOINT, then run again", exit_code=HubError.exit_code)
             return HubError.exit_code
         console.error(f"{type(error).__name__}: {error}\n"
                       "This is a bug in hubtools; rerun with --debug for the traceback and report it.",

@@ -26,4 +26,4 @@ def card_command(
 
     with console.ConsoleReporter() as reporter:
         path = runner.card(run, template=template, repo_id=repo, reporter=reporter)
-    console.result(str(path))
+    console.result(str(path), data={"card": str(path)})

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hubtools.cli.console import console, styled
+from hubtools.cli import console
+from hubtools.cli.console import styled
 
 app = typer.Typer(help="Prepare, push and pull concept image sets (the photos of your subject).", no_args_is_help=True)
 
@@ -33,27 +34,28 @@ def _print_report(concept) -> None:
         reason = entry.reason + (f"; {entry.caption_warning}" if entry.caption_warning else "")
         output = (entry.output or "") + (f" ({entry.bucket[0]}x{entry.bucket[1]})" if entry.bucket else "")
         table.add_row(entry.label, styled(entry.status, style), reason, output)
-    console.print(table)
+    console.result(table)
     counts = concept.counts
     buckets = concept.bucket_counts()
     where = (", in buckets " + ", ".join(f"{label} ({count})" for label, count in buckets.items()) if buckets
              else f", at {concept.resolution}x{concept.resolution} px")
-    console.print(
+    console.result(
         f"{counts['accepted']} accepted, {counts['rejected']} rejected, {counts['duplicate']} duplicate, "
         f"{counts['ignored']} ignored{where}"
     )
-    console.print(f"images:        {concept.dir / 'images'}")
-    console.print(f"manifest:      {concept.manifest_path}")
-    console.print(f"contact sheet: {concept.contact_sheet_path}")
+    console.result(f"images:        {concept.dir / 'images'}")
+    console.result(f"manifest:      {concept.manifest_path}")
+    console.result(f"contact sheet: {concept.contact_sheet_path}")
     if concept.source_revision:
-        console.print(f"revision:      {concept.source_revision}")
+        console.result(f"revision:      {concept.source_revision}")
 
 
 def _prepare(source: str, out: Path, *, hub_only: bool, **options) -> None:
     from hubtools.concepts import ConceptNotUsableError, prepare_concept
 
     try:
-        concept = prepare_concept(source, out, hub_only=hub_only, **options)
+        with console.ConsoleReporter() as reporter:
+            concept = prepare_concept(source, out, hub_only=hub_only, reporter=reporter, **options)
     except ConceptNotUsableError as error:
         _print_report(error.concept)  # show why before the one-line error
         raise
@@ -149,4 +151,4 @@ def push(
 
     # token=None: huggingface_hub finds HF_TOKEN or the stored login itself.
     url = push_concept(dir, repo, private=private, identifier=identifier, class_noun=class_noun, license=license)
-    console.print(url, )
+    console.result(url, data={"url": url})

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo's run and hub data go.")] = Path("hubtools-demo"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps of the tiny model.")] = 60,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (hubtools --quiet: results and errors only).")] = False,
     family: Annotated[str, typer.Option("--family", help="Model family of the tiny model: sd, sdxl or flux.")] = "sd",
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
@@ -30,7 +30,7 @@ def demo_command(
 
     quiet_weight_loading()
     with console.ConsoleReporter(progress=not quiet) as reporter:
-        result = run_demo(out, steps=steps, progress=not quiet, reporter=reporter, family=family)
+        result = run_demo(out, steps=steps, reporter=reporter, family=family)
     console.show(train_table(result.train))
     console.result(f"run folder      {result.run_dir}")
     for grid in result.grids:
@@ -40,4 +40,7 @@ def demo_command(
     console.result(f"hub data        {result.hub_data}")
     # The demo's hub stops with the demo: the last line is the model's page once the hub is served again.
     console.result(f"browse it again hubtools hub serve --data {result.hub_data} --port {DEMO_PAGES_PORT}")
-    console.result(f"http://127.0.0.1:{DEMO_PAGES_PORT}{urlsplit(result.repo_url).path}")
+    page = f"http://127.0.0.1:{DEMO_PAGES_PORT}{urlsplit(result.repo_url).path}"
+    console.result(page, data={"url": result.repo_url, "page": page, "run_dir": str(result.run_dir),
+                               "grids": [str(grid) for grid in result.grids], "hub_data": str(result.hub_data),
+                               "reloaded_image": str(result.reloaded_image)})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from hubtools.cli.console import console, styled
+from hubtools.cli import console
+from hubtools.cli.console import styled
 
 app = typer.Typer(help="DreamBooth Hackathon: themes, submission check, leaderboard, concept sets.",
                   no_args_is_help=True)
@@ -19,7 +19,7 @@ def register(root: typer.Typer) -> None:
 
 
 def _echo_json(data) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    console.data_json(data)
 
 
 @app.command("themes")
@@ -34,8 +34,8 @@ def themes(as_json: bool = typer.Option(False, "--json", help="Print the themes 
     table = Table("theme", "", "description", "tags", title="DreamBooth Hackathon themes")
     for theme in all_themes:
         table.add_row(theme.name, theme.emoji, theme.description, ", ".join(theme.tags))
-    console.print(table)
-    console.print("enter with: hubtools train-and-push ... --hackathon THEME")
+    console.result(table)
+    console.result("enter with: hubtools train-and-push ... --hackathon THEME")
 
 
 @app.command("check")
@@ -58,11 +58,11 @@ def check(
         for result in results:
             table.add_row(result.rule, styled("pass", "green") if result.passed else styled("FAIL", "red"),
                           result.detail, result.fix or "")
-        console.print(table)
+        console.result(table)
         if failed:
-            console.print(Text.assemble((f"{len(failed)} of {len(results)} rules fail", "red"), ": fix them and run the check again"))
+            console.result(Text.assemble((f"{len(failed)} of {len(results)} rules fail", "red"), ": fix them and run the check again"))
         else:
-            console.print(Text.assemble((f"all {len(results)} rules pass", "green"), f": {repo_id} is a valid entry"))
+            console.result(Text.assemble((f"all {len(results)} rules pass", "green"), f": {repo_id} is a valid entry"))
     if failed:
         raise SystemExit(1)  # typer.Exit's code is lost under main()'s standalone_mode=False
 
@@ -90,10 +90,10 @@ def leaderboard(
         table.add_column("downloads")
         for entry in board.entries:
             table.add_row(str(entry.rank), entry.repo_id, str(entry.likes), str(entry.downloads))
-        console.print(table)
+        console.result(table)
     empty = [board.title for board in boards if not board.entries]
     if empty:  # one line for the themes nobody entered, not a table each
-        console.print(styled(f"no entries yet: {', '.join(empty)}", "dim"))
+        console.result(styled(f"no entries yet: {', '.join(empty)}", "dim"))
 
 
 @app.command("datasets")
@@ -116,6 +116,6 @@ def datasets(
         table.add_row(dataset.repo_id, str(dataset.likes), str(dataset.downloads))
     if not found:
         table.add_row(styled("none found", "dim"), "", "")
-    console.print(table)
+    console.result(table)
     if found:
-        console.print(f"train on one with: hubtools train-and-push --concept {found[0].repo_id} ...")
+        console.result(f"train on one with: hubtools train-and-push --concept {found[0].repo_id} ...")

@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 
 from hubtools.cli import console
-from hubtools.cli.console import err_console
 from hubtools.errors import ConfigError
 
 app = typer.Typer(help="The local Hub-compatible server: serve it; its tokens, likes and downloads; fsck, gc, backup.",
@@ -126,22 +125,22 @@ def serve(
             console.warning(f"no tokens yet: the hub is read-only until you add one "
                             f"(`hubtools hub token add USER --write --data {data}`).")
         if publisher_token is not None and tiny_models_published(hub):
-            err_console.print("the tiny models are already published", highlight=False)
+            console.note("the tiny models are already published")
         elif publisher_token is not None:
-            err_console.print("publishing the tiny models ...", highlight=False)
+            console.stage("publishing the tiny models ...")
             published = _publish_tiny_model_in_child(hub.url, publisher_token)
             for repo_id in published:
-                err_console.print(f"published {repo_id}", highlight=False)
+                console.note(f"published {repo_id}")
             remember_tiny_models(hub, published)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
-        print(hub.url, flush=True)
-        print(f"export HF_ENDPOINT={hub.url} HF_UPDATE_DOWNLOAD_COUNTS=0", flush=True)
-        err_console.print(f"serving {hub.data_dir} on {hub.url}; Ctrl-C stops it", highlight=False)
+        console.result(hub.url, data={"url": hub.url})
+        console.result(f"export HF_ENDPOINT={hub.url} HF_UPDATE_DOWNLOAD_COUNTS=0")
+        console.note(f"serving {hub.data_dir} on {hub.url}; Ctrl-C stops it")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            err_console.print("stopped", highlight=False)
+            console.note("stopped")
 
 
 TOKEN_VARIABLE = "HUBTOOLS_PUBLISHER_TOKEN"
@@ -184,7 +183,7 @@ def publish_tiny_model_command(
     quiet_weight_loading()
     for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
         with hub_progress_bars_hidden():
-            print(publish_tiny_model(endpoint, token, family=family), flush=True)
+            console.result(publish_tiny_model(endpoint, token, family=family))
 
 
 def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str) -> None:
@@ -192,7 +191,8 @@ def _set_counter(kind: str, data: Path, repo_id: str, value: int, repo_type: str
 
     setter = set_likes if kind == "likes" else set_downloads
     setter(data, repo_id, value, repo_type=repo_type)
-    print(f"{repo_id} ({repo_type}): {kind} = {value}")
+    console.result(f"{repo_id} ({repo_type}): {kind} = {value}",
+                   data={"repo_id": repo_id, "repo_type": repo_type, kind: value})
 
 
 @app.command("set-likes")
@@ -227,7 +227,7 @@ def seed_command(
     from hubtools.localhub.seed import apply_seed_file
 
     for line in apply_seed_file(data, seed_file):
-        print(line)
+        console.result(line)
 
 
 from hubtools.cli import hub_admin  # noqa: E402  (registers its commands on ``app``)

@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from hubtools.cli import console
-from hubtools.cli.console import err_console
 from hubtools.errors import ConfigError
 
 token_app = typer.Typer(help="Access tokens of a local hub: add, list, revoke. Effective at once.",
@@ -65,14 +64,12 @@ def token_add(
     created = not (data / "hub.sqlite").is_file()
     token, stored = _token_store(data, create=True).add(user, "write" if write else "read", tuple(org), name)
     if created:
-        err_console.print(f"created the hub data folder {data}")
-    print(token, flush=True)
+        console.note(f"created the hub data folder {data}")
+    console.result(token, data={"token": token, "token_id": stored.token_id, "user": user, "role": stored.role,
+                                "orgs": list(stored.orgs)})
     scope = f", writes only in {', '.join(stored.orgs)}" if stored.orgs else ""
-    err_console.print(
-        f"token {stored.token_id} for {user} ({stored.role}{scope}). This is the only time it is shown: "
-        "hand it over now (`hf auth login`, or HF_TOKEN).",
-        highlight=False,
-    )
+    console.note(f"token {stored.token_id} for {user} ({stored.role}{scope}). This is the only time it is shown: "
+                 "hand it over now (`hf auth login`, or HF_TOKEN).")
 
 
 @token_app.command("list")
@@ -80,7 +77,7 @@ def token_list(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)) 
     """List the tokens (ids, users, roles; never the tokens themselves)."""
     tokens = _token_store(data, create=False).list()
     if not tokens:
-        print("no tokens: add one with `hubtools hub token add USER --data DIR`")
+        console.result("no tokens: add one with `hubtools hub token add USER --data DIR`", data={"tokens": []})
         return
     table = Table("id", "user", "role", "writes in", "name", "created")
     for column in (table.columns[0], table.columns[2], table.columns[5]):
@@ -100,7 +97,8 @@ def token_revoke(
     revoked = _token_store(data, create=False).revoke(token_id)
     if revoked is None:
         raise ConfigError(f"no token with id {token_id!r}: see `hubtools hub token list --data {data}`.")
-    print(f"revoked token {revoked.token_id} of {revoked.user}")
+    console.result(f"revoked token {revoked.token_id} of {revoked.user}",
+                   data={"revoked": revoked.token_id, "user": revoked.user})
 
 
 def fsck_command(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)) -> None:
@@ -109,17 +107,17 @@ def fsck_command(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)
     from hubtools.localhub.maintenance import fsck
 
     report = fsck(data)
-    print(f"checked {report.repos} repos, {report.commits} commits, {report.blobs} blobs ({_size(report.blob_bytes)})")
+    console.result(f"checked {report.repos} repos, {report.commits} commits, {report.blobs} blobs ({_size(report.blob_bytes)})")
     if report.unreferenced_blobs:
-        print(f"{report.unreferenced_blobs} blobs ({_size(report.unreferenced_bytes)}) are referenced by no commit: "
-              "`hubtools hub gc` frees them")
+        console.result(f"{report.unreferenced_blobs} blobs ({_size(report.unreferenced_bytes)}) are referenced by no "
+                       "commit: `hubtools hub gc` frees them")
     if report.temp_files:
-        print(f"{report.temp_files} files in tmp/: uploads in progress, or leftovers the next start sweeps")
+        console.result(f"{report.temp_files} files in tmp/: uploads in progress, or leftovers the next start sweeps")
     if report.ok:
-        print("no problems found")
+        console.result("no problems found")
         return
     for problem in report.problems:
-        print(f"problem: {problem}")
+        console.result(f"problem: {problem}")
     console.error(f"{len(report.problems)} problem(s) found: restore from a backup, or re-push the files named "
                   "above.")
     raise typer.Exit(1)
@@ -134,8 +132,8 @@ def gc_command(
 
     result = gc(data, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    print(f"{verb} {result.removed_blobs} blobs ({_size(result.freed_bytes)}) and {result.temp_files_removed} "
-          f"leftover temp files; kept {result.kept_blobs} referenced blobs")
+    console.result(f"{verb} {result.removed_blobs} blobs ({_size(result.freed_bytes)}) and {result.temp_files_removed} "
+                   f"leftover temp files; kept {result.kept_blobs} referenced blobs")
 
 
 def backup_command(
@@ -146,5 +144,5 @@ def backup_command(
     from hubtools.localhub.maintenance import backup
 
     result = backup(data, destination)
-    print(f"backed up {result.repos} repos, {result.commits} commits and {result.blobs} blobs "
-          f"({_size(result.blob_bytes)}) to {destination}")
+    console.result(f"backed up {result.repos} repos, {result.commits} commits and {result.blobs} blobs "
+                   f"({_size(result.blob_bytes)}) to {destination}")

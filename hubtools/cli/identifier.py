@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hubtools.cli import console as out
-from hubtools.cli.console import console, styled
+from hubtools.cli.console import styled
 
 app = typer.Typer(help="Check a DreamBooth identifier, or find rare single tokens to use.", no_args_is_help=True)
 
@@ -73,7 +72,7 @@ def check(
     report = check_identifier(text, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun,
                               other_tokenizers=_further_tokenizers(base_model, revision))
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        out.data_json(report.to_dict())
     else:
         _print_report(report)
     if strict and report.warnings:
@@ -85,31 +84,31 @@ def _print_report(report) -> None:
     yes_no = {True: styled("yes", "green"), False: styled("no", "red")}
     pieces = Text("  ").join(Text.assemble((piece, "bold"), f" ({token_id})")
                              for piece, token_id in zip(report.tokens, report.token_ids))
-    console.print(f"identifier     {report.text}")
-    console.print(Text.assemble(f"tokens         {report.num_tokens}: ", pieces))
-    console.print(Text.assemble("single token   ", yes_no[report.single_token]))
+    out.result(f"identifier     {report.text}")
+    out.result(Text.assemble(f"tokens         {report.num_tokens}: ", pieces))
+    out.result(Text.assemble("single token   ", yes_no[report.single_token]))
     for split in report.other_tokenizers or []:
-        console.print(Text.assemble(f"{split['tokenizer']:<15}{split['num_tokens']} ({split['tokenizer_class']}): ",
+        out.result(Text.assemble(f"{split['tokenizer']:<15}{split['num_tokens']} ({split['tokenizer_class']}): ",
                                     Text(" + ".join(split["tokens"]), style="bold")))
     if report.byte_level_of is not None:
-        console.print(Text.assemble("byte-level of  ", (report.byte_level_of, "bold")))
-    console.print(Text.assemble("ordinary word  ", styled("yes", "red") if report.is_word else styled("no", "green")))
+        out.result(Text.assemble("byte-level of  ", (report.byte_level_of, "bold")))
+    out.result(Text.assemble("ordinary word  ", styled("yes", "red") if report.is_word else styled("no", "green")))
     if report.rarity is not None:
-        console.print(f"rarity         {report.rarity:.3f} (0 most frequent .. 1 rarest, by BPE merge order)")
+        out.result(f"rarity         {report.rarity:.3f} (0 most frequent .. 1 rarest, by BPE merge order)")
     if report.prior_strength is not None:
         with_id, without = report.prior_prompts
-        console.print(f"prior strength {report.prior_strength:.4f} (cosine distance of {with_id!r} from {without!r})")
+        out.result(f"prior strength {report.prior_strength:.4f} (cosine distance of {with_id!r} from {without!r})")
     if report.nearest_neighbours:
         table = Table("nearest token", "id", "cosine", title="nearest neighbours (token embeddings)")
         for neighbour in report.nearest_neighbours:
             table.add_row(neighbour.token, str(neighbour.token_id), f"{neighbour.similarity:.3f}")
-        console.print(table)
+        out.result(table)
     for warning in report.warnings:
-        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
+        out.result(Text.assemble(("warning:", "yellow"), f" {warning}"))
     if report.suggestion:
-        console.print(Text.assemble("suggestion     type ", (report.suggestion, "bold"), " instead"))
+        out.result(Text.assemble("suggestion     type ", (report.suggestion, "bold"), " instead"))
     if report.ok:
-        console.print(Text.assemble(("looks good:", "green"), " one rare token with no known meaning to the tokenizer"))
+        out.result(Text.assemble(("looks good:", "green"), " one rare token with no known meaning to the tokenizer"))
 
 
 @app.command("suggest")
@@ -127,7 +126,7 @@ def suggest(
     tokenizer, text_encoder = _load_tools(base_model, revision, weights)
     suggestions = suggest_identifiers(n, tokenizer=tokenizer, text_encoder=text_encoder, class_noun=class_noun)
     if as_json:
-        typer.echo(json.dumps([s.to_dict() for s in suggestions], ensure_ascii=False, indent=2))
+        out.data_json([s.to_dict() for s in suggestions])
         return
     with_prior = text_encoder is not None
     table = Table("identifier", "token id", "rarity", *(["prior strength"] if with_prior else []),
@@ -135,4 +134,4 @@ def suggest(
     for s in suggestions:
         table.add_row(s.text, str(s.token_id), f"{s.rarity:.3f}",
                       *([f"{s.prior_strength:.4f}"] if with_prior else []))
-    console.print(table)
+    out.result(table)

@@ -32,4 +32,4 @@ def push_command(
     with console.ConsoleReporter() as reporter:
         result = runner.push(run, repo, private=private or None, checkpoints=checkpoints, message=message,
                              reporter=reporter)
-    console.result(result.url)
+    console.result(result.url, data={"url": result.url, "run_dir": str(run)})

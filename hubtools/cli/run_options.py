@@ -94,7 +94,7 @@ Settings = Annotated[list[str], typer.Option(
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder from its last checkpoint.")]
 Force = Annotated[bool, typer.Option("--force", help="With --resume: continue even though the config changed.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; load and train nothing.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (hubtools --quiet: results and errors only).")]
 
 
 # -- from flags to a RunConfig ------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def train_command(
         if resume:
             if run_dir is None:
                 raise typer.BadParameter("--resume needs the run folder: hubtools train RUN --resume")
-            outcome = runner.resume_training(run_dir, force=force, progress=not quiet, reporter=reporter)
+            outcome = runner.resume_training(run_dir, force=force, reporter=reporter)
         else:
             config = opt.build_config(config_file, settings, {
                 "model.base_model": base_model, "model.vae": vae, "concept.source": concept, "concept.identifier": identifier,
@@ -72,6 +72,6 @@ def train_command(
             if dry_run:
                 console.show(plan_table(runner.plan(config, run_dir, push=False, reporter=reporter)))
                 return
-            outcome = runner.train(config, run_dir, progress=not quiet, reporter=reporter)
+            outcome = runner.train(config, run_dir, reporter=reporter)
     console.show(train_table(outcome.train))
-    console.result(str(outcome.run_dir))
+    console.result(str(outcome.run_dir), data={"run_dir": str(outcome.run_dir)})

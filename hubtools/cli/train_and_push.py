@@ -75,10 +75,12 @@ def train_and_push_command(
             console.show(plan_table(runner.plan(config, run_dir, reporter=reporter)))
             return
         result = runner.train_and_push(None if resume else config, run_dir, resume=resume, force=force,
-                                       progress=not quiet, reporter=reporter)
+                                       reporter=reporter)
     console.show(train_table(result.train))
     console.result(f"run folder   {result.run_dir}")
-    for grid in getattr(result.samples, "grids", []) or []:
+    grids = getattr(result.samples, "grids", []) or []
+    for grid in grids:
         console.result(f"grid         {grid}")
     console.result(f"card         {result.run_dir / 'README.md'}")
-    console.result(result.push.url)
+    console.result(result.push.url, data={"url": result.push.url, "run_dir": str(result.run_dir),
+                                          "grids": [str(grid) for grid in grids], "card": str(result.run_dir / "README.md")})

@@ -39,6 +39,7 @@ from hubtools.concepts.manifest import (
 from hubtools.concepts.items import ResolvedSource
 from hubtools.concepts.sources import resolve_source
 from hubtools.errors import ConfigError, InputError
+from hubtools.reporting import Reporter, reporter_or_silent
 
 # zlib level 3: a third of the default's encode time for ~7% larger PNGs (encoding dominated prepare).
 PNG_COMPRESS_LEVEL = 3
@@ -78,6 +79,7 @@ def prepare_concept(
     buckets: str | None = "auto",
     size_multiple: int = DEFAULT_SIZE_MULTIPLE,
     captions: CaptionRules | None = None,
+    reporter: Reporter | None = None,
 ) -> PreparedConcept:
     """Prepare a concept folder from a local folder or a Hub dataset ``namespace/name[@revision]``.
 
@@ -85,6 +87,7 @@ def prepare_concept(
     ``buckets`` is ``auto`` (aspect-ratio buckets of about ``resolution``² pixels, sides multiples of
     ``size_multiple``), ``off`` (the centre square) or a list ``"WxH,WxH"``. ``captions`` are the
     caption template and trigger-word rules (default: captions as the source has them).
+    Progress goes to ``reporter`` (none: silent; ``progress=False`` drops only the progress events).
 
     Raises ``ConceptNotUsableError`` (an ``InputError``) after writing the folder when fewer than
     ``min_images`` were accepted, or under ``strict`` when anything was rejected.
@@ -118,7 +121,8 @@ def prepare_concept(
     try:
         concept = _prepare_into(
             resolved, staging, resolution=resolution, caption=caption, allow_upscale=allow_upscale,
-            crop=crop, progress=progress, buckets=bucket_list, caption_rules=captions,
+            crop=crop, reporter=reporter_or_silent(reporter, progress=progress), buckets=bucket_list,
+            caption_rules=captions,
         )
         replace_dir(staging, out_dir)
     except BaseException:
@@ -183,7 +187,7 @@ def _prepare_into(
     caption: str | None,
     allow_upscale: bool,
     crop: str,
-    progress: bool,
+    reporter: Reporter,
     buckets: list[Bucket] | None = None,
     caption_rules: CaptionRules | None = None,
 ) -> PreparedConcept:
@@ -195,7 +199,7 @@ def _prepare_into(
     by_sha: dict[str, int] = {}  # input sha256 -> entry index of the first copy
     thumbnails: dict[int, Image.Image] = {}  # decoded but unused inputs, for the contact sheet
 
-    for item in _with_progress(resolved, progress):
+    for item in _with_progress(resolved, reporter):
         index = len(entries)
         entry = ManifestEntry(status="ignored", reason="", path=item.path, row=item.row)
         entries.append(entry)
@@ -309,19 +313,10 @@ def _thumbnail(image: Image.Image) -> Image.Image:
     return thumb
 
 
-def _with_progress(resolved: ResolvedSource, enabled: bool):
-    items = resolved.items
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("preparing images", total=resolved.total)
-        for item in items:
-            yield item
-            bar.advance(task)
+def _with_progress(resolved: ResolvedSource, reporter: Reporter):
+    for done, item in enumerate(resolved.items, start=1):
+        yield item
+        reporter.progress("preparing images", done, resolved.total or done)
 
 
 __all__ = ["ConceptNotUsableError", "prepare_concept"]

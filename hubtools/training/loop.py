@@ -15,7 +15,6 @@ one on CPU.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from hubtools.config import RunConfig, describe_precision
 from hubtools.devices import resolve_device
 from hubtools.errors import ConfigError
 from hubtools.pipelines import with_family_defaults
+from hubtools.reporting import Reporter, SilentReporter, reporter_or_silent
 from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
@@ -75,15 +75,17 @@ class _OutOfMemoryContext:
 
 
 def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
-                     token: str | None = None, progress: bool = True) -> TrainResult:
+                     token: str | None = None, reporter: Reporter | None = None, progress: bool = True) -> TrainResult:
     """Train the run in ``run_dir`` (config and concept set already there); ``resume`` continues from the
-    newest checkpoint. Raises ``ConfigError`` when a resume's config changed, unless ``force``; a CUDA
-    out-of-memory error becomes a ``HubtoolsError`` naming the next smaller memory profile."""
+    newest checkpoint. Notes, progress, metrics and artifacts go to ``reporter`` (the main process's only;
+    ``progress=False`` drops the progress events, for library callers). Raises ``ConfigError`` when a resume's
+    config changed, unless ``force``; a CUDA out-of-memory error becomes a ``HubtoolsError`` naming the next smaller memory profile."""
     where = _OutOfMemoryContext()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train(cfg, Path(run_dir), resume=resume, force=force, token=token, progress=progress, where=where)
+        return _train(cfg, Path(run_dir), resume=resume, force=force, token=token,
+                      reporter=reporter_or_silent(reporter, progress=progress), where=where)
     except torch.OutOfMemoryError:
         if where.choice is None:
             raise
@@ -95,7 +97,7 @@ def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, for
 # -- the recipe ------------------------------------------------------------------------------------------
 
 
-def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: str | None, progress: bool,
+def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: str | None, reporter: Reporter,
            where: _OutOfMemoryContext) -> TrainResult:
     """The recipe. The order of the phases is part of exact resume: the accelerate calls (prepare, hooks,
     trackers, load_state) and the draws from the global RNG must come in the same order on every run."""
@@ -103,14 +105,14 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     family, cfg = with_family_defaults(cfg, token=token)  # reads two small JSON files, loads nothing
     where.family = family.name  # its memory profiles
     cfg = cfg.resolve()
-    run = _start_accelerator(cfg, RunFolder(Path(run_dir)), progress=progress, token=token, started=started)
+    run = _start_accelerator(cfg, RunFolder(Path(run_dir)), reporter=reporter, token=token, started=started)
     instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
                          resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.trained_config, plan.choice
-    run.say(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
+    run.reporter.note(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
     models = load_trainable_models(plan.trained_config, run.accelerator, seed=cfg.training.seed,
-                                   weight_dtype=run.weight_dtype, token=run.token, progress=run.progress,
+                                   weight_dtype=run.weight_dtype, token=run.token, reporter=run.reporter,
                                    class_image_sizes=instance.bucket_counts())
     data = _encode_data(run, plan.trained_config, models, instance)
     optimization = prepare_optimization(plan.trained_config, models, run.accelerator)
@@ -129,12 +131,12 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
 
 @dataclass
 class _TrainingSession:
-    """What every phase needs: the run folder, the accelerator and its precision, how chatty to be."""
+    """What every phase needs: the run folder, the accelerator and its precision, whom to tell."""
 
     folder: RunFolder
     accelerator: Any  # accelerate.Accelerator
     mixed_precision: str  # no|fp16|bf16, as resolved for the device
-    progress: bool
+    reporter: Reporter  # silent on every process but the main one
     token: str | None
     started: float  # time.perf_counter() at the start: wall time, and the metrics rows' time column
 
@@ -150,10 +152,6 @@ class _TrainingSession:
     def weight_dtype(self) -> torch.dtype:
         """The dtype of the frozen parts (trainable weights stay fp32)."""
         return _DTYPES[self.mixed_precision]
-
-    def say(self, message: str) -> None:
-        if self.main and self.progress:
-            print(message, file=sys.stderr)
 
 
 @dataclass
@@ -185,7 +183,7 @@ class _LoopOutcome:
 # -- the phases ------------------------------------------------------------------------------------------
 
 
-def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, token: str | None,
+def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, reporter: Reporter, token: str | None,
                        started: float) -> _TrainingSession:
     """A fresh accelerator for this run's device, precision and accumulation; deterministic kernels on CPU."""
     from accelerate import Accelerator
@@ -204,7 +202,9 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, progress: bool, tok
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return _TrainingSession(folder, accelerator, mixed_precision, progress=progress, token=token, started=started)
+    # Under several processes only the main one reports.
+    reporter = reporter if accelerator.is_main_process else SilentReporter()
+    return _TrainingSession(folder, accelerator, mixed_precision, reporter=reporter, token=token, started=started)
 
 
 def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, instance: Examples) -> TrainingData:
@@ -251,37 +251,32 @@ def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableMod
     cfg, training = plan.trained_config, plan.trained_config.training
     total = training.steps
     loop_started = time.perf_counter()
-    run.say(f"training: {training.method}, {total} steps from step {start_step}, batch {training.batch_size} "
+    run.reporter.note(f"training: {training.method}, {total} steps from step {start_step}, batch {training.batch_size} "
             f"x {run.accelerator.num_processes} process(es), {describe_precision(run.mixed_precision)} on "
             f"{run.device}")
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=start_step, desc="training", unit="step", disable=not (run.progress and run.main),
-               dynamic_ncols=True)
-    window = LossWindow(logs.metrics, bar, run.device, has_prior=data.has_prior,
+    run.reporter.progress("training", start_step, total)
+    window = LossWindow(logs.metrics, run.reporter, run.device, has_prior=data.has_prior,
                         learning_rate=cfg.learning_rate, mixed_precision=run.mixed_precision,
                         run_started=run.started, started=loop_started)
-    try:
-        for step in range(start_step, total):
-            where.step = step + 1
-            loss_parts = _optimizer_step(step, run, cfg, models, data, optimization)
-            done = step + 1
-            window.add(done, loss_parts, optimization.lr_scheduler.get_last_lr()[0])
-            bar.update(1)
-            checkpoint_due = training.checkpoint_every and done % training.checkpoint_every == 0
-            validation_due = training.validation_every and done % training.validation_every == 0
-            if done % LOG_EVERY == 0 or done == total or checkpoint_due or validation_due:
-                window.flush()
-            if checkpoint_due:
-                class_images_key = models.class_images.cache_key if models.class_images else None
-                ckpt.save_checkpoint(run.accelerator, run.folder.checkpoints, done, checkpoint_state(
-                    plan, done, class_images_key=class_images_key, base_revision=models.base.revision,
-                ), keep=training.keep_checkpoints)
-            if validation_due:
-                _validate(run, cfg, models, logs, done)
-        window.flush()
-    finally:
-        bar.close()
+    for step in range(start_step, total):
+        where.step = step + 1
+        loss_parts = _optimizer_step(step, run, cfg, models, data, optimization)
+        done = step + 1
+        window.add(done, loss_parts, optimization.lr_scheduler.get_last_lr()[0])
+        run.reporter.progress("training", done, total)
+        checkpoint_due = training.checkpoint_every and done % training.checkpoint_every == 0
+        validation_due = training.validation_every and done % training.validation_every == 0
+        if done % LOG_EVERY == 0 or done == total or checkpoint_due or validation_due:
+            window.flush()
+        if checkpoint_due:
+            class_images_key = models.class_images.cache_key if models.class_images else None
+            saved = ckpt.save_checkpoint(run.accelerator, run.folder.checkpoints, done, checkpoint_state(
+                plan, done, class_images_key=class_images_key, base_revision=models.base.revision,
+            ), keep=training.keep_checkpoints)
+            run.reporter.artifact("checkpoint", run.folder.relative(saved), step=done)
+        if validation_due:
+            _validate(run, cfg, models, logs, done)
+    window.flush()
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
 
 
@@ -299,9 +294,11 @@ def _write_final_outputs(run: _TrainingSession, plan: TrainingPlan, models: Trai
                                            kohya_name=kohya_name(plan.trained_config, run.folder.root))
         else:
             weight_files = save_final_pipeline(run.folder.root, models.family, models.base.pipeline, trained)
-        plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.loss_curve,
-                        title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
-                        fidelity=read_jsonl(run.folder.fidelity))
+        curve = plot_loss_curve(read_jsonl(run.folder.metrics), run.folder.loss_curve,
+                                title=f"DreamBooth {training.method} training loss ({training.steps} steps)",
+                                fidelity=read_jsonl(run.folder.fidelity))
+        if curve is not None:
+            run.reporter.artifact("loss_curve", run.folder.relative(curve))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return weight_files
@@ -400,6 +397,8 @@ def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, lo
             device=run.accelerator.device, autocast_dtype=None if run.mixed_precision == "no" else run.weight_dtype,
             path=validation_path(run.folder.images, step), call_kwargs=family.call_kwargs(denoiser_config),
         )
+        run.reporter.artifact("validation_grid", run.folder.relative(validation_path(run.folder.images, step)),
+                              step=step)
         if logs.fidelity is not None:
             logs.fidelity_log.write([{"step": step, "dino": round(logs.fidelity.score(images), 6)}])
     run.accelerator.wait_for_everyone()

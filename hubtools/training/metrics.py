@@ -49,10 +49,10 @@ class MetricsLog:
 @dataclass
 class LossWindow:
     """The steps since the last host sync. Reading losses back stalls the GPU, so it happens once per
-    window, for everything that needs the values: the NaN check, the metrics rows, the progress-bar postfix."""
+    window, for everything that needs the values: the NaN check, the metrics rows, the reporter's metrics."""
 
     metrics: MetricsLog
-    bar: Any  # tqdm
+    reporter: Any  # hubtools.reporting.Reporter
     device: torch.device
     has_prior: bool
     learning_rate: float  # named in the advice when the loss is no longer finite
@@ -85,10 +85,11 @@ class LossWindow:
                          "it/s": rate, "time": round(now - self.run_started, 3)})
         self.metrics.write(rows)
         self.rows.extend(rows)
-        postfix = {"loss": f"{rows[-1]['loss']:.4f}"}
-        if self.device.type == "cuda":
-            postfix["mem"] = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}GB"
-        self.bar.set_postfix(postfix, refresh=False)
+        for row in rows:
+            values = {key: value for key, value in row.items() if key not in ("step", "time") and value is not None}
+            if self.device.type == "cuda":
+                values["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+            self.reporter.metric(row["step"], values)
         self.steps, self.started = [], now
 
 

@@ -13,6 +13,7 @@ from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
 from hubtools.families import Family
 from hubtools.pipelines import BaseModel, load_base_model
+from hubtools.reporting import Reporter
 from hubtools.training import checkpoints as ckpt
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class Optimization:
 
 
 def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
-                          progress: bool, class_image_sizes: dict[tuple[int, int], int] | None = None,
+                          reporter: Reporter, class_image_sizes: dict[tuple[int, int], int] | None = None,
                           ) -> TrainableModels:
     """The base model, its class images for prior preservation (at the instance images' bucket sizes, in their
     proportions: ``class_image_sizes``; None: the training square), then its parts set up for training."""
@@ -91,9 +92,7 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
         from hubtools.prior import ensure_class_images
 
         with accelerator.main_process_first():
-            class_images = ensure_class_images(cfg, base, device=device,
-                                               progress=progress and accelerator.is_main_process,
-                                               sizes=class_image_sizes)
+            class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
 
     models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)

@@ -93,7 +93,7 @@ function newRunPage(root) {
       if (field("identifier").value.trim() !== text) { return; }
       out.replaceChildren();
       out.append(el("span", { class: "token-count", id: "token-count", "data-tokens": report.num_tokens },
-        `${report.num_tokens} token${report.num_tokens === 1 ? "" : "s"}`), ` : ${report.tokens.join(" + ")}`);
+        `${report.num_tokens} token${report.num_tokens === 1 ? "" : "s"}`), `: ${report.tokens.join(" + ")}`);
       for (const split of report.other_tokenizers) { out.append(el("br"), `${split.tokenizer}: ${split.num_tokens} (${split.tokens.join(" + ")})`); }
       for (const warning of report.warnings) { out.append(el("br"), "⚠ " + warning); }
       if (report.ok) { out.append(el("br"), "looks good: one rare token with no known meaning"); }
