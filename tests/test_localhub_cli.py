@@ -63,6 +63,16 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
     assert (tmp_path / "data" / "hub.sqlite").is_file()
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
+    # A restart finds the tiny models in place and publishes nothing again (seconds, not a minute).
+    process = _start_serve(tmp_path, "--with-tiny-model")
+    try:
+        url = process.stdout.readline().strip()
+        commits = HfApi(endpoint=url).list_repo_commits("hubtools/tiny-stable-diffusion")
+        assert len(commits) == 2  # the repo's initial commit and the one publication
+    finally:
+        out, err = _stop(process)
+    assert "already published" in err and "publishing the tiny models" not in err, err[-2000:]
+
 
 def test_serve_rejects_bad_tokens_with_one_line(tmp_path, capsys):
     assert main(["hub", "serve", "--data", str(tmp_path / "d"), "--token", "no-equals-sign"]) == 2

@@ -301,3 +301,22 @@ def test_text_fields_are_bounded_as_on_the_hub(hub):
             call()
         assert error.value.response.status_code == 400 and "too long" in error.value.response.json()["error"]
     assert api.create_discussion(repo_id, title="t" * 200).num
+
+
+# ---- the smaller points ------------------------------------------------------------------------
+
+
+def test_names_the_clients_cannot_use_are_refused(hub, client):
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id = new_repo(hub, ALICE, "alice")
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    with pytest.raises(HfHubHTTPError) as head:
+        api.create_branch(repo_id, branch="HEAD")
+    assert head.value.response.status_code == 400
+    for path in ("a" * 256 + ".txt", "folder/" + "é" * 128 + "/x.txt"):  # 259 bytes; 256 bytes in UTF-8
+        with pytest.raises(HfHubHTTPError) as long_name:
+            api.create_commit(repo_id, operations=[CommitOperationAdd(path, b"x")], commit_message="long")
+        assert long_name.value.response.status_code == 400
+    api.create_commit(repo_id, operations=[CommitOperationAdd("a" * 251 + ".txt", b"x")], commit_message="ok")

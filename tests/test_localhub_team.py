@@ -250,7 +250,7 @@ def test_one_server_per_data_folder(tmp_path):
                 pass
 
 
-def test_tokens_file_changes_apply_and_a_bad_edit_keeps_the_last_good_tokens(tmp_path, caplog):
+def test_tokens_file_changes_apply_and_a_bad_edit_fails_closed(tmp_path, caplog):
     tokens_file = tmp_path / "tokens.txt"
     tokens_file.write_text("carol=carol-file-token write\n")
     book = TokenBook(tokens_file=tokens_file)
@@ -258,9 +258,13 @@ def test_tokens_file_changes_apply_and_a_bad_edit_keeps_the_last_good_tokens(tmp
     tokens_file.write_text("carol=carol-file-token read\ndave=dave-file-token\n")
     assert book.identify("carol-file-token") == Identity("carol", "read")
     assert book.identify("dave-file-token") == Identity("dave", "write")
+    # An edit that removes dave and breaks a line: dave's token must stop working, so none of the file's do.
     tokens_file.write_text("carol=carol-file-token read\nbroken-line-with-secret-in-it\n")
-    assert book.identify("dave-file-token") == Identity("dave", "write")  # the last good file still holds
+    assert book.identify("dave-file-token") is None and book.identify("carol-file-token") is None
     assert "line 2: expected USER=TOKEN" in caplog.text and "secret-in-it" not in caplog.text
+    assert caplog.text.count("expected USER=TOKEN") == 1  # one line, not one per request
+    tokens_file.write_text("carol=carol-file-token read\n")  # fixed: the file's tokens work again
+    assert book.identify("carol-file-token") == Identity("carol", "read")
     tokens_file.unlink()
     assert book.identify("carol-file-token") is None and book.identify("dave-file-token") is None
 

@@ -96,7 +96,7 @@ def serve(
     """Serve a Hub-compatible API until Ctrl-C. The first line printed is the endpoint URL."""
     from hubtools.localhub import serve_in_background
     from hubtools.localhub.auth import INTERNAL_PUBLISHER, tokens_file_warning
-    from hubtools.localhub.server import is_loopback
+    from hubtools.localhub.server import is_loopback, remember_tiny_models, tiny_models_published
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {port}.")
@@ -124,10 +124,14 @@ def serve(
         if not token and tokens_file is None and not hub.tokens.store.list():
             console.warning(f"no tokens yet: the hub is read-only until you add one "
                             f"(`hubtools hub token add USER --write --data {data}`).")
-        if publisher_token is not None:
+        if publisher_token is not None and tiny_models_published(hub):
+            console.note("the tiny models are already published")
+        elif publisher_token is not None:
             console.stage("publishing the tiny models ...")
-            for repo_id in _publish_tiny_model_in_child(hub.url, publisher_token):
+            published = _publish_tiny_model_in_child(hub.url, publisher_token)
+            for repo_id in published:
                 console.note(f"published {repo_id}")
+            remember_tiny_models(hub, published)
         # The URL goes first (and is flushed) so a script can read one line and start using the hub.
         console.result(hub.url, data={"url": hub.url})
         console.result(f"export HF_ENDPOINT={hub.url} HF_UPDATE_DOWNLOAD_COUNTS=0")

@@ -160,8 +160,11 @@ class TokenBook:
             else:
                 try:
                     self._file_entries = self._read_tokens_file()
-                except ConfigError as error:  # keep the last good tokens; the message never holds a token
-                    logger.warning("local hub: %s Keeping the previous tokens.", error)
+                except ConfigError as error:
+                    # Fail closed: an edit that broke the file may have been the removal of a token, so no
+                    # token of the file works until it is fixed. The message never holds a token.
+                    logger.warning("local hub: %s None of the file's tokens work until it is fixed.", error)
+                    self._file_entries = {}
             self._file_signature = signature
 
     # ---- resolution ----------------------------------------------------------------------------

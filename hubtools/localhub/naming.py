@@ -19,6 +19,7 @@ RESERVED_NAMESPACES = {"api", "datasets", "spaces", "models", "static", "setting
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 MAX_PATH_LENGTH = 1000
+MAX_SEGMENT_BYTES = 255  # what a client can save: the longest file name of common filesystems
 
 
 def repo_type_from_plural(plural: str) -> str:
@@ -68,6 +69,9 @@ def check_path(path: str) -> str:
         raise BadRequest(f"Invalid path in repo {path!r}: no '.', '..' or empty parts.")
     if parts[0] == ".git":
         raise BadRequest(f"Invalid path in repo {path!r}: .git is reserved.")
+    if any(len(part.encode("utf-8")) > MAX_SEGMENT_BYTES for part in parts):
+        raise BadRequest(f"Invalid path in repo: a file or folder name is longer than {MAX_SEGMENT_BYTES} bytes, "
+                         "which clients cannot save.")
     return path
 
 
@@ -81,4 +85,6 @@ def check_ref_name(name: str, what: str = "branch") -> str:
         or name.startswith("refs/")
     ):
         raise BadRequest(f"Invalid {what} name {name!r}: use letters, digits, '-', '_', '.' and '/'.")
+    if name == "HEAD":  # git's name for the current branch: a ref of that name would shadow it
+        raise BadRequest(f"Invalid {what} name 'HEAD': it is reserved.")
     return name

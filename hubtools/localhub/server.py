@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -76,6 +77,39 @@ def open_storage(data_dir: Path, *, create: bool = True) -> Storage:
         raise HubError(f"Cannot use {data_dir} as the hub's data folder: {error.strerror}.") from None
     except StorageError as error:
         raise HubError(str(error)) from None
+
+
+TINY_MODELS_RECORD = "tiny-models.json"  # in the data folder: what `serve --with-tiny-model` published
+
+
+def tiny_models_published(hub: LocalHub) -> bool:
+    """Whether the tiny models this hubtools publishes are already in the hub (so a restart skips the
+    minute of building and uploading them): the record of the last publication, by this hubtools version,
+    names repos whose main branch still holds a pipeline."""
+    from hubtools import __version__
+    from hubtools.localhub.errors import HubHTTPError
+
+    try:
+        record = json.loads((hub.data_dir / TINY_MODELS_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or record.get("hubtools") != __version__ or not record.get("repos"):
+        return False
+    for repo_id in record["repos"]:
+        try:
+            commit, _ = hub.storage.resolve("model", str(repo_id), "main")
+        except HubHTTPError:
+            return False
+        if "model_index.json" not in commit.tree:
+            return False
+    return True
+
+
+def remember_tiny_models(hub: LocalHub, repo_ids: list[str]) -> None:
+    from hubtools import __version__
+    from hubtools.atomic import write_json_atomic
+
+    write_json_atomic(hub.data_dir / TINY_MODELS_RECORD, {"hubtools": __version__, "repos": repo_ids})
 
 
 def is_loopback(host: str) -> bool:
