@@ -337,3 +337,20 @@ def test_repo_names_are_case_insensitive_as_on_the_hub(hub, tmp_path):
         api.create_repo(repo_id.lower())
     assert taken.value.response.status_code == 409
     assert api.create_repo(repo_id.lower(), exist_ok=True).repo_id.lower() == repo_id.lower()
+
+
+def test_a_damaged_parquet_is_not_shown_on_the_dataset_page(hub, data_dir, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table_file = data_dir.parent / "rows.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(50)]}), table_file)
+    content = table_file.read_bytes()
+    table_file.unlink()
+    repo_id = new_repo(hub, ALICE, "alice", repo_type="dataset")
+    HfApi(endpoint=hub.url, token=ALICE).upload_file(path_or_fileobj=content, path_in_repo="data.parquet",
+                                                     repo_id=repo_id, repo_type="dataset")
+    _flip_a_byte(data_dir, content)
+    page = httpx.get(f"{hub.url}/datasets/{repo_id}")
+    assert "row 7" not in page.text and "damaged" in page.text
+    assert f"dataset {repo_id}@" in caplog.text
