@@ -320,3 +320,37 @@ def test_names_the_clients_cannot_use_are_refused(hub, client):
             api.create_commit(repo_id, operations=[CommitOperationAdd(path, b"x")], commit_message="long")
         assert long_name.value.response.status_code == 400
     api.create_commit(repo_id, operations=[CommitOperationAdd("a" * 251 + ".txt", b"x")], commit_message="ok")
+
+
+def test_repo_names_are_case_insensitive_as_on_the_hub(hub, tmp_path):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    repo_id = f"alice/CaseModel-{uuid.uuid4().hex[:6]}"
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"weights", path_in_repo="w.bin", repo_id=repo_id)
+    assert api.model_info(repo_id.lower()).id == repo_id  # any casing finds it; it answers with its name
+    assert Path(hf_hub_download(repo_id.upper().replace("ALICE", "alice"), "w.bin", endpoint=hub.url,
+                                cache_dir=tmp_path)).read_bytes() == b"weights"
+    with pytest.raises(HfHubHTTPError) as taken:
+        api.create_repo(repo_id.lower())
+    assert taken.value.response.status_code == 409
+    assert api.create_repo(repo_id.lower(), exist_ok=True).repo_id.lower() == repo_id.lower()
+
+
+def test_a_damaged_parquet_is_not_shown_on_the_dataset_page(hub, data_dir, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table_file = data_dir.parent / "rows.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(50)]}), table_file)
+    content = table_file.read_bytes()
+    table_file.unlink()
+    repo_id = new_repo(hub, ALICE, "alice", repo_type="dataset")
+    HfApi(endpoint=hub.url, token=ALICE).upload_file(path_or_fileobj=content, path_in_repo="data.parquet",
+                                                     repo_id=repo_id, repo_type="dataset")
+    _flip_a_byte(data_dir, content)
+    page = httpx.get(f"{hub.url}/datasets/{repo_id}")
+    assert "row 7" not in page.text and "damaged" in page.text
+    assert f"dataset {repo_id}@" in caplog.text

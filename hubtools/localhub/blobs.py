@@ -150,6 +150,11 @@ class BlobStore:
             self.quarantine(sha256)
         self._mark_verified(sha256, signature)
 
+    def verified_path(self, sha256: str) -> Path:
+        """The blob's path for a reader that opens it itself (pyarrow, PIL), after ``ensure_verified``."""
+        self.ensure_verified(sha256)
+        return self.blob_path(sha256)
+
     def read_range(self, sha256: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start``, of a blob checked whole first (``ensure_verified``)."""
         self.ensure_verified(sha256)

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS commits (
     repo_id TEXT NOT NULL, parent TEXT, title TEXT NOT NULL, message TEXT NOT NULL, author TEXT NOT NULL,
     date TEXT NOT NULL, base_seq INTEGER, n_files INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS repos_any_case ON repos (repo_type, repo_id COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS commits_by_repo ON commits (repo_type, repo_id);
 CREATE TABLE IF NOT EXISTS files (
     commit_seq INTEGER NOT NULL, path TEXT NOT NULL, dir TEXT NOT NULL, sha256 TEXT NOT NULL,

@@ -171,7 +171,10 @@ class Storage:
 
     def get_repo(self, repo_type: str, repo_id: str) -> Repo | None:
         row = self.db.connect().execute(
-            f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
+            # Repo names are case-insensitive, as on the Hub: any casing finds the repo (the exact one first,
+            # for a data folder from before, which may hold two casings), which answers with its own name.
+            f"SELECT {_REPO_COLUMNS} FROM repos WHERE repo_type = ? AND repo_id = ? COLLATE NOCASE "
+            "ORDER BY repo_id = ? DESC LIMIT 1", (repo_type, repo_id, repo_id)
         ).fetchone()
         return _repo_from_row(row) if row else None
 
@@ -193,7 +196,8 @@ class Storage:
     def redirect_of(self, repo_type: str, repo_id: str) -> str | None:
         """Where a moved repo went (the Hub keeps the old name working), or None."""
         row = self.db.connect().execute(
-            "SELECT new_id FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id)
+            "SELECT new_id FROM redirects WHERE repo_type = ? AND old_id = ? COLLATE NOCASE "
+            "ORDER BY old_id = ? DESC LIMIT 1", (repo_type, repo_id, repo_id)
         ).fetchone()
         return row[0] if row else None
 
@@ -205,7 +209,7 @@ class Storage:
         now = now_iso()
         with self.db.transaction() as db:
             if db.execute(
-                "SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, repo_id)
+                "SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ? COLLATE NOCASE", (repo_type, repo_id)
             ).fetchone():
                 raise Conflict(f"You already created this {repo_type} repo: {repo_id}.")
             db.execute(
@@ -213,7 +217,7 @@ class Storage:
                 (repo_type, repo_id, owner, int(private), now, sdk),
             )
             # A new repo takes the name over from a repo that was moved away from it.
-            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ?", (repo_type, repo_id))
+            db.execute("DELETE FROM redirects WHERE repo_type = ? AND old_id = ? COLLATE NOCASE", (repo_type, repo_id))
             oid = self._insert_commit(db, repo_type, repo_id, None, "initial commit", "", owner, None, now)
             seq = _seq_of(db, oid)
             insert_file(db, seq, ".gitattributes", entry)
@@ -458,7 +462,8 @@ class Storage:
         source_repo = self.require_repo(repo_type, from_id)
         rows = source.tree.file_rows()
         with self.db.transaction() as db:
-            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ? COLLATE NOCASE",
+                          (repo_type, to_id)).fetchone():
                 raise Conflict(f"You already created this {repo_type} repo: {to_id}.")
             db.execute("INSERT INTO repos (repo_type, repo_id, owner, private, created_at, sdk) "
                        "VALUES (?, ?, ?, ?, ?, ?)", (repo_type, to_id, owner, int(private), now_iso(), source_repo.sdk))
@@ -476,7 +481,8 @@ class Storage:
     def move_repo(self, repo_type: str, from_id: str, to_id: str) -> None:
         """Rename a repo; the old name keeps answering (a redirect), as on the Hub, until a repo takes it."""
         with self.db.transaction() as db:
-            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ?", (repo_type, to_id)).fetchone():
+            if db.execute("SELECT 1 FROM repos WHERE repo_type = ? AND repo_id = ? COLLATE NOCASE AND repo_id != ?",
+                          (repo_type, to_id, from_id)).fetchone():  # a new casing of its own name is a rename
                 raise Conflict(f"A {repo_type} repo {to_id} already exists: pick another name.")
             for table in REPO_TABLES:
                 db.execute(f"UPDATE {table} SET repo_id = ? WHERE repo_type = ? AND repo_id = ?",

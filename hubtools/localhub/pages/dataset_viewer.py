@@ -50,7 +50,7 @@ def dataset_rows(storage: Storage, repo: Repo, commit: Commit, revision: str) ->
         with _rows_lock:
             cached = _rows_cache.get(entry.sha256)
         if cached is None:
-            cached = _parquet_rows(storage.blobs.blob_path(entry.sha256), parquet[0])
+            cached = _parquet_rows(storage.blobs.verified_path(entry.sha256), parquet[0])
             with _rows_lock:
                 _rows_cache[entry.sha256] = cached
                 while len(_rows_cache) > 64:
