@@ -16,6 +16,7 @@ from typing import Any
 from hubtools.atomic import write_text_atomic
 from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name, parse_hub_ref
 from hubtools.errors import InputError
+from hubtools.formatting import human_size
 from hubtools.families import License, by_name
 from hubtools.hackathon import get_theme
 from hubtools.hashing import sha256_file
@@ -29,8 +30,6 @@ from hubtools.runfolder import read_json
 from hubtools.runfolder.layout import FILE_ROLES
 
 DEFAULT_TEMPLATE = TEMPLATES_DIR / "model_card.md.j2"
-# Stable Diffusion 1.x's licence, which fine-tunes inherit: used when the base model's card names none.
-FALLBACK_LICENSE = "creativeml-openrail-m"
 BASE_TAGS = ["text-to-image", "diffusers", "stable-diffusion", "dreambooth", "hubtools"]
 
 log = logging.getLogger("hubtools")
@@ -280,7 +279,7 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class
         known = recorded.get(path)
         # train_result's hash holds while the file is the one training wrote (same size); else hash it now.
         sha = known.sha256 if known and known.bytes == size and known.sha256 else sha256_file(run.root / path)
-        files.append({"path": path, "size": _size(size), "sha256": sha})
+        files.append({"path": path, "size": human_size(size), "sha256": sha})
     return {
         "format": _lora_format(run.lora_weights) if lora
         else f"diffusers {family_class} folder (safetensors)",
@@ -411,14 +410,6 @@ def _duration(seconds) -> str | None:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s")
-
-
-def _size(num_bytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if num_bytes < 1024 or unit == "GB":
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    return f"{num_bytes} B"
 
 
 def _hubtools_version() -> str:

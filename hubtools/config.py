@@ -26,19 +26,17 @@ import tomli_w
 
 from hubtools.atomic import write_text_atomic
 from hubtools.errors import ConfigError
+from hubtools.hubnames import NAME_RULES, is_valid_repo_id
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_BASE_MODEL = "hubtools/tiny-stable-diffusion"
 RUN_CONFIG_FILENAME = "hubtools.toml"
-# A Hub repo id: namespace/name, each part starting with a letter or digit.
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
 def check_repo_id(repo_id: str | None, kind: str = "repo") -> str:
-    """``repo_id`` if it is shaped like one, else a one-line ``ConfigError`` (before any Hub call)."""
-    if not REPO_ID.match(repo_id or ""):
-        raise ConfigError(f"{kind} id {repo_id!r} must look like namespace/name (letters, digits, '-', '_', '.')")
-    return repo_id
+    """``repo_id`` if the Hub would accept it (``hubtools.hubnames``), else a one-line ``ConfigError`` (before
+    any Hub call)."""
+    if not is_valid_repo_id(repo_id):
+        raise ConfigError(f"{kind} id {repo_id!r} must look like namespace/name ({NAME_RULES})")
+    return repo_id  # type: ignore[return-value]
 
 # Learning rates from the DreamBooth write-ups: 2e-6 for a full fine-tune (5e-6 overfits objects fast),
 # 1e-4 for LoRA, whose low-rank updates need a much larger step.
@@ -161,8 +159,8 @@ class PublishConfig(_Section):
     @field_validator("repo_id")
     @classmethod
     def _repo_id_shape(cls, value: str | None) -> str | None:
-        if value is not None and not REPO_ID.match(value):
-            raise ValueError("must look like namespace/name (letters, digits, '-', '_', '.')")
+        if value is not None and not is_valid_repo_id(value):
+            raise ValueError(f"must look like namespace/name ({NAME_RULES})")
         return value
 
 

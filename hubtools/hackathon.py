@@ -24,6 +24,7 @@ else:  # pragma: no cover
 from hubtools.config import check_repo_id
 from hubtools import errors
 from hubtools.errors import ConfigError
+from hubtools.formatting import as_list
 from hubtools.hub_errors import hub_errors
 from hubtools.resources import HACKATHON_DIR
 
@@ -191,7 +192,7 @@ def check_submission(repo_id: str, *, token: str | None = None, load: bool = Fal
 
 def check_rules(submission: Submission, *, token: str | None = None, load: bool = False) -> list[RuleResult]:
     """The rules over a submission already fetched (``check_submission`` fetches it from the Hub)."""
-    tags = [str(tag) for tag in _as_list(submission.metadata.get("tags"))]
+    tags = [str(tag) for tag in as_list(submission.metadata.get("tags"))]
     return [
         _rule_public(submission),
         _rule_hackathon_tag(submission, tags),
@@ -201,12 +202,6 @@ def check_rules(submission: Submission, *, token: str | None = None, load: bool 
         _rule_example_image(submission),
         _rule_model_files(submission, token, load),
     ]
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _no_card_fix(submission: Submission) -> str | None:
@@ -256,7 +251,7 @@ def _rule_license(submission: Submission) -> RuleResult:
 
 
 def _rule_widget(submission: Submission) -> RuleResult:
-    prompts = [entry.get("text") for entry in _as_list(submission.metadata.get("widget")) if isinstance(entry, dict)]
+    prompts = [entry.get("text") for entry in as_list(submission.metadata.get("widget")) if isinstance(entry, dict)]
     prompts = [text for text in prompts if isinstance(text, str) and text.strip()]
     if prompts:
         return RuleResult("widget", True, f"widget prompt {prompts[0]!r}")

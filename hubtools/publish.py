@@ -25,6 +25,7 @@ from hubtools.config import (
 from hubtools.errors import ConfigError, HubError
 from hubtools.hashing import file_digest
 from hubtools.hub_errors import hub_errors
+from hubtools.hubnames import DEFAULT_BRANCH
 from hubtools.runfolder import (
     RunFolder, TrainResult, checkpoint_files, is_managed, published_files, read_json, write_json_atomic,
 )
@@ -95,7 +96,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
         repo_id = repo_url.repo_id or repo_id
         write_shared_copies(run.root)
         files = published_files(run)
-        main = _push_tree(api, repo_id, "main", files, commit_message or default_commit_message(run.root, config),
+        main = _push_tree(api, repo_id, DEFAULT_BRANCH, files, commit_message or default_commit_message(run.root, config),
                           delete_stale=True)
         branches: dict[str, str] = {}
         if checkpoints:

@@ -94,12 +94,3 @@ def is_main_process() -> bool:
         return bool(state.PartialState().is_main_process)
     return True
 
-
-def artifact_path(path: os.PathLike | str, run_dir: os.PathLike | str) -> str:
-    """``path`` relative to the run folder, with forward slashes (as the ``artifact`` event carries it)."""
-    from pathlib import Path
-
-    try:
-        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
-    except ValueError:
-        return Path(path).as_posix()

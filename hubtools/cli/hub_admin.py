@@ -9,6 +9,7 @@ from rich.table import Table
 
 from hubtools.cli import console
 from hubtools.errors import ConfigError
+from hubtools.formatting import human_size
 
 token_app = typer.Typer(help="Access tokens of a local hub: add, list, revoke. Effective at once.",
                         no_args_is_help=True)
@@ -22,10 +23,6 @@ def register(app: typer.Typer) -> None:
     app.command("fsck")(fsck_command)
     app.command("gc")(gc_command)
     app.command("backup")(backup_command)
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
 
 
 def _token_store(data: Path, *, create: bool):
@@ -107,9 +104,9 @@ def fsck_command(data: Path = typer.Option(..., "--data", help=DATA_OPTION_HELP)
     from hubtools.localhub.maintenance import fsck
 
     report = fsck(data)
-    console.result(f"checked {report.repos} repos, {report.commits} commits, {report.blobs} blobs ({_size(report.blob_bytes)})")
+    console.result(f"checked {report.repos} repos, {report.commits} commits, {report.blobs} blobs ({human_size(report.blob_bytes)})")
     if report.unreferenced_blobs:
-        console.result(f"{report.unreferenced_blobs} blobs ({_size(report.unreferenced_bytes)}) are referenced by no "
+        console.result(f"{report.unreferenced_blobs} blobs ({human_size(report.unreferenced_bytes)}) are referenced by no "
                        "commit: `hubtools hub gc` frees them")
     if report.temp_files:
         console.result(f"{report.temp_files} files in tmp/: uploads in progress, or leftovers the next start sweeps")
@@ -132,7 +129,7 @@ def gc_command(
 
     result = gc(data, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    console.result(f"{verb} {result.removed_blobs} blobs ({_size(result.freed_bytes)}) and {result.temp_files_removed} "
+    console.result(f"{verb} {result.removed_blobs} blobs ({human_size(result.freed_bytes)}) and {result.temp_files_removed} "
                    f"leftover temp files; kept {result.kept_blobs} referenced blobs")
 
 
@@ -145,4 +142,4 @@ def backup_command(
 
     result = backup(data, destination)
     console.result(f"backed up {result.repos} repos, {result.commits} commits and {result.blobs} blobs "
-                   f"({_size(result.blob_bytes)}) to {destination}")
+                   f"({human_size(result.blob_bytes)}) to {destination}")

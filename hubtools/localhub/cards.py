@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from hubtools.errors import first_line
+from hubtools.formatting import as_text_list
 
 # libyaml's loader when PyYAML was built with it: ~10x faster, which the index of a big hub notices.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -36,14 +37,6 @@ def parse_card_metadata(text: str) -> dict[str, Any] | None:
     return data
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(item) for item in value if item is not None]
-    return [str(value)]
-
-
 def derive_tags(card: dict[str, Any] | None, paths: list[str]) -> tuple[list[str], str | None, str | None]:
     """(tags, library_name, pipeline_tag) the way the Hub builds them from the card and the file list."""
     card = card or {}
@@ -52,7 +45,7 @@ def derive_tags(card: dict[str, Any] | None, paths: list[str]) -> tuple[list[str
         library_name = "diffusers"
     pipeline_tag = card.get("pipeline_tag")
     tags: list[str] = []
-    for tag in _as_list(card.get("tags")):
+    for tag in as_text_list(card.get("tags")):
         tags.append(tag)
     if library_name:
         tags.append(str(library_name))
@@ -60,13 +53,13 @@ def derive_tags(card: dict[str, Any] | None, paths: list[str]) -> tuple[list[str
         tags.append(str(pipeline_tag))
     if any(path.endswith(".safetensors") for path in paths):
         tags.append("safetensors")
-    for license_name in _as_list(card.get("license")):
+    for license_name in as_text_list(card.get("license")):
         tags.append(f"license:{license_name}")
-    for dataset in _as_list(card.get("datasets")):
+    for dataset in as_text_list(card.get("datasets")):
         tags.append(f"dataset:{dataset}")
-    for base_model in _as_list(card.get("base_model")):
+    for base_model in as_text_list(card.get("base_model")):
         tags.append(f"base_model:{base_model}")
-    for language in _as_list(card.get("language")):
+    for language in as_text_list(card.get("language")):
         tags.append(language)
     unique = list(dict.fromkeys(tags))
     return unique, (str(library_name) if library_name else None), (str(pipeline_tag) if pipeline_tag else None)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import re
 
+from hubtools.hubnames import DEFAULT_BRANCH, NAME_RULES, is_valid_name_part
 from hubtools.localhub.errors import BadRequest
 
 REPO_TYPES = ("model", "dataset", "space")
 # URL prefixes of resolve/LFS routes, as huggingface_hub.constants.REPO_TYPES_URL_PREFIXES.
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-DEFAULT_BRANCH = "main"
 RESERVED_NAMESPACES = {"api", "datasets", "spaces", "models", "static", "settings", "new"}
 
-_NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 _REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 MAX_PATH_LENGTH = 1000
 MAX_SEGMENT_BYTES = 255  # what a client can save: the longest file name of common filesystems
@@ -36,11 +35,8 @@ def check_repo_type(repo_type: str | None) -> str:
 
 
 def check_name_part(part: str, what: str) -> str:
-    if not isinstance(part, str) or not _NAME_PART.match(part) or "--" in part or ".." in part:
-        raise BadRequest(
-            f"Invalid {what} {part!r}: use letters, digits, '-', '_' and '.', start and end with a letter or digit, "
-            "at most 96 characters, no '--' or '..'."
-        )
+    if not is_valid_name_part(part):
+        raise BadRequest(f"Invalid {what} {part!r}: use {NAME_RULES}.")
     return part
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from hubtools.formatting import as_text_list as as_list  # the pages show card values as text
+from hubtools.formatting import human_size  # noqa: F401 (the templates' name for it)
 from hubtools.localhub import naming
 from hubtools.localhub.errors import BadRequest
 from hubtools.localhub.naming import URL_PREFIXES
@@ -19,21 +21,6 @@ def repo_path(repo: Repo) -> str:
 def file_url(repo: Repo, mode: str, revision: str, path: str = "") -> str:
     url = f"{repo_path(repo)}/{mode}/{quote(revision, safe='')}"
     return f"{url}/{quote(path)}" if path else url
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
-
-
-def as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
 def repo_links(value: Any, repo_type: str) -> list[tuple[str, str | None]]:
