@@ -10,7 +10,10 @@ cannot drift from it.
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -56,45 +59,119 @@ def setting_option(key: str, *names: str, help: str | None = None) -> Any:
     return typer.Option(*names, help=f"{text[:1].upper()}{text[1:]} ({where}).", show_default=False)
 
 
-# -- the named flags --------------------------------------------------------------------------------------
+# -- the named flags: each declared once, with the setting it sets -----------------------------------------
 
-BaseModelFlag = Annotated[Optional[str], setting_option("model.base_model", "--base-model", help="Base model: Hub id or local diffusers folder")]
-Vae = Annotated[Optional[str], setting_option("model.vae", "--vae", help="A VAE instead of the base model's: Hub id[@rev] or folder (SDXL in fp16: madebyollin/sdxl-vae-fp16-fix)")]
-Concept = Annotated[Optional[str], setting_option("concept.source", "--concept", help="Photos of the subject: a folder, or a Hub dataset ns/name or ns/name@rev")]
-Identifier = Annotated[Optional[str], setting_option("concept.identifier", "--identifier", help="Rare token naming the subject (see `hubtools identifier suggest`)")]
-ClassNoun = Annotated[Optional[str], setting_option("concept.class_noun", "--class-noun", help="What the subject is: dog, ball, jellyfish...")]
-ImageColumn = Annotated[Optional[str], setting_option("concept.image_column", "--image-column")]
-Strict = Annotated[bool, setting_option("concept.strict", "--strict")]
-Method = Annotated[Optional[str], setting_option("training.method", "--method", help="Training method: full (fine-tune the UNet) or lora")]
-Steps = Annotated[Optional[int], setting_option("training.steps", "--steps", help="Training steps")]
-LearningRate = Annotated[Optional[float], setting_option("training.learning_rate", "--learning-rate", "--lr", help="Learning rate, 2e-6 for full, 1e-4 for LoRA unless given")]
-Resolution = Annotated[Optional[int], setting_option("training.resolution", "--resolution", help="Training resolution in pixels")]
-Device = Annotated[Optional[str], setting_option("training.device", "--device", help="Device: auto, cpu or cuda")]
-Memory = Annotated[Optional[str], setting_option("training.memory", "--memory", help="Memory profile: auto (from the free GPU memory), manual, low, medium or high")]
-MixedPrecision = Annotated[Optional[str], setting_option("training.mixed_precision", "--mixed-precision", help="Mixed precision: auto, no (fp32), fp16 or bf16")]
-TrainTextEncoder = Annotated[Optional[bool], setting_option("training.train_text_encoder", "--train-text-encoder/--freeze-text-encoder", help="Also train the text encoder")]
-CheckpointEvery = Annotated[Optional[int], setting_option("training.checkpoint_every", "--checkpoint-every", help="Resumable checkpoint every N steps, 0: only the final model")]
-Prior = Annotated[Optional[bool], setting_option("prior.enabled", "--prior/--no-prior", help="Prior preservation with generated class images (on unless --no-prior)")]
-NumClassImages = Annotated[Optional[int], setting_option("prior.num_class_images", "--num-class-images", help="Class images for prior preservation")]
-FidelityCurve = Annotated[Optional[bool], setting_option("eval.during_training", "--fidelity-curve/--no-fidelity-curve", help="Score each validation grid with DINO against the photos")]
-Repo = Annotated[Optional[str], setting_option("publish.repo_id", "--repo", help="Hub repo to push to: namespace/name")]
-Private = Annotated[Optional[bool], setting_option("publish.private", "--private/--public", help="Visibility of a new repo (public unless --private)")]
-Hackathon = Annotated[Optional[str], setting_option("publish.hackathon_theme", "--hackathon", help="Enter the DreamBooth hackathon under this theme")]
-Evaluate = Annotated[Optional[bool], setting_option("eval.enabled", "--eval/--no-eval", help="Evaluate (DINO, CLIP-I, CLIP-T) before pushing")]
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of the run commands: its parameter name, type annotation (typer's ``Annotated``),
+    default, and the ``RunConfig`` key it sets (None: it steers the command, not the run)."""
+
+    name: str
+    annotation: Any
+    default: Any = None
+    key: str | None = None
+
+
+def _setting(key: str, names: tuple[str, ...], kind: Any, help: str | None = None) -> Flag:
+    """A flag that sets ``key``; its parameter name comes from its first flag name (``--lr``'s is ``--learning-rate``)."""
+    name = names[0].split("/")[0].lstrip("-").replace("-", "_")
+    is_switch = kind is bool and "/" not in names[0]  # --strict: off unless given
+    annotation = Annotated[kind if is_switch else Optional[kind], setting_option(key, *names, help=help)]
+    return Flag(name, annotation, default=False if is_switch else None, key=key)
+
+
+RUN_FLAGS: tuple[Flag, ...] = (
+    _setting("model.base_model", ("--base-model",), str, "Base model: Hub id or local diffusers folder"),
+    _setting("model.vae", ("--vae",), str, "A VAE instead of the base model's: Hub id[@rev] or folder (SDXL in fp16: madebyollin/sdxl-vae-fp16-fix)"),
+    _setting("concept.source", ("--concept",), str, "Photos of the subject: a folder, or a Hub dataset ns/name or ns/name@rev"),
+    _setting("concept.identifier", ("--identifier",), str, "Rare token naming the subject (see `hubtools identifier suggest`)"),
+    _setting("concept.class_noun", ("--class-noun",), str, "What the subject is: dog, ball, jellyfish..."),
+    _setting("concept.image_column", ("--image-column",), str),
+    _setting("concept.strict", ("--strict",), bool),
+    _setting("training.method", ("--method",), str, "Training method: full (fine-tune the UNet) or lora"),
+    _setting("training.steps", ("--steps",), int, "Training steps"),
+    _setting("training.learning_rate", ("--learning-rate", "--lr"), float, "Learning rate, 2e-6 for full, 1e-4 for LoRA unless given"),
+    _setting("training.resolution", ("--resolution",), int, "Training resolution in pixels"),
+    _setting("training.device", ("--device",), str, "Device: auto, cpu or cuda"),
+    _setting("training.memory", ("--memory",), str, "Memory profile: auto (from the free GPU memory), manual, low, medium or high"),
+    _setting("training.mixed_precision", ("--mixed-precision",), str, "Mixed precision: auto, no (fp32), fp16 or bf16"),
+    _setting("training.train_text_encoder", ("--train-text-encoder/--freeze-text-encoder",), bool, "Also train the text encoder"),
+    _setting("training.checkpoint_every", ("--checkpoint-every",), int, "Resumable checkpoint every N steps, 0: only the final model"),
+    _setting("prior.enabled", ("--prior/--no-prior",), bool, "Prior preservation with generated class images (on unless --no-prior)"),
+    _setting("prior.num_class_images", ("--num-class-images",), int, "Class images for prior preservation"),
+    _setting("eval.during_training", ("--fidelity-curve/--no-fidelity-curve",), bool, "Score each validation grid with DINO against the photos"),
+)
+PUSH_FLAGS: tuple[Flag, ...] = (
+    _setting("publish.repo_id", ("--repo",), str, "Hub repo to push to: namespace/name"),
+    _setting("publish.private", ("--private/--public",), bool, "Visibility of a new repo (public unless --private)"),
+    _setting("publish.hackathon_theme", ("--hackathon",), str, "Enter the DreamBooth hackathon under this theme"),
+    _setting("eval.enabled", ("--eval/--no-eval",), bool, "Evaluate (DINO, CLIP-I, CLIP-T) before pushing"),
+)
 
 # -- the flags that steer the command rather than the run ------------------------------------------------
 
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config; the flags override it.", show_default=False)]
-Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<repo or identifier-class>).", show_default=False)]
-Settings = Annotated[list[str], typer.Option(
-    "--set", metavar="SECTION.KEY=VALUE", show_default=False,
-    help="Any other setting of the config, e.g. --set training.snr_gamma=5 or --set sampling.seeds=[0,1] "
-         "(repeatable; values are read as TOML, else as text).",
-)]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder from its last checkpoint.")]
-Force = Annotated[bool, typer.Option("--force", help="With --resume: continue even though the config changed.")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; load and train nothing.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (hubtools --quiet: results and errors only).")]
+BEFORE_FLAGS: tuple[Flag, ...] = (
+    Flag("config_file", Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config; the flags override it.", show_default=False)]),
+    Flag("out", Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<repo or identifier-class>).", show_default=False)]),
+)
+AFTER_FLAGS: tuple[Flag, ...] = (
+    Flag("settings", Annotated[list[str], typer.Option(
+        "--set", metavar="SECTION.KEY=VALUE", show_default=False,
+        help="Any other setting of the config, e.g. --set training.snr_gamma=5 or --set sampling.seeds=[0,1] "
+             "(repeatable; values are read as TOML, else as text).",
+    )], default=[]),
+    Flag("resume", Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder from its last checkpoint.")], False),
+    Flag("force", Annotated[bool, typer.Option("--force", help="With --resume: continue even though the config changed.")], False),
+    Flag("dry_run", Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; load and train nothing.")], False),
+    Flag("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (hubtools --quiet: results and errors only).")], False),
+)
+
+
+@dataclass
+class RunFlags:
+    """What a run command was given: ``values`` by parameter name, and the flags they came from."""
+
+    values: dict[str, Any]
+    flags: tuple[Flag, ...]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def given_settings(self) -> dict[str, Any]:
+        """``RunConfig`` key -> value of each setting flag the user gave (a switch left off is not given)."""
+        return {flag.key: self.values[flag.name] for flag in self.flags
+                if flag.key is not None and self.values[flag.name] not in (None, flag.default)}
+
+    def config(self, config_file: Path | None = None) -> RunConfig:
+        """The run's config from ``--config`` (or ``config_file``), ``--set`` and the named flags."""
+        return build_config(config_file or self.config_file, self.settings, self.given_settings())
+
+
+def with_run_flags(*, push: bool):
+    """Give a command the run flags (``push``: and those of the push), declared once here, after its own
+    parameters; the command receives them as one ``flags: RunFlags`` argument."""
+    shared = BEFORE_FLAGS + RUN_FLAGS + (PUSH_FLAGS if push else ()) + AFTER_FLAGS
+
+    def decorate(command):
+        own = [param for param in inspect.signature(command, eval_str=True).parameters.values() if param.name != "flags"]
+        added = [inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, annotation=flag.annotation,
+                                   default=flag.default) for flag in shared]
+
+        @functools.wraps(command)
+        def wrapper(**given: Any) -> Any:
+            values = {flag.name: given.pop(flag.name) for flag in shared}
+            return command(**given, flags=RunFlags(values, shared))
+
+        del wrapper.__wrapped__  # typer reads the signature below, not the command's
+        wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {param.name: param.annotation for param in own + added}
+        return wrapper
+
+    return decorate
 
 
 # -- from flags to a RunConfig ------------------------------------------------------------------------------

@@ -16,65 +16,28 @@ def register(app: typer.Typer) -> None:
     app.command("train-and-push")(train_and_push_command)
 
 
+@opt.with_run_flags(push=True)
 def train_and_push_command(
     config_argument: Annotated[Optional[Path], typer.Argument(
         metavar="CONFIG", show_default=False,
         help="TOML config (same as --config), e.g. hackathon/pokeball-machine.toml.")] = None,
-    config_file: opt.ConfigFile = None,
-    out: opt.Out = None,
-    base_model: opt.BaseModelFlag = None,
-    vae: opt.Vae = None,
-    concept: opt.Concept = None,
-    identifier: opt.Identifier = None,
-    class_noun: opt.ClassNoun = None,
-    image_column: opt.ImageColumn = None,
-    strict: opt.Strict = False,
-    method: opt.Method = None,
-    steps: opt.Steps = None,
-    learning_rate: opt.LearningRate = None,
-    resolution: opt.Resolution = None,
-    device: opt.Device = None,
-    memory: opt.Memory = None,
-    mixed_precision: opt.MixedPrecision = None,
-    train_text_encoder: opt.TrainTextEncoder = None,
-    checkpoint_every: opt.CheckpointEvery = None,
-    prior: opt.Prior = None,
-    num_class_images: opt.NumClassImages = None,
-    fidelity_curve: opt.FidelityCurve = None,
-    repo: opt.Repo = None,
-    private: opt.Private = None,
-    hackathon: opt.Hackathon = None,
-    evaluate: opt.Evaluate = None,
-    settings: opt.Settings = [],  # noqa: B006 (typer reads the default, never mutates it)
-    resume: opt.Resume = False,
-    force: opt.Force = False,
-    dry_run: opt.DryRun = False,
-    quiet: opt.Quiet = False,
+    *,
+    flags: opt.RunFlags,
 ) -> None:
     """Prepare the photos, train DreamBooth, render grids and a card, and push it all in one commit."""
     from hubtools import runner
     from hubtools.pipelines import quiet_weight_loading
 
-    if config_argument and config_file and config_argument != config_file:
+    if config_argument and flags.config_file and config_argument != flags.config_file:
         raise typer.BadParameter("give the config file once: as the argument or as --config")
-    config = opt.build_config(config_file or config_argument, settings, {
-        "model.base_model": base_model, "model.vae": vae, "concept.source": concept, "concept.identifier": identifier,
-        "concept.class_noun": class_noun, "concept.image_column": image_column, "concept.strict": strict or None,
-        "training.method": method, "training.steps": steps, "training.learning_rate": learning_rate,
-        "training.resolution": resolution, "training.device": device, "training.memory": memory,
-        "training.mixed_precision": mixed_precision, "training.train_text_encoder": train_text_encoder,
-        "training.checkpoint_every": checkpoint_every, "prior.enabled": prior,
-        "prior.num_class_images": num_class_images, "eval.during_training": fidelity_curve,
-        "publish.repo_id": repo, "publish.private": private, "publish.hackathon_theme": hackathon,
-        "eval.enabled": evaluate,
-    })
-    run_dir = out or opt.default_run_dir(config)
+    config = flags.config(config_argument)
+    run_dir = flags.out or opt.default_run_dir(config)
     quiet_weight_loading()
-    with console.ConsoleReporter(progress=not quiet) as reporter:
-        if dry_run:
+    with console.ConsoleReporter(progress=not flags.quiet) as reporter:
+        if flags.dry_run:
             console.show(plan_table(runner.plan(config, run_dir, reporter=reporter)))
             return
-        result = runner.train_and_push(None if resume else config, run_dir, resume=resume, force=force,
+        result = runner.train_and_push(None if flags.resume else config, run_dir, resume=flags.resume, force=flags.force,
                                        reporter=reporter)
     console.show(train_table(result.train))
     if result.evaluation is not None:  # the same figures as the card's table, without opening a file
