@@ -77,3 +77,38 @@ def test_card_publish_and_sample_do_not_import_each_other_or_the_model_loaders()
         assert not graph[stage] & (stages - {stage}), f"{stage} imports {graph[stage] & stages}"
     for stage in ("hubtools.card", "hubtools.publish"):
         assert not graph[stage] & {"hubtools.pipelines", "hubtools.tinymodel", "hubtools.devices"}
+
+
+# -- layers: the front ends on top, the stages below them, the families below the stages -----------------
+
+FRONT_ENDS = ("hubtools.cli", "hubtools.studio", "hubtools.__main__")
+STAGES = ("hubtools.runner", "hubtools.training", "hubtools.sample", "hubtools.prior", "hubtools.evaluation",
+          "hubtools.card", "hubtools.publish", "hubtools.concepts", "hubtools.demo", "hubtools.hackathon",
+          "hubtools.identifier")
+ALLOWED_FAMILY_TO_STAGE = {
+    ("hubtools.families.sd", "hubtools.training.loss"),  # removed by issue 22 (families branch)
+}
+
+
+def _is_in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def test_nothing_below_the_front_ends_imports_them():
+    graph = _import_graph()
+    wrong = {(module, target) for module, targets in graph.items() if not _is_in(module, FRONT_ENDS)
+             for target in targets if _is_in(target, ("hubtools.cli", "hubtools.studio"))}
+    assert not wrong, f"a stage or library module imports a front end: {sorted(wrong)}"
+
+
+def test_no_family_imports_a_stage():
+    graph = _import_graph()
+    wrong = {(module, target) for module, targets in graph.items() if _is_in(module, ("hubtools.families",))
+             for target in targets if _is_in(target, STAGES)}
+    assert wrong <= ALLOWED_FAMILY_TO_STAGE, f"a family imports a stage: {sorted(wrong - ALLOWED_FAMILY_TO_STAGE)}"
+
+
+def test_the_graph_follows_imports_made_inside_functions():
+    graph = _import_graph()
+    # runner imports hubtools.training only inside train_folder: the graph must still have the edge
+    assert "hubtools.training" in graph["hubtools.runner"]
