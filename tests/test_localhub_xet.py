@@ -277,6 +277,10 @@ from diffusers import DiffusionPipeline
 from hubtools.tinymodel import build_tiny_pipeline
 repo_id = sys.argv[1]
 pipe = build_tiny_pipeline("sd")
+# weights no other test uploaded: hf_xet's dedup cache would otherwise send no new xorb
+with torch.no_grad():
+    for parameter in pipe.unet.parameters():
+        parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(int(sys.argv[2]))))
 pipe.push_to_hub(repo_id)
 again = DiffusionPipeline.from_pretrained(repo_id)
 for name in ("unet", "vae", "text_encoder"):
@@ -289,7 +293,7 @@ print("ok")
 def test_diffusers_push_to_hub_and_from_pretrained_with_xet(local_hub):
     repo_id = f"{local_hub.user}/xet-pipe-{uuid.uuid4().hex[:8]}"
     before = _xorbs(local_hub)
-    assert _run(local_hub, _DIFFUSERS, repo_id).strip().endswith("ok")
+    assert _run(local_hub, _DIFFUSERS, repo_id, str(uuid.uuid4().int % 2**31)).strip().endswith("ok")
     assert _xorbs(local_hub) - before
 
 
