@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
-from hubtools.families import of_pipeline
+from hubtools.families import Family
 from hubtools.fonts import label_font
 from hubtools.reporting import Reporter, reporter_or_silent
 from hubtools.runfolder import (
@@ -73,19 +73,18 @@ class SampleResult:
 # -- generation ----------------------------------------------------------------------------------------
 
 
-def _use_scheduler(pipe, name: str) -> None:
-    """The named scheduler, where the family samples with a swappable one (FLUX keeps its flow-matching one)."""
-    pipe.scheduler = of_pipeline(pipe).sampling_scheduler(name, pipe.scheduler.config)
+def _use_scheduler(pipe, family: Family, name: str) -> None:
+    """The named scheduler, where the family samples with a swappable one (some keep their flow-matching one)."""
+    pipe.scheduler = family.sampling_scheduler(name, pipe.scheduler.config)
 
 
 class _Sampler:
     """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
 
-    def __init__(self, pipe, config: RunConfig, progress: Callable[[int], None]) -> None:
+    def __init__(self, pipe, family: Family, config: RunConfig, progress: Callable[[int], None]) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
-        # the family's call arguments (FLUX: max_sequence_length, and the size: it draws 1024 px unless told)
-        family = of_pipeline(pipe)
+        # the family's call arguments (e.g. max_sequence_length, and the size where the pipeline has its own)
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
             self.extra.update(height=config.training.resolution, width=config.training.resolution)
@@ -216,7 +215,7 @@ def _format_guidance(value: float) -> str:
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
-def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
+def _load_checkpoint_into(pipe, family: Family, checkpoint: Path, lora: bool) -> bool:
     """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights."""
     if lora:
         if not (checkpoint / LORA_WEIGHTS_FILENAME).is_file():
@@ -224,7 +223,6 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
         pipe.unload_lora_weights()
         pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
         return True
-    family = of_pipeline(pipe)
     if not (checkpoint / family.denoiser).is_dir():
         return False
     for name in (family.denoiser, *family.text_encoders):  # each trained part the checkpoint holds, same class
@@ -255,15 +253,16 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
     checkpoints = run.list_checkpoints()
 
     from hubtools.devices import resolve_device
-    from hubtools.pipelines import load_run_pipeline
+    from hubtools.pipelines import family_of, load_run_pipeline, record_of_run
 
     device = resolve_device("auto") if device is None else torch.device(device)
+    family = family_of(record_of_run(run.root, config.model))  # the base model preflight resolved
     pipe = load_run_pipeline(run.root, device=device)
-    _use_scheduler(pipe, sampling.scheduler)
+    _use_scheduler(pipe, family, sampling.scheduler)
 
     total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
-    sampler = _Sampler(pipe, config, lambda done: reporter.progress("grids", done, total))
-    scheduler_note = f"{of_pipeline(pipe).sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
+    sampler = _Sampler(pipe, family, config, lambda done: reporter.progress("grids", done, total))
+    scheduler_note = f"{family.sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 
@@ -307,7 +306,7 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
         final_row = [sampler.images(p, [seed], guidance)[0] for p in prompts]
         steps, rows = [], []
         for step, folder in checkpoints:
-            if step == final_step or not _load_checkpoint_into(pipe, folder, lora):
+            if step == final_step or not _load_checkpoint_into(pipe, family, folder, lora):
                 continue
             sampler.forget()
             steps.append(step)
