@@ -223,7 +223,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
     concept = prepare_concept(
         source,
         folder.concept,
-        resolution=checked.config.training.resolution,
+        resolution=checked.config.training.main_resolution,
         caption=checked.instance_prompt,
         min_images=checked.config.concept.min_images,
         strict=checked.config.concept.strict,

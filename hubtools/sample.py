@@ -88,7 +88,7 @@ class _Sampler:
         family = of_pipeline(pipe)
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
-            self.extra.update(height=config.training.resolution, width=config.training.resolution)
+            self.extra.update(height=config.training.main_resolution, width=config.training.main_resolution)
         self.progress = progress
         self.generated = 0
         self._cache: dict[tuple[str, int, float], Image.Image] = {}
