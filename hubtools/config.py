@@ -31,12 +31,15 @@ from hubtools.hubnames import NAME_RULES, is_valid_repo_id
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_BASE_MODEL = "hubtools/tiny-stable-diffusion"
 RUN_CONFIG_FILENAME = "hubtools.toml"
+
+
 def check_repo_id(repo_id: str | None, kind: str = "repo") -> str:
     """``repo_id`` if the Hub would accept it (``hubtools.hubnames``), else a one-line ``ConfigError`` (before
     any Hub call)."""
     if not is_valid_repo_id(repo_id):
         raise ConfigError(f"{kind} id {repo_id!r} must look like namespace/name ({NAME_RULES})")
     return repo_id  # type: ignore[return-value]
+
 
 # Learning rates from the DreamBooth write-ups: 2e-6 for a full fine-tune (5e-6 overfits objects fast),
 # 1e-4 for LoRA, whose low-rank updates need a much larger step.
