@@ -212,3 +212,46 @@ def test_train_command_takes_the_bucket_caption_and_resolution_flags(root, tmp_p
          "--repo", "tester/x", "--resolution", "48,64", "--buckets", "64x64", "--prepend-identifier"],
         capture_output=True, text=True, timeout=120, env=subprocess_env())
     assert bad.returncode == 2 and "use --buckets auto" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_grids_draw_at_the_buckets_shapes_and_the_card_lists_the_buckets(root):
+    """A set trained on portrait, landscape and square buckets: the samples grid holds one row per prompt and the
+    seeds at each shape, the widget is drawn at the most common bucket, and the card lists buckets, images per
+    bucket and the caption template."""
+    import numpy as np
+
+    from hubtools.card import render_model_card
+    from hubtools.sample import render_samples
+
+    training = {"method": "lora", "steps": 2, "learning_rate": 1e-2, "checkpoint_every": 0}
+    cfg, run = make_bucketed_run(root, "grids", training=training, prior={"enabled": False},
+                                 captions={"portrait.jpg": "on a sofa"})
+    cfg.concept.caption_template = "a photo of {identifier} {class_noun}, {caption}"
+    from hubtools.config import save_config
+    save_config(cfg, run / "hubtools.toml")
+    train_dreambooth(cfg, run, progress=False)
+    result = render_samples(run, progress=False)
+
+    samples = json.loads(result.samples_json.read_text())
+    cells = [cell for cell in samples["cells"] if cell["grid"] == "samples"]
+    assert len(cells) == len(cfg.sampling.prompts) * 3 * len(cfg.sampling.seeds)  # one row per prompt, 3 shapes
+    assert {tuple(cell["size"]) for cell in cells} == {(56, 72), (64, 64), (80, 48)}
+    assert {cell["row"] for cell in cells} == set(range(len(cfg.sampling.prompts)))
+    grid = np.asarray(Image.open(result.samples_grid).convert("RGB")).astype(int)
+    for cell in cells:  # each image keeps its shape: a portrait cell has white margins left and right
+        x0, y0, x1, y1 = cell["box"]
+        width, height = cell["size"]
+        if width < height:
+            assert (grid[y0 + 4:y1 - 4, x0:x0 + 4] == 255).all() and not (grid[y0 + 4:y1 - 4, (x0 + x1) // 2] == 255).all()
+        if width > height:
+            assert (grid[y0:y0 + 4, x0 + 4:x1 - 4] == 255).all()
+    # the widget: the most common bucket (56x72 and 80x48 hold two each; the squarer one wins the tie)
+    assert samples["widget"]["size"] == [56, 72]
+    with Image.open(result.widget_image) as widget:
+        assert widget.size == (56 * 3, 72 * 3)
+
+    text = render_model_card(run, repo_id="tester/buckets").text
+    assert "| `concept.buckets` | auto |" in text
+    assert "| `images per bucket` | 56x72: 2, 80x48: 2, 64x64: 1 |" in text
+    assert "| `concept.caption_template` | a photo of {identifier} {class_noun}, {caption} |" in text
+    assert "in buckets of about 64² px" in text and "(56x72: 2, 80x48: 2, 64x64: 1)" in text
