@@ -89,10 +89,10 @@ def test_variants_sample_and_license_as_their_model_cards_say():
     large, medium = configs["transformer"]["large"], configs["transformer"]["medium"]
     assert (family.sampling_defaults(large).num_inference_steps, family.sampling_defaults(large).guidance_scale) == (28, 3.5)
     assert (family.sampling_defaults(medium).num_inference_steps, family.sampling_defaults(medium).guidance_scale) == (40, 4.5)
-    for config, repo in ((large, "stable-diffusion-3.5-large"), (medium, "stable-diffusion-3.5-medium")):
+    for config in (large, medium):
         licence = family.default_license(config)
         assert (licence.id, licence.name) == ("other", "stabilityai-ai-community")
-        assert licence.link == f"https://huggingface.co/stabilityai/{repo}/blob/main/LICENSE.md"
+        assert licence.link == "https://stability.ai/community-license-agreement"
         assert "USD 1M" in licence.note and "commercial" in licence.note
     snippet = family.card_snippet(large, "ddim", 1024)
     assert snippet["pipeline_class"] == "StableDiffusion3Pipeline" and snippet["dtype"] == "torch.bfloat16"

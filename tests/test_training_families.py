@@ -147,7 +147,7 @@ def test_an_sd3_card_states_the_stability_community_licence(root, trained):
     run, _ = trained("sd3", "lora")
     card = render_model_card(run, repo_id="tester/sd3-lora")
     assert (card.data.license, card.data.license_name) == ("other", "stabilityai-ai-community")
-    assert card.data.license_link == "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/blob/main/LICENSE.md"
+    assert card.data.license_link == "https://stability.ai/community-license-agreement"
     assert "Stability AI Community License" in card.content and "USD 1M" in card.content
     assert "StableDiffusion3Pipeline" in card.content and "torch.bfloat16" in card.content
     assert "flow-matching Euler" in card.content and "sd3" in card.data.tags

@@ -45,9 +45,9 @@ _LICENSE_NOTE = ("Stability AI Community License: free for research, non-commerc
                  "commercial use needs an Enterprise licence from Stability AI")
 
 
-def _license(repo: str) -> License:
-    return License("other", name="stabilityai-ai-community",
-                   link=f"https://huggingface.co/stabilityai/{repo}/blob/main/LICENSE.md", note=_LICENSE_NOTE)
+# The same licence for every SD3.5 (and SD3 Medium) release; the Hub's name for it, and Stability AI's page.
+LICENSE = License("other", name="stabilityai-ai-community",
+                  link="https://stability.ai/community-license-agreement", note=_LICENSE_NOTE)
 
 
 # Memory profiles (name, min free GiB, method, 8-bit Adam, gradient checkpointing, summary), largest first,
@@ -110,8 +110,7 @@ class StableDiffusion3(Family):
         return SamplingDefaults(guidance_scale=3.5, num_inference_steps=28, guidance_scales=(2.5, 3.5, 4.5))
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
-        repo = "stable-diffusion-3.5-medium" if self.variant(denoiser_config) == "medium" else "stable-diffusion-3.5-large"
-        return _license(repo)
+        return LICENSE
 
     def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         # LoRA, as diffusers' main SD3 recipe; a full fine-tune is there for who asks (and has the memory)
