@@ -33,22 +33,6 @@ class BaseModel:
     pipeline: Any  # a diffusers pipeline of the family's class
     family: Family = field(default_factory=lambda: by_name("sd"))
 
-    @property
-    def unet(self):
-        return self.pipeline.unet
-
-    @property
-    def vae(self):
-        return self.pipeline.vae
-
-    @property
-    def text_encoder(self):
-        return self.pipeline.text_encoder
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.tokenizer
-
 
 def _resolve_moved_id(model_id: str) -> str:
     resolved, note = resolve_base_model(model_id)

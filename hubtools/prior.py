@@ -66,7 +66,7 @@ def class_image_counts(cfg: RunConfig, sizes: dict[tuple[int, int], int] | None)
     least one per bucket; without buckets all at the training square."""
     from hubtools.concepts.buckets import Bucket, distribute
 
-    resolution = cfg.training.resolution
+    resolution = cfg.training.main_resolution
     if not sizes:
         return {(resolution, resolution): cfg.prior.num_class_images}
     shares = distribute(cfg.prior.num_class_images, {Bucket(*size): count for size, count in sizes.items()})
@@ -79,11 +79,11 @@ def class_images_key(cfg: RunConfig, base, counts: dict[tuple[int, int], int] | 
         revision = "local:" + _local_model_fingerprint(Path(base.model_id))
     settings = {
         "version": _KEY_VERSION, "base_model": base.model_id, "revision": revision,
-        "class_prompt": cfg.class_prompt, "resolution": cfg.training.resolution, "seed": cfg.training.seed,
+        "class_prompt": cfg.class_prompt, "resolution": cfg.training.main_resolution, "seed": cfg.training.seed,
         "count": cfg.prior.num_class_images, "steps": cfg.prior.generation_steps,
         "guidance_scale": cfg.prior.guidance_scale, "scheduler": type(base.pipeline.scheduler).__name__,
     }
-    resolution = cfg.training.resolution
+    resolution = cfg.training.main_resolution
     if counts and counts != {(resolution, resolution): cfg.prior.num_class_images}:
         settings["sizes"] = sorted([width, height, count] for (width, height), count in counts.items())
     if cfg.model.vae:  # another VAE decodes other pixels
@@ -192,7 +192,7 @@ def _from_source(cfg: RunConfig, source: str, cache_dir: Path | None) -> ClassIm
         return ClassImages(folder, images, key, generated=False, source=f"folder:{folder}")
     hub_ref = parse_hub_ref(source)
     if hub_ref is not None:
-        return _from_hub_dataset(*hub_ref, count, cache_dir, resolution=cfg.training.resolution)
+        return _from_hub_dataset(*hub_ref, count, cache_dir, resolution=cfg.training.main_resolution)
     raise InputError(f"prior.source {source!r} is neither a folder nor a Hub dataset id (namespace/name[@revision])")
 
 

@@ -60,13 +60,14 @@ class TrainOutcome:
 
 def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
     """The identifier report as the run folder keeps it; under ``concept.strict`` a doubtful identifier is an error."""
+    from hubtools.families.tokenizers import further_tokenizers
     from hubtools.identifier import check_identifier
 
     identifier = config.concept.identifier
     if not identifier:
         return None
     report = check_identifier(identifier, class_noun=config.concept.class_noun,
-                              other_tokenizers=_further_tokenizers(config))
+                              other_tokenizers=further_tokenizers(config.model.base_model, config.model.revision)[0])
     if config.concept.strict and report.warnings:
         raise ConfigError(
             f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
@@ -88,17 +89,6 @@ def _with_family_defaults(config: RunConfig) -> RunConfig:
         raise
     except (HubtoolsError, OSError):
         return config
-
-
-def _further_tokenizers(config: RunConfig) -> dict[str, Any]:
-    """The base model's tokenizers after its first CLIP one (SDXL's second, FLUX's T5), from the base repo's own
-    folders; none for SD 1.x, or when the base model cannot be reached now (the CLIP check still runs offline)."""
-    from hubtools.families.tokenizers import base_model_tokenizers
-
-    try:
-        return base_model_tokenizers(config.model.base_model, revision=config.model.revision, skip_first=True)[1]
-    except (HubtoolsError, OSError, ValueError):
-        return {}
 
 
 def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:
@@ -223,7 +213,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
     concept = prepare_concept(
         source,
         folder.concept,
-        resolution=checked.config.training.resolution,
+        resolution=checked.config.training.main_resolution,
         caption=checked.instance_prompt,
         min_images=checked.config.concept.min_images,
         strict=checked.config.concept.strict,

@@ -162,8 +162,16 @@ def _click_and_wait_for_reload(driver, element) -> None:
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from selenium.common.exceptions import WebDriverException
+
+    def old_page_gone(_driver) -> bool:
+        try:
+            return expected_conditions.staleness_of(element)(_driver)
+        except WebDriverException:  # Chromium mid-navigation: "Node with given id does not belong to the document"
+            return True
+
     element.click()
-    WebDriverWait(driver, PAGE_TIMEOUT_S).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, PAGE_TIMEOUT_S).until(old_page_gone)
     WebDriverWait(driver, PAGE_TIMEOUT_S).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 

@@ -277,6 +277,10 @@ from diffusers import DiffusionPipeline
 from hubtools.tinymodel import build_tiny_pipeline
 repo_id = sys.argv[1]
 pipe = build_tiny_pipeline("sd")
+# weights no other test uploaded: hf_xet's dedup cache would otherwise send no new xorb
+with torch.no_grad():
+    for parameter in pipe.unet.parameters():
+        parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(int(sys.argv[2]))))
 pipe.push_to_hub(repo_id)
 again = DiffusionPipeline.from_pretrained(repo_id)
 for name in ("unet", "vae", "text_encoder"):
@@ -289,7 +293,7 @@ print("ok")
 def test_diffusers_push_to_hub_and_from_pretrained_with_xet(local_hub):
     repo_id = f"{local_hub.user}/xet-pipe-{uuid.uuid4().hex[:8]}"
     before = _xorbs(local_hub)
-    assert _run(local_hub, _DIFFUSERS, repo_id).strip().endswith("ok")
+    assert _run(local_hub, _DIFFUSERS, repo_id, str(uuid.uuid4().int % 2**31)).strip().endswith("ok")
     assert _xorbs(local_hub) - before
 
 
@@ -311,3 +315,45 @@ def test_the_same_content_from_two_accounts_on_one_machine(local_hub):
     first upload's xorbs: that must work across repos and accounts, as it does on the Hub."""
     first, second = f"{local_hub.user}/xet-a-{uuid.uuid4().hex[:6]}", f"{local_hub.other_user}/xet-b-{uuid.uuid4().hex[:6]}"
     assert _run(local_hub, _TWO_ACCOUNTS, local_hub.token, first, local_hub.other_token, second).strip().endswith("ok")
+
+
+_SEEDED_UPLOAD = """
+import random, sys
+from huggingface_hub import HfApi, hf_hub_download
+repo_id, seed = sys.argv[1], int(sys.argv[2])
+weights = random.Random(seed).randbytes(400_000)
+api = HfApi()
+api.create_repo(repo_id)
+api.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id)
+assert open(hf_hub_download(repo_id, "w.safetensors"), "rb").read() == weights
+print("ok")
+"""
+
+
+def test_a_restored_backup_takes_uploads_that_name_xorbs_the_client_remembers(tmp_path):
+    """hf_xet keeps what it uploaded in its cache and later sends only a shard naming those xorbs: gc keeps
+    xorbs and a backup copies them, so the same client can upload to a hub restored from the backup."""
+    from hubtools.localhub import serve_in_background
+
+    data, copy, token = tmp_path / "data", tmp_path / "backup", "alice-xet-backup-token"
+    env = {**os.environ, "HF_TOKEN": token, "HF_XET_CACHE": str(tmp_path / "xet-cache"),
+           "HF_HOME": str(tmp_path / "hf-home")}
+    env.pop("HF_HUB_DISABLE_XET", None)
+
+    def upload(url: str, repo_id: str) -> None:
+        result = subprocess.run([sys.executable, "-c", _SEEDED_UPLOAD, repo_id, "7"], env={**env, "HF_ENDPOINT": url},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+    with serve_in_background(data, tokens={"alice": token}) as hub:
+        port = int(hub.url.rsplit(":", 1)[1])
+        upload(hub.url, "alice/first")
+    xorbs = sorted(path.name for path in (data / "xet" / "xorbs").rglob("*") if path.is_file())
+    assert xorbs
+    backup = subprocess.run([sys.executable, "-m", "hubtools", "hub", "backup", str(copy), "--data", str(data)],
+                            capture_output=True, text=True, timeout=300)
+    assert backup.returncode == 0, backup.stderr
+    assert sorted(path.name for path in (copy / "xet" / "xorbs").rglob("*") if path.is_file()) == xorbs
+    with serve_in_background(copy, port=port, tokens={"alice": token}) as hub:
+        upload(hub.url, "alice/second")  # same bytes: the client sends a shard naming the first upload's xorbs
+    assert sorted(path.name for path in (copy / "xet" / "xorbs").rglob("*") if path.is_file()) == xorbs

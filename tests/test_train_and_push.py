@@ -162,7 +162,8 @@ def test_base_model_not_found(tmp_path, capsys, local_hub, hf_token):
 
 
 def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_token):
-    """Only the UNet config is read, so a repo holding SD 1.5's config (and no weights) is enough."""
+    """Only model_index.json and the UNet config are read, so a repo holding SD 1.5's configs (and no weights)
+    is enough."""
     from huggingface_hub import HfApi
 
     if torch.cuda.is_available():
@@ -172,6 +173,8 @@ def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_
     api.create_repo(repo_id, exist_ok=True)
     unet_config = {"_class_name": "UNet2DConditionModel", "block_out_channels": [320, 640, 1280, 1280]}
     api.upload_file(path_or_fileobj=json.dumps(unet_config).encode(), path_in_repo="unet/config.json", repo_id=repo_id)
+    model_index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+    api.upload_file(path_or_fileobj=json.dumps(model_index).encode(), path_in_repo="model_index.json", repo_id=repo_id)
     # no --device: the default (auto) finds no GPU
     code, _, err = _run(_dog_run("train", repo_id, tmp_path / "run", flags=["--resolution", "64", "--quiet"]), capsys)
     assert code == 2

@@ -42,17 +42,12 @@ def _load_tools(base_model: str | None, revision: str | None, weights: bool):
 
 
 def _further_tokenizers(base_model: str | None, revision: str | None) -> dict:
-    """SDXL's second tokenizer, FLUX's T5: read from the base model's own folders (none for SD 1.x)."""
-    if base_model is None:
-        return {}
-    from hubtools.errors import HubtoolsError
-    from hubtools.families.tokenizers import base_model_tokenizers
+    from hubtools.families.tokenizers import further_tokenizers
 
-    try:
-        return base_model_tokenizers(base_model, revision=revision, skip_first=True)[1]
-    except (HubtoolsError, OSError, ValueError) as error:
-        out.note(f"could not read the further tokenizers of {base_model}: {error}")
-        return {}
+    tokenizers, problem = further_tokenizers(base_model, revision)
+    if problem:
+        out.note(problem)
+    return tokenizers
 
 
 @app.command("check")

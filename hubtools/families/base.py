@@ -189,15 +189,6 @@ class Family(ABC):
         shift = getattr(vae_config, "shift_factor", None)
         return (None if shift is None else float(shift)), float(vae_config.scaling_factor)
 
-    @torch.no_grad()
-    def encode_images(self, vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Pixels in [-1, 1] to the latents the denoiser sees (a sample of the VAE's distribution)."""
-        shift, scale = self.latent_scaling(vae.config)
-        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device)
-        latents = (dist.mean + dist.std * noise).float()
-        return ((latents - shift) if shift is not None else latents) * scale
-
     @abstractmethod
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:

@@ -46,6 +46,20 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     return family, tokenizers
 
 
+def further_tokenizers(base_model: str | None, revision: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """({component name: tokenizer}, problem): the base model's tokenizers after its first CLIP one (SDXL's
+    second, FLUX's T5), none for SD 1.x; when the base model cannot be read now, none and one line saying
+    why (the CLIP check still runs offline)."""
+    from hubtools.errors import HubtoolsError
+
+    if base_model is None:
+        return {}, None
+    try:
+        return base_model_tokenizers(base_model, revision=revision, skip_first=True)[1], None
+    except (HubtoolsError, OSError, ValueError) as error:
+        return {}, f"could not read the further tokenizers of {base_model}: {error}"
+
+
 def identifier_splits(text: str, tokenizers: dict[str, Any]) -> list[TokenizerSplit]:
     """The identifier's pieces in each tokenizer (no special tokens)."""
     splits = []

@@ -273,9 +273,39 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
     blob_bytes = 0
     for sha256, size in wanted:
         blob_bytes += _copy_blob(data_dir, destination, sha256, size)
+    _copy_xorbs(data_dir, destination)
     (destination / "tmp").mkdir(exist_ok=True)
     os.replace(partial, destination / "hub.sqlite")
     return BackupResult(repos, commits, len(wanted), blob_bytes)
+
+
+def _copy_xorbs(data_dir: Path, destination: Path) -> None:
+    """Xet xorbs are kept (never collected) because the clients remember what they uploaded and later send
+    only a shard naming those xorbs: a restored hub must still hold them. Each is checked against its name."""
+    from hubtools.localhub.xet.format import XetFormatError, parse_xorb
+    from hubtools.localhub.xet.hashing import hash_to_hex
+
+    source_dir = data_dir / "xet" / "xorbs"
+    if not source_dir.is_dir():
+        return
+    for source in sorted(source_dir.rglob("*")):
+        if not source.is_file() or source.name.endswith(".partial"):
+            continue
+        body = source.read_bytes()
+        try:
+            valid = hash_to_hex(parse_xorb(body).hash) == source.name
+        except XetFormatError:
+            valid = False
+        if not valid:
+            raise HubError(f"The hub's xorb {source.name} is corrupt: run `hubtools hub fsck`; the backup is incomplete.")
+        target = destination / source.relative_to(data_dir)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temp = target.with_name(target.name + ".partial")
+        with temp.open("wb") as writer:
+            writer.write(body)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.replace(temp, target)
 
 
 def _copy_blob(data_dir: Path, destination: Path, sha256: str, size: int) -> int:

@@ -84,6 +84,42 @@ def _geometry(entry: ManifestEntry) -> ImageGeometry | None:
     return ImageGeometry((entry.original_size[0], entry.original_size[1]), (round(top * scale), round(left * scale)))
 
 
+def at_resolutions(examples: Examples, resolutions: list[int], size_multiple: int) -> Examples:
+    """Multi-resolution (ai-toolkit's ``resolution: [512, 768, 1024]``): the prepared photos (at the largest
+    resolution) once more at each smaller one, each in the automatic bucket of that area nearest its shape (its
+    square with ``--buckets off``). Every copy is its own example, so the bucket order draws each resolution in
+    proportion to its images. One resolution: ``examples`` unchanged."""
+    from hubtools.concepts.buckets import auto_buckets, nearest_bucket
+
+    if len(resolutions) < 2:
+        return examples
+    main = max(resolutions)
+    sizes = examples.sizes or [(main, main)] * len(examples)
+    geometry = examples.geometry or [None] * len(examples)
+    out = Examples(list(examples.images), list(examples.captions), list(sizes), list(geometry))
+    for resolution in sorted(set(resolutions) - {main}, reverse=True):
+        buckets = auto_buckets(resolution, size_multiple) if examples.sizes is not None else None
+        for image, caption, size, where in zip(examples.images, examples.captions, sizes, geometry):
+            smaller = nearest_bucket(size, buckets).as_tuple() if buckets else (resolution, resolution)
+            out.images.append(image)
+            out.captions.append(caption)
+            out.sizes.append(smaller)
+            out.geometry.append(_scaled_geometry(where, size, smaller))
+    return out
+
+
+def _scaled_geometry(where: ImageGeometry | None, size: Size, smaller: Size) -> ImageGeometry | None:
+    """A photo's geometry once its prepared image (``size``) is resized to cover ``smaller`` and centre-cropped
+    (what ``load_pixels`` does)."""
+    if where is None:
+        return None
+    scale = max(smaller[0] / size[0], smaller[1] / size[1])
+    extra_left = (max(smaller[0], round(size[0] * scale)) - smaller[0]) // 2
+    extra_top = (max(smaller[1], round(size[1] * scale)) - smaller[1]) // 2
+    top, left = where.crop_top_left
+    return ImageGeometry(where.original_size, (round(top * scale) + extra_top, round(left * scale) + extra_left))
+
+
 def concept_fingerprint(examples: Examples) -> str:
     """Changes when an image or caption changes: a resume must not silently train on different data."""
     digest = hashlib.sha256()

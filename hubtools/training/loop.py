@@ -30,7 +30,7 @@ from hubtools.reporting import Reporter, SilentReporter, reporter_or_silent
 from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
-    CaptionDraws, Examples, TrainingData, concept_fingerprint, encode_training_data, load_instance_examples,
+    CaptionDraws, Examples, TrainingData, at_resolutions, concept_fingerprint, encode_training_data, load_instance_examples,
     step_generator,
 )
 from hubtools.training.final_weights import save_final_lora, save_final_pipeline
@@ -106,7 +106,8 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     where.family = family.name  # its memory profiles
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), reporter=reporter, token=token, started=started)
-    instance = load_instance_examples(run.folder.concept, cfg.instance_prompt)
+    instance = at_resolutions(load_instance_examples(run.folder.concept, cfg.instance_prompt),
+                              cfg.training.resolutions, family.size_multiple)
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
                          resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.trained_config, plan.choice
@@ -212,7 +213,7 @@ def _encode_data(run: _TrainingSession, cfg: RunConfig, models: TrainableModels,
     return encode_training_data(
         instance, models.class_images, class_prompt=cfg.class_prompt, family=models.family, parts=models.parts,
         frozen_text_encoders=None if models.trained_text_encoders else models.text_encoders,
-        resolution=cfg.training.resolution, cache_latents=cfg.training.cache_latents, device=run.device,
+        resolution=cfg.training.main_resolution, cache_latents=cfg.training.cache_latents, device=run.device,
         dtype=run.weight_dtype,
         caption_draws=CaptionDraws(cfg.training.caption_dropout, cfg.training.shuffle_caption_parts),
     )
@@ -393,7 +394,7 @@ def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, lo
         images = render_validation_grid(
             pipe=family.pipeline(parts, scheduler=family.validation_scheduler(parts["scheduler"].config)),
             denoiser=models.denoiser, prompts=cfg.sample_prompts, seeds=cfg.sampling.seeds,
-            num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.resolution,
+            num_inference_steps=cfg.sampling.num_inference_steps, resolution=cfg.training.main_resolution,
             device=run.accelerator.device, autocast_dtype=None if run.mixed_precision == "no" else run.weight_dtype,
             path=validation_path(run.folder.images, step), call_kwargs=family.call_kwargs(denoiser_config),
         )
