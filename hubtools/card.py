@@ -118,10 +118,10 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "license_terms": {k: v for k, v in (("license_name", licence.name), ("license_link", licence.link)) if v},
         "license_note": licence.note,
         "family": {"name": family.name, "title": family.title, "tag": family.card_tag},
-        "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.resolution),
+        "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.main_resolution),
         "identifier_report": IdentifierRecord.read(run),
         "training": _training(config, train, lora),
-        "hyperparameters": _hyperparameters(config, lora),
+        "hyperparameters": _hyperparameters(config, lora, train),
         "weights": _weights(run, train, lora, family.pipeline_class_name),
         "concept": _concept(run, config),
         "samples": _samples(run, family),
@@ -247,9 +247,17 @@ def _training(config: RunConfig, train: TrainResult | None, lora: bool) -> dict[
     }
 
 
-def _hyperparameters(config: RunConfig, lora: bool) -> list[dict[str, str]]:
-    """Every setting of the sections that shape the weights (training, prior) and the grids (sampling)."""
-    rows = []
+def _hyperparameters(config: RunConfig, lora: bool, train: TrainResult | None = None) -> list[dict[str, str]]:
+    """Every setting of the sections that shape the weights (training, prior) and the grids (sampling), after
+    how the photos became training images: the buckets, the images in each, and the caption template."""
+    rows = [{"name": "concept.buckets", "value": config.concept.buckets}]
+    per_bucket = _bucket_counts(train)
+    if per_bucket:
+        rows.append({"name": "images per bucket", "value": per_bucket})
+    if config.concept.caption_template:
+        rows.append({"name": "concept.caption_template", "value": config.concept.caption_template})
+    if config.concept.prepend_identifier:
+        rows.append({"name": "concept.prepend_identifier", "value": "true"})
     for section in ("training", "prior", "sampling"):
         for key, value in getattr(config, section).model_dump(mode="json").items():
             if key.startswith("lora_") and not lora:
@@ -260,6 +268,13 @@ def _hyperparameters(config: RunConfig, lora: bool) -> list[dict[str, str]]:
                 continue  # listed with the grids
             rows.append({"name": f"{section}.{key}", "value": _format_value(value)})
     return rows
+
+
+def _bucket_counts(train: TrainResult | None) -> str | None:
+    """"832x1216: 3, 1024x1024: 2" from the training record, the most common bucket first; None: square crop."""
+    counts = ((train.settings or {}).get("buckets") if train else None) or {}
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    return ", ".join(f"{label}: {count}" for label, count in ordered) or None
 
 
 def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class: str) -> dict[str, Any]:
@@ -319,7 +334,9 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "dataset_id": dataset_id,
         "dataset_url": f"{current_endpoint().rstrip('/')}/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,
-        "resolution": (prepared.resolution if prepared else None) or config.training.resolution,
+        "resolution": (prepared.resolution if prepared else None) or config.training.main_resolution,
+        "buckets": (prepared.bucket_counts() if prepared else None) or None,
+        "caption_template": prepared.caption_template if prepared else None,
         "accepted": counts.get("accepted"),
         "rejected": sum(v for k, v in counts.items() if k not in ("accepted", "total") and isinstance(v, int)) or 0,
         "contact_sheet": run.relative(run.contact_sheet) if run.contact_sheet.is_file() else None,

@@ -85,7 +85,9 @@ class TrainingConfig(_Section):
     learning_rate: float | None = Field(None, gt=0, description="default: 2e-6 full, 1e-4 LoRA")
     batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    resolution: int = Field(512, ge=8)
+    resolution: int | list[int] = Field(
+        512, description="training resolution in pixels; several (\"512,768,1024\"): the same photos in buckets "
+        "at each area, drawn in proportion (multi-resolution)")
     seed: int = 0
     train_text_encoder: bool = False
     lora_rank: int = Field(4, ge=1)
@@ -110,12 +112,44 @@ class TrainingConfig(_Section):
     shuffle_caption_parts: bool = Field(False, description="shuffle a caption's comma-separated parts, the first "
                                         "kept (kohya's shuffle_caption, keep_tokens=1)")
 
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution_list(cls, value: Any) -> Any:
+        """``"512,768,1024"`` (the flag's text) as a list; one number as that number."""
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            try:
+                numbers = [int(part) for part in parts]
+            except ValueError:
+                raise ValueError("give pixels, e.g. 512, or several: 512,768,1024") from None
+            value = numbers if len(numbers) != 1 else numbers[0]
+        return value
+
     @field_validator("resolution")
     @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+    def _multiple_of_8(cls, value: int | list[int]) -> int | list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("needs at least one resolution")
+        for one in values:
+            if one < 8:
+                raise ValueError("must be at least 8 px")
+            if one % 8:
+                raise ValueError("must be a multiple of 8 (the VAE downsamples by 8)")
+        if isinstance(value, list):
+            value = sorted(set(value))
+            return value[0] if len(value) == 1 else value
         return value
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Every training resolution, smallest first (one, unless multi-resolution)."""
+        return self.resolution if isinstance(self.resolution, list) else [self.resolution]
+
+    @property
+    def main_resolution(self) -> int:
+        """The largest resolution: the concept set is prepared at it, and grids and class images are drawn at it."""
+        return max(self.resolutions)
 
 
 class PriorConfig(_Section):
@@ -211,6 +245,14 @@ class RunConfig(_Section):
         if self.eval.during_training and not self.training.validation_every:
             raise ValueError("eval.during_training scores the validation grids: set training.validation_every "
                              "(--validation-every N) too")
+        return self
+
+    @model_validator(mode="after")
+    def _several_resolutions_need_automatic_buckets(self) -> RunConfig:
+        buckets = self.concept.buckets.strip().lower()
+        if len(self.training.resolutions) > 1 and buckets not in ("auto", "off"):
+            raise ValueError("several training resolutions bucket each photo at every area: use --buckets auto "
+                             "(or off), not a list of sizes")
         return self
 
     @model_validator(mode="after")

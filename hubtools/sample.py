@@ -28,6 +28,7 @@ from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
 from hubtools.families import Family
 from hubtools.fonts import label_font
+from hubtools import distributed
 from hubtools.reporting import Reporter, reporter_or_silent
 from hubtools.runfolder import (
     LORA_WEIGHTS_FILENAME, RunFolder, SampleCell, SamplesRecord, TrainResult, WidgetSample,
@@ -81,35 +82,86 @@ def _use_scheduler(pipe, family: Family, name: str) -> None:
 class _Sampler:
     """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
 
-    def __init__(self, pipe, family: Family, config: RunConfig, progress: Callable[[int], None]) -> None:
+    def __init__(self, pipe, family: Family, config: RunConfig, progress: Callable[[int], None], *,
+                 share: tuple[int, int] | None = None, given: dict | None = None) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
         # the family's call arguments (e.g. max_sequence_length, and the size where the pipeline has its own)
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
-            self.extra.update(height=config.training.resolution, width=config.training.resolution)
+            self.extra.update(height=config.training.main_resolution, width=config.training.main_resolution)
         self.progress = progress
         self.generated = 0
-        self._cache: dict[tuple[str, int, float], Image.Image] = {}
+        self._cache: dict[tuple[str, int, float, Size | None], Image.Image] = {}
+        # Split across processes: a call (one batch of seeds) is drawn by process (call number % processes),
+        # the others hold blanks in its place; what this process drew is kept in ``drawn`` by (model state,
+        # prompt, seed, guidance, size). ``given``: every image drawn so, taken instead of drawing.
+        self.share, self.given, self.drawn = share, given, {}
+        self.calls, self.state = 0, 0
+        self.blank_size = (config.training.main_resolution,) * 2
 
     def forget(self) -> None:
+        """The model changed (a checkpoint's weights): nothing drawn so far is valid."""
         self._cache.clear()
+        self.state += 1
 
-    def images(self, prompt: str, seeds: list[int], guidance: float) -> list[Image.Image]:
-        missing = [s for s in seeds if (prompt, s, guidance) not in self._cache]
+    def images(self, prompt: str, seeds: list[int], guidance: float, size: Size | None = None) -> list[Image.Image]:
+        """The images of ``prompt`` at ``seeds``; ``size`` (width, height): a training bucket's, else the model's."""
+        missing = [s for s in seeds if (prompt, s, guidance, size) not in self._cache]
         if missing:
-            # One CPU generator per seed: the image of a seed does not depend on the batch or the device.
-            generators = [torch.Generator(device="cpu").manual_seed(s) for s in missing]
-            with torch.inference_mode():
-                out = self.pipe(
-                    prompt=[prompt] * len(missing), generator=generators, guidance_scale=guidance,
-                    num_inference_steps=self.steps, output_type="pil", **self.extra,
-                )
-            for seed, image in zip(missing, out.images):
-                self._cache[(prompt, seed, guidance)] = image.convert("RGB")
+            keys = [(self.state, prompt, seed, guidance, size) for seed in missing]
+            call, self.calls = self.calls, self.calls + 1
+            if self.given is not None:
+                drawn = [self.given[key] for key in keys]
+            elif self.share is not None and call % self.share[1] != self.share[0]:
+                drawn = [Image.new("RGB", size or self.blank_size, _BACKGROUND)] * len(missing)  # another's
+            else:
+                drawn = self._draw(prompt, missing, guidance, size)
+                if self.share is not None:
+                    self.drawn.update(zip(keys, drawn))
+            for seed, image in zip(missing, drawn):
+                self._cache[(prompt, seed, guidance, size)] = image
             self.generated += len(missing)
             self.progress(self.generated)
-        return [self._cache[(prompt, s, guidance)] for s in seeds]
+        return [self._cache[(prompt, s, guidance, size)] for s in seeds]
+
+    def _draw(self, prompt: str, seeds: list[int], guidance: float, size: Size | None) -> list[Image.Image]:
+        # One CPU generator per seed: the image of a seed does not depend on the device.
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        extra = self.extra if size is None else {**self.extra, "width": size[0], "height": size[1]}
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[prompt] * len(seeds), generator=generators, guidance_scale=guidance,
+                num_inference_steps=self.steps, output_type="pil", **extra,
+            )
+        return [image.convert("RGB") for image in out.images]
+
+
+# -- the training buckets' shapes -------------------------------------------------------------------------
+
+Size = tuple[int, int]  # (width, height)
+MAX_GRID_BUCKETS = 3  # the samples grid shows at most this many bucket shapes, the most common ones
+
+
+@dataclass
+class SampleShapes:
+    """The sizes the grids draw at when the concept set trained on buckets that are not all square: the samples
+    grid one group of seeds per shape (portrait to landscape), everything else at the most common bucket."""
+
+    grid: list[Size]
+    widget: Size
+
+    @classmethod
+    def of(cls, buckets: dict[str, int] | None, resolution: int) -> SampleShapes | None:
+        """From ``train_result.json``'s images per bucket ("WxH" -> count); None for a square set (today's grids).
+        With several resolutions only the buckets of the largest area count."""
+        sizes = {tuple(int(side) for side in label.split("x")): count for label, count in (buckets or {}).items()}
+        sizes = {size: count for size, count in sizes.items() if size[0] * size[1] >= 0.75 * resolution**2} or sizes
+        if all(width == height for width, height in sizes):
+            return None
+        common = sorted(sizes, key=lambda size: (-sizes[size], abs(size[0] - size[1]), size))
+        shown = sorted(common[:MAX_GRID_BUCKETS], key=lambda size: (size[0] / size[1], size[0]))
+        return cls(grid=shown, widget=common[0])
 
 
 # -- drawing ---------------------------------------------------------------------------------------------
@@ -123,10 +175,28 @@ def _cell_size(image: Image.Image) -> int:
 
 
 def _scaled_to(image: Image.Image, size: int) -> Image.Image:
+    """A square cell of ``size``: a square image scaled to it, another shape scaled to fit and centred on white."""
     if image.size == (size, size):
         return image
-    upscale = size >= max(image.size)
-    return image.resize((size, size), Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
+    if image.width == image.height:
+        upscale = size >= max(image.size)
+        return image.resize((size, size), Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
+    scale = size / max(image.size)
+    fitted = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    upscale = scale >= 1
+    resized = image.resize(fitted, Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
+    cell = Image.new("RGB", (size, size), _BACKGROUND)
+    cell.paste(resized, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
+    return cell
+
+
+def _widget_image(image: Image.Image) -> Image.Image:
+    """The widget at its own shape, a small one (the tiny model's) upscaled by a whole factor."""
+    side = max(image.size)
+    if side >= MIN_CELL_PX:
+        return image
+    factor = math.ceil(MIN_CELL_PX / side)
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
@@ -164,7 +234,7 @@ def _labelled_grid(
     from diffusers.utils import make_image_grid
 
     n_rows, n_cols = len(rows), len(rows[0])
-    cell = _cell_size(rows[0][0])
+    cell = _cell_size(max((image for row in rows for image in row), key=lambda image: max(image.size)))
     flat = [_scaled_to(image, cell) for row in rows for image in row]
     grid = make_image_grid(flat, rows=n_rows, cols=n_cols)
 
@@ -208,6 +278,11 @@ def _labelled_grid(
     return _Grid(canvas, left, top, cell)
 
 
+def _sized(size: Size | None) -> dict[str, list[int]]:
+    """A cell's ``size`` field: only where the grids draw at a bucket's size, so a square set's records read as before."""
+    return {"size": list(size)} if size else {}
+
+
 def _format_guidance(value: float) -> str:
     return f"{value:g}"
 
@@ -215,16 +290,21 @@ def _format_guidance(value: float) -> str:
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
-def _load_checkpoint_into(pipe, family: Family, checkpoint: Path, lora: bool) -> bool:
-    """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights."""
+def _load_checkpoint_into(pipe, family: Family, checkpoint: Path, lora: bool, *, load: bool = True) -> bool:
+    """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights.
+    ``load=False``: only whether it holds them (the images are drawn already)."""
     if lora:
         if not (checkpoint / LORA_WEIGHTS_FILENAME).is_file():
             return False
+        if not load:
+            return True
         pipe.unload_lora_weights()
         pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
         return True
     if not (checkpoint / family.denoiser).is_dir():
         return False
+    if not load:
+        return True
     for name in (family.denoiser, *family.text_encoders):  # each trained part the checkpoint holds, same class
         if (checkpoint / name).is_dir():
             current = pipe.components[name]
@@ -238,11 +318,38 @@ def _load_checkpoint_into(pipe, family: Family, checkpoint: Path, lora: bool) ->
 
 
 def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = None,
-                   progress: bool = True) -> SampleResult:
+                   progress: bool = True) -> SampleResult | None:
     """Draw the run's sample grids into ``RUN/images`` and describe every cell in ``samples.json``; progress and
-    the grids go to ``reporter`` (``progress=False`` drops the progress, for library callers)."""
+    the grids go to ``reporter`` (``progress=False`` drops the progress, for library callers).
+
+    Under several processes every process calls it: each draws its share of the images (the batches one
+    process would draw, in turn), the main process gathers them, lays out and writes the grids, byte for
+    byte what one process writes, and returns the result (the others: None)."""
     reporter = reporter_or_silent(reporter, progress=progress)
     started = time.monotonic()
+    from hubtools.devices import resolve_device
+    from hubtools.pipelines import family_of, load_run_pipeline, record_of_run
+
+    device = resolve_device("auto") if device is None else torch.device(device)
+    config = load_run_config(Path(run_dir))
+    family = family_of(record_of_run(Path(run_dir), config.model))  # the base model preflight resolved
+    pipe = load_run_pipeline(Path(run_dir), device=device)
+    _use_scheduler(pipe, family, config.sampling.scheduler)
+    if not distributed.launched():
+        return _render(run_dir, pipe, family, reporter, started)
+    share = (distributed.rank(), distributed.world_size())
+    shares = distributed.each("the sample grids",
+                              lambda: _render(run_dir, pipe, family, reporter, started, share=share))
+    if not distributed.is_main():
+        return None
+    given = {key: image for drawn in shares for key, image in drawn.items()}
+    return _render(run_dir, pipe, family, reporter, started, given=given)
+
+
+def _render(run_dir: Path, pipe, family: Family, reporter: Reporter, started: float, *, share: tuple[int, int] | None = None,
+            given: dict | None = None):
+    """The stage: with ``share``, only draw this process's share (nothing written; returns what it drew);
+    with ``given``, lay out and write the images every process drew."""
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
     sampling = config.sampling
@@ -251,22 +358,17 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
     final_step = int((trained.steps_done if trained else None) or config.training.steps)
     lora = run.is_lora
     checkpoints = run.list_checkpoints()
-
-    from hubtools.devices import resolve_device
-    from hubtools.pipelines import family_of, load_run_pipeline, record_of_run
-
-    device = resolve_device("auto") if device is None else torch.device(device)
-    family = family_of(record_of_run(run.root, config.model))  # the base model preflight resolved
-    pipe = load_run_pipeline(run.root, device=device)
-    _use_scheduler(pipe, family, sampling.scheduler)
-
+    writes = share is None
     total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
-    sampler = _Sampler(pipe, family, config, lambda done: reporter.progress("grids", done, total))
+    progress = (lambda done: reporter.progress("grids", done, total)) if given is None else (lambda done: None)
+    sampler = _Sampler(pipe, family, config, progress, share=share, given=given)
     scheduler_note = f"{family.sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 
     def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
+        if not writes:
+            return
         save_image_atomic(grid.image, run.images / name)
         grids[kind] = run.images / name
         reporter.artifact("grid", run.relative(run.images / name))
@@ -275,42 +377,56 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
                 cells.append(SampleCell(**cell, grid=kind, file=run.relative(run.images / name), row=i, column=j,
                                         box=list(grid.box(i, j))))
 
-    # prompts x seeds at the first guidance scale
+    # prompts x seeds at the first guidance scale; a set trained on buckets of several shapes: the seeds at each
+    shapes = SampleShapes.of((trained.settings or {}).get("buckets") if trained else None,
+                             config.training.main_resolution)
+    size = shapes.widget if shapes else None  # the sweep, the checkpoints and the widget: the most common bucket
     guidance = guidances[0]
-    rows = [sampler.images(p, seeds, guidance) for p in prompts]
-    grid = _labelled_grid(
-        rows, prompts, [f"seed {s}" for s in seeds],
-        f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
-    )
-    save("samples", SAMPLES_GRID, grid,
-         [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
-    widget = rows[0][0]
-    widget_size = max(widget.size) if max(widget.size) >= MIN_CELL_PX else _cell_size(widget)
-    save_image_atomic(_scaled_to(widget, widget_size), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+    if shapes is None:
+        rows = [sampler.images(p, seeds, guidance) for p in prompts]
+        grid = _labelled_grid(
+            rows, prompts, [f"seed {s}" for s in seeds],
+            f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+        )
+        save("samples", SAMPLES_GRID, grid,
+             [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step} for s in seeds] for p in prompts])
+    else:
+        rows = [[img for shape in shapes.grid for img in sampler.images(p, seeds, guidance, shape)] for p in prompts]
+        grid = _labelled_grid(
+            rows, prompts, [f"seed {s}" for _ in shapes.grid for s in seeds],
+            f"samples · step {final_step} · guidance {_format_guidance(guidance)} · {scheduler_note}",
+            column_groups=[(f"{w}x{h}", len(seeds)) for w, h in shapes.grid],
+        )
+        save("samples", SAMPLES_GRID, grid,
+             [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step, "size": list(shape)}
+               for shape in shapes.grid for s in seeds] for p in prompts])
+    widget = sampler.images(prompts[0], [seeds[0]], guidance, size)[0]
+    if writes:
+        save_image_atomic(_widget_image(widget), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
 
     # the same seeds at every guidance scale, side by side
     if len(guidances) > 1:
-        rows = [[img for g in guidances for img in sampler.images(p, seeds, g)] for p in prompts]
+        rows = [[img for g in guidances for img in sampler.images(p, seeds, g, size)] for p in prompts]
         grid = _labelled_grid(
             rows, prompts, [f"seed {s}" for _ in guidances for s in seeds],
             f"guidance sweep · step {final_step} · {scheduler_note}",
             column_groups=[(f"guidance {_format_guidance(g)}", len(seeds)) for g in guidances],
         )
         save("guidance_sweep", GUIDANCE_SWEEP, grid,
-             [[{"prompt": p, "seed": s, "guidance": g, "step": final_step} for g in guidances for s in seeds]
-                for p in prompts])
+             [[{"prompt": p, "seed": s, "guidance": g, "step": final_step, **_sized(size)} for g in guidances
+               for s in seeds] for p in prompts])
 
     # checkpoint x prompt: how the subject appears over training (the final model is the last row)
     if checkpoints:
         seed = seeds[0]
-        final_row = [sampler.images(p, [seed], guidance)[0] for p in prompts]
+        final_row = [sampler.images(p, [seed], guidance, size)[0] for p in prompts]
         steps, rows = [], []
         for step, folder in checkpoints:
-            if step == final_step or not _load_checkpoint_into(pipe, family, folder, lora):
+            if step == final_step or not _load_checkpoint_into(pipe, family, folder, lora, load=given is None):
                 continue
             sampler.forget()
             steps.append(step)
-            rows.append([sampler.images(p, [seed], guidance)[0] for p in prompts])
+            rows.append([sampler.images(p, [seed], guidance, size)[0] for p in prompts])
         steps.append(final_step)
         rows.append(final_row)
         grid = _labelled_grid(
@@ -318,8 +434,11 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
             f"checkpoints · seed {seed} · guidance {_format_guidance(guidance)} · {scheduler_note}",
         )
         save("checkpoints", CHECKPOINTS_GRID, grid,
-             [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s} for p in prompts] for s in steps])
+             [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s, **_sized(size)} for p in prompts]
+              for s in steps])
 
+    if not writes:
+        return sampler.drawn
     # A grid this sampling did not draw (fewer guidance scales now, checkpoints removed) is stale.
     for kind, name in [("guidance_sweep", GUIDANCE_SWEEP), ("checkpoints", CHECKPOINTS_GRID)]:
         if kind not in grids:
@@ -334,7 +453,7 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
         step=final_step,
         grids={kind: run.relative(path) for kind, path in grids.items()},
         widget=WidgetSample(prompt=prompts[0], seed=seeds[0], guidance=guidances[0],
-                            file=run.relative(run.widget_image)),
+                            file=run.relative(run.widget_image), **_sized(size)),
         cells=cells,
     ).write(run)
     return SampleResult(

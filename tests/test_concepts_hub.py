@@ -209,3 +209,44 @@ def test_private_push_is_hidden_from_others(local_hub, prepared_dog):
     assert HfApi().dataset_info(repo_id, token=local_hub.token).private is True
     with pytest.raises(RepositoryNotFoundError):
         HfApi().dataset_info(repo_id, token=local_hub.other_token)
+
+
+def test_sidecar_captions_and_buckets_survive_push_and_pull(local_hub, tmp_path):
+    """kohya ``.txt`` captions: prepare -> ``concept push`` (the dataset's text column, which the viewer shows)
+    -> ``concept pull`` gives the same captions, bucket sizes and pixels; each command as a user runs it."""
+    import os
+    import subprocess
+    import sys
+
+    import datasets
+    import httpx
+
+    from test_training_support import write_mixed_photos
+
+    sidecars = {"portrait.jpg": "pkblz dog, on a red sofa", "landscape.jpg": "pkblz dog, running on the beach"}
+    photos = write_mixed_photos(tmp_path / "photos", captions=sidecars)
+    env = {**os.environ, "HF_TOKEN": local_hub.token}
+    repo_id = f"{local_hub.user}/captioned-dog"
+
+    def hubtools(*args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "hubtools", *args], capture_output=True, text=True, env=env,
+                                timeout=300)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+
+    common = ["--resolution", "64", "--size-multiple", "8", "--caption", CAPTION]
+    hubtools("concept", "prepare", str(photos), "--out", str(tmp_path / "prepared"), *common)
+    prepared = load_prepared_concept(tmp_path / "prepared")
+    assert set(sidecars.values()) < set(prepared.captions) and CAPTION in prepared.captions
+    hubtools("concept", "push", str(prepared.dir), repo_id, "--identifier", "pkblz", "--class-noun", "dog")
+
+    remote = datasets.load_dataset(repo_id, split="train", token=local_hub.token)
+    assert remote["text"] == prepared.captions
+    page = httpx.get(f"{local_hub.url}/datasets/{repo_id}", timeout=30)
+    assert page.status_code == 200 and all(caption in page.text for caption in sidecars.values())
+
+    hubtools("concept", "pull", repo_id, "--out", str(tmp_path / "pulled"), *common)
+    pulled = load_prepared_concept(tmp_path / "pulled")
+    assert pulled.captions == prepared.captions
+    assert pulled.bucket_counts() == prepared.bucket_counts() == {"56x72": 2, "80x48": 2, "64x64": 1}
+    for ours, theirs in zip(prepared.images, pulled.images, strict=True):
+        assert np.array_equal(_pixels(ours), _pixels(theirs))

@@ -16,7 +16,7 @@ from hubtools.training import train_dreambooth
 from hubtools.training.bucket_order import bucket_step
 from hubtools.training.data import CaptionDraws, load_instance_examples
 from test_training_support import (
-    MIXED_SHAPES, RESOLUTION, make_bucketed_run, single_thread_torch, tiny_family_base,
+    MIXED_SHAPES, RESOLUTION, make_bucketed_run, single_thread_torch, tiny_family_base, write_mixed_photos,
 )
 
 
@@ -41,7 +41,7 @@ def test_each_batch_comes_from_one_bucket_in_proportion_and_the_order_is_a_funct
     assert [bucket_step(m, [4], 2, seed=3) for m in range(5)] == [(0, m) for m in range(5)]  # one bucket: as before
 
 
-@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux"])
+@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux", "sd3"])
 def test_a_mixed_set_trains_on_three_buckets(root, family_name):
     training = {"method": "lora", "steps": 4, "batch_size": 1, "learning_rate": 1e-2, "caption_dropout": 0.5,
                 "checkpoint_every": 0}
@@ -128,3 +128,130 @@ def test_an_all_square_set_trains_byte_for_byte_as_the_square_crop(root):
         train_dreambooth(cfg, run, progress=False)
         digests.append(_weights_digest(run))
     assert digests[0] == digests[1]
+
+
+def test_several_resolutions_train_the_same_photos_in_buckets_at_each_area(root):
+    """Multi-resolution (``--resolution 48,64``): every photo at both areas, each in its own bucket there, drawn in
+    proportion; the SDXL geometry of a smaller copy is its photo's, the crop scaled with it."""
+    from hubtools.concepts.buckets import auto_buckets
+    from hubtools.training.data import at_resolutions
+
+    training = {"method": "lora", "steps": 4, "batch_size": 1, "learning_rate": 1e-2, "checkpoint_every": 0,
+                "resolution": [48, RESOLUTION]}
+    cfg, run = make_bucketed_run(root, "multires", training=training, prior={"enabled": False})
+    assert cfg.training.resolutions == [48, RESOLUTION] and cfg.training.main_resolution == RESOLUTION
+    train_dreambooth(cfg, run, progress=False)
+    buckets = json.loads((run / "train_result.json").read_text())["settings"]["buckets"]
+    small = {bucket.label for bucket in auto_buckets(48, 8)}
+    assert sum(count for label, count in buckets.items() if label in small) == len(MIXED_SHAPES)
+    assert sum(count for label, count in buckets.items() if label not in small) == len(MIXED_SHAPES)
+    assert len([label for label in buckets if label in small]) == 3  # portrait, landscape, square at 48 px too
+
+    examples = load_instance_examples(run / "concept", "a photo of pkblz dog")
+    both = at_resolutions(examples, [48, RESOLUTION], 8)
+    count = len(examples)
+    assert both.images == examples.images * 2 and both.sizes[:count] == examples.sizes
+    entries = load_prepared_concept(run / "concept").accepted_entries
+    for entry, big, smaller, size in zip(entries, both.geometry[:count], both.geometry[count:], both.sizes[count:]):
+        assert smaller.original_size == big.original_size == tuple(entry.original_size)
+        # the kept window lies inside the photo as resized for the smaller bucket
+        left, _, right, _ = entry.crop_box
+        scale = entry.bucket[0] / (right - left) * max(size[0] / entry.bucket[0], size[1] / entry.bucket[1])
+        top, left = smaller.crop_top_left
+        assert 0 <= top and top + size[1] <= entry.original_size[1] * scale + 1
+        assert 0 <= left and left + size[0] <= entry.original_size[0] * scale + 1
+        assert size[0] * size[1] <= 48 * 48 and size in {(40, 56), (48, 48), (56, 40)}
+    assert at_resolutions(examples, [RESOLUTION], 8) is examples  # one resolution: as before
+
+
+def test_several_resolutions_need_automatic_buckets():
+    from hubtools.config import RunConfig
+
+    config = RunConfig.model_validate({"training": {"resolution": "512, 1024,768"}})
+    assert config.training.resolution == [512, 768, 1024] and config.training.main_resolution == 1024
+    assert RunConfig.model_validate({"training": {"resolution": "768"}}).training.resolution == 768
+    with pytest.raises(ValueError, match="use --buckets auto"):
+        RunConfig.model_validate({"training": {"resolution": [512, 1024]}, "concept": {"buckets": "512x512"}})
+    with pytest.raises(ValueError, match="multiple of 8"):
+        RunConfig.model_validate({"training": {"resolution": "512,1020"}})
+
+
+def test_train_command_takes_the_bucket_caption_and_resolution_flags(root, tmp_path):
+    """``hubtools train`` as a user runs it, with every flag of issue 23; train-and-push has the same flags."""
+    import subprocess
+    import sys
+    import tomllib
+
+    from test_training_support import subprocess_env
+
+    photos = write_mixed_photos(tmp_path / "photos", captions={"portrait.jpg": "on a sofa, red collar, evening"})
+    run = tmp_path / "run"
+    small = ["--set", "sampling.num_inference_steps=2", "--set", "sampling.seeds=[0]",
+             "--set", "sampling.guidance_scales=[7.0]", "--set", 'sampling.prompts=["a photo of {identifier} {class_noun}"]']
+    common = ["--base-model", str(tiny_family_base(root, "sd")), "--concept", str(photos), "--identifier", "pkblz",
+              "--class-noun", "dog", "--steps", "2", "--lr", "1e-3", "--device", "cpu", "--no-prior",
+              "--checkpoint-every", "0", *small]
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "train", *common, "--out", str(run), "--resolution", "48,64",
+         "--buckets", "auto", "--caption-template", "a photo of {identifier} {class_noun}, {caption}",
+         "--caption-dropout", "0.25", "--shuffle-caption-parts"],
+        capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = tomllib.loads((run / "hubtools.toml").read_text())
+    assert config["training"]["resolution"] == [48, 64] and config["concept"]["buckets"] == "auto"
+    assert (config["training"]["caption_dropout"], config["training"]["shuffle_caption_parts"]) == (0.25, True)
+    assert config["concept"]["caption_template"] == "a photo of {identifier} {class_noun}, {caption}"
+    rows = [json.loads(line) for line in (run / "concept" / "metadata.jsonl").read_text().splitlines()]
+    assert "a photo of pkblz dog, on a sofa, red collar, evening" in [row["text"] for row in rows]
+    settings = json.loads((run / "train_result.json").read_text())["settings"]
+    assert len(settings["buckets"]) == 6 and sum(settings["buckets"].values()) == 2 * len(MIXED_SHAPES)
+
+    # train-and-push declares the same flags; a bad combination is one line, no traceback
+    bad = subprocess.run(
+        [sys.executable, "-m", "hubtools", "train-and-push", *common, "--out", str(tmp_path / "bad"), "--dry-run",
+         "--repo", "tester/x", "--resolution", "48,64", "--buckets", "64x64", "--prepend-identifier"],
+        capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert bad.returncode == 2 and "use --buckets auto" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_grids_draw_at_the_buckets_shapes_and_the_card_lists_the_buckets(root):
+    """A set trained on portrait, landscape and square buckets: the samples grid holds one row per prompt and the
+    seeds at each shape, the widget is drawn at the most common bucket, and the card lists buckets, images per
+    bucket and the caption template."""
+    import numpy as np
+
+    from hubtools.card import render_model_card
+    from hubtools.sample import render_samples
+
+    training = {"method": "lora", "steps": 2, "learning_rate": 1e-2, "checkpoint_every": 0}
+    cfg, run = make_bucketed_run(root, "grids", training=training, prior={"enabled": False},
+                                 captions={"portrait.jpg": "on a sofa"})
+    cfg.concept.caption_template = "a photo of {identifier} {class_noun}, {caption}"
+    from hubtools.config import save_config
+    save_config(cfg, run / "hubtools.toml")
+    train_dreambooth(cfg, run, progress=False)
+    result = render_samples(run, progress=False)
+
+    samples = json.loads(result.samples_json.read_text())
+    cells = [cell for cell in samples["cells"] if cell["grid"] == "samples"]
+    assert len(cells) == len(cfg.sampling.prompts) * 3 * len(cfg.sampling.seeds)  # one row per prompt, 3 shapes
+    assert {tuple(cell["size"]) for cell in cells} == {(56, 72), (64, 64), (80, 48)}
+    assert {cell["row"] for cell in cells} == set(range(len(cfg.sampling.prompts)))
+    grid = np.asarray(Image.open(result.samples_grid).convert("RGB")).astype(int)
+    for cell in cells:  # each image keeps its shape: a portrait cell has white margins left and right
+        x0, y0, x1, y1 = cell["box"]
+        width, height = cell["size"]
+        if width < height:
+            assert (grid[y0 + 4:y1 - 4, x0:x0 + 4] == 255).all() and not (grid[y0 + 4:y1 - 4, (x0 + x1) // 2] == 255).all()
+        if width > height:
+            assert (grid[y0:y0 + 4, x0 + 4:x1 - 4] == 255).all()
+    # the widget: the most common bucket (56x72 and 80x48 hold two each; the squarer one wins the tie)
+    assert samples["widget"]["size"] == [56, 72]
+    with Image.open(result.widget_image) as widget:
+        assert widget.size == (56 * 3, 72 * 3)
+
+    text = render_model_card(run, repo_id="tester/buckets").text
+    assert "| `concept.buckets` | auto |" in text
+    assert "| `images per bucket` | 56x72: 2, 80x48: 2, 64x64: 1 |" in text
+    assert "| `concept.caption_template` | a photo of {identifier} {class_noun}, {caption} |" in text
+    assert "in buckets of about 64² px" in text and "(56x72: 2, 80x48: 2, 64x64: 1)" in text

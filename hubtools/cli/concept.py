@@ -8,6 +8,7 @@ from rich.table import Table
 
 from hubtools.cli import console
 from hubtools.cli.console import styled
+from hubtools.cli.run_options import run_flag
 
 app = typer.Typer(help="Prepare, push and pull concept image sets (the photos of your subject).", no_args_is_help=True)
 
@@ -77,20 +78,15 @@ ImageColumn = Annotated[
     Optional[str], typer.Option("--image-column", help="Image column of a Hub dataset (detected if unset).")
 ]
 Crop = Annotated[str, typer.Option("--crop", help=_CROP_HELP)]
-Buckets = Annotated[str, typer.Option(
-    "--buckets", help="Aspect-ratio buckets: auto (about resolution² pixels each), off (centre square crop), "
-                      "or WIDTHxHEIGHT,... e.g. \"1024x1024,832x1216,1216x832\".")]
+# The bucket and caption flags are the run commands' own (train, train-and-push): one declaration each.
+Buckets = run_flag("buckets").annotation
 SizeMultiple = Annotated[int, typer.Option(
     "--size-multiple", help="Bucket sides are multiples of this (the model's VAE factor times its patch size: "
                             "8 for Stable Diffusion and SDXL, 16 for FLUX.1).")]
-CaptionTemplate = Annotated[Optional[str], typer.Option(
-    "--caption-template", help="Each image's own caption through a template, e.g. "
-                               "\"a photo of {identifier} {class_noun}, {caption}\".")]
-IdentifierOption = Annotated[Optional[str], typer.Option(
-    "--identifier", help="The trigger word: captions without it get a warning in manifest.json.")]
-ClassNounOption = Annotated[Optional[str], typer.Option("--class-noun", help="What the subject is, for the template.")]
-PrependIdentifier = Annotated[bool, typer.Option(
-    "--prepend-identifier", help="Put the identifier in front of captions that lack it.")]
+CaptionTemplate = run_flag("caption_template").annotation
+IdentifierOption = run_flag("identifier").annotation
+ClassNounOption = run_flag("class_noun").annotation
+PrependIdentifier = run_flag("prepend_identifier").annotation
 
 
 def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
@@ -106,7 +102,7 @@ def _prepare_command(*, hub_only: bool, source_help: str, doc: str):
         allow_upscale: AllowUpscale = False,
         image_column: ImageColumn = None,
         crop: Crop = "center",
-        buckets: Buckets = "auto",
+        buckets: Buckets = None,
         size_multiple: SizeMultiple = 16,
         caption_template: CaptionTemplate = None,
         identifier: IdentifierOption = None,

@@ -92,7 +92,19 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _setting("training.method", ("--method",), str, "Training method: full (fine-tune the UNet) or lora"),
     _setting("training.steps", ("--steps",), int, "Training steps"),
     _setting("training.learning_rate", ("--learning-rate", "--lr"), float, "Learning rate, 2e-6 for full, 1e-4 for LoRA unless given"),
-    _setting("training.resolution", ("--resolution",), int, "Training resolution in pixels"),
+    _setting("training.resolution", ("--resolution",), str, "Training resolution in pixels; several, e.g. "
+             "512,768,1024: the same photos in buckets at each area (multi-resolution)"),
+    _setting("concept.buckets", ("--buckets",), str, "Aspect-ratio buckets: auto (about resolution² pixels each), "
+             "off (centre square crop), or WIDTHxHEIGHT,... e.g. \"1024x1024,832x1216,1216x832\""),
+    _setting("concept.caption_template", ("--caption-template",), str, "Each image's own caption (a .txt beside it, "
+             "metadata.jsonl or a dataset's text column) through a template, e.g. "
+             "\"a photo of {identifier} {class_noun}, {caption}\""),
+    _setting("concept.prepend_identifier", ("--prepend-identifier",), bool, "Put the identifier (the trigger word) in "
+             "front of captions that lack it"),
+    _setting("training.caption_dropout", ("--caption-dropout",), float, "Share of steps trained on the empty caption "
+             "(kohya's caption_dropout_rate)"),
+    _setting("training.shuffle_caption_parts", ("--shuffle-caption-parts",), bool, "Shuffle each caption's "
+             "comma-separated parts, the first kept (kohya's shuffle_caption, keep_tokens=1)"),
     _setting("training.device", ("--device",), str, "Device: auto, cpu or cuda"),
     _setting("training.memory", ("--memory",), str, "Memory profile: auto (from the free GPU memory), manual, low, medium or high"),
     _setting("training.mixed_precision", ("--mixed-precision",), str, "Mixed precision: auto, no (fp32), fp16 or bf16"),
@@ -102,6 +114,14 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _setting("prior.num_class_images", ("--num-class-images",), int, "Class images for prior preservation"),
     _setting("eval.during_training", ("--fidelity-curve/--no-fidelity-curve",), bool, "Score each validation grid with DINO against the photos"),
 )
+
+
+def run_flag(name: str) -> Flag:
+    """A run flag by its parameter name, for another command that takes the same setting (``concept prepare``'s
+    ``--buckets``): declared once, so its help and its meaning cannot drift apart."""
+    return next(flag for flag in RUN_FLAGS if flag.name == name)
+
+
 PUSH_FLAGS: tuple[Flag, ...] = (
     _setting("publish.repo_id", ("--repo",), str, "Hub repo to push to: namespace/name"),
     _setting("publish.private", ("--private/--public",), bool, "Visibility of a new repo (public unless --private)"),

@@ -39,7 +39,7 @@ def plan_table(checked) -> Table:
         _row(table, "prior preservation",
              f"{cfg.prior.num_class_images} x '{checked.class_prompt}', weight {cfg.prior.loss_weight}")
     _row(table, "training", f"{cfg.training.method}, {cfg.training.steps} steps, lr {cfg.training.learning_rate:g}, "
-                            f"{cfg.training.resolution} px, batch {cfg.training.batch_size}, seed {cfg.training.seed}")
+                            f"{', '.join(map(str, cfg.training.resolutions))} px, batch {cfg.training.batch_size}, seed {cfg.training.seed}")
     _row(table, "sampling", f"{len(cfg.sampling.prompts)} prompts x {len(cfg.sampling.seeds)} seeds, "
                             f"guidance {', '.join(f'{g:g}' for g in cfg.sampling.guidance_scales)}")
     if cfg.publish.repo_id:

@@ -45,6 +45,9 @@ class Bucket:
     def as_list(self) -> list[int]:
         return [self.width, self.height]
 
+    def as_tuple(self) -> tuple[int, int]:
+        return self.width, self.height
+
 
 @dataclass(frozen=True)
 class ImageGeometry:

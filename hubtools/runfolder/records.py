@@ -105,6 +105,7 @@ class SampleCell:
     row: int = 0
     column: int = 0
     box: list[int] = field(default_factory=list)  # left, top, right, bottom in the grid's pixels
+    size: list[int] | None = None  # [width, height] drawn at, where a training bucket's (else the model's square)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class WidgetSample:
     seed: int
     guidance: float
     file: str
+    size: list[int] | None = None  # [width, height]: the most common training bucket; None: the square
 
 
 @dataclass
