@@ -225,7 +225,10 @@ class Family(ABC):
         for name, model in adapted.items():
             if model is not None and getattr(model, "peft_config", None):
                 layers[f"{name}_lora_layers"] = get_peft_model_state_dict(model)
-                layers[f"{name}_lora_adapter_metadata"] = model.peft_config["default"].to_dict()
+                # sets (target_modules) sorted: the file's bytes must not depend on the process's hash seed
+                layers[f"{name}_lora_adapter_metadata"] = {
+                    key: sorted(value) if isinstance(value, (set, frozenset)) else value
+                    for key, value in model.peft_config["default"].to_dict().items()}
         self.pipeline_class().save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **layers)
         return Path(folder) / weight_name
 
