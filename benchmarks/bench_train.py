@@ -9,6 +9,7 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --steps 200 --profiles high,low --out results.json
     python benchmarks/bench_train.py --family sdxl --profiles low          # SDXL LoRA at 1024 px
     python benchmarks/bench_train.py --family flux --profiles medium,low   # FLUX.1-dev LoRA
+    python benchmarks/bench_train.py --family sd3 --variant medium --profiles low  # SD3.5 Medium LoRA
     python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
     python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
 """
@@ -50,15 +51,41 @@ FAMILY_RESOLUTION = {"sd": 512, "sdxl": 1024, "flux": 1024}
 FAMILY_MODEL = {"sd": "SD 1.5", "sdxl": "SDXL base 1.0", "flux": "FLUX.1-dev"}
 
 
-def build_base(folder: Path, full_size: bool, family: str = "sd") -> Path:
+def _family_names() -> list[str]:
+    from hubtools.families import FAMILIES
+
+    return [family.name for family in FAMILIES]
+
+
+def _family_resolution(family: str) -> int:
+    from hubtools.families import by_name
+
+    return FAMILY_RESOLUTION.get(family) or by_name(family).default_resolution
+
+
+def _family_model(family: str, variant: str | None) -> str:
+    from hubtools.families import by_name
+
+    if family in FAMILY_MODEL:
+        return FAMILY_MODEL[family]
+    chosen = by_name(family)
+    return f"{chosen.title} {variant or chosen.benchmark_variants[0]}"
+
+
+def build_base(folder: Path, full_size: bool, family: str = "sd", variant: str | None = None) -> Path:
     """A random-weight pipeline of the family, tiny or of the real size, saved as a local base-model folder."""
     from hubtools.families import by_name
 
     if not full_size:
         by_name(family).build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
         return folder
-    {"sd": _build_sd15, "sdxl": _build_sdxl, "flux": _build_flux}[family]().save_pretrained(
-        folder, safe_serialization=True)
+    builders = {"sd": _build_sd15, "sdxl": _build_sdxl, "flux": _build_flux}
+    if family in builders:
+        pipe = builders[family]()
+    else:  # a family that carries its own real shapes (benchmark_configs, build_full_size_pipeline)
+        chosen = by_name(family)
+        pipe = chosen.build_full_size_pipeline(json.loads((HERE / chosen.benchmark_configs).read_text()), variant)
+    pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -220,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--steps", type=int, default=None, help="default: 800 on GPU, 30 on CPU")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, from {', '.join(PROFILES)}")
-    parser.add_argument("--family", choices=list(FAMILY_RESOLUTION), default="sd",
-                        help="sd (SD 1.5 shapes), sdxl (SDXL base) or flux (FLUX.1-dev)")
+    parser.add_argument("--family", choices=_family_names(), default="sd",
+                        help="sd (SD 1.5 shapes), sdxl (SDXL base), flux (FLUX.1-dev), or any other family hubtools trains")
+    parser.add_argument("--variant", default=None,
+                        help="the family's variant to build, where it has several (its benchmark_variants; default the first)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="default: the family's on GPU (512 SD 1.5, 1024 SDXL/FLUX), 64 on CPU (tiny)")
     parser.add_argument("--bucket", nargs="?", const="auto", default=None, metavar="WxH",
@@ -235,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = "cuda" if gpu else "cpu"
     steps = args.steps or (800 if gpu else 30)
-    resolution = args.resolution or (FAMILY_RESOLUTION[args.family] if gpu else 64)
-    model = f"{FAMILY_MODEL[args.family]} shapes, random weights" if gpu else f"hubtools tiny {args.family} model"
+    resolution = args.resolution or (_family_resolution(args.family) if gpu else 64)
+    model = f"{_family_model(args.family, args.variant)} shapes, random weights" if gpu else f"hubtools tiny {args.family} model"
     results = []
     with tempfile.TemporaryDirectory(prefix="hubtools-bench-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        base = build_base(root / "base", full_size=gpu, family=args.family)
+        base = build_base(root / "base", full_size=gpu, family=args.family, variant=args.variant)
         print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
         bucket = pick_bucket(args.bucket, resolution, args.family)
         shapes = [None] + ([bucket] if bucket else [])

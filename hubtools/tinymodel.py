@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hubtools.families import by_name
+from hubtools.families import FAMILIES, by_name
 
 
 
@@ -42,4 +42,4 @@ def publish_tiny_model(endpoint: str, token: str, repo_id: str | None = None, *,
     return repo_id
 
 
-TINY_FAMILIES = ("sd", "sdxl", "flux")
+TINY_FAMILIES = tuple(family.name for family in FAMILIES)  # every family has its tiny model

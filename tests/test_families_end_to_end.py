@@ -1,4 +1,4 @@
-"""`hubtools train-and-push` on the tiny SDXL and FLUX.1 models, as a user runs it (a subprocess, default
+"""`hubtools train-and-push` on the tiny SDXL, FLUX.1 and SD3.5 models, as a user runs it (a subprocess, default
 output), against the local hub; then a fresh process loads the pushed repo with plain diffusers and draws,
 and the card's own code snippet runs."""
 
@@ -19,7 +19,10 @@ CASES = {
     "sdxl": ("hubtools/tiny-stable-diffusion-xl", "lora",
              {"pytorch_lora_weights.safetensors", "nlwx-sdxl.safetensors"}),
     "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
+    # SD3.5: the diffusers LoRA and its ComfyUI copy (per-module alphas)
+    "sd3": ("hubtools/tiny-sd3", "lora", {"pytorch_lora_weights.safetensors", "nlwx-sd3.safetensors"}),
 }
+PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -83,11 +86,19 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert "FluxPipeline" in card.content and "torch.bfloat16" in card.content
         # the card names the sampler the grids were drawn with, not SD's DDIM
         assert "with flow-matching Euler" in card.content and "DDIM" not in card.content
+    if family == "sd3":
+        assert card.data.license == "apache-2.0"  # the tiny base's own card says so (SD3.5's: test_training_families)
+        assert "StableDiffusion3Pipeline" in card.content and "torch.bfloat16" in card.content
+        assert "with flow-matching Euler" in card.content and "DDIM" not in card.content
+        # the identifier's token count in each of its three tokenizers
+        assert "1 CLIP token" in card.content
+        assert re.search(r"`tokenizer_2` \(CLIPTokenizer\): 1 token", card.content), card.content
+        assert re.search(r"`tokenizer_3` \(T5Tokenizer\w*\): \d+ tokens?", card.content), card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert fresh.stdout.strip() == {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}[family]
+    assert fresh.stdout.strip() == PIPELINES[family]
 
     # the card's snippet, as a reader copies it
     snippet = re.search(r"```python\n(.*?)```", card.content, re.S).group(1)

@@ -47,7 +47,9 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
 
         api = HfApi(endpoint=url, token=USER_TOKEN)
         assert api.whoami(cache=False)["name"] == "carol"
-        for repo_id in ("hubtools/tiny-stable-diffusion", "hubtools/tiny-stable-diffusion-xl", "hubtools/tiny-flux"):
+        from hubtools.families import FAMILIES
+
+        for repo_id in {family.tiny_repo_id for family in FAMILIES}:
             tiny = api.model_info(repo_id)  # one tiny model per family
             assert "model_index.json" in {s.rfilename for s in tiny.siblings}
         api.create_repo("carol/from-cli")

@@ -34,16 +34,17 @@ def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_for_flux_on_cpu(tmp_path):
-    """The FLUX.1 configuration: its profiles are LoRA ones, and its FLOPs are counted through the family."""
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
+    """The FLUX.1 and SD3.5 configurations: their profiles are LoRA ones, their FLOPs counted through the family."""
     spec = importlib.util.spec_from_file_location("bench_train", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "results.json"
-    assert bench.main(["--device", "cpu", "--family", "flux", "--steps", "2", "--profiles", "high",
+    assert bench.main(["--device", "cpu", "--family", family, "--steps", "2", "--profiles", "high",
                        "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["family"] == "flux" and report["denoiser_forward_gflops_batch2"] > 0
+    assert report["family"] == family and report["denoiser_forward_gflops_batch2"] > 0
     assert [row["method"] for row in report["results"]] == ["lora"]
 
 

@@ -43,14 +43,15 @@ def trained(root):
             training = {"method": method, "steps": 3, "validation_every": 3, "lora_rank": 4, "lora_alpha": 8.0,
                         "learning_rate": 5e-2 if method == "lora" else 1e-3}
             cfg, run = make_run(root, f"{family_name}-{method}", base=tiny_family_base(root, family_name),
-                                training=training, prior={"enabled": family_name == "flux"})
+                                training=training, prior={"enabled": family_name in ("flux", "sd3")})
             done[family_name, method] = run, train_dreambooth(cfg, run, progress=False)
         return done[family_name, method]
 
     return train
 
 
-@pytest.mark.parametrize(("family_name", "method"), [("sdxl", "lora"), ("flux", "lora"), ("flux", "full")])
+@pytest.mark.parametrize(("family_name", "method"), [("sdxl", "lora"), ("flux", "lora"), ("flux", "full"),
+                                                         ("sd3", "lora"), ("sd3", "full")])
 def test_a_family_trains_and_its_output_loads_with_plain_diffusers(root, trained, family_name, method):
     from diffusers import DiffusionPipeline
 
@@ -103,3 +104,50 @@ def test_the_kohya_lora_file_converts_back_to_the_same_tensors(root, trained):
     assert diffusers_state.keys() == kohya_state.keys()
     assert all(torch.equal(diffusers_state[k], kohya_state[k]) for k in diffusers_state)
     np.testing.assert_allclose(kohya_image, diffusers_image, atol=1e-6)
+
+
+def test_the_sd3_comfyui_file_applies_the_same_weights_as_diffusers(root, trained):
+    """The ComfyUI copy of an SD3.5 LoRA, read by ComfyUI's rules (``transformer.<module>`` and
+    (and ``text_encoder(_2).<module>``) keys as diffusers writes them, weight delta ``lora_B @ lora_A * alpha / rank``
+    from the file's own ``<module>.alpha``), changes every weight exactly as diffusers' ``load_lora_weights``
+    of the diffusers file does (alpha 8, rank 4: the scale ComfyUI would get wrong without the alphas)."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    run, _ = trained("sd3", "lora")
+    comfy = load_file(run / "sd3-lora.safetensors")
+    diffusers_keys = set(load_file(run / LORA_WEIGHTS_FILENAME))
+    assert set(comfy) - diffusers_keys == {k for k in comfy if k.endswith(".alpha")}
+    assert {float(v) for k, v in comfy.items() if k.endswith(".alpha")} == {8.0}
+    assert {k.split(".")[0] for k in comfy} == {"transformer"}
+
+    base = DiffusionPipeline.from_pretrained(tiny_family_base(root, "sd3"))
+    before = {"transformer": {k: v.clone() for k, v in base.transformer.state_dict().items()}}
+    base.load_lora_weights(run)
+    base.fuse_lora(components=["transformer"])
+    base.unload_lora_weights()
+    checked = 0
+    for key, down in comfy.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[: -len(".lora_A.weight")]
+        component, path = module.split(".", 1)
+        up, alpha = comfy[f"{module}.lora_B.weight"], comfy[f"{module}.alpha"]
+        expected = before[component][f"{path}.weight"] + (up @ down) * (alpha / down.shape[0])
+        torch.testing.assert_close(base.components[component].state_dict()[f"{path}.weight"], expected)
+        checked += 1
+    assert checked == len([k for k in diffusers_keys if k.endswith(".lora_A.weight")]) > 0
+
+
+def test_an_sd3_card_states_the_stability_community_licence(root, trained):
+    """A base model whose card names no licence (a local folder here) gives the card SD3.5's own: the
+    Stability AI Community License, with its commercial-use terms, and the pipeline, dtype and sampler."""
+    from hubtools.card import render_model_card
+
+    run, _ = trained("sd3", "lora")
+    card = render_model_card(run, repo_id="tester/sd3-lora")
+    assert (card.data.license, card.data.license_name) == ("other", "stabilityai-ai-community")
+    assert card.data.license_link == "https://stability.ai/community-license-agreement"
+    assert "Stability AI Community License" in card.content and "USD 1M" in card.content
+    assert "StableDiffusion3Pipeline" in card.content and "torch.bfloat16" in card.content
+    assert "flow-matching Euler" in card.content and "sd3" in card.data.tags

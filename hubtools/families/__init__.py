@@ -11,9 +11,10 @@ from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults
 from hubtools.families.flux import Flux
 from hubtools.families.sd import StableDiffusion
+from hubtools.families.sd3 import StableDiffusion3
 from hubtools.families.sdxl import StableDiffusionXL
 
-FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux())
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3())
 _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}
 
@@ -64,5 +65,5 @@ def of_pipeline(pipeline) -> Family:
 
 __all__ = [
     "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "SamplingDefaults", "StableDiffusion",
-    "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
+    "StableDiffusion3", "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
 ]

@@ -57,7 +57,13 @@ PROFILE_BY_NAME = {profile.name: profile for profile in PROFILES}
 
 
 def family_profiles(family: str = "sd") -> list[MemoryProfile]:
-    return FAMILY_PROFILES.get(family, PROFILES)
+    """The family's profiles: listed here, or declared by the family itself (``memory_profiles`` rows)."""
+    if family in FAMILY_PROFILES:
+        return FAMILY_PROFILES[family]
+    from hubtools.families import by_name
+
+    declared = getattr(by_name(family), "memory_profiles", ())
+    return [MemoryProfile(*row) for row in declared] or PROFILES
 
 
 def _by_name(family: str) -> dict[str, MemoryProfile]:
