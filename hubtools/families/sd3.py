@@ -219,7 +219,9 @@ class StableDiffusion3(Family):
     def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
         """The diffusers file's tensors plus, per adapted module, ``<module>.alpha`` (ComfyUI scales a LoRA by
         alpha / rank, and by 1 when the file has no alpha)."""
-        return comfyui_lora_state(diffusers_file)
+        from hubtools.families.lora_files import with_module_alphas
+
+        return with_module_alphas(diffusers_file)
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         return build_full_size_pipeline(configs, variant or self.benchmark_variants[0])
@@ -324,27 +326,3 @@ def build_full_size_pipeline(configs: dict[str, Any], variant: str = "large"):
         **models, tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(tokenizer.name_or_path, pad_token="!"),
         tokenizer_3=build_t5_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]),
     )
-
-
-def comfyui_lora_state(diffusers_file) -> dict[str, torch.Tensor]:
-    """A diffusers SD3 LoRA file's tensors with ``<module>.alpha`` beside each module's ``lora_A``/``lora_B``
-    (the adapter's alpha from the file's metadata; its rank when the metadata has none)."""
-    import json
-
-    import torch
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(diffusers_file), "pt") as handle:
-        metadata = json.loads((handle.metadata() or {}).get("lora_adapter_metadata", "{}"))
-    state = load_file(str(diffusers_file))
-    out = dict(state)
-    for key, down in state.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        module = key[: -len(".lora_A.weight")]
-        component = module.split(".", 1)[0]
-        alpha = metadata.get(f"{component}.lora_alpha")
-        out[f"{module}.alpha"] = torch.tensor(float(alpha if alpha is not None else down.shape[0]))
-    return out
