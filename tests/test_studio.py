@@ -44,12 +44,16 @@ SMALL_SAMPLING = ("sampling.num_inference_steps=2\nsampling.seeds=[0]\nsampling.
 
 @contextmanager
 def running_studio(data: Path, token: str, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``hubtools studio --data DATA --port 0`` as a user starts it; yields (the sign-in URL it printed, process)."""
-    process = subprocess.Popen([sys.executable, "-m", "hubtools", "studio", "--data", str(data), "--port", "0", *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env(token))
+    """``hubtools studio --data DATA --port 0`` as a user starts it; yields (the sign-in URL it printed, process).
+
+    Its stderr goes to a file beside DATA (a pipe nobody reads would stall a studio that warns a lot)."""
+    stderr_path = data.parent / f"{data.name}-stderr.log"
+    with open(stderr_path, "ab") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "hubtools", "studio", "--data", str(data), "--port", "0",
+                                    *extra], stdout=subprocess.PIPE, stderr=stderr, text=True, env=user_env(token))
     try:
         url = process.stdout.readline().strip()
-        assert "?token=" in url, process.stderr.read() if process.poll() is not None else url
+        assert "?token=" in url, stderr_path.read_text(errors="replace") if process.poll() is not None else url
         yield url, process
     finally:
         if process.poll() is None:
@@ -93,14 +97,35 @@ def _wait_for(predicate, what: str, timeout: float = TIMEOUT_S):
 # ---- the browser: photos to a published model --------------------------------------------------
 
 
+# What the studio's pages show of their state: said when a wait times out.
+STATE_IDS = ("family", "identifier-check", "concept-status", "error", "job-state", "progress-label", "stage",
+             "job-error", "log", "push-status", "push-error", "hackathon-check")
+
+
+def _page_state(browser) -> str:
+    return browser.execute_script(
+        "return arguments[0].map(id => [id, document.getElementById(id)]).filter(([, node]) => node)"
+        ".map(([id, node]) => `#${id}: ${node.textContent.trim().slice(-1500)}`).join('\\n')", list(STATE_IDS))
+
+
+
 @needs_json_events
 def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser, tmp_path, local_hub,  # noqa: F811
                                                                           tiny_model_repo):
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     def wait(condition, timeout=TIMEOUT_S):
-        return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda driver: condition())
+        try:
+            return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda driver: condition())
+        except TimeoutException:
+            raise AssertionError(f"timed out on {browser.current_url}; the page said:\n{_page_state(browser)}") from None
+
+    def click(element) -> None:
+        # Scrolled to the middle of the window first, as a user would: the hub's sticky top bar covers the top.
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
 
     def set_field(element_id: str, value: str) -> None:
         field = browser.find_element(By.ID, element_id)
@@ -113,7 +138,9 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
         assert "token=" not in browser.current_url
         browser.get(url.split("/?token=")[0] + "/new")
         set_field("base-model", tiny_model_repo)
-        wait(lambda: "family" in browser.find_element(By.ID, "family").text)
+        # The defaults of this base model filled in (the family named), not those of the default base model.
+        wait(lambda: browser.find_element(By.ID, "family").get_attribute("data-base-model") == tiny_model_repo)
+        assert "family: Stable Diffusion" in browser.find_element(By.ID, "family").text
         browser.find_element(By.ID, "identifier").send_keys("pkblz")
         count = wait(lambda: browser.find_elements(By.ID, "token-count"))[0]
         assert count.get_attribute("data-tokens") == "3" and "3 tokens" in count.text  # pk + bl + z
@@ -124,19 +151,19 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
             set_field(element_id, value)
         Select(browser.find_element(By.ID, "device")).select_by_value("cpu")
         browser.find_element(By.ID, "photos").send_keys("\n".join(str(photo) for photo in PHOTOS))
-        browser.find_element(By.ID, "upload").click()
+        click(browser.find_element(By.ID, "upload"))
         wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#concept-files tr[data-status=accepted]")) == 5)
         assert all(width > 0 for width in _natural_widths(browser, "#contact-sheet"))
         if browser.find_element(By.ID, "prior").is_selected():
-            browser.find_element(By.ID, "prior").click()
-        browser.find_element(By.CSS_SELECTOR, ".advanced summary").click()
+            click(browser.find_element(By.ID, "prior"))
+        click(browser.find_element(By.CSS_SELECTOR, ".advanced summary"))
         browser.find_element(By.ID, "advanced").send_keys(SMALL_SAMPLING)
-        browser.find_element(By.ID, "show-plan").click()
+        click(browser.find_element(By.ID, "show-plan"))
         plan = wait(lambda: browser.find_element(By.ID, "plan").text)
         assert "full, 30 steps" in plan and "64 px" in plan and tiny_model_repo in plan
         _screenshot(browser, "studio_new_run")
 
-        browser.find_element(By.ID, "start").click()
+        click(browser.find_element(By.ID, "start"))
         wait(lambda: "/jobs/" in browser.current_url and browser.find_elements(By.ID, "job-page"))
         wait(lambda: browser.find_element(By.ID, "progress").get_attribute("data-percent") == "100")
         wait(lambda: browser.find_element(By.ID, "job-state").text.lower() == "done")
@@ -146,15 +173,15 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
         assert browser.execute_script("return document.getElementById('loss').toDataURL().length") > 2000
         _screenshot(browser, "studio_job")
 
-        browser.find_element(By.ID, "publish-link").click()
+        click(browser.find_element(By.ID, "publish-link"))
         wait(lambda: browser.find_element(By.ID, "repo-id").get_attribute("value").startswith(f"{local_hub.user}/"))
         wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#card-preview h1"))
         assert all(width > 0 for width in _natural_widths(browser, "#card-preview img"))
         repo_id = browser.find_element(By.ID, "repo-id").get_attribute("value")
-        browser.find_element(By.ID, "push").click()
+        click(browser.find_element(By.ID, "push"))
         link = wait(lambda: browser.find_element(By.ID, "model-url") if browser.find_element(By.ID, "model-link").is_displayed() else None)
         _screenshot(browser, "studio_publish")
-        link.click()
+        click(link)
         wait(lambda: browser.title.startswith(repo_id))
         assert browser.current_url == f"{local_hub.url}/{repo_id}"
 

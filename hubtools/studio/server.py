@@ -55,6 +55,9 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, tls_cert: P
             sock.bind((host, port))
         except OSError as error:
             raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}): choose another --port") from None
+        # Listen before the address is printed: a client that connects at once (a script, a test) waits in the
+        # backlog until uvicorn accepts, instead of being refused while the server is still starting.
+        sock.listen(2048)
         app = create_app(data_dir, token=token, upload_limit=upload_limit or DEFAULT_UPLOAD_LIMIT)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host

@@ -111,24 +111,32 @@ function newRunPage(root) {
     }
   }).catch(() => {});
 
-  // Settings: the family's defaults of the chosen base model fill every field the user has not touched.
+  // Settings: the family's defaults of the chosen base model fill every field the user has not touched
+  // (typed into or changed), and only the answer for the latest base model counts: reading a model can be
+  // slow, and a late answer for an earlier one must not undo what the user typed since.
   const inputs = [...root.querySelectorAll("[data-key]")];
   const touched = new Set();
-  for (const input of inputs) { input.addEventListener("change", () => touched.add(input.dataset.key)); }
+  for (const input of inputs) {
+    for (const type of ["input", "change"]) { input.addEventListener(type, () => touched.add(input.dataset.key)); }
+  }
+  let defaultsAsked = 0;
   async function fillDefaults() {
-    const query = new URLSearchParams({ base_model: field("base-model").value });
+    const asked = ++defaultsAsked;
+    const baseModel = field("base-model").value;
     try {
-      const defaults = await api("GET", "/api/defaults?" + query);
+      const defaults = await api("GET", "/api/defaults?" + new URLSearchParams({ base_model: baseModel }));
+      if (asked !== defaultsAsked) { return; }
       field("family").textContent = defaults.family ? `family: ${defaults.family}` : (defaults.note || "");
+      field("family").dataset.baseModel = baseModel;
       for (const input of inputs) {
         const key = input.dataset.key;
         if (touched.has(key) || !(key in defaults.settings)) { continue; }
         const value = defaults.settings[key];
         if (input.type === "checkbox") { input.checked = Boolean(value); } else { input.value = value === null ? "" : value; }
       }
-    } catch (error) { field("family").textContent = error.message; }
+    } catch (error) { if (asked === defaultsAsked) { field("family").textContent = error.message; } }
   }
-  field("base-model").addEventListener("change", () => { touched.delete("model.base_model"); fillDefaults(); checkIdentifier(); });
+  field("base-model").addEventListener("change", () => { fillDefaults(); checkIdentifier(); });
   fillDefaults();
 
   function settings() {
