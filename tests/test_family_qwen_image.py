@@ -4,12 +4,16 @@ tokenizer against the pipeline's template, and the card facts."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from hubtools.families import by_name
 from test_training_support import single_thread_torch
 
+CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "qwen_image_configs.json"
 PROMPTS = ["a photo of nlwx dog on the beach", "a dog"]
 
 
@@ -106,3 +110,23 @@ def test_card_facts():
     snippet = family.card_snippet({}, "ddim", 1024)
     assert snippet["pipeline_class"] == "QwenImagePipeline" and snippet["guidance_arg"] == "true_cfg_scale"
     assert snippet["call_args"] == ", height=1024, width=1024, negative_prompt=' '"
+
+
+def test_memory_profiles_hold_the_real_shapes_parameters():
+    """Qwen-Image's real shapes built on the meta device hold the parameters qwen_image_configs.json records;
+    every profile is a LoRA one with room for the frozen parts in bf16; a full fine-tune is refused."""
+    from hubtools.errors import ConfigError
+    from hubtools.families.qwen_image import real_shape_models
+    from hubtools.training.memory import family_profiles
+
+    configs = json.loads(CONFIGS.read_text())
+    with torch.device("meta"):
+        models = real_shape_models(configs)
+    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    assert counts == configs["parameters"]
+    assert 20.4e9 < counts["transformer"] < 20.5e9 and 8.2e9 < counts["text_encoder"] < 8.3e9
+    profiles = family_profiles("qwen-image")
+    assert [p.name for p in profiles] == ["high", "medium", "low"] and {p.method for p in profiles} == {"lora"}
+    assert profiles[-1].min_free_gib * 2**30 > 2 * sum(counts.values())
+    with pytest.raises(ConfigError, match=r"Qwen-Image \(20.4B parameters\) needs about 304 GiB"):
+        by_name("qwen-image").check_training("full", models["transformer"], torch.device("cpu"))

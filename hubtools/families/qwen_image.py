@@ -55,8 +55,10 @@ SCHEDULER_CONFIG = {
     "use_exponential_sigmas": False, "use_karras_sigmas": False,
 }
 
-# 20.4B-parameter transformer and a 8.3B Qwen2.5-VL text encoder: ~57 GB of frozen bf16 weights before the
-# LoRA, its optimizer and activations, so every profile is a LoRA one. Estimates until measured on a GPU.
+# From the real shapes' parameter counts (benchmarks/qwen_image_configs.json, counted on the meta device by
+# tests/test_family_qwen_image.py): a 20.4B transformer, an 8.3B Qwen2.5-VL and a 0.13B VAE are ~54 GiB of
+# frozen bf16 weights before the LoRA, its optimizer and activations, so every profile is a LoRA one (a full
+# fine-tune would need ~305 GiB). Estimates until bench_train.py measures them on a GPU.
 MEMORY_PROFILES: tuple[tuple[str, float, str, bool, bool, str], ...] = (
     ("high", 80, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
     ("medium", 72, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
@@ -83,6 +85,8 @@ class QwenImage(Family):
     pipeline_sizes_itself = False  # QwenImagePipeline draws 1024 px unless told
     patch_size = 2
     memory_profiles = MEMORY_PROFILES
+    benchmark_configs = "qwen_image_configs.json"  # benchmarks/bench_train.py builds the real shapes from it
+    benchmark_variants = ("",)
     # ComfyUI and Forge read diffusers' Qwen-Image LoRA keys as they are; the copy adds per-module alphas.
     kohya_lora = True
 
@@ -219,6 +223,21 @@ class QwenImage(Family):
 
         return with_module_alphas(diffusers_file)
 
+    def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
+        """Qwen-Image of the real size with random weights, in bf16 (as it ships), for the benchmark."""
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
+        torch.manual_seed(0)
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            models = real_shape_models(configs)
+        finally:
+            torch.set_default_dtype(before)
+        return QwenImagePipeline(**models, tokenizer=build_qwen_tokenizer(),
+                                 scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG))
+
     # -- the tiny random model -----------------------------------------------------------------------------
 
     def build_tiny_pipeline(self):
@@ -262,6 +281,19 @@ class QwenImage(Family):
         scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
         return QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                  transformer=transformer)
+
+
+def real_shape_models(configs: dict[str, Any]) -> dict[str, Any]:
+    """Random-weight models of Qwen-Image's real shapes (``configs``: benchmarks/qwen_image_configs.json) on the
+    current default device and dtype: under ``torch.device("meta")`` they cost nothing and count parameters."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    return {
+        "transformer": QwenImageTransformer2DModel(**configs["transformer"]),
+        "vae": AutoencoderKLQwenImage(**configs["vae"], latents_mean=list(LATENTS_MEAN), latents_std=list(LATENTS_STD)),
+        "text_encoder": Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**configs["text_encoder"])),
+    }
 
 
 _SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
