@@ -106,22 +106,23 @@ def test_the_kohya_lora_file_converts_back_to_the_same_tensors(root, trained):
     np.testing.assert_allclose(kohya_image, diffusers_image, atol=1e-6)
 
 
-def test_the_sd3_comfyui_file_applies_the_same_weights_as_diffusers(root, trained):
-    """The ComfyUI copy of an SD3.5 LoRA, read by ComfyUI's rules (``transformer.<module>`` and
+@pytest.mark.parametrize("family_name", ["sd3", "qwen-image"])
+def test_the_comfyui_file_applies_the_same_weights_as_diffusers(root, trained, family_name):
+    """The ComfyUI copy of an SD3.5 or Qwen-Image LoRA, read by ComfyUI's rules (``transformer.<module>`` and
     (and ``text_encoder(_2).<module>``) keys as diffusers writes them, weight delta ``lora_B @ lora_A * alpha / rank``
     from the file's own ``<module>.alpha``), changes every weight exactly as diffusers' ``load_lora_weights``
     of the diffusers file does (alpha 8, rank 4: the scale ComfyUI would get wrong without the alphas)."""
     from diffusers import DiffusionPipeline
     from safetensors.torch import load_file
 
-    run, _ = trained("sd3", "lora")
-    comfy = load_file(run / "sd3-lora.safetensors")
+    run, _ = trained(family_name, "lora")
+    comfy = load_file(run / f"{family_name}-lora.safetensors")
     diffusers_keys = set(load_file(run / LORA_WEIGHTS_FILENAME))
     assert set(comfy) - diffusers_keys == {k for k in comfy if k.endswith(".alpha")}
     assert {float(v) for k, v in comfy.items() if k.endswith(".alpha")} == {8.0}
     assert {k.split(".")[0] for k in comfy} == {"transformer"}
 
-    base = DiffusionPipeline.from_pretrained(tiny_family_base(root, "sd3"))
+    base = DiffusionPipeline.from_pretrained(tiny_family_base(root, family_name))
     before = {"transformer": {k: v.clone() for k, v in base.transformer.state_dict().items()}}
     base.load_lora_weights(run)
     base.fuse_lora(components=["transformer"])
