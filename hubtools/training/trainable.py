@@ -91,8 +91,8 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
     if cfg.prior.enabled:  # before any adapter or cast: class images come from the untouched base
         from hubtools.prior import ensure_class_images
 
-        with accelerator.main_process_first():
-            class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
+        # every process renders its share (hubtools.distributed); one per machine writes the set
+        class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
 
     models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)
