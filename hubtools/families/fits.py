@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from hubtools.errors import ConfigError
+
+if TYPE_CHECKING:  # importing a family imports no torch
+    import torch
 
 GIB = 1024**3
 # A full fine-tune holds fp32 weights, gradients and two AdamW moments: 16 bytes a parameter (sharded by FSDP).
@@ -20,6 +23,8 @@ def check_full_fine_tune(title: str, parameters: int, device: torch.device, shar
     """Raise ``ConfigError`` when a full fine-tune of ``parameters`` does not fit: on one GPU, or on ``shards``
     GPUs under FSDP (each: its share of the weights, gradients and AdamW states, plus what stays whole). The
     message names how many GPUs of the size found would hold it under FSDP."""
+    import torch
+
     sharded = parameters * FULL_BYTES_PER_PARAMETER
     rest = int(UNSHARDED_GIB.get(title, DEFAULT_UNSHARDED_GIB) * GIB) if shards > 1 else 0
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0

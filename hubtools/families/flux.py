@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
 
 _TINY_SEED = 1234

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
