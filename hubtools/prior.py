@@ -137,7 +137,7 @@ def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], 
     """Render the set into ``folder``. Under several processes each renders its share of the batches (every
     image has its own seed, every batch is the one a single process draws, so the PNGs are the same bytes);
     all of them are gathered, and one process per machine writes the set into that machine's cache."""
-    count, batch = sum(counts.values()), cfg.prior.generation_batch_size
+    batch = cfg.prior.generation_batch_size
     # image i's size: the buckets one after another (image i keeps its own seed whatever the sizes)
     size_of = [size for size in sorted(counts, key=lambda s: (s[0] / s[1], s[0])) for _ in range(counts[size])]
     batches = _size_batches(size_of, batch)

@@ -224,8 +224,9 @@ class Family(ABC):
 
         denoiser.set_attn_processor(AttnProcessor2_0())
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
-        """Raise ``ConfigError`` when this family cannot train ``method`` here (default: it always can)."""
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
+        """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP
+        (default: it always can)."""
 
     # -- saving --------------------------------------------------------------------------------------------
 

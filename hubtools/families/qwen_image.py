@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -38,7 +37,6 @@ PROMPT_TEMPLATE = ("<|im_start|>system\nDescribe the image by detailing the colo
 TEMPLATE_TOKENS = 34
 TOKENIZER_MAX_LENGTH = 1024
 
-_FULL_BYTES_PER_PARAMETER = 16
 _ALWAYS_FULL_BELOW = 100_000_000
 
 # Wan 2.1's VAE statistics, which Qwen-Image's VAE config carries: latents are (x - mean) / std per channel.
@@ -201,22 +199,18 @@ class QwenImage(Family):
     def use_fast_attention(self, denoiser) -> None:
         """Qwen-Image's own attention processors already call PyTorch's SDPA."""
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """Qwen-Image trains as a LoRA, as diffusers' script does; a full fine-tune is refused unless the GPU
-        holds 16 bytes a parameter (~305 GiB for the 20B transformer); the tiny model trains fully anywhere."""
-        import torch
+        holds 16 bytes a parameter (~305 GiB for the 20B transformer), or ``shards`` GPUs under FSDP do; the
+        tiny model trains fully anywhere."""
+        from hubtools.families.fits import check_full_fine_tune
 
         if method != "full":
             return
         parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
         if parameters < _ALWAYS_FULL_BELOW:
             return
-        needed = parameters * _FULL_BYTES_PER_PARAMETER
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        if free >= needed:
-            return
-        raise ConfigError(f"a full fine-tune of {self.title} ({parameters / 1e9:.1f}B parameters) needs about "
-                          f"{needed / 1024**3:.0f} GiB of GPU memory: train a LoRA instead (--method lora)")
+        check_full_fine_tune(self.title, parameters, device, shards)
 
     def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
         from hubtools.families.lora_files import with_module_alphas

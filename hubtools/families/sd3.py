@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -36,8 +35,6 @@ PRECONDITION_OUTPUTS = True
 TRAINING_T5_TOKENS = 77
 CLIP_TOKENS = 77
 
-# A full fine-tune holds fp32 weights, gradients and two AdamW moments: 16 bytes a parameter.
-_FULL_BYTES_PER_PARAMETER = 16
 # Below this many parameters a full fine-tune runs anywhere (the tiny model; nothing real is this small).
 _ALWAYS_FULL_BELOW = 100_000_000
 
@@ -193,26 +190,18 @@ class StableDiffusion3(Family):
     def use_fast_attention(self, denoiser) -> None:
         """SD3's joint-attention processors already call PyTorch's SDPA (a plain one would break them)."""
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """A full fine-tune of SD3.5 Large (8.1B parameters: ~120 GiB of weights, gradients and AdamW states) or
-        Medium (~33 GiB) is refused unless the GPU has room for it; the tiny model trains fully anywhere."""
-        import torch
+        Medium (~33 GiB) is refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny
+        model trains fully anywhere."""
+        from hubtools.families.fits import check_full_fine_tune
 
         if method != "full":
             return
         parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
         if parameters < _ALWAYS_FULL_BELOW:
             return
-        needed = parameters * _FULL_BYTES_PER_PARAMETER
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        if free >= needed:
-            return
-        where = f"{free / 1024**3:.0f} GiB free on this GPU" if device.type == "cuda" else "no GPU here"
-        raise ConfigError(
-            f"a full fine-tune of {self.title} ({parameters / 1e9:.1f}B parameters) needs about "
-            f"{needed / 1024**3:.0f} GiB of GPU memory for weights, gradients and AdamW states ({where}): "
-            "train a LoRA instead (--method lora)"
-        )
+        check_full_fine_tune(self.title, parameters, device, shards)
 
     # -- the ComfyUI copy of a LoRA ------------------------------------------------------------------------
 
