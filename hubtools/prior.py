@@ -137,7 +137,7 @@ def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], 
     """Render the set into ``folder``. Under several processes each renders its share of the batches (every
     image has its own seed, every batch is the one a single process draws, so the PNGs are the same bytes);
     all of them are gathered, and one process per machine writes the set into that machine's cache."""
-    count, batch = sum(counts.values()), cfg.prior.generation_batch_size
+    batch = cfg.prior.generation_batch_size
     # image i's size: the buckets one after another (image i keeps its own seed whatever the sizes)
     size_of = [size for size in sorted(counts, key=lambda s: (s[0] / s[1], s[0])) for _ in range(counts[size])]
     batches = _size_batches(size_of, batch)
@@ -153,6 +153,10 @@ def _render(cfg: RunConfig, base, batches: list[list[int]], size_of: list[tuple[
             reporter: Reporter) -> dict[int, bytes]:
     """The PNG bytes of the images in ``batches``, by image index."""
     pipe = base.pipeline
+    # the family's guidance argument and call arguments (Qwen-Image: true_cfg_scale against a blank negative)
+    family = base.family
+    guidance = {**family.call_kwargs(dict(pipe.components[family.denoiser].config)),
+                **family.guidance_kwargs(cfg.prior.guidance_scale)}
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -168,8 +172,7 @@ def _render(cfg: RunConfig, base, batches: list[list[int]], size_of: list[tuple[
             generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
             width, height = size_of[indices[0]]
             images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
-                          guidance_scale=cfg.prior.guidance_scale, height=height,
-                          width=width, generator=generators).images
+                          height=height, width=width, generator=generators, **guidance).images
             for i, image in zip(indices, images):
                 png = io.BytesIO()
                 image.save(png, format="PNG")

@@ -87,6 +87,7 @@ class _Sampler:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
         # the family's call arguments (e.g. max_sequence_length, and the size where the pipeline has its own)
+        self.family = family
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
             self.extra.update(height=config.training.main_resolution, width=config.training.main_resolution)
@@ -131,7 +132,7 @@ class _Sampler:
         extra = self.extra if size is None else {**self.extra, "width": size[0], "height": size[1]}
         with torch.inference_mode():
             out = self.pipe(
-                prompt=[prompt] * len(seeds), generator=generators, guidance_scale=guidance,
+                prompt=[prompt] * len(seeds), generator=generators, **self.family.guidance_kwargs(guidance),
                 num_inference_steps=self.steps, output_type="pil", **extra,
             )
         return [image.convert("RGB") for image in out.images]

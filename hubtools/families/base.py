@@ -85,6 +85,8 @@ class Family(ABC):
     denoiser: ClassVar[str]  # the component trained: "unet" or "transformer"
     text_encoders: ClassVar[tuple[str, ...]]  # pipeline components, in the order they encode
     tokenizers: ClassVar[tuple[str, ...]]  # pipeline components, one per text encoder
+    # Whether the first tokenizer is CLIP's BPE (hubtools' offline identifier check reads it for every family)
+    first_tokenizer_is_clip: ClassVar[bool] = True
     trainable_text_encoders: ClassVar[tuple[str, ...]]  # the text encoders that may train (full or LoRA)
     denoiser_lora_targets: ClassVar[tuple[str, ...]]
     text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -97,8 +99,9 @@ class Family(ABC):
     patch_size: ClassVar[int] = 1
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
-    # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them).
-    memory_profiles: ClassVar[tuple[MemoryProfile, ...]]
+    # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them):
+    # ``MemoryProfile``s, or their fields as tuples.
+    memory_profiles: ClassVar[tuple[MemoryProfile | tuple, ...]]
 
     def variant(self, denoiser_config: dict[str, Any]) -> str:
         """The variant of this family a denoiser config belongs to (e.g. dev or schnell); '' when it has none."""
@@ -177,6 +180,7 @@ class Family(ABC):
         if resolution and not self.pipeline_sizes_itself:
             extra = {"height": resolution, "width": resolution, **extra}
         return {"pipeline_class": self.pipeline_class_name, "dtype": self.card_dtype,
+                "guidance_arg": next(iter(self.guidance_kwargs(0.0))),
                 "scheduler_class": self._SAMPLING_SCHEDULERS[scheduler_name] if self.swaps_scheduler else None,
                 "call_args": "".join(f", {key}={value!r}" for key, value in extra.items())}
 
@@ -184,6 +188,10 @@ class Family(ABC):
     swaps_scheduler: ClassVar[bool] = True
     # Whether the pipeline's default image size follows the model's config (SD, SDXL: the UNet's sample size).
     pipeline_sizes_itself: ClassVar[bool] = True
+
+    def guidance_kwargs(self, guidance: float) -> dict[str, Any]:
+        """The pipeline-call argument a guidance value goes in (Qwen-Image: ``true_cfg_scale``)."""
+        return {"guidance_scale": guidance}
 
     def call_kwargs(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         """Pipeline-call arguments beyond prompt, steps, guidance, size and generator."""
@@ -202,6 +210,12 @@ class Family(ABC):
     @abstractmethod
     def encode_prompts(self, text_encoders: dict[str, Any], token_ids: dict[str, torch.Tensor]) -> Conditioning:
         """The text conditioning of tokenized captions (``text_encoders`` keyed by component name)."""
+
+    def latent_distribution(self, vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE's latent distribution of ``pixels`` (B, 3, H, W in [-1, 1]), (B, C, h, w):
+        training samples ``mean + std * noise``, then applies ``latent_scaling``."""
+        dist = vae.encode(pixels).latent_dist
+        return dist.mean, dist.std
 
     def latent_scaling(self, vae_config) -> tuple[float | None, float]:
         """(shift, scale): latents for the denoiser are ``(sample - shift) * scale``."""
@@ -230,8 +244,9 @@ class Family(ABC):
 
         denoiser.set_attn_processor(AttnProcessor2_0())
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
-        """Raise ``ConfigError`` when this family cannot train ``method`` here (default: it always can)."""
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
+        """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP
+        (default: it always can)."""
 
     # -- saving --------------------------------------------------------------------------------------------
 
@@ -244,8 +259,12 @@ class Family(ABC):
         for name, model in adapted.items():
             if model is not None and getattr(model, "peft_config", None):
                 layers[f"{name}_lora_layers"] = get_peft_model_state_dict(model)
-                layers[f"{name}_lora_adapter_metadata"] = model.peft_config["default"].to_dict()
+                # sets (target_modules) sorted: the file's bytes must not depend on the process's hash seed
+                layers[f"{name}_lora_adapter_metadata"] = {
+                    key: sorted(value) if isinstance(value, (set, frozenset)) else value
+                    for key, value in model.peft_config["default"].to_dict().items()}
         self.pipeline_class().save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **layers)
+        sort_safetensors_metadata(Path(folder) / weight_name)
         return Path(folder) / weight_name
 
     # Whether diffusers has a converter to the kohya/A1111/ComfyUI layout for this family's LoRA files.
@@ -306,3 +325,25 @@ class Family(ABC):
 def unwrapped(model):
     """The model inside a DDP wrapper (its ``config`` is not reachable through the wrapper)."""
     return getattr(model, "module", model)
+
+
+def sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, in place. safetensors writes the metadata from
+    a hash map, so a file with two keys (diffusers' LoRA: format, lora_adapter_metadata) came out in either
+    order, and the same weights in different bytes. The header keeps its length; the tensors are not touched."""
+    import json
+    import struct
+
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        raw = handle.read(length)
+        header = json.loads(raw)
+        metadata = header.pop("__metadata__", None)
+        if not metadata or len(metadata) < 2:
+            return
+        ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > length:  # another escaping than safetensors' own: leave the file as written
+            return
+        handle.seek(8)
+        handle.write(text.ljust(length, b" "))

@@ -21,7 +21,8 @@ GIB = 1024**3
 
 def family_profiles(family: Family | str) -> list[MemoryProfile]:
     """The memory profiles of the base model's family (a ``Family`` or its registry name), largest first."""
-    return list((by_name(family) if isinstance(family, str) else family).memory_profiles)
+    declared = (by_name(family) if isinstance(family, str) else family).memory_profiles
+    return [row if isinstance(row, MemoryProfile) else MemoryProfile(*row) for row in declared]
 
 
 def _by_name(family: Family | str) -> dict[str, MemoryProfile]:
