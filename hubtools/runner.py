@@ -2,6 +2,9 @@
 
     train-and-push:  preflight -> set_up_folder -> train_folder -> render_samples -> [evaluate] -> card -> push
     train:           preflight -> set_up_folder -> train_folder      (resume_training continues a run)
+
+Under several processes (``torchrun``, ``accelerate launch``) every process runs the command; what happens
+once runs on the main process through ``hubtools.distributed.on_main`` while the others wait.
     sample, evaluate, card, push: one stage on an existing run folder
 
 The command line parses its flags, calls one of these functions and prints the typed result it gets
@@ -295,13 +298,28 @@ def card_is_due(run_dir: Path, repo_id: str) -> bool:
 # -- one function per command -----------------------------------------------------------------------------
 
 
+def _join_processes(config: RunConfig) -> None:
+    """Under ``torchrun`` / ``accelerate launch``: join the run's processes, so that the stages done once wait
+    on the main process (``hubtools.distributed``); nothing for one process."""
+    from hubtools import distributed
+
+    if distributed.launched():
+        from hubtools.devices import resolve_device
+
+        distributed.set_up(cpu=resolve_device(config.training.device).type == "cpu")
+
+
 def train(config: RunConfig, run_dir: Path, *, token: str | None = None,
           reporter: Reporter | None = None) -> TrainOutcome:
-    """``hubtools train``: a new run folder, trained (no push)."""
+    """``hubtools train``: a new run folder, trained (no push). Under several processes the folder is set up
+    once, by the main process."""
+    from hubtools.distributed import on_main
+
     reporter = reporter or SilentReporter()
-    checked = preflight(config, run_dir, push=False)
+    _join_processes(config)
+    checked = on_main("the preflight", lambda: preflight(config, run_dir, push=False))
     _report_notes(checked.notes, reporter)
-    set_up_folder(checked, token=token, reporter=reporter)
+    on_main("preparing the concept set", lambda: set_up_folder(checked, token=token, reporter=reporter))
     reporter.stage("training")
     return TrainOutcome(Path(run_dir), train_folder(run_dir, token=token, reporter=reporter))
 
@@ -385,8 +403,13 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
                    force: bool = False, reporter: Reporter | None = None) -> TrainAndPushResult:
     """``hubtools train-and-push``: photos in, a model with grids and a card on the Hub out.
 
-    With ``resume``, ``config`` is ignored: the run folder's own config is continued.
+    With ``resume``, ``config`` is ignored: the run folder's own config is continued. Under ``torchrun`` /
+    ``accelerate launch`` every process runs this: the checks, the concept set, the evaluation, the card and
+    the push happen once, on the main process, while the others wait (``hubtools.distributed``); every
+    process trains.
     """
+    from hubtools.distributed import on_main
+
     reporter = reporter or SilentReporter()
     run_dir = Path(run_dir)
     if resume:
@@ -394,28 +417,30 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
         repo_id = config.publish.repo_id
         if not repo_id:
             raise ConfigError(f"the run in {run_dir} has no publish.repo_id: push it with `hubtools push {run_dir} NS/NAME`")
+        _join_processes(config)
     else:
         assert config is not None
-        checked = preflight(config, run_dir)
+        _join_processes(config)
+        checked = on_main("the preflight", lambda: preflight(config, run_dir))
         _report_notes(checked.notes, reporter)
         config, repo_id = checked.config, checked.config.publish.repo_id
     assert repo_id is not None
-    user = check_push_access(repo_id, token)
+    user = on_main("checking the token", lambda: check_push_access(repo_id, token))
     reporter.stage(f"pushing as {user} to {repo_id} when training is done")
     if not resume:
-        set_up_folder(checked, token=token, reporter=reporter)
-    trained = finished_training(run_dir) if resume else None
+        on_main("preparing the concept set", lambda: set_up_folder(checked, token=token, reporter=reporter))
+    trained = on_main("reading the run", lambda: finished_training(run_dir)) if resume else None
     if trained is not None:
         reporter.stage(f"training finished before (step {trained.steps_done}): going on to the grids and the push")
     else:
         reporter.stage("training")
         trained = train_folder(run_dir, resume=resume, force=force, token=token, reporter=reporter)
-    samples = sample(run_dir, reporter=reporter)
+    samples = on_main("the sample grids", lambda: sample(run_dir, reporter=reporter))
     evaluation = None
     if config.eval.enabled:
-        evaluation = evaluate(run_dir, token=token, reporter=reporter)
+        evaluation = on_main("the evaluation", lambda: evaluate(run_dir, token=token, reporter=reporter))
     if card_is_due(run_dir, repo_id):
         reporter.stage("writing the model card")
     reporter.stage(f"pushing to {repo_id}")
-    pushed = push(run_dir, repo_id, token=token, reporter=reporter)
+    pushed = on_main("the push", lambda: push(run_dir, repo_id, token=token, reporter=reporter))
     return TrainAndPushResult(run_dir=run_dir, train=trained, samples=samples, push=pushed, evaluation=evaluation)

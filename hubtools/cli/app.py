@@ -122,6 +122,8 @@ def _run(args: list[str]) -> int:
     try:
         returned = app(args=args, prog_name="hubtools", standalone_mode=False)
     except HubtoolsError as error:
+        if getattr(error, "elsewhere", False):  # another process failed and says so itself
+            return error.exit_code
         if debug_enabled():
             raise
         console.error(str(error), exit_code=error.exit_code)
@@ -163,4 +165,7 @@ def _run(args: list[str]) -> int:
 
 def entry_point() -> None:
     """The ``hubtools`` console script (``python -m hubtools`` too)."""
+    from hubtools.distributed import passive_waiting
+
+    passive_waiting()  # before torch is imported: OpenMP reads it then
     sys.exit(main())

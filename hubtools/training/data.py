@@ -1,7 +1,9 @@
 """Training data: instance and class images as tensors, cached latents and text embeddings, data order.
 
-The data order and every random draw of a step are functions of (seed, step, process), not of a running
-RNG, so a run resumed from a checkpoint sees exactly the batches and noise an uninterrupted run would.
+The data order and every random draw of a step are functions of (seed, step), not of a running RNG, so a run
+resumed from a checkpoint sees exactly the batches and noise an uninterrupted run would; under several
+processes each draws the whole global batch and keeps its own rows, so N processes at batch b train as one
+process at batch N*b does.
 ``encode_training_data`` builds what the loop draws from; ``TrainingData.draw`` is one micro-batch of it.
 """
 
@@ -269,25 +271,33 @@ class TrainingData:
              num_processes: int) -> tuple[torch.Tensor, list[str], int, Bucket, list[int]]:
         """A process's share of a micro-batch as sampled latents, all from one bucket, instance examples first,
         then class examples with prior preservation. Returns (latents, the caption of each, number of instance
-        examples, the bucket, the instance examples' indices)."""
+        examples, the bucket, the instance examples' indices).
+
+        Every process draws the whole global batch's noise and caption draws from the same ``generator`` and
+        keeps its own rows (see ``own_rows``): N processes at batch b see what one process at batch N*b sees,
+        and one process draws exactly what it always did."""
         counts = [len(bucket.members) for bucket in self.buckets]
-        index, bucket_batch = bucket_step(micro_step, counts, per_process * num_processes, seed)
+        global_batch = per_process * num_processes
+        index, bucket_batch = bucket_step(micro_step, counts, global_batch, seed)
         bucket, own_seed = self.buckets[index], bucket_seed(seed, index)
-        picked = data_indices(bucket_batch, count=len(bucket.members), per_process=per_process,
-                              process_index=process_index, num_processes=num_processes, seed=own_seed)
-        latents = [bucket.latents.sample(picked,
-                                         torch.randn((len(picked), *bucket.latent_shape), generator=generator))]
-        examples = [bucket.members[i] for i in picked]
-        captions = [self.instance.captions[i] for i in examples]
+        own = slice(process_index * per_process, (process_index + 1) * per_process)
+        everyone = data_indices(bucket_batch, count=len(bucket.members), per_process=global_batch, process_index=0,
+                                num_processes=1, seed=own_seed)  # the processes' slices, one after the other
+        picked = everyone[own]
+        noise = torch.randn((global_batch, *bucket.latent_shape), generator=generator)
+        latents = [bucket.latents.sample(picked, noise[own])]
+        all_examples = [bucket.members[i] for i in everyone]
+        captions = [self.instance.captions[i] for i in all_examples]
         if self.caption_draws.active:
-            captions = self.caption_draws.apply(captions, seed, micro_step, process_index)
+            captions = self.caption_draws.apply(captions, seed, micro_step, 0)
+        captions = captions[own]
         if bucket.class_latents is not None:
-            picked_class = data_indices(bucket_batch, count=bucket.class_latents.count, per_process=per_process,
-                                        process_index=process_index, num_processes=num_processes, seed=own_seed + 1)
-            noise = torch.randn((len(picked_class), *bucket.latent_shape), generator=generator)
-            latents.append(bucket.class_latents.sample(picked_class, noise))
+            picked_class = data_indices(bucket_batch, count=bucket.class_latents.count, per_process=global_batch,
+                                        process_index=0, num_processes=1, seed=own_seed + 1)[own]
+            noise = torch.randn((global_batch, *bucket.latent_shape), generator=generator)
+            latents.append(bucket.class_latents.sample(picked_class, noise[own]))
             captions += [self.class_prompt] * len(picked_class)
-        return torch.cat(latents), captions, len(picked), bucket, examples
+        return torch.cat(latents), captions, len(picked), bucket, all_examples[own]
 
     def geometry(self, examples: list[int], num_class: int) -> list[ImageGeometry | None]:
         """Each drawn example's photo geometry (class images and square-crop sets have none)."""
@@ -357,6 +367,15 @@ def data_indices(micro_step: int, *, count: int, per_process: int, process_index
     return picked
 
 
-def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
-    """The generator for one micro-step's noise, timesteps and latent samples (CPU: same on every device)."""
+def step_generator(seed: int, micro_step: int, process_index: int = 0) -> torch.Generator:
+    """The generator for one micro-step's noise, timesteps and latent samples (CPU: same on every device).
+    The trainer gives every process process 0's: each draws the global batch and keeps its rows."""
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)
+
+
+def own_rows(process_index: int, per_process: int, num_processes: int, *, with_prior: bool) -> list[int]:
+    """Where a process's examples sit in the global batch as one process would lay it out: its instance
+    examples among all instance examples, then its class examples among all class examples."""
+    global_batch = per_process * num_processes
+    rows = list(range(process_index * per_process, (process_index + 1) * per_process))
+    return rows + [global_batch + row for row in rows] if with_prior else rows

@@ -2,10 +2,11 @@
 set (full UNet or LoRA, with prior preservation) and leaves the model, checkpoints, logs and
 ``train_result.json`` in the run folder (see ``hubtools.runfolder``).
 
-It runs unchanged under ``accelerate launch`` (DDP): every process trains on its own shard of each global
-batch with its own noise; only the main process writes files. Every random draw of a step comes from a
-generator seeded by (seed, step, process), so a resumed run ends with the same weights as an uninterrupted
-one on CPU.
+It runs unchanged under ``accelerate launch`` / ``torchrun`` (DDP): every process trains on its own shard of
+each global batch; only the main process writes files. Every random draw of a step comes from a generator
+seeded by (seed, step): each process draws the whole global batch's noise and keeps its rows, so a resumed
+run ends with the same weights as an uninterrupted one on CPU, and 2 processes at batch 1 with those of one
+process at batch 2 (to float rounding: the gradients are averaged across processes in another order).
 
 ``_train`` is the recipe, one call per phase; what flows between the phases travels in small dataclasses
 (``_TrainingSession`` here, ``TrainingPlan`` from ``resume``, ``TrainableModels`` and ``Optimization`` from ``trainable``,
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hubtools import distributed
 from hubtools.config import RunConfig, describe_precision
 from hubtools.devices import resolve_device
 from hubtools.errors import ConfigError
@@ -31,7 +33,7 @@ from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFi
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import (
     CaptionDraws, Examples, TrainingData, at_resolutions, concept_fingerprint, encode_training_data, load_instance_examples,
-    step_generator,
+    own_rows, step_generator,
 )
 from hubtools.training.final_weights import save_final_lora, save_final_pipeline
 from hubtools.training.loss import LossParts, dreambooth_loss
@@ -192,6 +194,7 @@ def _start_accelerator(cfg: RunConfig, folder: RunFolder, *, reporter: Reporter,
 
     wanted_device = resolve_device(cfg.training.device)
     mixed_precision = resolve_mixed_precision(cfg.training.mixed_precision, wanted_device)
+    distributed.set_up(cpu=wanted_device.type == "cpu")  # under a launcher: the process group, threads per process
     _forget_previous_accelerator()
     accelerator = Accelerator(
         cpu=wanted_device.type == "cpu", mixed_precision=mixed_precision,
@@ -301,7 +304,8 @@ def _write_final_outputs(run: _TrainingSession, plan: TrainingPlan, models: Trai
         if curve is not None:
             run.reporter.artifact("loss_curve", run.folder.relative(curve))
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): the stages after training still use the process group
+        tracker.finish()
     return weight_files
 
 
@@ -371,11 +375,14 @@ def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models:
     """The DreamBooth loss of this process's share of one micro-batch. Every draw comes from the micro-step's
     own generator, always in the same order, so a resumed run draws what an uninterrupted one would."""
     training, family = cfg.training, models.family
-    generator = step_generator(training.seed, micro, run.accelerator.process_index)
+    process, processes = run.accelerator.process_index, run.accelerator.num_processes
+    generator = step_generator(training.seed, micro)  # the same on every process: each keeps its rows
     latents, captions, num_instance, bucket, examples = data.draw(
         micro, generator, seed=training.seed, per_process=training.batch_size,
-        process_index=run.accelerator.process_index, num_processes=run.accelerator.num_processes)
-    batch = family.noisy_input_and_target(models.noise_scheduler, latents, generator, training, run.device)
+        process_index=process, num_processes=processes)
+    batch = _noisy_batch(family, models.noise_scheduler, latents, generator, training, run.device,
+                         own_rows(process, training.batch_size, processes, with_prior=data.has_prior),
+                         training.batch_size * processes * (2 if data.has_prior else 1))
     with run.accelerator.autocast():
         conditioning = family.with_image_conditioning(
             data.prompts.embeddings(captions, optimization.text_encoders),
@@ -383,6 +390,20 @@ def _micro_batch_loss(micro: int, run: _TrainingSession, cfg: RunConfig, models:
         prediction = family.predict(optimization.denoiser, batch.model_input, batch.timesteps, conditioning)
     return dreambooth_loss(prediction, batch.target, num_instance=num_instance,
                            prior_loss_weight=cfg.prior.loss_weight, weights=batch.weights)
+
+
+def _noisy_batch(family, scheduler, latents: torch.Tensor, generator: torch.Generator, training, device: torch.device,
+                 rows: list[int], global_rows: int):
+    """The family's noise and timesteps for this process's ``rows`` of the global batch. The family draws for
+    the whole global batch (its draws depend only on the batch's shape; the other processes' rows are zeros and
+    are thrown away), so they are what one process at the global batch size draws."""
+    if global_rows == latents.shape[0]:  # one process: its batch is the global batch
+        return family.noisy_input_and_target(scheduler, latents, generator, training, device)
+    whole = latents.new_zeros((global_rows, *latents.shape[1:]))
+    whole[rows] = latents
+    drawn = family.noisy_input_and_target(scheduler, whole, generator, training, device)
+    return replace(drawn, **{name: value[rows] for name, value in vars(drawn).items()
+                                         if isinstance(value, torch.Tensor)})
 
 
 def _validate(run: _TrainingSession, cfg: RunConfig, models: TrainableModels, logs: _Logs, step: int) -> None:
