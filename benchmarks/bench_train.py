@@ -10,6 +10,7 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --family sdxl --profiles low          # SDXL LoRA at 1024 px
     python benchmarks/bench_train.py --family flux --profiles medium,low   # FLUX.1-dev LoRA
     python benchmarks/bench_train.py --family sd3 --variant medium --profiles low  # SD3.5 Medium LoRA
+    python benchmarks/bench_train.py --family qwen-image --profiles low    # Qwen-Image LoRA
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _family_model(family: str, variant: str | None) -> str:
     if family in FAMILY_MODEL:
         return FAMILY_MODEL[family]
     chosen = by_name(family)
-    return f"{chosen.title} {variant or chosen.benchmark_variants[0]}"
+    return f"{chosen.title} {variant or chosen.benchmark_variants[0]}".strip()
 
 
 def build_base(folder: Path, full_size: bool, family: str = "sd", variant: str | None = None) -> Path:
@@ -206,7 +207,9 @@ def denoiser_forward_flops(base: Path, batch: int, resolution: int, device: torc
         conditioning = family.encode_prompts({name: parts[name] for name in family.text_encoders},
                                              family.tokenize(parts, ["a photo of pkblz dog"] * batch, device))
         latent = resolution // family.vae_scale_factor
-        latents = torch.randn(batch, parts["vae"].config.latent_channels, latent, latent, device=device, dtype=dtype)
+        vae_config = parts["vae"].config  # latent_channels, or z_dim for the video-style VAEs (Qwen-Image)
+        channels = vae_config.get("latent_channels") or vae_config.get("z_dim")
+        latents = torch.randn(batch, channels, latent, latent, device=device, dtype=dtype)
         with FlopCounterMode(display=False) as counter:
             family.predict(parts[family.denoiser], latents, torch.tensor([500.0] * batch, device=device), conditioning)
     del pipe, parts

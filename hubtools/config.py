@@ -102,6 +102,9 @@ class TrainingConfig(_Section):
         "manual", description="auto picks a memory profile from the free GPU memory"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under several processes: ddp (each holds the whole model) or fsdp (FSDP2 shards the "
+        "trained weights, gradients and optimizer states across them)")
     cache_latents: bool = True
     offset_noise: float = Field(0.0, ge=0)
     snr_gamma: float | None = Field(None, gt=0, description="min-SNR weighting gamma (5.0 is usual)")

@@ -69,6 +69,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def is_local_main() -> bool:
+    """The first process on this machine (it writes what each machine keeps for itself: its caches)."""
+    return _env_int("LOCAL_RANK", 0) == 0
+
+
 def launched() -> bool:
     """True under ``torchrun`` / ``accelerate launch`` with more than one process."""
     return world_size() > 1
@@ -129,7 +134,11 @@ def set_up(cpu: bool | None = None) -> None:
     from accelerate import PartialState
 
     set_threads()
-    PartialState(cpu=bool(cpu))
+    if cpu is None:
+        import torch
+
+        cpu = not torch.cuda.is_available()
+    PartialState(cpu=cpu)
     atexit.register(_tear_down)
     # its own gloo group, also beside NCCL: the waits carry Python objects, on the CPU, with our timeout
     _control_group = dist.new_group(backend="gloo", timeout=timeout())

@@ -255,7 +255,8 @@ def check_identifier(
     if other_tokenizers:
         from hubtools.families.tokenizers import identifier_splits, split_warnings
 
-        splits = identifier_splits(text, {"tokenizer": tokenizer, **other_tokenizers})
+        # hubtools' own CLIP check first (its name is never shown), then the base model's tokenizers by name
+        splits = identifier_splits(text, {"clip": tokenizer, **other_tokenizers})
         report.other_tokenizers = [split.to_dict() for split in splits[1:]]
         report.warnings.extend(split_warnings(text, splits))
     if text_encoder is not None:

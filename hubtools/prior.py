@@ -3,7 +3,7 @@
 Generated sets live in ``$HUBTOOLS_CACHE/class-images/<key>`` (default ``~/.cache/hubtools``), where the
 key hashes everything that decides the pixels: base model and revision, class prompt, resolution, seed,
 count and generation settings. Each image has its own seeded generator, so the batch size does not change
-the result and is not part of the key. A set is generated into a temp folder and renamed into place, so
+the result and is not part of the key. Under several processes each renders its share of the batches. A set is generated into a temp folder and renamed into place, so
 an interrupted generation is never mistaken for a cached one.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from hubtools import distributed
 from hubtools.atomic import replace_dir
 from hubtools.config import RunConfig, parse_hub_ref
 from hubtools.errors import InputError
@@ -103,7 +105,8 @@ def ensure_class_images(cfg: RunConfig, base, *, cache_dir: Path | None = None, 
     key = class_images_key(cfg, base, counts)
     folder = cache_root(cache_dir) / key
     cached = _read_cached(folder, cfg.prior.num_class_images)
-    generated = cached is None
+    # several processes (each machine has its own cache): all generate their share when one machine lacks them
+    generated = any(distributed.each("checking the class image cache", lambda: cached is None))
     if generated:
         _generate(cfg, base, folder, counts, device=device,
                   reporter=reporter_or_silent(reporter, progress=progress))
@@ -131,36 +134,62 @@ def _read_cached(folder: Path, count: int) -> list[Path] | None:
 @torch.no_grad()
 def _generate(cfg: RunConfig, base, folder: Path, counts: dict[tuple[int, int], int], *, device,
               reporter: Reporter) -> None:
+    """Render the set into ``folder``. Under several processes each renders its share of the batches (every
+    image has its own seed, every batch is the one a single process draws, so the PNGs are the same bytes);
+    all of them are gathered, and one process per machine writes the set into that machine's cache."""
+    batch = cfg.prior.generation_batch_size
+    # image i's size: the buckets one after another (image i keeps its own seed whatever the sizes)
+    size_of = [size for size in sorted(counts, key=lambda s: (s[0] / s[1], s[0])) for _ in range(counts[size])]
+    batches = _size_batches(size_of, batch)
+    mine = [indices for number, indices in enumerate(batches) if distributed.mine(number)]
+    shares = distributed.each("the class images", lambda: _render(cfg, base, mine, size_of, device=device,
+                                                                    reporter=reporter))
+    drawn = {index: png for share in shares for index, png in share.items()}
+    distributed.each("writing the class images", lambda: _write_set(cfg, folder, drawn, size_of)
+                     if distributed.is_local_main() else None)
+
+
+def _render(cfg: RunConfig, base, batches: list[list[int]], size_of: list[tuple[int, int]], *, device,
+            reporter: Reporter) -> dict[int, bytes]:
+    """The PNG bytes of the images in ``batches``, by image index."""
     pipe = base.pipeline
+    # the family's guidance argument and call arguments (Qwen-Image: true_cfg_scale against a blank negative)
+    family = base.family
+    guidance = {**family.call_kwargs(dict(pipe.components[family.denoiser].config)),
+                **family.guidance_kwargs(cfg.prior.guidance_scale)}
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    count, batch = sum(counts.values()), cfg.prior.generation_batch_size
-    # image i's size: the buckets one after another (image i keeps its own seed whatever the sizes)
-    size_of = [size for size in sorted(counts, key=lambda s: (s[0] / s[1], s[0])) for _ in range(counts[size])]
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    names = []
     on_gpu = pipe.device.type == "cuda"
     # half precision on a GPU: several times faster, and class images only need to look like the class
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
                 if on_gpu else contextlib.nullcontext())
+    count = sum(len(indices) for indices in batches)  # this process's share
+    drawn: dict[int, bytes] = {}
+    reporter.progress("class images", 0, count)
+    with autocast:
+        for indices in batches:
+            generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
+            width, height = size_of[indices[0]]
+            images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
+                          height=height, width=width, generator=generators, **guidance).images
+            for i, image in zip(indices, images):
+                png = io.BytesIO()
+                image.save(png, format="PNG")
+                drawn[i] = png.getvalue()
+            reporter.progress("class images", len(drawn), count)
+    return drawn
+
+
+def _write_set(cfg: RunConfig, folder: Path, drawn: dict[int, bytes], size_of: list[tuple[int, int]]) -> None:
+    """The images and their manifest into a temp folder, renamed into place: a set is there whole or not at all."""
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        reporter.progress("class images", 0, count)
-        done = 0
-        with autocast:
-            for indices in _size_batches(size_of, batch):
-                generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
-                width, height = size_of[indices[0]]
-                images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
-                              guidance_scale=cfg.prior.guidance_scale, height=height,
-                              width=width, generator=generators).images
-                for i, image in zip(indices, images):
-                    names.append(f"{i:05d}.png")
-                    image.save(tmp / names[-1])
-                done += len(indices)
-                reporter.progress("class images", done, count)
+        names = [f"{i:05d}.png" for i in sorted(drawn)]
+        for i, name in zip(sorted(drawn), names):
+            (tmp / name).write_bytes(drawn[i])
         (tmp / MANIFEST).write_text(json.dumps({"class_prompt": cfg.class_prompt, "images": names,
                                                 "sizes": [list(size) for size in size_of]}, indent=2),
                                     encoding="utf-8")

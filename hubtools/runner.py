@@ -406,7 +406,7 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     With ``resume``, ``config`` is ignored: the run folder's own config is continued. Under ``torchrun`` /
     ``accelerate launch`` every process runs this: the checks, the concept set, the evaluation, the card and
     the push happen once, on the main process, while the others wait (``hubtools.distributed``); every
-    process trains.
+    process trains, and draws its share of the class images and of the grids.
     """
     from hubtools.distributed import on_main
 
@@ -435,7 +435,7 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     else:
         reporter.stage("training")
         trained = train_folder(run_dir, resume=resume, force=force, token=token, reporter=reporter)
-    samples = on_main("the sample grids", lambda: sample(run_dir, reporter=reporter))
+    samples = sample(run_dir, reporter=reporter)  # every process draws its share; the main one writes
     evaluation = None
     if config.eval.enabled:
         evaluation = on_main("the evaluation", lambda: evaluate(run_dir, token=token, reporter=reporter))

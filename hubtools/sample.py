@@ -28,6 +28,7 @@ from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
 from hubtools.families import of_pipeline
 from hubtools.fonts import label_font
+from hubtools import distributed
 from hubtools.reporting import Reporter, reporter_or_silent
 from hubtools.runfolder import (
     LORA_WEIGHTS_FILENAME, RunFolder, SampleCell, SamplesRecord, TrainResult, WidgetSample,
@@ -81,38 +82,60 @@ def _use_scheduler(pipe, name: str) -> None:
 class _Sampler:
     """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
 
-    def __init__(self, pipe, config: RunConfig, progress: Callable[[int], None]) -> None:
+    def __init__(self, pipe, config: RunConfig, progress: Callable[[int], None], *,
+                 share: tuple[int, int] | None = None, given: dict | None = None) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
         # the family's call arguments (FLUX: max_sequence_length, and the size: it draws 1024 px unless told)
-        family = of_pipeline(pipe)
+        family = self.family = of_pipeline(pipe)
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
             self.extra.update(height=config.training.main_resolution, width=config.training.main_resolution)
         self.progress = progress
         self.generated = 0
         self._cache: dict[tuple[str, int, float, Size | None], Image.Image] = {}
+        # Split across processes: a call (one batch of seeds) is drawn by process (call number % processes),
+        # the others hold blanks in its place; what this process drew is kept in ``drawn`` by (model state,
+        # prompt, seed, guidance, size). ``given``: every image drawn so, taken instead of drawing.
+        self.share, self.given, self.drawn = share, given, {}
+        self.calls, self.state = 0, 0
+        self.blank_size = (config.training.main_resolution,) * 2
 
     def forget(self) -> None:
+        """The model changed (a checkpoint's weights): nothing drawn so far is valid."""
         self._cache.clear()
+        self.state += 1
 
     def images(self, prompt: str, seeds: list[int], guidance: float, size: Size | None = None) -> list[Image.Image]:
         """The images of ``prompt`` at ``seeds``; ``size`` (width, height): a training bucket's, else the model's."""
         missing = [s for s in seeds if (prompt, s, guidance, size) not in self._cache]
         if missing:
-            # One CPU generator per seed: the image of a seed does not depend on the batch or the device.
-            generators = [torch.Generator(device="cpu").manual_seed(s) for s in missing]
-            extra = self.extra if size is None else {**self.extra, "width": size[0], "height": size[1]}
-            with torch.inference_mode():
-                out = self.pipe(
-                    prompt=[prompt] * len(missing), generator=generators, guidance_scale=guidance,
-                    num_inference_steps=self.steps, output_type="pil", **extra,
-                )
-            for seed, image in zip(missing, out.images):
-                self._cache[(prompt, seed, guidance, size)] = image.convert("RGB")
+            keys = [(self.state, prompt, seed, guidance, size) for seed in missing]
+            call, self.calls = self.calls, self.calls + 1
+            if self.given is not None:
+                drawn = [self.given[key] for key in keys]
+            elif self.share is not None and call % self.share[1] != self.share[0]:
+                drawn = [Image.new("RGB", size or self.blank_size, _BACKGROUND)] * len(missing)  # another's
+            else:
+                drawn = self._draw(prompt, missing, guidance, size)
+                if self.share is not None:
+                    self.drawn.update(zip(keys, drawn))
+            for seed, image in zip(missing, drawn):
+                self._cache[(prompt, seed, guidance, size)] = image
             self.generated += len(missing)
             self.progress(self.generated)
         return [self._cache[(prompt, s, guidance, size)] for s in seeds]
+
+    def _draw(self, prompt: str, seeds: list[int], guidance: float, size: Size | None) -> list[Image.Image]:
+        # One CPU generator per seed: the image of a seed does not depend on the device.
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        extra = self.extra if size is None else {**self.extra, "width": size[0], "height": size[1]}
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[prompt] * len(seeds), generator=generators, **self.family.guidance_kwargs(guidance),
+                num_inference_steps=self.steps, output_type="pil", **extra,
+            )
+        return [image.convert("RGB") for image in out.images]
 
 
 # -- the training buckets' shapes -------------------------------------------------------------------------
@@ -268,17 +291,22 @@ def _format_guidance(value: float) -> str:
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
-def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
-    """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights."""
+def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool, *, load: bool = True) -> bool:
+    """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights.
+    ``load=False``: only whether it holds them (the images are drawn already)."""
     if lora:
         if not (checkpoint / LORA_WEIGHTS_FILENAME).is_file():
             return False
+        if not load:
+            return True
         pipe.unload_lora_weights()
         pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
         return True
     family = of_pipeline(pipe)
     if not (checkpoint / family.denoiser).is_dir():
         return False
+    if not load:
+        return True
     for name in (family.denoiser, *family.text_encoders):  # each trained part the checkpoint holds, same class
         if (checkpoint / name).is_dir():
             current = pipe.components[name]
@@ -292,11 +320,35 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool) -> bool:
 
 
 def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = None,
-                   progress: bool = True) -> SampleResult:
+                   progress: bool = True) -> SampleResult | None:
     """Draw the run's sample grids into ``RUN/images`` and describe every cell in ``samples.json``; progress and
-    the grids go to ``reporter`` (``progress=False`` drops the progress, for library callers)."""
+    the grids go to ``reporter`` (``progress=False`` drops the progress, for library callers).
+
+    Under several processes every process calls it: each draws its share of the images (the batches one
+    process would draw, in turn), the main process gathers them, lays out and writes the grids, byte for
+    byte what one process writes, and returns the result (the others: None)."""
     reporter = reporter_or_silent(reporter, progress=progress)
     started = time.monotonic()
+    from hubtools.devices import resolve_device
+    from hubtools.pipelines import load_run_pipeline
+
+    device = resolve_device("auto") if device is None else torch.device(device)
+    pipe = load_run_pipeline(Path(run_dir), device=device)
+    _use_scheduler(pipe, load_run_config(Path(run_dir)).sampling.scheduler)
+    if not distributed.launched():
+        return _render(run_dir, pipe, reporter, started)
+    share = (distributed.rank(), distributed.world_size())
+    shares = distributed.each("the sample grids", lambda: _render(run_dir, pipe, reporter, started, share=share))
+    if not distributed.is_main():
+        return None
+    given = {key: image for drawn in shares for key, image in drawn.items()}
+    return _render(run_dir, pipe, reporter, started, given=given)
+
+
+def _render(run_dir: Path, pipe, reporter: Reporter, started: float, *, share: tuple[int, int] | None = None,
+            given: dict | None = None):
+    """The stage: with ``share``, only draw this process's share (nothing written; returns what it drew);
+    with ``given``, lay out and write the images every process drew."""
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
     sampling = config.sampling
@@ -305,21 +357,17 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
     final_step = int((trained.steps_done if trained else None) or config.training.steps)
     lora = run.is_lora
     checkpoints = run.list_checkpoints()
-
-    from hubtools.devices import resolve_device
-    from hubtools.pipelines import load_run_pipeline
-
-    device = resolve_device("auto") if device is None else torch.device(device)
-    pipe = load_run_pipeline(run.root, device=device)
-    _use_scheduler(pipe, sampling.scheduler)
-
+    writes = share is None
     total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
-    sampler = _Sampler(pipe, config, lambda done: reporter.progress("grids", done, total))
+    progress = (lambda done: reporter.progress("grids", done, total)) if given is None else (lambda done: None)
+    sampler = _Sampler(pipe, config, progress, share=share, given=given)
     scheduler_note = f"{of_pipeline(pipe).sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 
     def save(kind: str, name: str, grid: _Grid, rows: list[list[dict[str, Any]]]) -> None:
+        if not writes:
+            return
         save_image_atomic(grid.image, run.images / name)
         grids[kind] = run.images / name
         reporter.artifact("grid", run.relative(run.images / name))
@@ -352,7 +400,8 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
              [[{"prompt": p, "seed": s, "guidance": guidance, "step": final_step, "size": list(shape)}
                for shape in shapes.grid for s in seeds] for p in prompts])
     widget = sampler.images(prompts[0], [seeds[0]], guidance, size)[0]
-    save_image_atomic(_widget_image(widget), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
+    if writes:
+        save_image_atomic(_widget_image(widget), run.images / WIDGET_IMAGE)  # full size, small ones upscaled
 
     # the same seeds at every guidance scale, side by side
     if len(guidances) > 1:
@@ -372,7 +421,7 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
         final_row = [sampler.images(p, [seed], guidance, size)[0] for p in prompts]
         steps, rows = [], []
         for step, folder in checkpoints:
-            if step == final_step or not _load_checkpoint_into(pipe, folder, lora):
+            if step == final_step or not _load_checkpoint_into(pipe, folder, lora, load=given is None):
                 continue
             sampler.forget()
             steps.append(step)
@@ -387,6 +436,8 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
              [[{"prompt": p, "seed": seed, "guidance": guidance, "step": s, **_sized(size)} for p in prompts]
               for s in steps])
 
+    if not writes:
+        return sampler.drawn
     # A grid this sampling did not draw (fewer guidance scales now, checkpoints removed) is stale.
     for kind, name in [("guidance_sweep", GUIDANCE_SWEEP), ("checkpoints", CHECKPOINTS_GRID)]:
         if kind not in grids:

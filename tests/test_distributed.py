@@ -7,6 +7,7 @@ nothing hangs); they are few and small because the whole suite shares 2 cores.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ LEARNING_RATE = 5e-4
 MAX_DIFFERENCE = LEARNING_RATE / 5
 UNET = Path("unet") / "diffusion_pytorch_model.safetensors"
 FLAGS = ["--identifier", "nlwx", "--class-noun", "dog", "--resolution", "64", "--steps", "4", "--lr", str(LEARNING_RATE),
-         "--device", "cpu", "--num-class-images", "2", "--checkpoint-every", "0", "--quiet"]
+         "--device", "cpu", "--num-class-images", "3", "--checkpoint-every", "2", "--quiet"]
 
 
 def free_port() -> int:
@@ -41,8 +42,12 @@ def free_port() -> int:
 
 def small_config(tmp_path: Path) -> Path:
     path = tmp_path / "small.toml"
-    path.write_text("[prior]\ngeneration_steps = 2\n\n[sampling]\nnum_inference_steps = 2\nseeds = [0, 1]\n"
-                    'prompts = ["a photo of {identifier} {class_noun}"]\n', encoding="utf-8")
+    # 3 class images one per batch and 2 prompts x 3 seeds x 2 guidance scales + a checkpoint row: shares that
+    # do not split evenly
+    path.write_text("[prior]\ngeneration_steps = 2\ngeneration_batch_size = 1\n\n"
+                    "[sampling]\nnum_inference_steps = 2\nseeds = [0, 1, 2]\nguidance_scales = [7.0, 3.0]\n"
+                    'prompts = ["a photo of {identifier} {class_noun}", "a {identifier} {class_noun} on a beach"]\n',
+                    encoding="utf-8")
     return path
 
 
@@ -67,12 +72,14 @@ def assert_same_weights(first: Path, second: Path) -> None:
 
 @pytest.mark.multiprocess
 def test_train_and_push_under_torchrun_pushes_once_and_trains_as_one_process(tmp_path, capsys, local_hub,
-                                                                            tiny_model_repo, hf_token):
+                                                                            tiny_model_repo, hf_token, monkeypatch):
+    """Also: the class images and the grids that 2 processes drew between them are the bytes 1 process draws."""
     from huggingface_hub import HfApi
 
     repo_id = f"{local_hub.user}/nlwx-dog-torchrun"
     config = small_config(tmp_path)
     run = tmp_path / "two"
+    monkeypatch.setenv("HUBTOOLS_CACHE", str(tmp_path / "cache-two"))
     launched = torchrun(["train-and-push", "--config", str(config), "--base-model", tiny_model_repo,
                          "--concept", str(DEMO_CONCEPT_DIR), "--repo", repo_id, "--out", str(run), *FLAGS,
                          "--set", "training.batch_size=1"])
@@ -84,11 +91,24 @@ def test_train_and_push_under_torchrun_pushes_once_and_trains_as_one_process(tmp
     assert "unet/diffusion_pytorch_model.safetensors" in HfApi().list_repo_files(repo_id)
     assert '"num_processes": 2' in (run / "train_result.json").read_text()
 
-    # One process at batch 2 (the same global batch) ends with the same weights.
+    # One process at batch 2 (the same global batch) ends with the same weights, from the same class images.
+    monkeypatch.setenv("HUBTOOLS_CACHE", str(tmp_path / "cache-one"))
     code = main(["train", "--config", str(config), "--base-model", tiny_model_repo, "--concept",
                  str(DEMO_CONCEPT_DIR), "--out", str(tmp_path / "one"), *FLAGS, "--set", "training.batch_size=2"])
     assert code == 0, capsys.readouterr().err
     assert_same_weights(run / UNET, tmp_path / "one" / UNET)
+    class_images = [sorted((tmp_path / cache).glob("class-images/*/*.png")) for cache in ("cache-two", "cache-one")]
+    assert len(class_images[0]) == 3 and [p.read_bytes() for p in class_images[0]] == \
+        [p.read_bytes() for p in class_images[1]]
+
+    # The grids of the 2-process run, drawn again by 1 process: the same bytes.
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    assert main(["sample", str(again), "--quiet"]) == 0, capsys.readouterr().err
+    grids = sorted(path.name for path in (run / "images").glob("*.png"))
+    assert {"samples_grid.png", "guidance_sweep.png", "checkpoints_grid.png", "widget.png"} <= set(grids)
+    for name in grids:
+        assert (run / "images" / name).read_bytes() == (again / "images" / name).read_bytes(), name
 
 
 FAILING = """

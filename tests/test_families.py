@@ -180,8 +180,18 @@ def test_a_full_flux_fine_tune_is_refused_where_memory_does_not_allow(pipelines,
     family.check_training("full", transformer, torch.device("cpu"))  # the tiny model trains fully anywhere
     family.check_training("lora", transformer, torch.device("cpu"))
     monkeypatch.setattr(flux, "_ALWAYS_FULL_BELOW", 0)  # as if it were the 12B model
-    with pytest.raises(ConfigError, match=r"full fine-tune of FLUX.1 .*\(no GPU here\): train a LoRA instead"):
+    with pytest.raises(ConfigError, match=r"full fine-tune of FLUX.1 .*\(no GPU here\): sharded with FSDP it fits "
+                                          r"on 2 GPUs of 80 GiB .*--distributed fsdp\), or train a LoRA instead"):
         family.check_training("full", transformer, torch.device("cpu"))
+
+
+def test_the_flux_refusal_names_the_gpus_that_hold_it_under_fsdp():
+    """FLUX.1 [dev]'s 11.9B parameters: ~177 GiB sharded, plus ~14 GiB each GPU holds whole: 3 GPUs of 80 GiB."""
+    from hubtools.families.fits import check_full_fine_tune
+
+    with pytest.raises(ConfigError, match=r"FLUX.1 \(11.9B parameters\) needs about 177 GiB .*\(no GPU here\): "
+                                          r"sharded with FSDP it fits on 3 GPUs of 80 GiB \(torchrun --nproc-per-node 3"):
+        check_full_fine_tune("FLUX.1", 11_900_000_000, torch.device("cpu"), shards=3)
 
 
 def test_memory_profiles_are_the_families_own():

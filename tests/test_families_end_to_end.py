@@ -21,8 +21,10 @@ CASES = {
     "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
     # SD3.5: the diffusers LoRA and its ComfyUI copy (per-module alphas)
     "sd3": ("hubtools/tiny-sd3", "lora", {"pytorch_lora_weights.safetensors", "nlwx-sd3.safetensors"}),
+    "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
 }
-PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline"}
+PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline",
+             "qwen-image": "QwenImagePipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -94,6 +96,12 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert "1 CLIP token" in card.content
         assert re.search(r"`tokenizer_2` \(CLIPTokenizer\): 1 token", card.content), card.content
         assert re.search(r"`tokenizer_3` \(T5Tokenizer\w*\): \d+ tokens?", card.content), card.content
+
+    if family == "qwen-image":
+        assert "QwenImagePipeline" in card.content and "true_cfg_scale=" in card.content
+        assert "negative_prompt=' '" in card.content and "with flow-matching Euler" in card.content
+        # the identifier in the model's own tokenizer (Qwen's byte-level BPE), beside hubtools' CLIP check
+        assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): \d+ tokens?", card.content), card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)

@@ -34,7 +34,7 @@ def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["flux", "sd3"])
+@pytest.mark.parametrize("family", ["flux", "sd3", "qwen-image"])
 def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
     """The FLUX.1 and SD3.5 configurations: their profiles are LoRA ones, their FLOPs counted through the family."""
     spec = importlib.util.spec_from_file_location("bench_train", BENCH)

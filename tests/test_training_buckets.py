@@ -41,7 +41,7 @@ def test_each_batch_comes_from_one_bucket_in_proportion_and_the_order_is_a_funct
     assert [bucket_step(m, [4], 2, seed=3) for m in range(5)] == [(0, m) for m in range(5)]  # one bucket: as before
 
 
-@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux", "sd3"])
+@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux", "sd3", "qwen-image"])
 def test_a_mixed_set_trains_on_three_buckets(root, family_name):
     training = {"method": "lora", "steps": 4, "batch_size": 1, "learning_rate": 1e-2, "caption_dropout": 0.5,
                 "checkpoint_every": 0}

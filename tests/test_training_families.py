@@ -43,7 +43,7 @@ def trained(root):
             training = {"method": method, "steps": 3, "validation_every": 3, "lora_rank": 4, "lora_alpha": 8.0,
                         "learning_rate": 5e-2 if method == "lora" else 1e-3}
             cfg, run = make_run(root, f"{family_name}-{method}", base=tiny_family_base(root, family_name),
-                                training=training, prior={"enabled": family_name in ("flux", "sd3")})
+                                training=training, prior={"enabled": family_name in ("flux", "sd3", "qwen-image")})
             done[family_name, method] = run, train_dreambooth(cfg, run, progress=False)
         return done[family_name, method]
 
@@ -51,7 +51,7 @@ def trained(root):
 
 
 @pytest.mark.parametrize(("family_name", "method"), [("sdxl", "lora"), ("flux", "lora"), ("flux", "full"),
-                                                         ("sd3", "lora"), ("sd3", "full")])
+                                                         ("sd3", "lora"), ("sd3", "full"), ("qwen-image", "lora")])
 def test_a_family_trains_and_its_output_loads_with_plain_diffusers(root, trained, family_name, method):
     from diffusers import DiffusionPipeline
 
@@ -106,22 +106,23 @@ def test_the_kohya_lora_file_converts_back_to_the_same_tensors(root, trained):
     np.testing.assert_allclose(kohya_image, diffusers_image, atol=1e-6)
 
 
-def test_the_sd3_comfyui_file_applies_the_same_weights_as_diffusers(root, trained):
-    """The ComfyUI copy of an SD3.5 LoRA, read by ComfyUI's rules (``transformer.<module>`` and
+@pytest.mark.parametrize("family_name", ["sd3", "qwen-image"])
+def test_the_comfyui_file_applies_the_same_weights_as_diffusers(root, trained, family_name):
+    """The ComfyUI copy of an SD3.5 or Qwen-Image LoRA, read by ComfyUI's rules (``transformer.<module>`` and
     (and ``text_encoder(_2).<module>``) keys as diffusers writes them, weight delta ``lora_B @ lora_A * alpha / rank``
     from the file's own ``<module>.alpha``), changes every weight exactly as diffusers' ``load_lora_weights``
     of the diffusers file does (alpha 8, rank 4: the scale ComfyUI would get wrong without the alphas)."""
     from diffusers import DiffusionPipeline
     from safetensors.torch import load_file
 
-    run, _ = trained("sd3", "lora")
-    comfy = load_file(run / "sd3-lora.safetensors")
+    run, _ = trained(family_name, "lora")
+    comfy = load_file(run / f"{family_name}-lora.safetensors")
     diffusers_keys = set(load_file(run / LORA_WEIGHTS_FILENAME))
     assert set(comfy) - diffusers_keys == {k for k in comfy if k.endswith(".alpha")}
     assert {float(v) for k, v in comfy.items() if k.endswith(".alpha")} == {8.0}
     assert {k.split(".")[0] for k in comfy} == {"transformer"}
 
-    base = DiffusionPipeline.from_pretrained(tiny_family_base(root, "sd3"))
+    base = DiffusionPipeline.from_pretrained(tiny_family_base(root, family_name))
     before = {"transformer": {k: v.clone() for k, v in base.transformer.state_dict().items()}}
     base.load_lora_weights(run)
     base.fuse_lora(components=["transformer"])

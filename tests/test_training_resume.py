@@ -50,6 +50,9 @@ CASES = {
                   LORA_WEIGHTS_FILENAME),
     # SD3.5: the scheduler-table timesteps and preconditioned target replay exactly too; full, with class images
     "sd3-full": ("sd3", {"method": "full", "learning_rate": 1e-3}, {}, "transformer/diffusion_pytorch_model.safetensors"),
+    # Qwen-Image: caption masks of different lengths and packed latents replay exactly too
+    "qwen-image-lora": ("qwen-image", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
+                        LORA_WEIGHTS_FILENAME),
     # aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
                        "shuffle_caption_parts": True}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),

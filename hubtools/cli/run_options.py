@@ -109,6 +109,7 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _setting("training.memory", ("--memory",), str, "Memory profile: auto (from the free GPU memory), manual, low, medium or high"),
     _setting("training.mixed_precision", ("--mixed-precision",), str, "Mixed precision: auto, no (fp32), fp16 or bf16"),
     _setting("training.train_text_encoder", ("--train-text-encoder/--freeze-text-encoder",), bool, "Also train the text encoder"),
+    _setting("training.distributed", ("--distributed",), str, "Under torchrun / accelerate launch: ddp (a whole model per GPU) or fsdp (shard the trained weights and optimizer states)"),
     _setting("training.checkpoint_every", ("--checkpoint-every",), int, "Resumable checkpoint every N steps, 0: only the final model"),
     _setting("prior.enabled", ("--prior/--no-prior",), bool, "Prior preservation with generated class images (on unless --no-prior)"),
     _setting("prior.num_class_images", ("--num-class-images",), int, "Class images for prior preservation"),

@@ -10,11 +10,12 @@ from typing import Any
 from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults
 from hubtools.families.flux import Flux
+from hubtools.families.qwen_image import QwenImage
 from hubtools.families.sd import StableDiffusion
 from hubtools.families.sd3 import StableDiffusion3
 from hubtools.families.sdxl import StableDiffusionXL
 
-FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3())
+FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage())
 _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}
 
@@ -64,6 +65,6 @@ def of_pipeline(pipeline) -> Family:
 
 
 __all__ = [
-    "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "SamplingDefaults", "StableDiffusion",
+    "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "QwenImage", "SamplingDefaults", "StableDiffusion",
     "StableDiffusion3", "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
 ]

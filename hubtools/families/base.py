@@ -72,6 +72,8 @@ class Family(ABC):
     denoiser: ClassVar[str]  # the component trained: "unet" or "transformer"
     text_encoders: ClassVar[tuple[str, ...]]  # pipeline components, in the order they encode
     tokenizers: ClassVar[tuple[str, ...]]  # pipeline components, one per text encoder
+    # Whether the first tokenizer is CLIP's BPE (hubtools' offline identifier check reads it for every family)
+    first_tokenizer_is_clip: ClassVar[bool] = True
     trainable_text_encoders: ClassVar[tuple[str, ...]]  # the text encoders that may train (full or LoRA)
     denoiser_lora_targets: ClassVar[tuple[str, ...]]
     text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -158,6 +160,7 @@ class Family(ABC):
         if resolution and not self.pipeline_sizes_itself:
             extra = {"height": resolution, "width": resolution, **extra}
         return {"pipeline_class": self.pipeline_class_name, "dtype": self.card_dtype,
+                "guidance_arg": next(iter(self.guidance_kwargs(0.0))),
                 "scheduler_class": self._SAMPLING_SCHEDULERS[scheduler_name] if self.swaps_scheduler else None,
                 "call_args": "".join(f", {key}={value!r}" for key, value in extra.items())}
 
@@ -165,6 +168,10 @@ class Family(ABC):
     swaps_scheduler: ClassVar[bool] = True
     # Whether the pipeline's default image size follows the model's config (SD, SDXL: the UNet's sample size).
     pipeline_sizes_itself: ClassVar[bool] = True
+
+    def guidance_kwargs(self, guidance: float) -> dict[str, Any]:
+        """The pipeline-call argument a guidance value goes in (Qwen-Image: ``true_cfg_scale``)."""
+        return {"guidance_scale": guidance}
 
     def call_kwargs(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         """Pipeline-call arguments beyond prompt, steps, guidance, size and generator."""
@@ -183,6 +190,12 @@ class Family(ABC):
     @abstractmethod
     def encode_prompts(self, text_encoders: dict[str, Any], token_ids: dict[str, torch.Tensor]) -> Conditioning:
         """The text conditioning of tokenized captions (``text_encoders`` keyed by component name)."""
+
+    def latent_distribution(self, vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE's latent distribution of ``pixels`` (B, 3, H, W in [-1, 1]), (B, C, h, w):
+        training samples ``mean + std * noise``, then applies ``latent_scaling``."""
+        dist = vae.encode(pixels).latent_dist
+        return dist.mean, dist.std
 
     def latent_scaling(self, vae_config) -> tuple[float | None, float]:
         """(shift, scale): latents for the denoiser are ``(sample - shift) * scale``."""
@@ -211,8 +224,9 @@ class Family(ABC):
 
         denoiser.set_attn_processor(AttnProcessor2_0())
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
-        """Raise ``ConfigError`` when this family cannot train ``method`` here (default: it always can)."""
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
+        """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP
+        (default: it always can)."""
 
     # -- saving --------------------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
 
 _TINY_SEED = 1234
@@ -26,8 +25,6 @@ TRAINING_GUIDANCE = 1.0
 # The timestep density of SD3/FLUX training: sigmoid of a standard normal (more weight mid-schedule).
 TIMESTEP_SAMPLING = "logit_normal"
 
-# A full fine-tune holds fp32 weights, gradients and two AdamW moments: 16 bytes a parameter.
-_FULL_BYTES_PER_PARAMETER = 16
 # Below this many parameters a full fine-tune runs anywhere (the tiny model; nothing real is this small).
 _ALWAYS_FULL_BELOW = 100_000_000
 
@@ -173,23 +170,18 @@ class Flux(Family):
     def use_fast_attention(self, denoiser) -> None:
         """FLUX's own attention processors already call PyTorch's SDPA."""
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
-        """A full fine-tune of FLUX.1 (12B parameters, ~190 GB of weights, gradients and AdamW states) is
-        refused unless the GPU has room for it; the tiny model trains fully anywhere."""
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
+        """A full fine-tune of FLUX.1 (12B parameters, ~180 GiB of weights, gradients and AdamW states) is
+        refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny model trains fully
+        anywhere."""
+        from hubtools.families.fits import check_full_fine_tune
+
         if method != "full":
             return
         parameters = sum(p.numel() for p in denoiser.parameters())
         if parameters < _ALWAYS_FULL_BELOW:
             return
-        needed = parameters * _FULL_BYTES_PER_PARAMETER
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        if free >= needed:
-            return
-        where = f"{free / 1024**3:.0f} GiB free on this GPU" if device.type == "cuda" else "no GPU here"
-        raise ConfigError(
-            f"a full fine-tune of FLUX.1 ({parameters / 1e9:.1f}B parameters) needs about {needed / 1024**3:.0f} GiB "
-            f"of GPU memory for weights, gradients and AdamW states ({where}): train a LoRA instead (--method lora)"
-        )
+        check_full_fine_tune("FLUX.1", parameters, device, shards)
 
     # -- the tiny random model -----------------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ Large (38 blocks, 8.1B parameters) and Medium (24 MMDiT-X blocks with a second a
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
+
+if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
+    import torch
 
 _TINY_SEED = 3535
 _TINY_RESOLUTION = 64
@@ -35,8 +35,6 @@ PRECONDITION_OUTPUTS = True
 TRAINING_T5_TOKENS = 77
 CLIP_TOKENS = 77
 
-# A full fine-tune holds fp32 weights, gradients and two AdamW moments: 16 bytes a parameter.
-_FULL_BYTES_PER_PARAMETER = 16
 # Below this many parameters a full fine-tune runs anywhere (the tiny model; nothing real is this small).
 _ALWAYS_FULL_BELOW = 100_000_000
 
@@ -97,8 +95,7 @@ class StableDiffusion3(Family):
 
     # -- variants and defaults -----------------------------------------------------------------------------
 
-    @staticmethod
-    def variant(denoiser_config: dict[str, Any]) -> str:
+    def variant(self, denoiser_config: dict[str, Any]) -> str:
         """``medium`` (MMDiT-X: dual attention layers) or ``large`` (3.5 Large and Large Turbo share a config)."""
         return "medium" if denoiser_config.get("dual_attention_layers") else "large"
 
@@ -148,6 +145,8 @@ class StableDiffusion3(Family):
         """As the script's ``encode_prompt``: each CLIP's penultimate hidden states (side by side, zero-padded
         to T5's width) followed by T5's last hidden states along the tokens; the CLIPs' projected pooled
         outputs side by side."""
+        import torch
+
         sequences, pooled = [], []
         for name in ("text_encoder", "text_encoder_2"):
             output = text_encoders[name](token_ids[name], output_hidden_states=True)
@@ -161,6 +160,7 @@ class StableDiffusion3(Family):
 
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:
+        import torch
         from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
         count = latents.shape[0]
@@ -190,31 +190,27 @@ class StableDiffusion3(Family):
     def use_fast_attention(self, denoiser) -> None:
         """SD3's joint-attention processors already call PyTorch's SDPA (a plain one would break them)."""
 
-    def check_training(self, method: str, denoiser, device: torch.device) -> None:
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """A full fine-tune of SD3.5 Large (8.1B parameters: ~120 GiB of weights, gradients and AdamW states) or
-        Medium (~33 GiB) is refused unless the GPU has room for it; the tiny model trains fully anywhere."""
+        Medium (~33 GiB) is refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny
+        model trains fully anywhere."""
+        from hubtools.families.fits import check_full_fine_tune
+
         if method != "full":
             return
         parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
         if parameters < _ALWAYS_FULL_BELOW:
             return
-        needed = parameters * _FULL_BYTES_PER_PARAMETER
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        if free >= needed:
-            return
-        where = f"{free / 1024**3:.0f} GiB free on this GPU" if device.type == "cuda" else "no GPU here"
-        raise ConfigError(
-            f"a full fine-tune of {self.title} ({parameters / 1e9:.1f}B parameters) needs about "
-            f"{needed / 1024**3:.0f} GiB of GPU memory for weights, gradients and AdamW states ({where}): "
-            "train a LoRA instead (--method lora)"
-        )
+        check_full_fine_tune(self.title, parameters, device, shards)
 
     # -- the ComfyUI copy of a LoRA ------------------------------------------------------------------------
 
     def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
         """The diffusers file's tensors plus, per adapted module, ``<module>.alpha`` (ComfyUI scales a LoRA by
         alpha / rank, and by 1 when the file has no alpha)."""
-        return comfyui_lora_state(diffusers_file)
+        from hubtools.families.lora_files import with_module_alphas
+
+        return with_module_alphas(diffusers_file)
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         return build_full_size_pipeline(configs, variant or self.benchmark_variants[0])
@@ -226,6 +222,7 @@ class StableDiffusion3(Family):
         64 fit in it, as 768 + 1280 fit in T5-XXL's 4096), a two-block MMDiT-X transformer (dual attention and
         RMS q/k norm in the first, as SD3.5 Medium) over 2x2 patches of 16-channel latents, an 8x VAE with
         SD3's shift and scale, SD3.5's scheduler (shift 3): 64 px."""
+        import torch
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
         from diffusers import StableDiffusion3Pipeline
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
@@ -300,6 +297,7 @@ def real_shape_models(configs: dict[str, Any], variant: str = "large") -> dict[s
 
 def build_full_size_pipeline(configs: dict[str, Any], variant: str = "large"):
     """SD3.5 Large or Medium of the real size with random weights, in bf16 (as it ships), for the benchmark."""
+    import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTokenizer
 
@@ -317,25 +315,3 @@ def build_full_size_pipeline(configs: dict[str, Any], variant: str = "large"):
         **models, tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(tokenizer.name_or_path, pad_token="!"),
         tokenizer_3=build_t5_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]),
     )
-
-
-def comfyui_lora_state(diffusers_file) -> dict[str, torch.Tensor]:
-    """A diffusers SD3 LoRA file's tensors with ``<module>.alpha`` beside each module's ``lora_A``/``lora_B``
-    (the adapter's alpha from the file's metadata; its rank when the metadata has none)."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(diffusers_file), "pt") as handle:
-        metadata = json.loads((handle.metadata() or {}).get("lora_adapter_metadata", "{}"))
-    state = load_file(str(diffusers_file))
-    out = dict(state)
-    for key, down in state.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        module = key[: -len(".lora_A.weight")]
-        component = module.split(".", 1)[0]
-        alpha = metadata.get(f"{component}.lora_alpha")
-        out[f"{module}.alpha"] = torch.tensor(float(alpha if alpha is not None else down.shape[0]))
-    return out

@@ -39,7 +39,8 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     index = model_index if model_index is not None else read_model_index(base_model, revision, token=token)
     family = detect(index, source=f"base model {base_model}")
     tokenizers = {}
-    for name in family.tokenizers[1:] if skip_first else family.tokenizers:
+    skip = skip_first and family.first_tokenizer_is_clip  # a family whose first is no CLIP keeps it
+    for name in family.tokenizers[1:] if skip else family.tokenizers:
         library, class_name = index.get(name, [None, None])
         tokenizer_class = getattr(transformers, class_name or "AutoTokenizer", transformers.AutoTokenizer)
         tokenizers[name] = tokenizer_class.from_pretrained(base_model, subfolder=name, revision=revision, token=token)
@@ -48,7 +49,7 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
 
 def further_tokenizers(base_model: str | None, revision: str | None = None) -> tuple[dict[str, Any], str | None]:
     """({component name: tokenizer}, problem): the base model's tokenizers after its first CLIP one (SDXL's
-    second, FLUX's T5), none for SD 1.x; when the base model cannot be read now, none and one line saying
+    second, FLUX's T5; all of them where the first is no CLIP: Qwen-Image's), none for SD 1.x; when the base model cannot be read now, none and one line saying
     why (the CLIP check still runs offline)."""
     from hubtools.errors import HubtoolsError
 

@@ -76,13 +76,20 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, state: dict[s
     return final
 
 
-def register_weight_hooks(accelerator, family, trained: dict[str, Any], *, lora: bool) -> None:
+def register_weight_hooks(accelerator, family, trained: dict[str, Any], *, lora: bool,
+                          sharded_optimizer: Any = None) -> None:
     """Checkpoints hold only the trainable weights, as safetensors in diffusers layout (not accelerate's
     whole-model ``model.safetensors``: for LoRA that would be the frozen UNet again in every checkpoint).
-    ``trained`` maps component names (denoiser first, then the text encoders that train) to the models."""
+    ``trained`` maps component names (denoiser first, then the text encoders that train) to the models.
+    Under FSDP (``sharded_optimizer``) each process writes its shards of the weights and optimizer states
+    (``training.sharding``) instead."""
 
     def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
+        if sharded_optimizer is not None:
+            from hubtools.training.sharding import save_sharded
+
+            save_sharded(Path(output_dir), trained, sharded_optimizer)
+        elif accelerator.is_main_process:
             out = Path(output_dir)
             if lora:
                 from hubtools.training.lora import save_lora
@@ -96,6 +103,11 @@ def register_weight_hooks(accelerator, family, trained: dict[str, Any], *, lora:
     def load_hook(models, input_dir):
         models.clear()  # loaded here, not by accelerate
         folder = Path(input_dir)
+        if sharded_optimizer is not None:
+            from hubtools.training.sharding import load_sharded
+
+            load_sharded(folder, trained, sharded_optimizer)
+            return
         if lora:
             from hubtools.training.lora import load_lora_state
 

@@ -13,7 +13,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -156,8 +156,10 @@ class LatentSource:
     ``cache`` is on, else per batch. Sampling uses the step's generator, so caching changes no result."""
 
     def __init__(self, vae, pixels: torch.Tensor, *, cache: bool, device: torch.device, dtype: torch.dtype,
-                 shift: float | None, scaling: float, encode_batch_size: int = 8) -> None:
+                 shift: float | None, scaling: float, encode_batch_size: int = 8,
+                 distribution: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         self.vae, self.pixels, self.device, self.dtype = vae, pixels, device, dtype
+        self.distribution = distribution  # the family's (mean, std) of the VAE's latents; None: latent_dist's
         self.count = len(pixels)
         self.shift, self.scaling = shift, scaling  # the family's: latents are (sample - shift) * scaling
         self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -168,6 +170,9 @@ class LatentSource:
 
     @torch.no_grad()
     def _encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.distribution is not None:
+            mean, std = self.distribution(self.vae, pixels.to(self.device, self.dtype))
+            return mean.float(), std.float()
         dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
         return dist.mean.float(), dist.std.float()
 
@@ -318,7 +323,7 @@ def encode_training_data(instance: Examples, class_images: ClassImages | None, *
 
     def latents(paths: list[Path], size: int | Size) -> LatentSource:
         return LatentSource(vae, load_pixels(paths, size), cache=cache_latents, device=device, dtype=dtype,
-                            shift=shift, scaling=scaling)
+                            shift=shift, scaling=scaling, distribution=family.latent_distribution)
 
     sizes = instance.sizes or [(resolution, resolution)] * len(instance)
     _check_sizes(instance.sizes or [], family)

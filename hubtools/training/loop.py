@@ -40,6 +40,7 @@ from hubtools.training.loss import LossParts, dreambooth_loss
 from hubtools.training.memory import MemoryChoice, out_of_memory_error
 from hubtools.training.metrics import LossWindow, MetricsLog, plot_loss_curve
 from hubtools.training.resume import TrainingPlan, checkpoint_state, load_checkpoint, plan_training
+from hubtools.training.sharding import gathered
 from hubtools.training.trainable import (
     Optimization, TrainableModels, load_trainable_models, prepare_optimization,
 )
@@ -256,8 +257,11 @@ def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableMod
     total = training.steps
     loop_started = time.perf_counter()
     run.reporter.note(f"training: {training.method}, {total} steps from step {start_step}, batch {training.batch_size} "
-            f"x {run.accelerator.num_processes} process(es), {describe_precision(run.mixed_precision)} on "
-            f"{run.device}")
+            f"x {run.accelerator.num_processes} process(es){', sharded with FSDP2' if optimization.sharded else ''}, "
+            f"{describe_precision(run.mixed_precision)} on {run.device}")
+    if optimization.sharded and training.validation_every:
+        run.reporter.note("no validation grids under FSDP (the sharded model runs on every process at once): "
+                          "the checkpoints' sample grids come after training")
     run.reporter.progress("training", start_step, total)
     window = LossWindow(logs.metrics, run.reporter, run.device, has_prior=data.has_prior,
                         learning_rate=cfg.learning_rate, mixed_precision=run.mixed_precision,
@@ -278,7 +282,7 @@ def _train_steps(run: _TrainingSession, plan: TrainingPlan, models: TrainableMod
                 plan, done, class_images_key=class_images_key, base_revision=models.base.revision,
             ), keep=training.keep_checkpoints)
             run.reporter.artifact("checkpoint", run.folder.relative(saved), step=done)
-        if validation_due:
+        if validation_due and not optimization.sharded:  # FSDP: one process cannot run the sharded model alone
             _validate(run, cfg, models, logs, done)
     window.flush()
     return _LoopOutcome(start_step, time.perf_counter() - loop_started, window.rows)
@@ -291,8 +295,9 @@ def _write_final_outputs(run: _TrainingSession, plan: TrainingPlan, models: Trai
     accelerator, training = run.accelerator, plan.trained_config.training
     accelerator.wait_for_everyone()
     weight_files: list[WeightFile] = []
+    whole = gathered(models.trained) if optimization.sharded else None  # FSDP: every process sends its shards
     if run.main:
-        trained = {name: accelerator.unwrap_model(model) for name, model in models.trained.items()}
+        trained = whole or {name: accelerator.unwrap_model(model) for name, model in models.trained.items()}
         if models.lora:
             weight_files = save_final_lora(run.folder.root, models.family, trained,
                                            kohya_name=kohya_name(plan.trained_config, run.folder.root))

@@ -67,8 +67,9 @@ class Optimization:
     params: list[torch.nn.Parameter]
     optimizer: Any  # prepared by accelerate
     lr_scheduler: Any  # prepared by accelerate
-    denoiser: Any  # prepared (DDP-wrapped under several processes)
+    denoiser: Any  # prepared (DDP-wrapped under several processes; sharded in place under FSDP)
     text_encoders: dict[str, Any]  # by component name: prepared when trained, else the frozen one
+    sharded: bool = False  # FSDP2: the trained models and the optimizer state are split across the processes
 
 
 def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
@@ -86,13 +87,14 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
     if missing:
         raise ConfigError(f"base model {base.model_id} has no {', '.join(missing)}: use a complete {family.title} "
                           "diffusers pipeline")
-    family.check_training(cfg.training.method, base.pipeline.components[family.denoiser], device)
+    family.check_training(cfg.training.method, base.pipeline.components[family.denoiser], device,
+                          shards=accelerator.num_processes if cfg.training.distributed == "fsdp" else 1)
     class_images = None
     if cfg.prior.enabled:  # before any adapter or cast: class images come from the untouched base
         from hubtools.prior import ensure_class_images
 
-        with accelerator.main_process_first():
-            class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
+        # every process renders its share (hubtools.distributed); one per machine writes the set
+        class_images = ensure_class_images(cfg, base, device=device, reporter=reporter, sizes=class_image_sizes)
 
     models = TrainableModels(base, family, class_images, family.training_scheduler(base.pipeline.scheduler.config),
                              lora=cfg.training.method == "lora", train_text_encoder=cfg.training.train_text_encoder)
@@ -141,6 +143,8 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
     from diffusers.optimization import get_scheduler
 
     training = cfg.training
+    if training.distributed == "fsdp" and accelerator.num_processes > 1:
+        return _sharded_optimization(cfg, models, accelerator)
     trainable_models = list(models.trained.values())  # denoiser first
     params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam)
@@ -154,6 +158,30 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
     text_encoders = {name: prepared_by_name.get(name, encoder) for name, encoder in models.text_encoders.items()}
     return Optimization(trainable_models, params, optimizer=prepared[-2], lr_scheduler=prepared[-1],
                         denoiser=prepared[0], text_encoders=text_encoders)
+
+
+def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -> Optimization:
+    """FSDP2: the trained models sharded in place (``training.sharding``), the optimizer over their shards. Only
+    the LR schedule goes to accelerate (which would wrap the models in DDP on CPU, and save the optimizer
+    from the main process alone): the weights and optimizer states go into sharded checkpoints."""
+    from diffusers.optimization import get_scheduler
+
+    from hubtools.training import sharding
+
+    training = cfg.training
+    if models.lora:
+        raise ConfigError("--distributed fsdp shards a full fine-tune; a LoRA's few weights train with "
+                          "--distributed ddp (for a base too large for one GPU, use --memory low: a quantised base)")
+    sharding.shard(models.trained, accelerator.device)
+    trainable_models = list(models.trained.values())
+    params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam)
+    lr_scheduler = accelerator.prepare(get_scheduler(  # accelerate steps it once per process, as above
+        training.lr_scheduler, optimizer=optimizer, num_warmup_steps=training.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=training.steps * accelerator.num_processes))
+    ckpt.register_weight_hooks(accelerator, models.family, models.trained, lora=False, sharded_optimizer=optimizer)
+    return Optimization(trainable_models, params, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                        denoiser=trainable_models[0], text_encoders=models.text_encoders, sharded=True)
 
 
 def _make_optimizer(params, *, lr: float, use_8bit: bool):

@@ -1,0 +1,118 @@
+"""Sharded data parallelism (``--distributed fsdp``): PyTorch's FSDP2 (``fully_shard``) over the trained components.
+
+Each process holds 1/N of the trained weights, their gradients and AdamW states; a block's weights are
+gathered for its forward and backward only. Checkpoints are sharded too: ``torch.distributed.checkpoint``
+writes each process's part of the weights and optimizer states into ``checkpoint-NNNNNN/sharded/`` and reads
+them back on resume. The final weights are gathered into the usual safetensors files on the main process.
+
+accelerate's FSDP plugin does the same on GPUs, but it does not engage on CPU (accelerate reports MULTI_CPU
+and wraps in DDP), so the trainer calls ``fully_shard`` itself and hands accelerate only the LR schedule:
+the same engine on every device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SHARDED_DIR = "sharded"  # in a checkpoint: torch.distributed.checkpoint's files, one set per process
+FULL_BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and both AdamW moments
+
+
+def shard(models: dict[str, torch.nn.Module], device: torch.device) -> None:
+    """``fully_shard`` every block of each model (the elements of its outermost ModuleLists: UNet down/up
+    blocks, transformer blocks, text-encoder layers), then the model itself (what is left: embeddings, norms)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for model in models.values():
+        for block in _blocks(model):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+
+
+def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
+    found: list[torch.nn.Module] = []
+    for child in module.children():
+        if isinstance(child, torch.nn.ModuleList):
+            found.extend(block for block in child if any(True for _ in block.parameters()))
+        else:
+            found.extend(_blocks(child))
+    return found
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _together(models: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """The trained models as one module (keys ``<component>.<parameter>``): the optimizer spans them all."""
+    return torch.nn.ModuleDict(models)
+
+
+def save_sharded(folder: Path, models: dict[str, torch.nn.Module], optimizer) -> None:
+    """Every process writes its shards of the weights and optimizer states (a collective: call it on all)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(_together(models), optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+
+
+def load_sharded(folder: Path, models: dict[str, torch.nn.Module], optimizer) -> None:
+    """Read the shards ``save_sharded`` wrote back into the models and the optimizer (on all processes)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    together = _together(models)
+    model_state, optimizer_state = get_state_dict(together, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    set_state_dict(together, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def gathered(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module] | None:
+    """The trained models whole, as plain (unsharded) modules of their own classes, on the main process (None on
+    the others). A collective: every process calls it."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    whole: dict[str, torch.nn.Module] = {}
+    for name, model in models.items():
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if dist.get_rank() == 0:
+            whole[name] = _unsharded_copy(model, state)
+    return whole if dist.get_rank() == 0 else None
+
+
+def _unsharded_copy(model: torch.nn.Module, state: dict[str, Any]) -> torch.nn.Module:
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))  # fully_shard subclassed it
+    copy = cls.from_config(model.config) if hasattr(cls, "from_config") else cls(model.config)
+    copy.load_state_dict(state)
+    return copy.to(torch.float32)
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+
+
+def per_gpu_bytes(sharded: int, rest: int, processes: int) -> int:
+    """The memory each GPU needs: its share of what is sharded, plus what every GPU holds whole (frozen parts,
+    activations, the block being gathered)."""
+    return -(-sharded // max(1, processes)) + rest
+
+
+def gpus_to_hold(sharded: int, rest: int, free_per_gpu: int) -> int | None:
+    """The fewest GPUs of ``free_per_gpu`` that hold ``sharded`` split among them plus ``rest`` each (None: none
+    do, the unsharded part alone is too large)."""
+    room = free_per_gpu - rest
+    if room <= 0:
+        return None
+    return max(1, -(-sharded // room))
