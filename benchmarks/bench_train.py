@@ -11,6 +11,8 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --family flux --profiles medium,low   # FLUX.1-dev LoRA
     python benchmarks/bench_train.py --family sd3 --variant medium --profiles low  # SD3.5 Medium LoRA
     python benchmarks/bench_train.py --family qwen-image --profiles low    # Qwen-Image LoRA
+    python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
+    python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
 """
 
 from __future__ import annotations
@@ -157,25 +159,31 @@ def _build_flux():
                         scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]))
 
 
-def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str):
-    """A run folder with one instance image and a one-image class folder (generation is not benchmarked)."""
-    from hubtools.concepts.manifest import PreparedConcept, write_manifest, write_metadata
+def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, overrides: dict, device: str,
+             bucket: tuple[int, int] | None = None):
+    """A run folder with one instance image and a one-image class folder (generation is not benchmarked); with
+    ``bucket`` (width, height) the image is one photo in that aspect-ratio bucket, as ``concept prepare`` writes it."""
+    from hubtools.concepts.manifest import ManifestEntry, PreparedConcept, write_manifest, write_metadata
     from hubtools.config import RUN_CONFIG_FILENAME, RunConfig, save_config
 
     run = root / name
     (run / "concept" / "images").mkdir(parents=True)
-    classes = root / "class-images"
+    classes = root / f"class-images-{name}"
     classes.mkdir(exist_ok=True)
+    width, height = bucket or (resolution, resolution)
     rng = np.random.default_rng(0)
-    noise = lambda: Image.fromarray(rng.integers(0, 255, (resolution, resolution, 3), dtype=np.uint8))  # noqa: E731
+    noise = lambda: Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))  # noqa: E731
     noise().save(run / "concept" / "images" / "00.png")
     noise().save(classes / "00.png")
     concept = run / "concept"
+    entries = [ManifestEntry("accepted", "ok", path="00.png", output="images/00.png", original_size=[width, height],
+                             bucket=[width, height], crop_box=[0, 0, width, height])] if bucket else []
     prepared = PreparedConcept(
         dir=concept, images=[concept / "images" / "00.png"], captions=["a photo of pkblz dog"],
         manifest_path=concept / "manifest.json", contact_sheet_path=concept / "contact_sheet.png",
         metadata_path=concept / "metadata.jsonl", source=str(concept), source_revision=None, resolution=resolution,
-        counts={"accepted": 1, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 1},
+        counts={"accepted": 1, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 1}, entries=entries,
+        buckets=[[width, height]] if bucket else None,
     )
     write_metadata(prepared)
     write_manifest(prepared)
@@ -191,7 +199,7 @@ def make_run(root: Path, name: str, base: Path, *, steps: int, resolution: int, 
     return cfg, run
 
 
-def denoiser_forward_flops(base: Path, batch: int, resolution: int, device: torch.device) -> float:
+def denoiser_forward_flops(base: Path, batch: int, resolution: int | tuple[int, int], device: torch.device) -> float:
     """FLOPs of one denoiser forward pass (UNet or FLUX transformer) on (instance + class) latents, through the
     family's own ``predict``, counted by PyTorch's FlopCounterMode."""
     from diffusers import DiffusionPipeline
@@ -206,14 +214,28 @@ def denoiser_forward_flops(base: Path, batch: int, resolution: int, device: torc
     with torch.no_grad():
         conditioning = family.encode_prompts({name: parts[name] for name in family.text_encoders},
                                              family.tokenize(parts, ["a photo of pkblz dog"] * batch, device))
-        latent = resolution // family.vae_scale_factor
+        width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
         vae_config = parts["vae"].config  # latent_channels, or z_dim for the video-style VAEs (Qwen-Image)
         channels = vae_config.get("latent_channels") or vae_config.get("z_dim")
-        latents = torch.randn(batch, channels, latent, latent, device=device, dtype=dtype)
+        latents = torch.randn(batch, channels, height // family.vae_scale_factor, width // family.vae_scale_factor,
+                              device=device, dtype=dtype)
         with FlopCounterMode(display=False) as counter:
             family.predict(parts[family.denoiser], latents, torch.tensor([500.0] * batch, device=device), conditioning)
     del pipe, parts
     return float(counter.get_total_flops())
+
+
+def pick_bucket(text: str | None, resolution: int, family: str) -> tuple[int, int] | None:
+    """The bucket of ``--bucket``: WIDTHxHEIGHT as given, or ``auto``: the 3:4 portrait bucket of the area."""
+    from hubtools.concepts.buckets import auto_buckets, nearest_bucket, parse_buckets
+    from hubtools.families import by_name
+
+    if text is None:
+        return None
+    multiple = by_name(family).size_multiple
+    if text == "auto":
+        return nearest_bucket((3, 4), auto_buckets(resolution, multiple)).as_tuple()
+    return parse_buckets(text, multiple)[0].as_tuple()
 
 
 def peak_flops(precision: str) -> float | None:
@@ -234,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the family's variant to build, where it has several (its benchmark_variants; default the first)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="default: the family's on GPU (512 SD 1.5, 1024 SDXL/FLUX), 64 on CPU (tiny)")
+    parser.add_argument("--bucket", nargs="?", const="auto", default=None, metavar="WxH",
+                        help="also train on one aspect-ratio bucket (WIDTHxHEIGHT; alone: the 3:4 bucket of the "
+                             "resolution's area) and compare its steps/s with the square's")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -250,22 +275,28 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         base = build_base(root / "base", full_size=gpu, family=args.family, variant=args.variant)
         print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        forward = denoiser_forward_flops(base, batch=2, resolution=resolution, device=torch.device(device))
-        for name in [p.strip() for p in args.profiles.split(",") if p.strip()]:
+        bucket = pick_bucket(args.bucket, resolution, args.family)
+        shapes = [None] + ([bucket] if bucket else [])
+        forwards = {shape: denoiser_forward_flops(base, batch=2, resolution=shape or resolution,
+                                                  device=torch.device(device)) for shape in shapes}
+        forward = forwards[None]
+        for name, shape in [(p.strip(), shape) for p in args.profiles.split(",") if p.strip() for shape in shapes]:
             overrides, summary = PROFILES[name]
-            cfg, run = make_run(root, f"run-{name}", base, steps=steps, resolution=resolution,
-                                overrides=overrides, device=device)
+            label = f"{shape[0]}x{shape[1]}" if shape else f"{resolution}x{resolution}"
+            cfg, run = make_run(root, f"run-{name}-{label}", base, steps=steps, resolution=resolution,
+                                overrides=overrides, device=device, bucket=shape)
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             result = train_dreambooth(cfg, run, progress=True)
             # fwd + bwd: ~3 forward passes for a full fine-tune; LoRA skips the frozen weights' gradients (~2)
-            flops_per_step = forward * (3 if result.method == "full" else 2)
+            flops_per_step = forwards[shape] * (3 if result.method == "full" else 2)
             peak = peak_flops(result.mixed_precision)
             achieved = flops_per_step * (result.steps_per_second or 0)
             results.append({
                 "profile": name, "what": summary, "method": result.method, "steps": steps,
+                "size": label, "bucketed": shape is not None,
                 "steps_per_second": result.steps_per_second, "peak_memory_gib":
                     round(result.peak_memory_bytes / 2**30, 2) if result.peak_memory_bytes else None,
                 "mixed_precision": result.mixed_precision, "achieved_tflops": round(achieved / 1e12, 4),
@@ -277,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                            f"{torch.get_num_threads()} threads)",
         "model": model, "family": args.family,
-        "resolution": resolution, "batch": "1 instance + 1 class", "denoiser_forward_gflops_batch2": round(forward / 1e9, 3),
+        "resolution": resolution, "bucket": f"{bucket[0]}x{bucket[1]}" if bucket else None,
+        "batch": "1 instance + 1 class", "denoiser_forward_gflops_batch2": round(forward / 1e9, 3),
         "versions": _versions(), "results": results,
     }
     text = json.dumps(report, indent=2)

@@ -82,6 +82,23 @@ def test_mixed_photos_go_to_three_buckets_and_none_loses_more_than_15_percent(tm
     assert "bucket" not in json.loads(square.manifest_path.read_text())["entries"][0]
 
 
+@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux"])
+def test_at_a_real_resolution_no_photo_loses_more_than_15_percent_in_each_familys_buckets(tmp_path, family_name):
+    """The mixed DreamBench photos at 512 px with the family's side multiple (8 for SD and SDXL, 16 for FLUX.1)."""
+    from hubtools.families import by_name
+
+    photos = write_mixed_photos(tmp_path / "photos")
+    concept = prepare_concept(photos, tmp_path / "out", resolution=512, progress=False,
+                              size_multiple=by_name(family_name).size_multiple)
+    assert len(concept.bucket_counts()) >= 3
+    for entry in concept.accepted_entries:
+        left, top, right, bottom = entry.crop_box
+        lost = 1 - (right - left) * (bottom - top) / (entry.original_size[0] * entry.original_size[1])
+        assert lost <= 0.15, (entry.path, entry.bucket, lost)
+        square_loss = 1 - min(entry.original_size) ** 2 / (entry.original_size[0] * entry.original_size[1])
+        assert lost <= square_loss
+
+
 def test_a_photo_smaller_than_its_bucket_is_not_upscaled_unless_asked(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

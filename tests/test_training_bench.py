@@ -46,3 +46,19 @@ def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
     report = json.loads(out.read_text())
     assert report["family"] == family and report["denoiser_forward_gflops_batch2"] > 0
     assert [row["method"] for row in report["results"]] == ["lora"]
+
+
+@pytest.mark.slow
+def test_benchmark_compares_one_bucket_with_the_square(tmp_path):
+    """``--bucket``: the same profile trained on the square and on one portrait bucket, each with its steps/s."""
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    assert bench.main(["--device", "cpu", "--steps", "2", "--profiles", "lora-fast", "--bucket", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["bucket"] == "56x72"  # the tiny SD model's 3:4-nearest bucket of 64 px (sides multiples of 8)
+    rows = {row["size"]: row for row in report["results"]}
+    assert set(rows) == {"64x64", "56x72"} and rows["56x72"]["bucketed"] and not rows["64x64"]["bucketed"]
+    assert rows["56x72"]["settings"]["buckets"] == {"56x72": 1} and "buckets" not in rows["64x64"]["settings"]
+    assert all(row["steps_per_second"] > 0 for row in rows.values())

@@ -89,42 +89,66 @@ def test_sdxl_time_ids_carry_each_photos_original_size_and_crop(root):
     assert any(g.crop_top_left != (0, 0) for g in examples.geometry)  # the test photos really were cropped
 
 
-def test_sidecar_captions_reach_the_text_encoder(root):
+@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux"])
+def test_sidecar_captions_reach_the_text_encoder(root, family_name):
+    """Each sidecar's words (through the template) are cached as their own text-encoder rows, equal to encoding that
+    caption directly, and the training draws hand exactly those rows to the denoiser."""
+    from hubtools.config import ModelConfig
     from hubtools.families import by_name
     from hubtools.pipelines import load_base_model
-    from hubtools.config import ModelConfig
     from hubtools.training.data import encode_training_data
 
-    captions = {"portrait.jpg": "pkblz dog, on a red sofa", "wide.jpg": "pkblz dog, in the snow"}
-    _, run = make_bucketed_run(root, "captions", captions=captions, training={"steps": 1})
+    captions = {"portrait.jpg": "on a red sofa", "wide.jpg": "in the snow"}
+    trained_on = {f"a photo of pkblz dog, {text}" for text in captions.values()}
+    _, run = make_bucketed_run(root, f"captions-{family_name}", family=family_name, captions=captions,
+                               training={"steps": 1}, template="a photo of {identifier} {class_noun}, {caption}")
     examples = load_instance_examples(run / "concept", "a photo of pkblz dog")
-    base = load_base_model(ModelConfig(base_model=str(tiny_family_base(root, "sd"))))
-    family, parts = by_name("sd"), base.pipeline.components
-    encoders = {"text_encoder": parts["text_encoder"]}
+    assert trained_on < set(examples.captions)
+    base = load_base_model(ModelConfig(base_model=str(tiny_family_base(root, family_name))))
+    family, parts = by_name(family_name), base.pipeline.components
+    encoders = {name: parts[name] for name in family.text_encoders}
     data = encode_training_data(examples, None, class_prompt="", family=family, parts=parts,
                                 frozen_text_encoders=encoders, resolution=RESOLUTION, cache_latents=True,
                                 device=torch.device("cpu"), dtype=torch.float32, caption_draws=CaptionDraws(0.5))
-    for caption in [*captions.values(), ""]:  # the sidecars' words, and the empty caption dropout trains on
-        cached = data.prompts.embeddings([caption])["encoder_hidden_states"]
+    cached_rows = {}
+    for caption in [*trained_on, ""]:  # the sidecars' words, and the empty caption dropout trains on
+        assert caption in data.prompts.row_of  # embedded once, when the encoders were frozen
+        cached = data.prompts.embeddings([caption])
         with torch.no_grad():
             direct = family.encode_prompts(encoders, family.tokenize(parts, [caption], torch.device("cpu")))
-        assert torch.allclose(cached, direct["encoder_hidden_states"], atol=1e-5)
+        for name, tensor in direct.tensors.items():
+            assert torch.allclose(cached[name], tensor, atol=1e-5), name
+        cached_rows[caption] = cached.tensors[next(iter(cached.tensors))]
+    first, second = (cached_rows[caption] for caption in sorted(trained_on))
+    assert not torch.allclose(first, second)  # the words differ, so do the embeddings
+    drawn = set()
+    for micro in range(40):  # what the loop embeds: the sidecar captions, and the empty one under dropout
+        drawn.update(data.draw(micro, torch.Generator().manual_seed(micro), seed=0, per_process=1, process_index=0,
+                               num_processes=1)[1])
+    assert trained_on | {""} <= drawn
     assert sorted(len(b.members) for b in data.buckets) == [1, 2, 2]
-    assert {tuple(b.latent_shape[1:]) for b in data.buckets} == {(9, 7), (6, 10), (8, 8)}  # latents per bucket
+    if family_name == "sd":
+        assert {tuple(b.latent_shape[1:]) for b in data.buckets} == {(9, 7), (6, 10), (8, 8)}  # latents per bucket
 
 
 def _weights_digest(run) -> str:
-    return hashlib.sha256((run / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    """Every weight file the run wrote (the full model's or the LoRA's), hashed together."""
+    files = sorted(path for path in run.glob("*/*.safetensors") if "checkpoint" not in path.parts[-2])
+    files += sorted(run.glob("*.safetensors"))
+    assert files
+    return hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
 
 
-def test_an_all_square_set_trains_byte_for_byte_as_the_square_crop(root):
+@pytest.mark.parametrize("family_name", ["sd", "sdxl", "flux"])
+def test_an_all_square_set_trains_byte_for_byte_as_the_square_crop(root, family_name):
     """Buckets on an all-square set and ``--buckets off`` give the same weights (the square-crop path is
-    today's code; the demo's weights and grids are hashed before and after in benchmarks/README.md)."""
-    training = {"method": "full", "steps": 3, "checkpoint_every": 0}
+    today's code: checked against the code before buckets in benchmarks/README.md)."""
+    method = "lora" if family_name == "flux" else "full"
+    training = {"method": method, "steps": 3, "checkpoint_every": 0}
     digests = []
     for buckets in ["auto", "off"]:
-        cfg, run = make_bucketed_run(root, f"square-{buckets}", training=training, prior={"enabled": False},
-                                     buckets=buckets, only=["square.jpg"])
+        cfg, run = make_bucketed_run(root, f"square-{family_name}-{buckets}", family=family_name, training=training,
+                                     prior={"enabled": family_name == "sd"}, buckets=buckets, only=["square.jpg"])
         train_dreambooth(cfg, run, progress=False)
         digests.append(_weights_digest(run))
     assert digests[0] == digests[1]

@@ -56,6 +56,11 @@ CASES = {
     # aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
                        "shuffle_caption_parts": True}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
+    # the same on SDXL (time ids per photo) and FLUX.1 (positional ids per bucket)
+    "buckets-sdxl": ("sdxl", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3},
+                     {"enabled": False}, LORA_WEIGHTS_FILENAME),
+    "buckets-flux": ("flux", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3},
+                     {"enabled": False}, LORA_WEIGHTS_FILENAME),
 }
 SIDECARS = {"portrait.jpg": "pkblz dog, on a sofa, red collar", "landscape.jpg": "pkblz dog, running, beach, sunset"}
 
@@ -73,9 +78,11 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     base = tiny_family_base(tmp_path, family)
-    if case == "buckets":
-        _, reference = make_bucketed_run(tmp_path, "reference", training=training, prior=prior, captions=SIDECARS)
-        _, crashed = make_bucketed_run(tmp_path, "crashed", training=training, prior=prior, captions=SIDECARS)
+    if case.startswith("buckets"):
+        _, reference = make_bucketed_run(tmp_path, "reference", family=family, training=training, prior=prior,
+                                         captions=SIDECARS)
+        _, crashed = make_bucketed_run(tmp_path, "crashed", family=family, training=training, prior=prior,
+                                       captions=SIDECARS)
     else:
         _, reference = make_run(tmp_path, "reference", training=training, prior=prior, base=base)
         _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior, base=base)

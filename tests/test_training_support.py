@@ -136,13 +136,17 @@ def write_mixed_photos(folder: Path, captions: dict[str, str] | None = None, onl
 
 def make_bucketed_run(root: Path, name: str, *, family: str = "sd", training: dict | None = None,
                       prior: dict | None = None, captions: dict[str, str] | None = None,
-                      buckets: str = "auto", only: list[str] | None = None) -> tuple[RunConfig, Path]:
-    """A run folder whose concept set was prepared from mixed-shape photos into aspect-ratio buckets."""
+                      buckets: str = "auto", only: list[str] | None = None,
+                      template: str | None = None) -> tuple[RunConfig, Path]:
+    """A run folder whose concept set was prepared from mixed-shape photos into aspect-ratio buckets (captions
+    from ``.txt`` sidecars, through ``template`` when given)."""
     from hubtools.concepts import prepare_concept
+    from hubtools.concepts.captions import CaptionRules
     from hubtools.families import by_name
 
     cfg, run = make_run(root, name, training=training, prior=prior, base=tiny_family_base(root, family))
     photos = write_mixed_photos(Path(root) / f"{name}-photos", captions, only)
     prepare_concept(photos, run / "concept", resolution=RESOLUTION, caption=f"a photo of {IDENTIFIER} {CLASS_NOUN}",
-                    progress=False, buckets=buckets, size_multiple=by_name(family).size_multiple)
+                    progress=False, buckets=buckets, size_multiple=by_name(family).size_multiple,
+                    captions=CaptionRules(template=template, identifier=IDENTIFIER, class_noun=CLASS_NOUN))
     return cfg, run

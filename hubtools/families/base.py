@@ -239,8 +239,12 @@ class Family(ABC):
         for name, model in adapted.items():
             if model is not None and getattr(model, "peft_config", None):
                 layers[f"{name}_lora_layers"] = get_peft_model_state_dict(model)
-                layers[f"{name}_lora_adapter_metadata"] = model.peft_config["default"].to_dict()
+                # sets (target_modules) sorted: the file's bytes must not depend on the process's hash seed
+                layers[f"{name}_lora_adapter_metadata"] = {
+                    key: sorted(value) if isinstance(value, (set, frozenset)) else value
+                    for key, value in model.peft_config["default"].to_dict().items()}
         self.pipeline_class().save_lora_weights(folder, weight_name=weight_name, safe_serialization=True, **layers)
+        sort_safetensors_metadata(Path(folder) / weight_name)
         return Path(folder) / weight_name
 
     # Whether diffusers has a converter to the kohya/A1111/ComfyUI layout for this family's LoRA files.
@@ -299,3 +303,25 @@ class Family(ABC):
 def unwrapped(model):
     """The model inside a DDP wrapper (its ``config`` is not reachable through the wrapper)."""
     return getattr(model, "module", model)
+
+
+def sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, in place. safetensors writes the metadata from
+    a hash map, so a file with two keys (diffusers' LoRA: format, lora_adapter_metadata) came out in either
+    order, and the same weights in different bytes. The header keeps its length; the tensors are not touched."""
+    import json
+    import struct
+
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        raw = handle.read(length)
+        header = json.loads(raw)
+        metadata = header.pop("__metadata__", None)
+        if not metadata or len(metadata) < 2:
+            return
+        ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > length:  # another escaping than safetensors' own: leave the file as written
+            return
+        handle.seek(8)
+        handle.write(text.ljust(length, b" "))

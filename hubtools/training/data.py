@@ -64,9 +64,11 @@ def load_instance_examples(concept_dir: Path, default_caption: str) -> Examples:
     captions = [caption or default_caption for caption in concept.captions]
     if not images:
         raise InputError(f"the concept set in {concept_dir} has no images: add photos and prepare it again")
-    if not concept.buckets:
-        return Examples(images, captions)
     entries = concept.accepted_entries
+    if not concept.buckets or all(entry.bucket == [concept.resolution] * 2 for entry in entries):
+        # --buckets off, or every photo in the training square: the square crop's path, so such a set trains to
+        # the weights it always did (SDXL's time ids then name the training size, as before buckets)
+        return Examples(images, captions)
     sizes = [_image_size(image, entry) for image, entry in zip(images, entries)]
     return Examples(images, captions, sizes, [_geometry(entry) for entry in entries])
 
