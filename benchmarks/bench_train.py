@@ -13,6 +13,10 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --family qwen-image --profiles low    # Qwen-Image LoRA
     python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
     python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
+    torchrun --nproc-per-node 8 benchmarks/bench_train.py --family flux --profiles fsdp-full  # FLUX.1 full, sharded
+
+Under ``torchrun`` the main process builds the base and the run folders, every process trains, and the
+report gives each GPU's peak memory (``peak_memory_gib_per_process``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +43,9 @@ PROFILES = {
     "medium": ({"memory": "medium"}, "full fine-tune, 8-bit Adam, gradient checkpointing"),
     "low": ({"memory": "low"}, "LoRA r4, 8-bit Adam, gradient checkpointing"),
     "lora-fast": ({"memory": "manual", "method": "lora"}, "LoRA r4, AdamW, no checkpointing"),
+    # under torchrun / accelerate launch: the trained weights, gradients and AdamW states split across the GPUs
+    "fsdp-full": ({"memory": "manual", "method": "full", "distributed": "fsdp", "gradient_checkpointing": True},
+                  "full fine-tune, FSDP2 across the launched processes, AdamW, gradient checkpointing"),
 }
 
 # Dense peak tensor throughput (FLOP/s) for MFU, by GPU name and precision (vendor datasheets, SXM parts).
@@ -269,27 +277,37 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (800 if gpu else 30)
     resolution = args.resolution or (_family_resolution(args.family) if gpu else 64)
     model = f"{_family_model(args.family, args.variant)} shapes, random weights" if gpu else f"hubtools tiny {args.family} model"
+    from hubtools import distributed
+
+    distributed.set_up(cpu=not gpu)  # under torchrun: the main process builds, every process trains
+    main = distributed.is_main()
     results = []
-    with tempfile.TemporaryDirectory(prefix="hubtools-bench-") as tmp:
+    tmp = distributed.on_main("the benchmark folder", lambda: tempfile.mkdtemp(prefix="hubtools-bench-"))
+    try:
         root = Path(tmp)
         started = time.perf_counter()
-        base = build_base(root / "base", full_size=gpu, family=args.family, variant=args.variant)
-        print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+        base = distributed.on_main("building the base", lambda: build_base(
+            root / "base", full_size=gpu, family=args.family, variant=args.variant))
+        if main:
+            print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
         bucket = pick_bucket(args.bucket, resolution, args.family)
         shapes = [None] + ([bucket] if bucket else [])
-        forwards = {shape: denoiser_forward_flops(base, batch=2, resolution=shape or resolution,
-                                                  device=torch.device(device)) for shape in shapes}
+        forwards = distributed.on_main("counting FLOPs", lambda: {
+            shape: denoiser_forward_flops(base, batch=2, resolution=shape or resolution, device=torch.device(device))
+            for shape in shapes})
         forward = forwards[None]
         for name, shape in [(p.strip(), shape) for p in args.profiles.split(",") if p.strip() for shape in shapes]:
             overrides, summary = PROFILES[name]
             label = f"{shape[0]}x{shape[1]}" if shape else f"{resolution}x{resolution}"
-            cfg, run = make_run(root, f"run-{name}-{label}", base, steps=steps, resolution=resolution,
-                                overrides=overrides, device=device, bucket=shape)
+            cfg, run = distributed.on_main("the run folder", lambda: make_run(
+                root, f"run-{name}-{label}", base, steps=steps, resolution=resolution, overrides=overrides,
+                device=device, bucket=shape))
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            result = train_dreambooth(cfg, run, progress=True)
+            result = train_dreambooth(cfg, run, progress=main)
+            peaks = distributed.each("peak memory", lambda: result.peak_memory_bytes)
             # fwd + bwd: ~3 forward passes for a full fine-tune; LoRA skips the frozen weights' gradients (~2)
             flops_per_step = forwards[shape] * (3 if result.method == "full" else 2)
             peak = peak_flops(result.mixed_precision)
@@ -301,9 +319,17 @@ def main(argv: list[str] | None = None) -> int:
                     round(result.peak_memory_bytes / 2**30, 2) if result.peak_memory_bytes else None,
                 "mixed_precision": result.mixed_precision, "achieved_tflops": round(achieved / 1e12, 4),
                 "mfu": round(achieved / peak, 4) if peak else None, "final_loss": result.final_loss,
-                "settings": result.settings,
+                "settings": result.settings, "processes": result.num_processes,
+                "peak_memory_gib_per_process": [round(p / 2**30, 2) if p else None for p in peaks],
             })
-            print(json.dumps(results[-1]), file=sys.stderr)
+            if main:
+                print(json.dumps(results[-1]), file=sys.stderr)
+        distributed.barrier("the end of the benchmark")
+    finally:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not main:
+        return 0
     report = {
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                            f"{torch.get_num_threads()} threads)",

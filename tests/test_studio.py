@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from test_cli_commands import user_env
 from test_concepts_bomb import png_bomb
-from test_localhub_pages import _natural_widths, _screenshot, browser  # noqa: F401 (a fixture)
+from test_localhub_pages import _natural_widths, browser  # noqa: F401 (a fixture)
 
 from hubtools.resources import DREAMBENCH_DIR
 
@@ -99,7 +99,23 @@ def _wait_for(predicate, what: str, timeout: float = TIMEOUT_S):
 
 # What the studio's pages show of their state: said when a wait times out.
 STATE_IDS = ("family", "identifier-check", "concept-status", "error", "job-state", "progress-label", "stage",
-             "job-error", "log", "push-status", "push-error", "hackathon-check")
+             "job-error", "log", "push-status", "push-error", "hackathon-summary", "hackathon-check")
+
+
+def _screenshot(browser, name: str, max_height: int = 1500) -> None:
+    """The whole page (its top ``max_height`` px) as ``$HUBTOOLS_SCREENSHOTS/NAME.png``, in 256 colours: the
+    README's pictures, small enough to commit."""
+    import base64
+
+    folder = os.environ.get("HUBTOOLS_SCREENSHOTS")
+    if not folder:
+        return
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, max_height)))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    image.quantize(256).save(Path(folder) / f"{name}.png", optimize=True)
 
 
 def _page_state(browser) -> str:
@@ -150,6 +166,7 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
                                   ("checkpoint-every", "0"), ("validation-every", "15")):
             set_field(element_id, value)
         Select(browser.find_element(By.ID, "device")).select_by_value("cpu")
+        Select(browser.find_element(By.ID, "hackathon")).select_by_value("animal")  # a hackathon entry
         browser.find_element(By.ID, "photos").send_keys("\n".join(str(photo) for photo in PHOTOS))
         click(browser.find_element(By.ID, "upload"))
         wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#concept-files tr[data-status=accepted]")) == 5)
@@ -166,7 +183,8 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
         click(browser.find_element(By.ID, "start"))
         wait(lambda: "/jobs/" in browser.current_url and browser.find_elements(By.ID, "job-page"))
         wait(lambda: browser.find_element(By.ID, "progress").get_attribute("data-percent") == "100")
-        wait(lambda: browser.find_element(By.ID, "job-state").text.lower() == "done")
+        wait(lambda: browser.find_element(By.ID, "job-page").get_attribute("data-state") == "done")
+        assert browser.find_element(By.ID, "job-state").text.lower() == "done"
         assert "training 30/30" in browser.find_element(By.ID, "progress-label").text.lower()
         grids = _natural_widths(browser, "#grids img")
         assert grids and all(width > 0 for width in grids)
@@ -177,13 +195,28 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
         wait(lambda: browser.find_element(By.ID, "repo-id").get_attribute("value").startswith(f"{local_hub.user}/"))
         wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#card-preview h1"))
         assert all(width > 0 for width in _natural_widths(browser, "#card-preview img"))
+        assert "animal" in browser.find_element(By.ID, "hackathon-theme").text
+        # The hackathon's rules over what the push would publish, then over what `hackathon check` finds on the hub.
+        before = _hackathon_rules(browser, wait, "before")
+        assert before["theme-tag"] == before["hackathon-tag"] == "pass", before
         repo_id = browser.find_element(By.ID, "repo-id").get_attribute("value")
         click(browser.find_element(By.ID, "push"))
         link = wait(lambda: browser.find_element(By.ID, "model-url") if browser.find_element(By.ID, "model-link").is_displayed() else None)
+        on_hub = _hackathon_rules(browser, wait, "hub")
+        assert on_hub == before, (on_hub, before)
+        assert set(on_hub.values()) == {"pass"} and "all 7 rules pass" in browser.find_element(By.ID, "hackathon-summary").text
         _screenshot(browser, "studio_publish")
         click(link)
         wait(lambda: browser.title.startswith(repo_id))
         assert browser.current_url == f"{local_hub.url}/{repo_id}"
+
+
+def _hackathon_rules(browser, wait, source: str) -> dict[str, str]:
+    """{rule: 'pass' or 'fail'} as the publish page lists them from ``source`` ('before' the push, or 'hub')."""
+    from selenium.webdriver.common.by import By
+
+    items = wait(lambda: browser.find_elements(By.CSS_SELECTOR, f"#hackathon-check[data-source={source}] li"))
+    return {item.get_attribute("data-rule"): item.get_attribute("class") for item in items}
 
 
 # ---- the API: bad uploads --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ commands in child processes (``jobs``).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import mimetypes
 import os
@@ -201,14 +202,27 @@ def _config_from(payload: dict[str, Any], source: str | None):
     return build_config(None, lines, settings)
 
 
-def _plan_text(checked) -> str:
-    """The plan exactly as ``--dry-run`` prints it (the same rich table, as text)."""
+def _plan_text(checked, data_dir: Path) -> str:
+    """The plan exactly as ``--dry-run`` prints it (the same rich table, as text), with the job's folders named
+    from the data folder on (``studio-data/jobs/ID/run``): the page shows them whole, and no more of the disk."""
+    from dataclasses import replace
+
     from rich.console import Console
 
     from hubtools.cli.tables import plan_table
 
-    console = Console(record=True, width=110, markup=False, highlight=False, file=open(os.devnull, "w"))
-    console.print(plan_table(checked))
+    def shown(path: Any) -> Any:
+        if path is None or not Path(str(path)).is_absolute():
+            return path
+        try:
+            return str(Path(data_dir.name) / Path(str(path)).relative_to(data_dir))
+        except ValueError:
+            return path
+
+    config = checked.config.model_copy(deep=True)
+    config.concept.source = shown(config.concept.source)
+    console = Console(record=True, width=110, markup=False, highlight=False, file=io.StringIO())
+    console.print(plan_table(replace(checked, config=config, run_dir=shown(checked.run_dir))))
     return console.export_text()
 
 
@@ -334,7 +348,7 @@ def _add_api(app: FastAPI, store: JobStore, worker: Worker) -> None:
         job = _job(store, job_id)
         config = _config_from(await _json(request), _source_of(store, job))
         checked = await run_in_threadpool(runner.plan, config, store.folder(job.id) / "run", push=False)
-        return {"plan": _plan_text(checked), "notes": checked.notes}
+        return {"plan": _plan_text(checked, store.data_dir), "notes": checked.notes}
 
     @app.post("/api/jobs/{job_id}/start")
     async def start(job_id: str, request: Request) -> dict[str, Any]:
@@ -396,15 +410,19 @@ def _add_api(app: FastAPI, store: JobStore, worker: Worker) -> None:
     @app.post("/api/jobs/{job_id}/card")
     async def card(job_id: str, request: Request) -> dict[str, Any]:
         from hubtools import runner
-        from hubtools.config import check_repo_id
+        from hubtools.config import check_repo_id, load_run_config
         from hubtools.localhub.pages.markdown import render_card
 
         job = _finished(store, job_id)
-        repo_id = check_repo_id(str((await _json(request)).get("repo_id") or ""))
+        payload = await _json(request)
+        repo_id = check_repo_id(str(payload.get("repo_id") or ""))
         run = store.folder(job.id) / "run"
         path = await run_in_threadpool(runner.card, run, repo_id=repo_id)
         html = render_card(path.read_text(encoding="utf-8"), repo_path=f"/jobs/{job.id}/run", revision="main")
-        return {"html": html}
+        check = None
+        if load_run_config(run).publish.hackathon_theme:
+            check = await run_in_threadpool(_hackathon_precheck, run, repo_id, bool(payload.get("private")))
+        return {"html": html, "hackathon": check}
 
     @app.post("/api/jobs/{job_id}/push")
     async def push(job_id: str, request: Request) -> dict[str, Any]:
@@ -443,6 +461,20 @@ def _add_api(app: FastAPI, store: JobStore, worker: Worker) -> None:
         return {"name": user.get("name"), "orgs": [org.get("name") for org in user.get("orgs", []) or []]}
 
 
+def _hackathon_precheck(run: Path, repo_id: str, private: bool) -> dict[str, Any]:
+    """The hackathon's rules (``hackathon.check_rules``, as ``hackathon check`` applies them on the Hub) over
+    what a push of the run would publish: its files and the card just rendered for ``repo_id``."""
+    from hubtools.hackathon import check_rules, submission_from_readme
+    from hubtools.runfolder import RunFolder, published_files
+
+    folder = RunFolder(run)
+    files = published_files(folder)
+    readme = folder.card.read_text(encoding="utf-8") if folder.card.is_file() else None
+    submission = submission_from_readme(repo_id, private, sorted(files), readme, lambda name: files[name])
+    rules = check_rules(submission)
+    return {"repo_id": repo_id, "passed": all(rule.passed for rule in rules), "rules": [rule.to_dict() for rule in rules]}
+
+
 def _push_job(store: JobStore, job_id: str, repo_id: str, endpoint: str, private: bool) -> None:
     """``hubtools push RUN REPO`` (then ``hackathon check REPO`` for a hackathon entry) against ``endpoint``."""
     from hubtools.config import load_run_config
@@ -461,7 +493,7 @@ def _push_job(store: JobStore, job_id: str, repo_id: str, endpoint: str, private
         store.update(job_id, push_state="failed", error=last_error(folder))
         return
     if load_run_config(run).publish.hackathon_theme:
-        run_command(folder, ["hackathon", "check", repo_id], env=env)
+        run_command(folder, ["hackathon", "check", repo_id, "--json"], env=env)  # its rules, as a result event
     store.update(job_id, push_state="pushed", push_url=urls[-1])
 
 

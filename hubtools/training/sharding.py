@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 SHARDED_DIR = "sharded"  # in a checkpoint: torch.distributed.checkpoint's files, one set per process
-FULL_BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and both AdamW moments
 
 
 def shard(models: dict[str, torch.nn.Module], device: torch.device) -> None:
@@ -98,21 +97,3 @@ def _unsharded_copy(model: torch.nn.Module, state: dict[str, Any]) -> torch.nn.M
     copy = cls.from_config(model.config) if hasattr(cls, "from_config") else cls(model.config)
     copy.load_state_dict(state)
     return copy.to(torch.float32)
-
-
-# -- memory ----------------------------------------------------------------------------------------------
-
-
-def per_gpu_bytes(sharded: int, rest: int, processes: int) -> int:
-    """The memory each GPU needs: its share of what is sharded, plus what every GPU holds whole (frozen parts,
-    activations, the block being gathered)."""
-    return -(-sharded // max(1, processes)) + rest
-
-
-def gpus_to_hold(sharded: int, rest: int, free_per_gpu: int) -> int | None:
-    """The fewest GPUs of ``free_per_gpu`` that hold ``sharded`` split among them plus ``rest`` each (None: none
-    do, the unsharded part alone is too large)."""
-    room = free_per_gpu - rest
-    if room <= 0:
-        return None
-    return max(1, -(-sharded // room))

@@ -202,17 +202,28 @@ function jobPage(root) {
   const chart = lossChart(field("loss"));
   const log = field("log");
 
+  // Paths inside the job's folder are shown from there on ("run/images/..."), a table result as its rows.
+  const jobFolder = new RegExp(`[^\\s"']*/jobs/${id}/`, "g");
+  function resultText(data) {
+    if (Array.isArray(data.rows)) {
+      return (data.title ? data.title + ": " : "") + data.rows.map((row) => row.filter(Boolean).join(" ")).join(" · ");
+    }
+    if (data.url) { return data.url; }
+    if (data.text) { return data.text; }
+    return Object.entries(data).map(([key, value]) => `${key} ${typeof value === "string" ? value : JSON.stringify(value)}`).join(" · ");
+  }
   function addLog(text) {
-    log.textContent += text + "\n";
+    log.textContent += text.replace(jobFolder, "") + "\n";
     log.scrollTop = log.scrollHeight;
   }
 
-  function addGrid(path) {
+  // An image the run wrote (again, when `rewritten`: a grid re-rendered under the same name is reloaded).
+  function addGrid(path, rewritten) {
     const src = `/jobs/${id}/files/run/${path}`;
     const name = path.split("/").pop();
     const grids = field("grids");
     const existing = [...grids.querySelectorAll("img")].find((img) => img.alt === name);
-    if (existing) { existing.src = src + "?v=" + Date.now(); return; }
+    if (existing) { if (rewritten) { existing.src = src + "?v=" + Date.now(); } return; }
     const figure = el("figure");
     figure.append(el("img", { src: src, alt: name, "data-kind": "grid" }), el("figcaption", {}, name));
     grids.prepend(figure);
@@ -240,14 +251,14 @@ function jobPage(root) {
         }
         break;
       case "artifact":
-        if (/\.(png|jpe?g|webp)$/i.test(event.path || "") && event.kind !== "checkpoint") { addGrid(event.path); }
+        if (/\.(png|jpe?g|webp)$/i.test(event.path || "") && !["checkpoint", "contact_sheet"].includes(event.kind)) { addGrid(event.path, true); }
         addLog(`${event.kind}: ${event.path}`);
         break;
       case "stage": field("stage").textContent = event.message; addLog("==> " + event.message); break;
       case "note": addLog("note: " + event.message); break;
       case "warning": addLog("warning: " + event.message); break;
       case "error": addLog("error: " + event.message); break;
-      case "result": addLog("result: " + JSON.stringify(event.data)); break;
+      case "result": addLog("result: " + resultText(event.data || {})); break;
       default: break;
     }
   };
@@ -262,8 +273,9 @@ function jobPage(root) {
     showError(field("job-error"), job.state === "failed" ? job.error : null);
     if (job.state === "done") {
       const info = await api("GET", `/api/jobs/${id}`);
-      for (const image of info.images.slice().reverse()) { addGrid("images/" + image); }
+      for (const image of info.images.slice().reverse()) { addGrid("images/" + image, false); }
     }
+    root.dataset.state = job.state;  // the page shows this state completely (its grids listed)
   });
   field("cancel").addEventListener("click", () => api("POST", `/api/jobs/${id}/cancel`).catch((e) => addLog(e.message)));
   field("resume").addEventListener("click", () => api("POST", `/api/jobs/${id}/resume`).catch((e) => addLog(e.message)));
@@ -284,12 +296,34 @@ function publishPage(root) {
     } catch (error) { /* no token for this endpoint: the user types the namespace */ }
   }
 
+  // The hackathon check: before the push over what it would publish, then as `hackathon check` finds it on
+  // the hub (that result stays until the repo changes or the next push).
+  let hubChecked = false;
+  function showCheck(check, where) {
+    const list = field("hackathon-check");
+    if (!list || !check) { return; }
+    list.replaceChildren();
+    list.dataset.source = where;
+    list.dataset.passed = String(check.passed);
+    for (const rule of check.rules) {
+      const item = el("li", { class: rule.passed ? "pass" : "fail", "data-rule": rule.rule });
+      item.append(el("strong", {}, rule.rule), `: ${rule.detail}`);
+      if (!rule.passed && rule.fix) { item.append(el("br"), el("span", { class: "fix" }, "fix: " + rule.fix)); }
+      list.append(item);
+    }
+    const failed = check.rules.filter((rule) => !rule.passed).length;
+    const verdict = failed ? `${failed} of ${check.rules.length} rules fail` : `all ${check.rules.length} rules pass`;
+    field("hackathon-summary").textContent = (where === "hub" ? `Checked on the hub: ${verdict}` : `Before the push: ${verdict}`);
+    field("hackathon-summary").className = "small " + (failed ? "warn" : "good");
+  }
+
   async function previewCard() {
     if (!repo.value) { return; }
     try {
-      const card = await api("POST", `/api/jobs/${id}/card`, { repo_id: repo.value });
+      const card = await api("POST", `/api/jobs/${id}/card`, { repo_id: repo.value, private: field("private").checked });
       // Sanitised by the server with the local hub's own card sanitiser (nh3), as the hub renders cards.
       field("card-preview").innerHTML = card.html;
+      if (!hubChecked) { showCheck(card.hackathon, "before"); }
       showError(field("push-error"), null);
     } catch (error) { showError(field("push-error"), error); }
   }
@@ -311,10 +345,12 @@ function publishPage(root) {
   }
 
   field("preview-card").addEventListener("click", previewCard);
-  repo.addEventListener("change", previewCard);
-  field("target").addEventListener("change", () => { repo.value = ""; fillNamespace(); });
+  repo.addEventListener("change", () => { hubChecked = false; previewCard(); });
+  field("private").addEventListener("change", () => { hubChecked = false; previewCard(); });
+  field("target").addEventListener("change", () => { repo.value = ""; hubChecked = false; fillNamespace(); });
   field("push").addEventListener("click", async () => {
     field("push").disabled = true;
+    hubChecked = false;
     showError(field("push-error"), null);
     try {
       await api("POST", `/api/jobs/${id}/push`, { repo_id: repo.value, endpoint: field("target").value, private: field("private").checked });
@@ -326,11 +362,8 @@ function publishPage(root) {
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.event === "result" && event.data && Array.isArray(event.data.rules)) {
-      const list = field("hackathon-check");
-      list.replaceChildren();
-      for (const rule of event.data.rules) {
-        list.append(el("li", { class: rule.passed ? "pass" : "fail" }, rule.name + (rule.passed ? "" : `: ${rule.fix || rule.message || ""}`)));
-      }
+      hubChecked = true;
+      showCheck(event.data, "hub");
     }
   };
   source.addEventListener("job", (message) => showPushed(JSON.parse(message.data)));
