@@ -11,15 +11,12 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --family flux --profiles medium,low   # FLUX.1-dev LoRA
     python benchmarks/bench_train.py --family sd3 --variant medium --profiles low  # SD3.5 Medium LoRA
     python benchmarks/bench_train.py --family qwen-image --profiles low    # Qwen-Image LoRA
-<<<<<<< HEAD
+    python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
+    python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
     torchrun --nproc-per-node 8 benchmarks/bench_train.py --family flux --profiles fsdp-full  # FLUX.1 full, sharded
 
 Under ``torchrun`` the main process builds the base and the run folders, every process trains, and the
 report gives each GPU's peak memory (``peak_memory_gib_per_process``).
-=======
-    python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
-    python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
->>>>>>> main
 """
 
 from __future__ import annotations
@@ -289,31 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = Path(tmp)
         started = time.perf_counter()
-<<<<<<< HEAD
         base = distributed.on_main("building the base", lambda: build_base(
             root / "base", full_size=gpu, family=args.family, variant=args.variant))
         if main:
             print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        forward = distributed.on_main("counting FLOPs", lambda: denoiser_forward_flops(
-            base, batch=2, resolution=resolution, device=torch.device(device)))
-        for name in [p.strip() for p in args.profiles.split(",") if p.strip()]:
-            overrides, summary = PROFILES[name]
-            cfg, run = distributed.on_main("the run folder", lambda: make_run(
-                root, f"run-{name}", base, steps=steps, resolution=resolution, overrides=overrides, device=device))
-=======
-        base = build_base(root / "base", full_size=gpu, family=args.family, variant=args.variant)
-        print(f"built the {model} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
         bucket = pick_bucket(args.bucket, resolution, args.family)
         shapes = [None] + ([bucket] if bucket else [])
-        forwards = {shape: denoiser_forward_flops(base, batch=2, resolution=shape or resolution,
-                                                  device=torch.device(device)) for shape in shapes}
+        forwards = distributed.on_main("counting FLOPs", lambda: {
+            shape: denoiser_forward_flops(base, batch=2, resolution=shape or resolution, device=torch.device(device))
+            for shape in shapes})
         forward = forwards[None]
         for name, shape in [(p.strip(), shape) for p in args.profiles.split(",") if p.strip() for shape in shapes]:
             overrides, summary = PROFILES[name]
             label = f"{shape[0]}x{shape[1]}" if shape else f"{resolution}x{resolution}"
-            cfg, run = make_run(root, f"run-{name}-{label}", base, steps=steps, resolution=resolution,
-                                overrides=overrides, device=device, bucket=shape)
->>>>>>> main
+            cfg, run = distributed.on_main("the run folder", lambda: make_run(
+                root, f"run-{name}-{label}", base, steps=steps, resolution=resolution, overrides=overrides,
+                device=device, bucket=shape))
             gc.collect()
             if gpu:
                 torch.cuda.empty_cache()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hubtools.atomic import write_text_atomic
+from hubtools.base_model import BaseModelRecord, record_of_run
 from hubtools.config import RunConfig, describe_precision, is_local_path, load_run_config, local_name, parse_hub_ref
 from hubtools.errors import InputError
 from hubtools.formatting import human_size
@@ -96,9 +97,10 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
     repo_id = repo_id or config.publish.repo_id
     model_name = (repo_id or run.root.name).split("/")[-1]
     lora = run.is_lora
-    base_model = _base_model(config, train)
-    family = by_name(((train.settings or {}).get("family") if train else None) or "sd")
-    denoiser_config = _denoiser_config(run, family, train)
+    record = record_of_run(run.root, config.model)  # the base model preflight resolved: family, commit, variant
+    base_model = _base_model(record)
+    family = by_name(record.family)
+    denoiser_config = _denoiser_config(run, family, record)
     licence = _license(config, base_model, family, denoiser_config)
     return {
         "repo_id": repo_id,
@@ -158,26 +160,22 @@ def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
     return widgets
 
 
-def _base_model(config: RunConfig, train: TrainResult | None) -> dict[str, Any]:
-    model_id = (train.base_model if train else None) or config.model.base_model
+def _base_model(record: BaseModelRecord) -> dict[str, Any]:
+    model_id = record.repo_id
     local = is_local_path(model_id)
     return {
         "id": local_name(model_id) if local else model_id,  # the card never shows where a local copy lives
         "path": model_id if local else None,
         "on_hub": not local,
-        "revision": (train.base_revision if train else None) or config.model.revision,
+        "revision": record.load_revision,
         "url": None if local else f"{current_endpoint().rstrip('/')}/{model_id}",  # on the hub the run is pushed to
     }
 
 
-def _denoiser_config(run: RunFolder, family, train: TrainResult | None) -> dict[str, Any]:
-    """What the family's variant depends on (FLUX dev or schnell): the trained denoiser's config, or what
-    training recorded of it."""
+def _denoiser_config(run: RunFolder, family, record: BaseModelRecord) -> dict[str, Any]:
+    """What the family's variant depends on: the trained denoiser's config, else the base model's."""
     saved = read_json(run.root / family.denoiser / "config.json") if (run.root / family.denoiser).is_dir() else None
-    if saved:
-        return saved
-    recorded = (train.settings or {}).get("guidance_embeds") if train else None
-    return {} if recorded is None else {"guidance_embeds": recorded}
+    return saved or record.denoiser_config
 
 
 def _license(config: RunConfig, base_model: dict[str, Any], family, denoiser_config: dict[str, Any]) -> License:
@@ -337,7 +335,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "dataset_url": f"{current_endpoint().rstrip('/')}/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,
         "resolution": (prepared.resolution if prepared else None) or config.training.main_resolution,
-        "buckets": (prepared.bucket_counts() if prepared else None) or None,
+        "buckets": prepared.bucket_counts() if prepared and prepared.has_shapes else None,
         "caption_template": prepared.caption_template if prepared else None,
         "accepted": counts.get("accepted"),
         "rejected": sum(v for k, v in counts.items() if k not in ("accepted", "total") and isinstance(v, int)) or 0,

@@ -26,10 +26,10 @@ import tomli_w
 
 from hubtools.atomic import write_text_atomic
 from hubtools.errors import ConfigError
+from hubtools.families import titles_in_words
 from hubtools.hubnames import NAME_RULES, is_valid_repo_id
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-TINY_BASE_MODEL = "hubtools/tiny-stable-diffusion"
 RUN_CONFIG_FILENAME = "hubtools.toml"
 
 
@@ -57,7 +57,7 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     base_model: str = Field(DEFAULT_BASE_MODEL, description="Hub id or local folder of a diffusers pipeline "
-                            "(Stable Diffusion 1.x/2.x, SDXL or FLUX.1; the family is read from its model_index.json)")
+                            f"({titles_in_words()}; the family is read from its model_index.json)")
     revision: str | None = Field(None, description="branch, tag or commit of the base model")
     vae: str | None = Field(None, description="a VAE to use instead of the base model's, Hub id[@revision] or "
                             "local folder (SDXL in fp16: madebyollin/sdxl-vae-fp16-fix)")

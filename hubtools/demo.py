@@ -1,8 +1,7 @@
 """``hubtools demo``: the whole product, offline, on a CPU, in well under two minutes.
 
 It starts the local hub in-process, publishes the tiny random-weight pipeline of the chosen family there
-(``hubtools/tiny-stable-diffusion`` by default; ``--family sdxl|flux`` for ``hubtools/tiny-stable-diffusion-xl``
-or ``hubtools/tiny-flux``), trains DreamBooth on the shipped DreamBench dog photos with the same
+(``--family``: any family of the registry, the first by default; each names its own ``tiny_repo_id``), trains DreamBooth on the shipped DreamBench dog photos with the same
 ``train_and_push`` a real run uses, then loads the pushed model back from the hub with plain diffusers
 (``DiffusionPipeline.from_pretrained``, or the base model plus ``load_lora_weights``) and draws one image.
 """
@@ -14,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubtools.config import TINY_BASE_MODEL, RunConfig, apply_overrides
+from hubtools.config import RunConfig, apply_overrides
 from hubtools.errors import ConfigError
-from hubtools.families import by_name, of_pipeline
+from hubtools.families import DEFAULT_FAMILY, by_name, of_pipeline
 from hubtools.resources import DEMO_CONCEPT_DIR
 from hubtools.reporting import Reporter, SilentReporter
 from hubtools.runner import train_and_push
@@ -35,17 +34,17 @@ class DemoResult:
     train: Any
 
 
-def demo_repo(family: str = "sd") -> str:
-    return DEMO_REPO if family == "sd" else f"{DEMO_REPO}-{family}"
+def demo_repo(family: str = DEFAULT_FAMILY.name) -> str:
+    return DEMO_REPO if family == DEFAULT_FAMILY.name else f"{DEMO_REPO}-{family}"
 
 
-def demo_config(steps: int, family: str = "sd") -> RunConfig:
-    """The tiny model's recipe. Its weights are random, so it learns at a far larger rate than SD would.
-    Settings a family decides (FLUX.1: LoRA, its guidance) are left to the family's defaults."""
+def demo_config(steps: int, family: str = DEFAULT_FAMILY.name) -> RunConfig:
+    """The tiny model's recipe. Its weights are random, so it learns at a far larger rate than a real model
+    would. Settings a family decides (its method, its guidance) are left to the family's defaults."""
     return apply_overrides(
         RunConfig(),
         {
-            "model.base_model": TINY_BASE_MODEL if family == "sd" else by_name(family).tiny_repo_id,
+            "model.base_model": by_name(family).tiny_repo_id,
             "concept.source": str(DEMO_CONCEPT_DIR),
             # One rare token (id 49260) with no meaning yet: what `hubtools identifier suggest` looks for.
             "concept.identifier": "nlwx",
@@ -65,7 +64,8 @@ def demo_config(steps: int, family: str = "sd") -> RunConfig:
     )
 
 
-def run_demo(out: Path, *, steps: int = 60, reporter: Reporter | None = None, family: str = "sd") -> DemoResult:
+def run_demo(out: Path, *, steps: int = 60, reporter: Reporter | None = None,
+             family: str = DEFAULT_FAMILY.name) -> DemoResult:
     reporter = reporter or SilentReporter()
     chosen = by_name(family)
     from hubtools.hubenv import hub_progress_bars_hidden, point_clients_at
@@ -113,7 +113,7 @@ def _generate_from_hub(repo_id: str, path: Path, token: str, lora_base: str | No
     pipe.set_progress_bar_config(disable=True)
     family = of_pipeline(pipe)
     extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
-    if not family.pipeline_sizes_itself:  # FLUX draws 1024 px unless told; the tiny model is a 64 px one
+    if not family.pipeline_sizes_itself:  # such a pipeline draws 1024 px unless told; the tiny model is 64 px
         extra.update(height=64, width=64)
     image = pipe("a photo of nlwx dog on the beach", num_inference_steps=10,
                  generator=torch.Generator().manual_seed(0), **extra).images[0]

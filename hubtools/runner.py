@@ -25,6 +25,7 @@ from hubtools.config import RunConfig, load_run_config, parse_hub_ref, save_conf
 from hubtools.errors import ConfigError, HubError, HubtoolsError
 from hubtools.reporting import Reporter, SilentReporter
 from hubtools.runfolder import IdentifierRecord, RunFolder, TrainResult
+from hubtools.runfolder.base_model import BaseModelRecord
 
 logger = logging.getLogger("hubtools")
 
@@ -40,6 +41,9 @@ class Preflight:
     identifier_report: IdentifierRecord | None
     stages: list[str]
     notes: list[str] = field(default_factory=list)
+    # The base model resolved (family, commit, size); None when the Hub could not be reached now: setting up
+    # the run folder resolves it then, or fails saying why.
+    base_model: BaseModelRecord | None = None
 
 
 @dataclass
@@ -79,19 +83,29 @@ def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
     return IdentifierRecord.from_dict(report.to_dict())
 
 
-def _with_family_defaults(config: RunConfig) -> RunConfig:
-    """The base model's family read from its model_index.json (nothing else is fetched), and its defaults for
-    the settings the user left unset. A pipeline class no family handles fails here; a base model that cannot
-    be reached now is left to the training stage, which loads it and says what is wrong."""
+def _resolve_base(config: RunConfig, token: str | None = None) -> BaseModelRecord | None:
+    """The base model resolved once (``hubtools.base_model``: two small JSON files, no weights). A pipeline class
+    no family handles fails here; a base model that cannot be read now gives None, left to ``set_up_folder``,
+    which resolves it again before anything is written and says what is wrong."""
+    from hubtools.base_model import resolve_base_model_record
     from hubtools.families import UnsupportedModelError
-    from hubtools.pipelines import with_family_defaults
 
     try:
-        return with_family_defaults(config)[1]
+        return resolve_base_model_record(config.model, token=token)
     except UnsupportedModelError:
         raise
     except (HubtoolsError, OSError):
+        return None
+
+
+def _with_family_defaults(config: RunConfig, record: BaseModelRecord | None) -> RunConfig:
+    """``config`` with the base model's family's defaults for the settings the user left unset."""
+    if record is None:
         return config
+    from hubtools.base_model import family_of
+    from hubtools.families import apply_family_defaults
+
+    return apply_family_defaults(config, family_of(record), record.denoiser_config)
 
 
 def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflight:
@@ -100,7 +114,8 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
     concept_source(config.concept.source or "")
     if push and not config.publish.repo_id:
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
-    resolved = _with_family_defaults(config).resolve()
+    base_model = _resolve_base(config)
+    resolved = _with_family_defaults(config, base_model).resolve()
     notes: list[str] = []
     from hubtools.basemodels import resolve_base_model
 
@@ -132,6 +147,7 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
         identifier_report=report,
         stages=stages,
         notes=notes,
+        base_model=base_model,
     )
 
 
@@ -199,9 +215,8 @@ def caption_note(captions: list[str], identifier: str) -> str | None:
 def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Reporter | None = None):
     """Create the run folder: prepared concept set, identifier report, then the resolved config."""
     from hubtools.concepts import prepare_concept
+    from hubtools.base_model import family_of, resolve_base_model_record
     from hubtools.concepts.captions import CaptionRules
-    from hubtools.pipelines import resolve_base_revision
-
     reporter = reporter or SilentReporter()
     folder = RunFolder(checked.run_dir)
     if folder.config.exists():
@@ -210,7 +225,8 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
             "stages after training), or choose another --out"
         )
     source = concept_source(checked.config.concept.source or "")
-    resolve_base_revision(checked.config.model, token=token)  # a wrong base model fails now, not after the photos
+    # a wrong base model fails now, not after the photos
+    base_model = checked.base_model or resolve_base_model_record(checked.config.model, token=token)
     checked.run_dir.mkdir(parents=True, exist_ok=True)
     reporter.stage("preparing the concept set")
     concept = prepare_concept(
@@ -225,7 +241,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
         token=token,
         reporter=reporter,
         buckets=checked.config.concept.buckets,
-        size_multiple=_size_multiple(checked.config, token),
+        size_multiple=family_of(base_model).size_multiple,
         captions=CaptionRules(template=checked.config.concept.caption_template,
                               identifier=checked.config.concept.identifier,
                               class_noun=checked.config.concept.class_noun,
@@ -234,6 +250,7 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
     reporter.artifact("contact_sheet", folder.relative(folder.contact_sheet))
     reporter.stage(f"{len(concept.images)} concept images ready in {folder.concept}"
                    + _bucket_summary(concept.bucket_counts()))
+    base_model.write(folder)
     if checked.identifier_report is not None:
         checked.identifier_report.write(folder)
     note = caption_note(concept.captions, checked.config.concept.identifier or "")
@@ -242,13 +259,6 @@ def set_up_folder(checked: Preflight, *, token: str | None = None, reporter: Rep
     # Written last: a folder with a config is a run that can be trained and resumed.
     save_config(checked.config, folder.config)
     return concept
-
-
-def _size_multiple(config: RunConfig, token: str | None) -> int:
-    """What the base model's family needs every image side to be a multiple of (its VAE factor times patch size)."""
-    from hubtools.pipelines import with_family_defaults
-
-    return with_family_defaults(config, token=token)[0].size_multiple
 
 
 def _bucket_summary(counts: dict[str, int]) -> str:
@@ -273,11 +283,12 @@ def finished_training(run_dir: Path):
 def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
                  reporter: Reporter | None = None):
     """Train the run set up in ``run_dir``; with ``resume``, continue it from its last checkpoint."""
+    from hubtools.base_model import record_of_run
     from hubtools.pipelines import check_device_for_model
     from hubtools.training import train_dreambooth
 
     config = load_run_config(run_dir)
-    check_device_for_model(config.model, config.training.device, token=token)
+    check_device_for_model(record_of_run(run_dir, config.model, token=token), config.training.device)
     return train_dreambooth(config, Path(run_dir), resume=resume, force=force, token=token, reporter=reporter)
 
 

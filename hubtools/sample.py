@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from hubtools.atomic import save_image_atomic
 from hubtools.config import RunConfig, load_run_config
 from hubtools.devices import dtype_kwargs
-from hubtools.families import of_pipeline
+from hubtools.families import Family
 from hubtools.fonts import label_font
 from hubtools import distributed
 from hubtools.reporting import Reporter, reporter_or_silent
@@ -74,20 +74,20 @@ class SampleResult:
 # -- generation ----------------------------------------------------------------------------------------
 
 
-def _use_scheduler(pipe, name: str) -> None:
-    """The named scheduler, where the family samples with a swappable one (FLUX keeps its flow-matching one)."""
-    pipe.scheduler = of_pipeline(pipe).sampling_scheduler(name, pipe.scheduler.config)
+def _use_scheduler(pipe, family: Family, name: str) -> None:
+    """The named scheduler, where the family samples with a swappable one (some keep their flow-matching one)."""
+    pipe.scheduler = family.sampling_scheduler(name, pipe.scheduler.config)
 
 
 class _Sampler:
     """Draws (prompt, seed, guidance) images from one model state, caching what it already drew."""
 
-    def __init__(self, pipe, config: RunConfig, progress: Callable[[int], None], *,
+    def __init__(self, pipe, family: Family, config: RunConfig, progress: Callable[[int], None], *,
                  share: tuple[int, int] | None = None, given: dict | None = None) -> None:
         self.pipe = pipe
         self.steps = config.sampling.num_inference_steps
-        # the family's call arguments (FLUX: max_sequence_length, and the size: it draws 1024 px unless told)
-        family = self.family = of_pipeline(pipe)
+        # the family's call arguments (e.g. max_sequence_length, and the size where the pipeline has its own)
+        self.family = family
         self.extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
         if not family.pipeline_sizes_itself:
             self.extra.update(height=config.training.main_resolution, width=config.training.main_resolution)
@@ -291,7 +291,7 @@ def _format_guidance(value: float) -> str:
 # -- checkpoints -----------------------------------------------------------------------------------------
 
 
-def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool, *, load: bool = True) -> bool:
+def _load_checkpoint_into(pipe, family: Family, checkpoint: Path, lora: bool, *, load: bool = True) -> bool:
     """Swap the trained weights of ``checkpoint`` into ``pipe``; False when the folder holds no weights.
     ``load=False``: only whether it holds them (the images are drawn already)."""
     if lora:
@@ -302,7 +302,6 @@ def _load_checkpoint_into(pipe, checkpoint: Path, lora: bool, *, load: bool = Tr
         pipe.unload_lora_weights()
         pipe.load_lora_weights(checkpoint, weight_name=LORA_WEIGHTS_FILENAME)
         return True
-    family = of_pipeline(pipe)
     if not (checkpoint / family.denoiser).is_dir():
         return False
     if not load:
@@ -330,22 +329,25 @@ def render_samples(run_dir: Path, *, device=None, reporter: Reporter | None = No
     reporter = reporter_or_silent(reporter, progress=progress)
     started = time.monotonic()
     from hubtools.devices import resolve_device
-    from hubtools.pipelines import load_run_pipeline
+    from hubtools.pipelines import family_of, load_run_pipeline, record_of_run
 
     device = resolve_device("auto") if device is None else torch.device(device)
+    config = load_run_config(Path(run_dir))
+    family = family_of(record_of_run(Path(run_dir), config.model))  # the base model preflight resolved
     pipe = load_run_pipeline(Path(run_dir), device=device)
-    _use_scheduler(pipe, load_run_config(Path(run_dir)).sampling.scheduler)
+    _use_scheduler(pipe, family, config.sampling.scheduler)
     if not distributed.launched():
-        return _render(run_dir, pipe, reporter, started)
+        return _render(run_dir, pipe, family, reporter, started)
     share = (distributed.rank(), distributed.world_size())
-    shares = distributed.each("the sample grids", lambda: _render(run_dir, pipe, reporter, started, share=share))
+    shares = distributed.each("the sample grids",
+                              lambda: _render(run_dir, pipe, family, reporter, started, share=share))
     if not distributed.is_main():
         return None
     given = {key: image for drawn in shares for key, image in drawn.items()}
-    return _render(run_dir, pipe, reporter, started, given=given)
+    return _render(run_dir, pipe, family, reporter, started, given=given)
 
 
-def _render(run_dir: Path, pipe, reporter: Reporter, started: float, *, share: tuple[int, int] | None = None,
+def _render(run_dir: Path, pipe, family: Family, reporter: Reporter, started: float, *, share: tuple[int, int] | None = None,
             given: dict | None = None):
     """The stage: with ``share``, only draw this process's share (nothing written; returns what it drew);
     with ``given``, lay out and write the images every process drew."""
@@ -360,8 +362,8 @@ def _render(run_dir: Path, pipe, reporter: Reporter, started: float, *, share: t
     writes = share is None
     total = len(prompts) * len(seeds) * len(guidances) + len(checkpoints) * len(prompts)
     progress = (lambda done: reporter.progress("grids", done, total)) if given is None else (lambda done: None)
-    sampler = _Sampler(pipe, config, progress, share=share, given=given)
-    scheduler_note = f"{of_pipeline(pipe).sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
+    sampler = _Sampler(pipe, family, config, progress, share=share, given=given)
+    scheduler_note = f"{family.sampling_scheduler_label(sampling.scheduler)}, {sampling.num_inference_steps} steps"
     cells: list[SampleCell] = []
     grids: dict[str, Path] = {}
 
@@ -421,7 +423,7 @@ def _render(run_dir: Path, pipe, reporter: Reporter, started: float, *, share: t
         final_row = [sampler.images(p, [seed], guidance, size)[0] for p in prompts]
         steps, rows = [], []
         for step, folder in checkpoints:
-            if step == final_step or not _load_checkpoint_into(pipe, folder, lora, load=given is None):
+            if step == final_step or not _load_checkpoint_into(pipe, family, folder, lora, load=given is None):
                 continue
             sampler.forget()
             steps.append(step)

@@ -1,13 +1,9 @@
-"""The tiny offline models used by tests and the demo, one per model family, and their publishing to a
-(local) Hub.
+"""Publishing the tiny offline models (one per family in the registry) to a (local) Hub.
 
-Each tiny model has the real structure of its family (SD 1.x: UNet with cross-attention, 8x VAE, CLIP text
-encoder with the real 49,408-token vocabulary; SDXL: two CLIP encoders and a ``text_time`` UNet; FLUX.1:
-CLIP + T5, a transformer over packed 16-channel latents) at a few million random parameters and 64 px, so
-every code path a real run takes is exercised in seconds on a CPU. They are published on the (local) Hub as
-``hubtools/tiny-stable-diffusion``, ``hubtools/tiny-stable-diffusion-xl`` and ``hubtools/tiny-flux`` and
-loaded from there with ``from_pretrained``, like any base model. The builders live with their families
-(``Family.build_tiny_pipeline``).
+Each family builds its own tiny model (``Family.build_tiny_pipeline``: the real structure of the family at a
+few million random parameters and 64 px, so every code path a real run takes is exercised in seconds on a
+CPU) and names its repo (``Family.tiny_repo_id``); this module only saves and uploads it, so that tests and
+the demo load it with ``from_pretrained`` like any base model.
 """
 
 from __future__ import annotations
@@ -15,20 +11,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hubtools.families import FAMILIES, by_name
+from hubtools.families import DEFAULT_FAMILY, by_name, names
 
 
-
-def build_tiny_pipeline(family: str = "sd"):
-    """The deterministic random-weight pipeline of a model family (``sd``, ``sdxl``, ``flux``): 64 px, a few
-    million parameters (``hubtools.families``)."""
+def build_tiny_pipeline(family: str = DEFAULT_FAMILY.name):
+    """The deterministic random-weight pipeline of a model family (by its registry name): 64 px, a few million
+    parameters."""
     return by_name(family).build_tiny_pipeline()
 
 
-def publish_tiny_model(endpoint: str, token: str, repo_id: str | None = None, *, family: str = "sd") -> str:
-    """Publish the tiny pipeline of ``family`` to the Hub at ``endpoint`` (idempotent) as ``repo_id`` (default:
-    ``hubtools/tiny-stable-diffusion``, ``hubtools/tiny-stable-diffusion-xl``, ``hubtools/tiny-flux``) and
-    return its repo id."""
+def publish_tiny_model(endpoint: str, token: str, repo_id: str | None = None, *, family: str = DEFAULT_FAMILY.name) -> str:
+    """Publish the tiny pipeline of ``family`` to the Hub at ``endpoint`` (idempotent) as ``repo_id`` (default: the
+    family's ``tiny_repo_id``) and return its repo id."""
     from huggingface_hub import HfApi
 
     chosen = by_name(family)
@@ -42,4 +36,4 @@ def publish_tiny_model(endpoint: str, token: str, repo_id: str | None = None, *,
     return repo_id
 
 
-TINY_FAMILIES = tuple(family.name for family in FAMILIES)  # every family has its tiny model
+TINY_FAMILIES = names()  # every family in the registry has a tiny model

@@ -22,6 +22,8 @@ from hubtools.runfolder import (
     CHECKPOINT_STATE_FILENAME, LORA_WEIGHTS_FILENAME, ClassImagesUsed, IdentifierRecord, RunFolder, TrainResult,
     WeightFile,
 )
+from hubtools.families import of_pipeline
+from hubtools.runfolder.base_model import BaseModelRecord
 from hubtools.tinymodel import build_tiny_pipeline
 
 IDENTIFIER = "pkblz"
@@ -58,6 +60,12 @@ def build_run(root: Path, *, lora: bool = False, base_model: str | None = None, 
         "sampling": {"num_inference_steps": 2, "seeds": [0, 1, 2]},
     }).resolve()
     save_config(config, run / RUN_CONFIG_FILENAME)
+    family = of_pipeline(pipe)
+    BaseModelRecord(  # what preflight resolves and set_up_folder writes
+        repo_id=base_model, commit=base_revision, family=family.name, pipeline_class=family.pipeline_class_name,
+        trained_component=family.denoiser, parameter_count=sum(p.numel() for p in pipe.unet.parameters()),
+        denoiser_config=dict(pipe.unet.config),
+    ).write(RunFolder(run))
 
     if lora:
         weight_files = [_save_lora(pipe, run, seed=1)]

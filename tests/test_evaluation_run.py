@@ -30,7 +30,10 @@ from hubtools.evaluation import (
     load_dino,
     load_encoders,
 )
+from hubtools.families import by_name
 from hubtools.resources import DEMO_CONCEPT_DIR
+from hubtools.runfolder import RunFolder
+from hubtools.runfolder.base_model import BaseModelRecord
 
 IMAGE_SIZE = 32
 
@@ -171,6 +174,9 @@ def make_run(root: Path, photos: list[Image.Image], base_model: str = "hubtools/
         sampling=SamplingConfig(num_inference_steps=2),
     ).resolve()
     save_config(config, run / "hubtools.toml")
+    family = by_name("sd")  # what preflight records for the tiny model
+    BaseModelRecord(repo_id=base_model, family=family.name, pipeline_class=family.pipeline_class_name,
+                    trained_component=family.denoiser).write(RunFolder(run))
     return run
 
 

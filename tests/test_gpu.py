@@ -49,7 +49,10 @@ def test_mixed_precision_training_on_cuda(tmp_path, method):
 
 
 def test_memory_auto_sizes_from_free_gpu_memory(tmp_path):
-    from hubtools.training.memory import PROFILES, free_gpu_bytes
+    from hubtools.families import by_name
+    from hubtools.training.memory import free_gpu_bytes
+
+    PROFILES = by_name("sd").memory_profiles
 
     cfg, run = make_run(tmp_path, training={"steps": 2, "device": "cuda", "memory": "auto"})
     result = train_dreambooth(cfg, run, progress=False)

@@ -85,9 +85,7 @@ FRONT_ENDS = ("hubtools.cli", "hubtools.studio", "hubtools.__main__")
 STAGES = ("hubtools.runner", "hubtools.training", "hubtools.sample", "hubtools.prior", "hubtools.evaluation",
           "hubtools.card", "hubtools.publish", "hubtools.concepts", "hubtools.demo", "hubtools.hackathon",
           "hubtools.identifier")
-ALLOWED_FAMILY_TO_STAGE = {
-    ("hubtools.families.sd", "hubtools.training.loss"),  # removed by issue 22 (families branch)
-}
+ALLOWED_FAMILY_TO_STAGE: set[tuple[str, str]] = set()  # none: a family imports nothing of the stages
 
 
 def _is_in(module: str, packages: tuple[str, ...]) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from hubtools.cli.app import main
+from hubtools.families import FAMILIES
 from hubtools.localhub import serve_in_background
 
 USER_TOKEN = "cli-user-token"
@@ -47,10 +48,8 @@ def test_serve_prints_the_url_first_and_publishes_the_tiny_models(tmp_path):
 
         api = HfApi(endpoint=url, token=USER_TOKEN)
         assert api.whoami(cache=False)["name"] == "carol"
-        from hubtools.families import FAMILIES
-
-        for repo_id in {family.tiny_repo_id for family in FAMILIES}:
-            tiny = api.model_info(repo_id)  # one tiny model per family
+        for family in FAMILIES:
+            tiny = api.model_info(family.tiny_repo_id)  # one tiny model per family of the registry
             assert "model_index.json" in {s.rfilename for s in tiny.siblings}
         api.create_repo("carol/from-cli")
         with pytest.raises(Exception) as caught:  # the internal publisher's namespace is not carol's

@@ -7,6 +7,7 @@ from PIL import Image
 
 from hubtools.config import RunConfig
 from hubtools.errors import InputError
+from hubtools.families import of_pipeline
 from hubtools.pipelines import BaseModel
 from hubtools.tinymodel import build_tiny_pipeline
 from hubtools.prior import class_images_key, ensure_class_images
@@ -22,7 +23,7 @@ def _one_thread():
 def base():
     pipe = build_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    return BaseModel(model_id="hubtools/tiny-stable-diffusion", revision="a" * 40, pipeline=pipe)
+    return BaseModel(model_id="hubtools/tiny-stable-diffusion", revision="a" * 40, pipeline=pipe, family=of_pipeline(pipe))
 
 
 def _cfg(**prior) -> RunConfig:
@@ -61,7 +62,7 @@ def test_key_follows_what_decides_the_pixels(base):
     assert class_images_key(_cfg(class_prompt="a photo of a {class_noun} in a park"), base) != key
     assert class_images_key(_cfg(num_class_images=4), base) != key
     assert class_images_key(_cfg(guidance_scale=3.0), base) != key
-    other_revision = BaseModel(base.model_id, "b" * 40, base.pipeline)
+    other_revision = BaseModel(base.model_id, "b" * 40, base.pipeline, base.family)
     assert class_images_key(_cfg(), other_revision) != key
     reseeded = _cfg()
     reseeded.training.seed = 4
@@ -85,7 +86,7 @@ class _FailingPipeline:
 
 
 def test_an_interrupted_generation_leaves_nothing_that_looks_cached(base, tmp_path):
-    failing = BaseModel(base.model_id, base.revision, _FailingPipeline(base.pipeline))
+    failing = BaseModel(base.model_id, base.revision, _FailingPipeline(base.pipeline), base.family)
     with pytest.raises(RuntimeError, match="interrupted"):
         ensure_class_images(_cfg(), failing, cache_dir=tmp_path, progress=False)
     assert not list((tmp_path / "class-images").glob("*"))  # rendered first, written whole after: nothing there

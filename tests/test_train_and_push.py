@@ -181,6 +181,31 @@ def test_full_size_model_without_gpu_is_refused(tmp_path, capsys, local_hub, hf_
     assert "no CUDA GPU found" in err and "--device cpu" in err and "hubtools demo" in err
 
 
+def test_full_size_transformer_model_without_gpu_is_refused_from_its_parameter_count(tmp_path, capsys, local_hub,
+                                                                                     hf_token):
+    """The guard counts the trained component's parameters from its config on the meta device, so a transformer
+    family (no UNet, no block widths) is refused too; the count is in the run's base_model.json."""
+    from huggingface_hub import HfApi
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    repo_id = f"{local_hub.user}/full-size-transformer-config-only"
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    transformer_config = {"_class_name": "FluxTransformer2DModel"}  # the defaults are FLUX.1's 12B shapes
+    api.upload_file(path_or_fileobj=json.dumps(transformer_config).encode(), path_in_repo="transformer/config.json",
+                    repo_id=repo_id)
+    model_index = {"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}
+    api.upload_file(path_or_fileobj=json.dumps(model_index).encode(), path_in_repo="model_index.json", repo_id=repo_id)
+    run = tmp_path / "run"
+    code, _, err = _run(_dog_run("train", repo_id, run, flags=["--resolution", "64", "--quiet"]), capsys)
+    assert code == 2
+    assert "no CUDA GPU found" in err and "transformer" in err and "--device cpu" in err
+    record = json.loads((run / "base_model.json").read_text())
+    assert (record["family"], record["variant"], record["trained_component"]) == ("flux", "dev", "transformer")
+    assert record["parameter_count"] > 10_000_000_000 and len(record["commit"]) == 40
+
+
 def test_unreachable_hub_is_one_line_before_anything_is_done(tmp_path):
     import socket
 

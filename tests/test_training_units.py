@@ -12,7 +12,8 @@ from hubtools.config import RunConfig
 from hubtools.errors import HubtoolsError
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.data import data_indices, step_generator
-from hubtools.training.loss import add_noise, dreambooth_loss, snr_weights, training_target
+from hubtools.families.ddpm import add_noise, snr_weights, training_target
+from hubtools.training.loss import dreambooth_loss
 from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile, next_smaller_profile, out_of_memory_error
 from hubtools.runfolder import read_jsonl
 from hubtools.training.metrics import plot_loss_curve, smooth
@@ -98,13 +99,13 @@ def test_step_noise_differs_by_process_and_step_but_repeats():
 
 def test_auto_on_cpu_keeps_the_configured_settings_and_says_why():
     cfg = RunConfig.model_validate({"training": {"memory": "auto", "method": "full"}})
-    choice = choose_profile(cfg, torch.device("cpu"))
+    choice = choose_profile(cfg, torch.device("cpu"), "sd")
     assert choice.profile == "manual" and "no GPU" in choice.reason and choice.method == "full"
 
 
 def test_named_low_profile_switches_to_lora_with_a_lora_learning_rate():
     cfg = RunConfig.model_validate({"training": {"memory": "low", "method": "full"}}).resolve()
-    choice = choose_profile(cfg, torch.device("cpu"))
+    choice = choose_profile(cfg, torch.device("cpu"), "sd")
     effective = apply_choice(cfg, choice)
     assert (choice.profile, effective.training.method) == ("low", "lora")
     assert effective.training.gradient_checkpointing and effective.learning_rate == 1e-4
@@ -114,14 +115,14 @@ def test_named_low_profile_switches_to_lora_with_a_lora_learning_rate():
 def test_out_of_memory_advice_names_the_next_smaller_profile():
     cfg = RunConfig()
     high = MemoryChoice("high", "24 GiB free", "full", False, False)
-    assert next_smaller_profile(cfg, high) == "medium"
-    message = str(out_of_memory_error(cfg, high, step=12))
+    assert next_smaller_profile(cfg, high, "sd") == "medium"
+    message = str(out_of_memory_error(cfg, high, step=12, family="sd"))
     assert "step 12" in message and "--memory medium" in message
     low = MemoryChoice("low", "", "lora", True, True)
-    assert "smallest" in str(out_of_memory_error(cfg, low, step=1))
-    assert "while loading" in str(out_of_memory_error(cfg, low, step=None))
-    assert next_smaller_profile(cfg, MemoryChoice("manual", "", "full", False, False)) == "medium"
-    assert isinstance(out_of_memory_error(cfg, low, 1), HubtoolsError)
+    assert "smallest" in str(out_of_memory_error(cfg, low, step=1, family="sd"))
+    assert "while loading" in str(out_of_memory_error(cfg, low, step=None, family="sd"))
+    assert next_smaller_profile(cfg, MemoryChoice("manual", "", "full", False, False), "sd") == "medium"
+    assert isinstance(out_of_memory_error(cfg, low, 1, "sd"), HubtoolsError)
 
 
 # -- checkpoints bookkeeping ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import typer
 
 from hubtools.cli import console
 from hubtools.cli.tables import train_table
+from hubtools.families import DEFAULT_FAMILY, names_in_words
 
 DEMO_PAGES_PORT = 8080  # where the demo's closing lines suggest serving its hub again, to browse its pages
 
@@ -22,7 +23,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo's run and hub data go.")] = Path("hubtools-demo"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps of the tiny model.")] = 60,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (hubtools --quiet: results and errors only).")] = False,
-    family: Annotated[str, typer.Option("--family", help="Model family of the tiny model: sd, sdxl or flux.")] = "sd",
+    family: Annotated[str, typer.Option("--family", help=f"Model family of the tiny model: {names_in_words()}.")] = DEFAULT_FAMILY.name,
 ) -> None:
     """Everything end to end, offline, on a CPU: local hub, tiny model, train, grids, card, push, reload."""
     from hubtools.demo import run_demo

@@ -181,7 +181,7 @@ def publish_tiny_model_command(
         raise ConfigError(f"publish-tiny-model is internal to `hub serve --with-tiny-model` ({TOKEN_VARIABLE} unset).")
     point_clients_at(endpoint)  # this hub's URL
     quiet_weight_loading()
-    for family in TINY_FAMILIES:  # SD 1.x, SDXL, FLUX.1
+    for family in TINY_FAMILIES:  # every family of the registry
         with hub_progress_bars_hidden():
             console.result(publish_tiny_model(endpoint, token, family=family))
 

@@ -230,12 +230,13 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
             progress(f"scoring ({which})", 0, 1)
         return score_generations(real, generations.prompts, generations.images, encoders, generations.class_images)
 
-    from hubtools.pipelines import load_base_pipeline, load_run_pipeline
+    from hubtools.pipelines import load_base_pipeline, load_run_pipeline, record_of_run
 
     ours_scores = measure("ours", ours, lambda: load_run_pipeline(run_dir, device=device, token=token))
     baseline_scores = None
     if cfg.baseline:
-        baseline_scores = measure("base", baseline, lambda: load_base_pipeline(run_config.model, device=device, token=token))
+        baseline_scores = measure("base", baseline, lambda: load_base_pipeline(
+            run_config.model, device=device, token=token, record=record_of_run(run_dir, run_config.model, token=token)))
 
     result = EvalResult(
         ours=ours_scores,

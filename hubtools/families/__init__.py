@@ -1,6 +1,7 @@
-"""Model families: what differs between Stable Diffusion 1.x/2.x, SDXL and FLUX.1, behind one interface
-(``base.Family``). The family of a base model is read from its ``model_index.json`` (``_class_name``),
-never asked of the user.
+"""Model families: everything that differs between the model families hubtools trains, behind one interface
+(``base.Family``), one module per family, and the registry below: the one list of them. The family of a base
+model is read from its ``model_index.json`` (``_class_name``), never asked of the user. Importing this package
+does not import torch: the training operations import it when they run.
 """
 
 from __future__ import annotations
@@ -8,14 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from hubtools.errors import ConfigError
-from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults
+from hubtools.families.base import Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults
 from hubtools.families.flux import Flux
 from hubtools.families.qwen_image import QwenImage
 from hubtools.families.sd import StableDiffusion
 from hubtools.families.sd3 import StableDiffusion3
 from hubtools.families.sdxl import StableDiffusionXL
 
+# The registry: the one list of families. Help texts, messages, the tiny models a hub serves and the demo's
+# choices are built from it. The first is the default of the demo and the tiny model.
 FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage())
+DEFAULT_FAMILY: Family = FAMILIES[0]
 _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}
 
@@ -27,6 +31,25 @@ class UnsupportedModelError(ConfigError):
 def supported() -> str:
     """The supported families in words, for messages."""
     return ", ".join(f"{family.title} ({family.pipeline_class_name})" for family in FAMILIES)
+
+
+def names() -> tuple[str, ...]:
+    """Every family's name, as configs, results and the command line say it."""
+    return tuple(_BY_NAME)
+
+
+def _in_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def names_in_words() -> str:
+    """"a, b or c": the families' names, for help texts."""
+    return _in_words(list(_BY_NAME))
+
+
+def titles_in_words() -> str:
+    """The families' titles, for help texts ("... or ...")."""
+    return _in_words([family.title for family in FAMILIES])
 
 
 def detect(model_index: dict[str, Any], *, source: str = "the base model") -> Family:
@@ -43,7 +66,7 @@ def by_name(name: str) -> Family:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise ConfigError(f"unknown model family {name!r}: choose one of {', '.join(_BY_NAME)}") from None
+        raise ConfigError(f"unknown model family {name!r}: choose {names_in_words()}") from None
 
 
 def apply_family_defaults(cfg, family: Family, denoiser_config: dict[str, Any]):
@@ -65,6 +88,8 @@ def of_pipeline(pipeline) -> Family:
 
 
 __all__ = [
-    "FAMILIES", "Conditioning", "Family", "Flux", "License", "NoisyBatch", "QwenImage", "SamplingDefaults", "StableDiffusion",
-    "StableDiffusion3", "StableDiffusionXL", "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "of_pipeline", "supported",
+    "DEFAULT_FAMILY", "FAMILIES", "Conditioning", "Family", "Flux", "License", "MemoryProfile", "NoisyBatch",
+    "QwenImage", "SamplingDefaults", "StableDiffusion", "StableDiffusion3", "StableDiffusionXL",
+    "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "names", "names_in_words", "of_pipeline",
+    "supported", "titles_in_words",
 ]

@@ -12,9 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,18 @@ class SamplingDefaults:
     num_inference_steps: int
     guidance_scales: tuple[float, ...]  # the guidance sweep
     extra: dict[str, Any] = field(default_factory=dict)  # further pipeline-call arguments (FLUX: max_sequence_length)
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """A named bundle of the settings that trade speed for GPU memory (``--memory low|medium|high|auto``)."""
+
+    name: str
+    min_free_gib: float  # the free GPU memory this profile is meant for (the family's default resolution)
+    method: str
+    use_8bit_adam: bool
+    gradient_checkpointing: bool
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,13 @@ class Family(ABC):
     patch_size: ClassVar[int] = 1
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
+    # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them):
+    # ``MemoryProfile``s, or their fields as tuples.
+    memory_profiles: ClassVar[tuple[MemoryProfile | tuple, ...]]
+
+    def variant(self, denoiser_config: dict[str, Any]) -> str:
+        """The variant of this family a denoiser config belongs to (e.g. dev or schnell); '' when it has none."""
+        return ""
 
     @property
     def size_multiple(self) -> int:
@@ -255,6 +275,7 @@ class Family(ABC):
         InvokeAI read (``lora_unet_*``, ``lora_te1_*``, ``lora_te2_*``; ``lora_down``/``lora_up``/``alpha``),
         through diffusers' converters. Each module's ``alpha`` is the adapter's own (the converter assumes
         alpha = rank)."""
+        import torch
         import json
 
         from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
@@ -275,6 +296,7 @@ class Family(ABC):
     def final_pipeline(self, base_parts: dict[str, Any], trained: dict[str, Any]):
         """The pipeline a finished full fine-tune saves: the base's parts, the trained ones in their place,
         every model in fp32 as the base was."""
+        import torch
         parts = {name: base_parts[name] for name in self.components()}
         parts.update(trained)
         for name, part in parts.items():

@@ -10,11 +10,15 @@ false in the transformer's config), distilled for about four steps at guidance 0
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
+from hubtools.errors import ConfigError
+from hubtools.families.base import (
+    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+)
 
 _TINY_SEED = 1234
 _TINY_RESOLUTION = 64
@@ -54,6 +58,14 @@ class Flux(Family):
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
     card_tag = "flux"  # the Hub tag of the family, on every card
     tiny_card_tags = ("flux",)
+    # 12B transformer: never fully fine-tuned by a profile; its profiles are LoRA ones (the QLoRA recipe, with a
+    # 4-bit base, peaks near 9 GB). Estimates until measured: benchmarks/.
+    memory_profiles = (
+        MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", 32, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
+                                                     "embeddings (lower --resolution below this)"),
+    )
     # diffusers converts kohya's FLUX LoRAs (BFL names, fused qkv) to its own, not back; ComfyUI loads the
     # diffusers file itself (its ``transformer.*`` keys), so no second file is written.
     kohya_lora = False
@@ -64,6 +76,9 @@ class Flux(Family):
     @staticmethod
     def is_schnell(denoiser_config: dict[str, Any]) -> bool:
         return not denoiser_config.get("guidance_embeds", True)
+
+    def variant(self, denoiser_config: dict[str, Any]) -> str:
+        return "schnell" if self.is_schnell(denoiser_config) else "dev"
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         if self.is_schnell(denoiser_config):
@@ -119,6 +134,7 @@ class Flux(Family):
                                device: torch.device) -> NoisyBatch:
         """Rectified flow: x_t = (1 - t) x_0 + t noise, target noise - x_0, t from the logit-normal density,
         shifted towards noise as the scheduler shifts it for this many image tokens."""
+        import torch
         from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
         count = latents.shape[0]
@@ -148,6 +164,7 @@ class Flux(Family):
 
     def predict(self, denoiser, model_input: torch.Tensor, timesteps: torch.Tensor,
                 conditioning: Conditioning) -> torch.Tensor:
+        import torch
         from diffusers import FluxPipeline
 
         batch, channels, height, width = model_input.shape
@@ -188,6 +205,7 @@ class Flux(Family):
     def build_tiny_pipeline(self):
         """CLIP + a small T5 encoder, a one-double-block, one-single-block transformer over 16-channel latents
         (64 inputs after 2x2 packing), an 8x VAE with a shift factor, FLUX.1-dev's scheduler: 64 px."""
+        import torch
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
         from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 

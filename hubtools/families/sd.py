@@ -3,11 +3,12 @@ with an epsilon or v-prediction target, offset noise and min-SNR weighting."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults
+from hubtools.families.base import Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults
 
 
 class StableDiffusion(Family):
@@ -27,6 +28,12 @@ class StableDiffusion(Family):
     }
     card_tag = "stable-diffusion"  # the Hub tag of the family, on every card
     tiny_card_tags = ("stable-diffusion",)
+    # The thresholds are the issue's targets for SD 1.5 at 512 px (see benchmarks/README.md).
+    memory_profiles = (
+        MemoryProfile("high", 24, "full", False, False, "full fine-tune, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", 16, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", 8, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    )
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         return SamplingDefaults(guidance_scale=7.0, num_inference_steps=50, guidance_scales=(7.0, 11.0))
@@ -52,7 +59,8 @@ class StableDiffusion(Family):
 
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:
-        from hubtools.training.loss import add_noise, snr_weights, training_target
+        import torch
+        from hubtools.families.ddpm import add_noise, snr_weights, training_target
 
         count = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -82,6 +90,7 @@ _TINY_SEED = 1234
 
 def build_tiny_sd_pipeline():
     """A random-weight, deterministic, SD-1.x-shaped ``StableDiffusionPipeline`` (64 px, ~3.5M parameters)."""
+    import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -4,11 +4,12 @@ corner, target size) as extra UNet conditioning. Training is DDPM, as for SD 1.x
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from hubtools.families.base import Conditioning, License
+from hubtools.families.base import Conditioning, License, MemoryProfile
 from hubtools.families.sd import StableDiffusion
 
 _TINY_SEED = 1234
@@ -29,6 +30,13 @@ class StableDiffusionXL(StableDiffusion):
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {"add_watermarker": False}
     card_tag = "stable-diffusion-xl"  # the Hub tag of the family, on every card
     tiny_card_tags = ("stable-diffusion-xl",)
+    # 2.6B-parameter UNet at 1024 px: a full fine-tune holds ~42 GB of fp32 weights, gradients and AdamW states
+    # before activations; its LoRA target is <= 12 GB (estimates until measured: benchmarks/).
+    memory_profiles = (
+        MemoryProfile("high", 80, "full", False, False, "full fine-tune, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", 40, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", 12, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    )
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]):
         from hubtools.families.base import SamplingDefaults
@@ -41,6 +49,7 @@ class StableDiffusionXL(StableDiffusion):
     def encode_prompts(self, text_encoders: dict[str, Any], token_ids: dict[str, torch.Tensor]) -> Conditioning:
         """As ``StableDiffusionXLPipeline.encode_prompt``: penultimate hidden states of both encoders side by
         side, and the second encoder's pooled (projected) output."""
+        import torch
         hidden, pooled = [], None
         for name in self.text_encoders:
             output = text_encoders[name](token_ids[name], output_hidden_states=True)
@@ -62,6 +71,7 @@ class StableDiffusionXL(StableDiffusion):
         """Each photo's true original size and crop corner in ``add_time_ids`` (SDXL's micro-conditioning:
         the model learns not to draw cut-off subjects); the batch's bucket is the target size. Examples with no
         photo geometry (class images) say they are uncropped at the bucket size."""
+        import torch
         if not any(geometry):
             return conditioning
         width, height = size
@@ -73,6 +83,7 @@ class StableDiffusionXL(StableDiffusion):
     def time_ids(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``add_time_ids``: original size, crop top-left, target size. Training images are centre-cropped to
         the training resolution, so original and target are that square and the crop corner is (0, 0)."""
+        import torch
         height, width = latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor
         row = torch.tensor([height, width, 0, 0, height, width], dtype=dtype, device=latents.device)
         return row.repeat(latents.shape[0], 1)
@@ -81,6 +92,7 @@ class StableDiffusionXL(StableDiffusion):
 
     def build_tiny_pipeline(self):
         """Two CLIP encoders (the second with a projection), a ``text_time`` UNet, an 8x VAE: 64 px."""
+        import torch
         from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 

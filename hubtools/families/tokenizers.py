@@ -34,7 +34,7 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     leaves out the first (CLIP) one, which the offline check already has."""
     import transformers
 
-    from hubtools.pipelines import read_model_index
+    from hubtools.base_model import read_model_index
 
     index = model_index if model_index is not None else read_model_index(base_model, revision, token=token)
     family = detect(index, source=f"base model {base_model}")

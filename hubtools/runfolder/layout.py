@@ -40,6 +40,9 @@ SAMPLES_JSON = "samples.json"
 LOSS_CURVE = "loss_curve.png"
 
 
+BASE_MODEL_FILENAME = "base_model.json"
+
+
 def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:06d}"
 
@@ -75,6 +78,11 @@ class RunFolder:
     @property
     def identifier_report(self) -> Path:
         return self.root / "identifier.json"
+
+    @property
+    def base_model(self) -> Path:
+        """The base model resolved once, before training (``runfolder.base_model.BaseModelRecord``)."""
+        return self.root / BASE_MODEL_FILENAME
 
     @property
     def train_result(self) -> Path:

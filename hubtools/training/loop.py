@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hubtools import distributed
+from hubtools.base_model import record_of_run
 from hubtools.config import RunConfig, describe_precision
 from hubtools.devices import resolve_device
 from hubtools.errors import ConfigError
+from hubtools.families import Family
 from hubtools.pipelines import with_family_defaults
 from hubtools.reporting import Reporter, SilentReporter, reporter_or_silent
 from hubtools.runfolder import ClassImagesUsed, RunFolder, TrainResult, WeightFile, read_jsonl
@@ -74,7 +76,7 @@ class _OutOfMemoryContext:
     effective: RunConfig | None = None
     choice: MemoryChoice | None = None
     step: int | None = None  # None: still loading
-    family: str = "sd"  # the base model's family (its memory profiles)
+    family: Family | None = None  # the base model's family (its memory profiles)
 
 
 def train_dreambooth(cfg: RunConfig, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -105,8 +107,9 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     """The recipe. The order of the phases is part of exact resume: the accelerate calls (prepare, hooks,
     trackers, load_state) and the draws from the global RNG must come in the same order on every run."""
     started = time.perf_counter()
-    family, cfg = with_family_defaults(cfg, token=token)  # reads two small JSON files, loads nothing
-    where.family = family.name  # its memory profiles
+    record = record_of_run(run_dir, cfg.model, token=token)  # the base model preflight resolved
+    family, cfg = with_family_defaults(cfg, record=record)  # its family's defaults for the settings left unset
+    where.family = family  # its memory profiles
     cfg = cfg.resolve()
     run = _start_accelerator(cfg, RunFolder(Path(run_dir)), reporter=reporter, token=token, started=started)
     instance = at_resolutions(load_instance_examples(run.folder.concept, cfg.instance_prompt),
@@ -115,7 +118,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
                          resume=resume, force=force, family=where.family)
     where.effective, where.choice = plan.trained_config, plan.choice
     run.reporter.note(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
-    models = load_trainable_models(plan.trained_config, run.accelerator, seed=cfg.training.seed,
+    models = load_trainable_models(plan.trained_config, run.accelerator, record=record, seed=cfg.training.seed,
                                    weight_dtype=run.weight_dtype, token=run.token, reporter=run.reporter,
                                    class_image_sizes=instance.bucket_counts())
     data = _encode_data(run, plan.trained_config, models, instance)

@@ -14,59 +14,18 @@ import torch
 
 from hubtools.config import DEFAULT_LR, RunConfig
 from hubtools.errors import HubtoolsError
+from hubtools.families import Family, MemoryProfile, by_name
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
-class MemoryProfile:
-    name: str
-    min_free_gib: float  # the free GPU memory this profile is meant for (SD 1.5, 512 px, batch 1 + 1 class)
-    method: str
-    use_8bit_adam: bool
-    gradient_checkpointing: bool
-    summary: str
+def family_profiles(family: Family | str) -> list[MemoryProfile]:
+    """The memory profiles of the base model's family (a ``Family`` or its registry name), largest first."""
+    declared = (by_name(family) if isinstance(family, str) else family).memory_profiles
+    return [row if isinstance(row, MemoryProfile) else MemoryProfile(*row) for row in declared]
 
 
-# Largest first. The thresholds are the issue's targets for SD 1.5 at 512 px (see benchmarks/README.md).
-PROFILES = [
-    MemoryProfile("high", 24, "full", False, False, "full fine-tune, AdamW, no checkpointing (fastest)"),
-    MemoryProfile("medium", 16, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
-    MemoryProfile("low", 8, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-]
-# Per model family (``hubtools.families``), same names, each family's own thresholds at its default resolution.
-# SDXL (2.6B-parameter UNet, 1024 px): a full fine-tune holds ~42 GB of fp32 weights, gradients and AdamW
-# states before activations; its LoRA target is <= 12 GB. FLUX.1 (12B transformer) is never fully fine-tuned
-# by a profile: its profiles are LoRA ones (the QLoRA recipe, with a 4-bit base, peaks near 9 GB).
-# Thresholds not yet measured on a GPU are estimates; benchmarks/ has the configurations to measure them.
-FAMILY_PROFILES = {
-    "sd": PROFILES,
-    "sdxl": [
-        MemoryProfile("high", 80, "full", False, False, "full fine-tune, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 40, "full", True, True, "full fine-tune, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 12, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    ],
-    "flux": [
-        MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 32, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
-                                                       "embeddings (lower --resolution below this)"),
-    ],
-}
-PROFILE_BY_NAME = {profile.name: profile for profile in PROFILES}
-
-
-def family_profiles(family: str = "sd") -> list[MemoryProfile]:
-    """The family's profiles: listed here, or declared by the family itself (``memory_profiles`` rows)."""
-    if family in FAMILY_PROFILES:
-        return FAMILY_PROFILES[family]
-    from hubtools.families import by_name
-
-    declared = getattr(by_name(family), "memory_profiles", ())
-    return [MemoryProfile(*row) for row in declared] or PROFILES
-
-
-def _by_name(family: str) -> dict[str, MemoryProfile]:
+def _by_name(family: Family | str) -> dict[str, MemoryProfile]:
     return {profile.name: profile for profile in family_profiles(family)}
 
 
@@ -91,7 +50,7 @@ def free_gpu_bytes(device: torch.device) -> int | None:
     return int(free)
 
 
-def choose_profile(cfg: RunConfig, device: torch.device, family: str = "sd") -> MemoryChoice:
+def choose_profile(cfg: RunConfig, device: torch.device, family: Family | str) -> MemoryChoice:
     """The profile for this run: as configured (manual), named, or picked from the free GPU memory (auto),
     from the profiles of the base model's ``family``."""
     training = cfg.training
@@ -129,7 +88,7 @@ def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice, family: str = "sd") -> str | None:
+def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice, family: Family | str) -> str | None:
     """The profile to try after an out-of-memory error, or None when already at the smallest."""
     profiles = family_profiles(family)
     if choice.profile in _by_name(family):
@@ -140,7 +99,7 @@ def next_smaller_profile(cfg: RunConfig, choice: MemoryChoice, family: str = "sd
     return None if choice.use_8bit_adam and choice.gradient_checkpointing else "low"
 
 
-def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, family: str = "sd") -> HubtoolsError:
+def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, family: Family | str) -> HubtoolsError:
     smaller = next_smaller_profile(cfg, choice, family)
     when = f"at step {step}" if step is not None else "while loading the models"
     where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"

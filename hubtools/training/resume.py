@@ -17,6 +17,7 @@ from typing import Any
 import hubtools
 from hubtools.config import RunConfig
 from hubtools.errors import ConfigError, first_line
+from hubtools.families import Family
 from hubtools.runfolder import RunFolder
 from hubtools.training import checkpoints as ckpt
 from hubtools.training.memory import MemoryChoice, apply_choice, choose_profile
@@ -33,7 +34,7 @@ class TrainingPlan:
 
 
 def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerprint: str, resume: bool,
-                  force: bool, family: str = "sd") -> TrainingPlan:
+                  force: bool, family: Family) -> TrainingPlan:
     """Clear what interrupted saves left, then resume from the newest checkpoint or start over. Every
     process decides the same; only the main process deletes."""
     checkpoint_config = {**ckpt.comparable_config(cfg), "concept images": concept_fingerprint,

@@ -12,7 +12,7 @@ import torch
 from hubtools.config import RunConfig, TrainingConfig
 from hubtools.errors import ConfigError
 from hubtools.families import Family
-from hubtools.pipelines import BaseModel, load_base_model
+from hubtools.pipelines import BaseModel, BaseModelRecord, load_base_model
 from hubtools.reporting import Reporter
 from hubtools.training import checkpoints as ckpt
 
@@ -72,7 +72,8 @@ class Optimization:
     sharded: bool = False  # FSDP2: the trained models and the optimizer state are split across the processes
 
 
-def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtype: torch.dtype, token: str | None,
+def load_trainable_models(cfg: RunConfig, accelerator, *, record: BaseModelRecord | None = None, seed: int,
+                          weight_dtype: torch.dtype, token: str | None,
                           reporter: Reporter, class_image_sizes: dict[tuple[int, int], int] | None = None,
                           ) -> TrainableModels:
     """The base model, its class images for prior preservation (at the instance images' bucket sizes, in their
@@ -81,7 +82,7 @@ def load_trainable_models(cfg: RunConfig, accelerator, *, seed: int, weight_dtyp
 
     device = accelerator.device
     set_seed(seed)  # LoRA's initial weights come from the global RNG
-    base = load_base_model(cfg.model, device=device, dtype=torch.float32, token=token)
+    base = load_base_model(cfg.model, record=record, device=device, dtype=torch.float32, token=token)
     family = base.family
     missing = [name for name in family.components() if base.pipeline.components.get(name) is None]
     if missing:
