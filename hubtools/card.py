@@ -335,7 +335,7 @@ def _concept(run: RunFolder, config: RunConfig) -> dict[str, Any]:
         "dataset_url": f"{current_endpoint().rstrip('/')}/datasets/{dataset_id}" if dataset_id else None,
         "revision": revision,
         "resolution": (prepared.resolution if prepared else None) or config.training.main_resolution,
-        "buckets": (prepared.bucket_counts() if prepared else None) or None,
+        "buckets": prepared.bucket_counts() if prepared and prepared.has_shapes else None,
         "caption_template": prepared.caption_template if prepared else None,
         "accepted": counts.get("accepted"),
         "rejected": sum(v for k, v in counts.items() if k not in ("accepted", "total") and isinstance(v, int)) or 0,

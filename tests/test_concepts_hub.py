@@ -241,6 +241,10 @@ def test_sidecar_captions_and_buckets_survive_push_and_pull(local_hub, tmp_path)
 
     remote = datasets.load_dataset(repo_id, split="train", token=local_hub.token)
     assert remote["text"] == prepared.captions
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(repo_id, repo_type="dataset", token=local_hub.token).text
+    assert "| Buckets (images) | 56x72: 2, 80x48: 2, 64x64: 1 |" in card and "aspect-ratio buckets" in card
     page = httpx.get(f"{local_hub.url}/datasets/{repo_id}", timeout=30)
     assert page.status_code == 200 and all(caption in page.text for caption in sidecars.values())
 

@@ -213,4 +213,6 @@ def _card_values(
         "source_description": source_description,
         "contact_sheet": CONTACT_SHEET_FILENAME,
         "counts": concept.counts,
+        "buckets": concept.bucket_counts() if concept.has_shapes else None,
+        "caption_template": concept.caption_template,
     }

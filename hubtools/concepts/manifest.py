@@ -98,6 +98,11 @@ class PreparedConcept:
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     @property
+    def has_shapes(self) -> bool:
+        """Whether some image is not square: the set trains on buckets of several shapes (else as the square)."""
+        return any(entry.bucket and entry.bucket[0] != entry.bucket[1] for entry in self.accepted_entries)
+
+    @property
     def num_images(self) -> int:
         return len(self.images)
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
+from hubtools.families.base import (
+    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+)
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
     import torch
@@ -57,10 +59,10 @@ SCHEDULER_CONFIG = {
 # tests/test_family_qwen_image.py): a 20.4B transformer, an 8.3B Qwen2.5-VL and a 0.13B VAE are ~54 GiB of
 # frozen bf16 weights before the LoRA, its optimizer and activations, so every profile is a LoRA one (a full
 # fine-tune would need ~305 GiB). Estimates until bench_train.py measures them on a GPU.
-MEMORY_PROFILES: tuple[tuple[str, float, str, bool, bool, str], ...] = (
-    ("high", 80, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-    ("medium", 72, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    ("low", 64, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower --resolution below this)"),
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
+    MemoryProfile("high", 80, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+    MemoryProfile("medium", 72, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    MemoryProfile("low", 64, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower --resolution below this)"),
 )
 
 

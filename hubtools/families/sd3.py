@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.base import Conditioning, Family, License, NoisyBatch, SamplingDefaults, unwrapped
+from hubtools.families.base import (
+    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+)
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
     import torch
@@ -48,17 +50,17 @@ LICENSE = License("other", name="stabilityai-ai-community",
                   link="https://stability.ai/community-license-agreement", note=_LICENSE_NOTE)
 
 
-# Memory profiles (name, min free GiB, method, 8-bit Adam, gradient checkpointing, summary), largest first,
+# Memory profiles, largest first,
 # sized from the parameter counts of the real shapes (benchmarks/sd35_configs.json, built on the meta device
 # by tests/test_family_sd3.py): SD3.5 Large's frozen parts in bf16 are ~27 GB (transformer 8.06B, T5-XXL 4.76B,
 # CLIP-G 0.69B, CLIP-L 0.12B, VAE 0.08B); a full fine-tune (16 bytes a trained parameter) would need ~120 GiB
 # before activations, so every profile is a LoRA one, as for FLUX.1. Estimates until bench_train.py measures
 # them on a GPU.
-MEMORY_PROFILES: tuple[tuple[str, float, str, bool, bool, str], ...] = (
-    ("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-    ("medium", 36, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    ("low", 30, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (SD3.5 Medium needs far less; "
-                                    "lower --resolution below this)"),
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
+    MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+    MemoryProfile("medium", 36, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    MemoryProfile("low", 30, "lora", True, True,
+                  "LoRA, 8-bit Adam, gradient checkpointing (SD3.5 Medium needs far less; lower --resolution below this)"),
 )
 
 
