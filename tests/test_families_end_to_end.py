@@ -21,7 +21,7 @@ CASES = {
     "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
     # SD3.5: the diffusers LoRA and its ComfyUI copy (per-module alphas)
     "sd3": ("hubtools/tiny-sd3", "lora", {"pytorch_lora_weights.safetensors", "nlwx-sd3.safetensors"}),
-    # Z-Image: the diffusers LoRA only (ComfyUI reads it as it is)
+    # Z-Image: the diffusers LoRA only (no second key layout written for it yet)
     "z-image": ("hubtools/tiny-z-image", "lora", {"pytorch_lora_weights.safetensors"}),
     "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
 }

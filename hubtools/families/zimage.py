@@ -40,7 +40,8 @@ class ZImage(Family):
     card_dtype = "torch.bfloat16"
     card_tag = "z-image"
     tiny_card_tags = ("z-image",)
-    # ComfyUI and the other common tools load the diffusers LoRA file of this family as it is.
+    # Only the diffusers LoRA file is written: no converter to another key layout exists here yet (whether
+    # ComfyUI or Forge read these keys as they are is not checked offline).
     kohya_lora = False
     swaps_scheduler = False  # samples with the flow-matching scheduler it was trained for
     pipeline_sizes_itself = False  # ZImagePipeline draws 1024 px unless told
