@@ -14,6 +14,7 @@ Without a GPU it runs the family's tiny model at 64 px, so the script itself sta
     python benchmarks/bench_train.py --bucket --profiles lora-fast         # one portrait bucket vs the square
     python benchmarks/bench_train.py --bucket 832x1216 --family sdxl --profiles low
     torchrun --nproc-per-node 8 benchmarks/bench_train.py --family flux --profiles fsdp-full  # FLUX.1 full, sharded
+    torchrun --nproc-per-node 2 benchmarks/bench_train.py --family qwen-image --profiles fsdp-lora  # Qwen-Image LoRA
 
 Under ``torchrun`` the main process builds the base and the run folders, every process trains, and the
 report gives each GPU's peak memory (``peak_memory_gib_per_process``).
@@ -46,6 +47,8 @@ PROFILES = {
     # under torchrun / accelerate launch: the trained weights, gradients and AdamW states split across the GPUs
     "fsdp-full": ({"memory": "manual", "method": "full", "distributed": "fsdp", "gradient_checkpointing": True},
                   "full fine-tune, FSDP2 across the launched processes, AdamW, gradient checkpointing"),
+    "fsdp-lora": ({"memory": "manual", "method": "lora", "distributed": "fsdp", "gradient_checkpointing": True},
+                  "LoRA r4, the frozen base sharded with FSDP2 across the launched processes, AdamW"),
 }
 
 # Dense peak tensor throughput (FLOP/s) for MFU, by GPU name and precision (vendor datasheets, SXM parts).

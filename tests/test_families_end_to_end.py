@@ -21,10 +21,12 @@ CASES = {
     "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
     # SD3.5: the diffusers LoRA and its ComfyUI copy (per-module alphas)
     "sd3": ("hubtools/tiny-sd3", "lora", {"pytorch_lora_weights.safetensors", "nlwx-sd3.safetensors"}),
+    # Z-Image: the diffusers LoRA only (ComfyUI reads it as it is)
+    "z-image": ("hubtools/tiny-z-image", "lora", {"pytorch_lora_weights.safetensors"}),
     "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
 }
 PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline",
-             "qwen-image": "QwenImagePipeline"}
+             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -104,6 +106,13 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert "negative_prompt=' '" in card.content and "with flow-matching Euler" in card.content
         # the identifier in the model's own tokenizer (Qwen's byte-level BPE), beside hubtools' CLIP check
         assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): \d+ tokens?", card.content), card.content
+
+    if family == "z-image":
+        assert card.data.license == "apache-2.0"  # Z-Image's licence, and the tiny base's own card's
+        assert "ZImagePipeline" in card.content and "torch.bfloat16" in card.content
+        assert "max_sequence_length=512" in card.content and "with flow-matching Euler" in card.content
+        # the identifier in the model's own tokenizer (a byte-level Qwen tokenizer: one token a letter)
+        assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): 4 tokens", card.content), card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)

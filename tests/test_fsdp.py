@@ -87,3 +87,24 @@ def test_fsdp_trains_as_one_process_resumes_exactly_after_kill_9_and_spans_two_m
     assert [agent.returncode for agent in agents] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     machines = load_file(runs["machines"] / UNET)
     assert max((expected[k] - machines[k]).abs().max().item() for k in expected) == 0.0
+
+
+@pytest.mark.multiprocess
+def test_a_lora_sharded_with_fsdp_trains_as_one_process_and_checkpoints_only_the_adapters(tmp_path):
+    from hubtools.runfolder import LORA_WEIGHTS_FILENAME
+
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    training = {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-3, "steps": 4,
+                "checkpoint_every": 2, "distributed": "fsdp"}
+    two = make_run(tmp_path, "two", training={**training, "batch_size": 1}, prior={"enabled": False})[1]
+    one = make_run(tmp_path, "one", training={**training, "batch_size": 2}, prior={"enabled": False})[1]
+    done = _launch(script, "fresh", two)
+    assert done.returncode == 0 and done.stdout.count("finished: 2 processes") == 2, done.stderr[-4000:]
+    alone = subprocess.run([sys.executable, str(script), "fresh", str(one)], env=subprocess_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    assert_same_weights(two / LORA_WEIGHTS_FILENAME, one / LORA_WEIGHTS_FILENAME)
+    # the shards hold the adapters and their AdamW states, not the frozen UNet (~4 MB in fp32)
+    shards = (two / "checkpoints" / "checkpoint-000002" / "sharded").glob("*.distcp")
+    assert 0 < sum(path.stat().st_size for path in shards) < 2_000_000

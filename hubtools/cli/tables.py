@@ -46,11 +46,25 @@ def plan_table(checked) -> Table:
         visibility = "private" if cfg.publish.private else "public"
         theme = f", hackathon theme {cfg.publish.hackathon_theme}" if cfg.publish.hackathon_theme else ""
         _row(table, "push to", f"{cfg.publish.repo_id} ({visibility}{theme})")
+    _row(table, "memory", _memory_text(cfg.training))
     report = checked.identifier_report
     if report is not None:
         _row(table, "identifier", f"{report.text!r}: {report.num_tokens} token(s) {report.tokens}")
     _row(table, "stages", " -> ".join(checked.stages))
     return table
+
+
+def _memory_text(training) -> str:
+    """What ``training.memory`` will do, said before anything is loaded (a profile is applied at the start)."""
+    if training.memory == "manual":
+        precision = ("precision by device" if training.mixed_precision == "auto"
+                     else describe_precision(training.mixed_precision))
+        return (f"as set: {precision}, "
+                f"{'8-bit Adam' if training.use_8bit_adam else 'AdamW'}, gradient checkpointing "
+                f"{'on' if training.gradient_checkpointing else 'off'}")
+    if training.memory == "auto":
+        return "auto: the family's largest profile that fits the free GPU memory, at start"
+    return f"profile {training.memory}: its method and savers apply at start"
 
 
 def train_table(result: TrainResult) -> Table:

@@ -22,16 +22,23 @@ SHARDED_DIR = "sharded"  # in a checkpoint: torch.distributed.checkpoint's files
 
 def shard(models: dict[str, torch.nn.Module], device: torch.device) -> None:
     """``fully_shard`` every block of each model (the elements of its outermost ModuleLists: UNet down/up
-    blocks, transformer blocks, text-encoder layers), then the model itself (what is left: embeddings, norms)."""
+    blocks, transformer blocks, text-encoder layers), then the model itself (what is left: embeddings, norms).
+    A LoRA's frozen base in half precision beside its fp32 adapters is gathered in the base's dtype (FSDP
+    gathers one dtype per block; the forward runs in it under autocast anyway) and reduced in fp32."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for model in models.values():
+        dtypes = {p.dtype for p in model.parameters()}
+        policy = MixedPrecisionPolicy()
+        if len(dtypes) > 1:
+            low = min(dtypes, key=lambda dtype: torch.finfo(dtype).bits)
+            policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
         for block in _blocks(model):
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
 def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -60,7 +67,7 @@ def save_sharded(folder: Path, models: dict[str, torch.nn.Module], optimizer) ->
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    model_state, optimizer_state = get_state_dict(_together(models), optimizer)
+    model_state, optimizer_state = get_state_dict(_together(models), optimizer, options=_TRAINED_ONLY())
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(Path(folder) / SHARDED_DIR))
 
 
@@ -70,10 +77,18 @@ def load_sharded(folder: Path, models: dict[str, torch.nn.Module], optimizer) ->
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     together = _together(models)
-    model_state, optimizer_state = get_state_dict(together, optimizer)
+    model_state, optimizer_state = get_state_dict(together, optimizer, options=_TRAINED_ONLY())
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=str(Path(folder) / SHARDED_DIR))
-    set_state_dict(together, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(together, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=_TRAINED_ONLY())
+
+
+def _TRAINED_ONLY():  # noqa: N802 - a constant built on use (torch is imported late)
+    """Checkpoints hold what trains: a LoRA's frozen base is the base model's, read from it again on resume."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def gathered(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module] | None:
@@ -91,9 +106,23 @@ def gathered(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module] |
 
 
 def _unsharded_copy(model: torch.nn.Module, state: dict[str, Any]) -> torch.nn.Module:
+    """A plain module of ``model``'s own class holding ``state``; with LoRA adapters, the same adapters, built on
+    the meta device and given the gathered tensors (no second copy of a large frozen base)."""
     from torch.distributed.fsdp import FSDPModule
 
     cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))  # fully_shard subclassed it
-    copy = cls.from_config(model.config) if hasattr(cls, "from_config") else cls(model.config)
-    copy.load_state_dict(state)
-    return copy.to(torch.float32)
+    adapters = getattr(model, "peft_config", None) or {}
+
+    def build() -> torch.nn.Module:
+        return cls.from_config(model.config) if hasattr(cls, "from_config") else cls(model.config)
+
+    if not adapters:
+        copy = build()
+        copy.load_state_dict(state)
+        return copy.to(torch.float32)
+    with torch.device("meta"):
+        copy = build()
+        for name, config in adapters.items():
+            copy.add_adapter(config, adapter_name=name)
+    copy.load_state_dict(state, assign=True)
+    return copy

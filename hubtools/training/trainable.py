@@ -162,7 +162,8 @@ def prepare_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -
 
 
 def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) -> Optimization:
-    """FSDP2: the trained models sharded in place (``training.sharding``), the optimizer over their shards. Only
+    """FSDP2: the trained models sharded in place (``training.sharding``; a LoRA's frozen base too), the
+    optimizer over their shards. Only
     the LR schedule goes to accelerate (which would wrap the models in DDP on CPU, and save the optimizer
     from the main process alone): the weights and optimizer states go into sharded checkpoints."""
     from diffusers.optimization import get_scheduler
@@ -170,9 +171,6 @@ def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) 
     from hubtools.training import sharding
 
     training = cfg.training
-    if models.lora:
-        raise ConfigError("--distributed fsdp shards a full fine-tune; a LoRA's few weights train with "
-                          "--distributed ddp (for a base too large for one GPU, use --memory low: a quantised base)")
     sharding.shard(models.trained, accelerator.device)
     trainable_models = list(models.trained.values())
     params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
@@ -180,7 +178,8 @@ def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) 
     lr_scheduler = accelerator.prepare(get_scheduler(  # accelerate steps it once per process, as above
         training.lr_scheduler, optimizer=optimizer, num_warmup_steps=training.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=training.steps * accelerator.num_processes))
-    ckpt.register_weight_hooks(accelerator, models.family, models.trained, lora=False, sharded_optimizer=optimizer)
+    ckpt.register_weight_hooks(accelerator, models.family, models.trained, lora=models.lora,
+                               sharded_optimizer=optimizer)
     return Optimization(trainable_models, params, optimizer=optimizer, lr_scheduler=lr_scheduler,
                         denoiser=trainable_models[0], text_encoders=models.text_encoders, sharded=True)
 
