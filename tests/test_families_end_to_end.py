@@ -21,10 +21,12 @@ CASES = {
     "flux": ("hubtools/tiny-flux", "full", {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
     # SD3.5: the diffusers LoRA and its ComfyUI copy (per-module alphas)
     "sd3": ("hubtools/tiny-sd3", "lora", {"pytorch_lora_weights.safetensors", "nlwx-sd3.safetensors"}),
+    # Z-Image: the diffusers LoRA only (ComfyUI reads it as it is)
+    "z-image": ("hubtools/tiny-z-image", "lora", {"pytorch_lora_weights.safetensors"}),
     "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
 }
 PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline",
-             "qwen-image": "QwenImagePipeline"}
+             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -73,8 +75,10 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
     env = subprocess_env(HF_TOKEN=local_hub.token)
     command = [sys.executable, "-m", "hubtools", "train-and-push", "--config", str(config), "--base-model", base,
                "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "nlwx", "--class-noun", "dog", "--repo", repo_id,
-               "--out", str(tmp_path / f"nlwx-{family}"), "--method", method, "--resolution", "64", "--steps", "3",
-               "--lr", "1e-3", "--device", "cpu", "--num-class-images", "2", "--checkpoint-every", "0"]
+               "--out", str(tmp_path / f"nlwx-{family}"), "--resolution", "64", "--steps", "3",
+               "--lr", "1e-3", "--device", "cpu", "--num-class-images", "2", "--checkpoint-every", "0",
+               # SD3.5 without --method: the family's default (LoRA) must apply to a command-line config
+               *(["--method", method] if family != "sd3" else [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "unexpected error" not in done.stderr and "Traceback" not in done.stderr
@@ -102,6 +106,13 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert "negative_prompt=' '" in card.content and "with flow-matching Euler" in card.content
         # the identifier in the model's own tokenizer (Qwen's byte-level BPE), beside hubtools' CLIP check
         assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): \d+ tokens?", card.content), card.content
+
+    if family == "z-image":
+        assert card.data.license == "apache-2.0"  # Z-Image's licence, and the tiny base's own card's
+        assert "ZImagePipeline" in card.content and "torch.bfloat16" in card.content
+        assert "max_sequence_length=512" in card.content and "with flow-matching Euler" in card.content
+        # the identifier in the model's own tokenizer (a byte-level Qwen tokenizer: one token a letter)
+        assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): 4 tokens", card.content), card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)

@@ -43,7 +43,7 @@ def trained(root):
             training = {"method": method, "steps": 3, "validation_every": 3, "lora_rank": 4, "lora_alpha": 8.0,
                         "learning_rate": 5e-2 if method == "lora" else 1e-3}
             cfg, run = make_run(root, f"{family_name}-{method}", base=tiny_family_base(root, family_name),
-                                training=training, prior={"enabled": family_name in ("flux", "sd3", "qwen-image")})
+                                training=training, prior={"enabled": family_name in ("flux", "sd3", "qwen-image", "z-image")})
             done[family_name, method] = run, train_dreambooth(cfg, run, progress=False)
         return done[family_name, method]
 
@@ -51,7 +51,8 @@ def trained(root):
 
 
 @pytest.mark.parametrize(("family_name", "method"), [("sdxl", "lora"), ("flux", "lora"), ("flux", "full"),
-                                                         ("sd3", "lora"), ("sd3", "full"), ("qwen-image", "lora")])
+                                                         ("sd3", "lora"), ("sd3", "full"), ("qwen-image", "lora"),
+                                                         ("z-image", "lora"), ("z-image", "full")])
 def test_a_family_trains_and_its_output_loads_with_plain_diffusers(root, trained, family_name, method):
     from diffusers import DiffusionPipeline
 

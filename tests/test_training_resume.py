@@ -53,6 +53,9 @@ CASES = {
     # Qwen-Image: caption masks of different lengths and packed latents replay exactly too
     "qwen-image-lora": ("qwen-image", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
                         LORA_WEIGHTS_FILENAME),
+    # Z-Image: uniform picks from the scheduler's table, masked Qwen captions, with class images
+    "z-image-lora": ("z-image", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
+                     LORA_WEIGHTS_FILENAME),
     # aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
                        "shuffle_caption_parts": True}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),

@@ -15,10 +15,13 @@ from hubtools.families.qwen_image import QwenImage
 from hubtools.families.sd import StableDiffusion
 from hubtools.families.sd3 import StableDiffusion3
 from hubtools.families.sdxl import StableDiffusionXL
+from hubtools.families.zimage import ZImage
 
 # The registry: the one list of families. Help texts, messages, the tiny models a hub serves and the demo's
 # choices are built from it. The first is the default of the demo and the tiny model.
-FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage())
+FAMILIES: tuple[Family, ...] = (
+    StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage(), ZImage(),
+)
 DEFAULT_FAMILY: Family = FAMILIES[0]
 _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}
@@ -91,5 +94,5 @@ __all__ = [
     "DEFAULT_FAMILY", "FAMILIES", "Conditioning", "Family", "Flux", "License", "MemoryProfile", "NoisyBatch",
     "QwenImage", "SamplingDefaults", "StableDiffusion", "StableDiffusion3", "StableDiffusionXL",
     "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "names", "names_in_words", "of_pipeline",
-    "supported", "titles_in_words",
+    "supported", "titles_in_words", "ZImage",
 ]
