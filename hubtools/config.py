@@ -410,7 +410,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], *, flags: dict
     ``flags`` names the command-line flag of each dotted key (``"training.steps": "--steps"``), so a bad
     value is reported under the flag the user typed.
     """
-    data = config.model_dump(mode="json")
+    # only what was set (in a file, by a flag): the rest stays unset, so a model family's defaults can fill it
+    data = config.model_dump(mode="json", exclude_unset=True)
     for dotted, value in overrides.items():
         if value is None:
             continue

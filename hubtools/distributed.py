@@ -198,6 +198,18 @@ def _raise_first_failure(what: str, outcomes: list[tuple[str, Any]]) -> None:
                                elsewhere=True)
 
 
+def _sendable(value: Any) -> Any:
+    """``value`` when it pickles, else None (the others do not get a result that cannot travel, but do not
+    wait for it either)."""
+    import pickle
+
+    try:
+        pickle.dumps(value)
+        return value
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _picklable_error(error: BaseException) -> BaseException:
     import pickle
 
@@ -209,14 +221,17 @@ def _picklable_error(error: BaseException) -> BaseException:
 
 
 def on_main(what: str, fn: Callable[[], T]) -> T:
-    """``fn()`` on the main process while the others wait; every process gets its (picklable) result. When it
-    fails, it raises there, and the others raise a quiet ``DistributedError`` (the main process prints it)."""
+    """``fn()`` on the main process while the others wait; every process gets its result (None elsewhere when it
+    does not pickle). When it fails, it raises there, and the others raise a quiet ``DistributedError`` (the
+    main process prints it)."""
     if not launched():
         return fn()
     status, value = _outcome(fn) if is_main() else ("ok", None)
-    outcomes = _exchange(what, (status, _picklable_error(value) if status == "error" else value))
+    outcomes = _exchange(what, (status, _picklable_error(value) if status == "error" else _sendable(value)))
     if status == "error":
         raise value
+    if is_main():
+        return value
     main_status, main_value = outcomes[0]
     if main_status == "error":
         raise DistributedError(f"the main process failed at {what}", exit_code=getattr(main_value, "exit_code", 1),

@@ -131,3 +131,20 @@ def test_memory_profiles_hold_the_real_shapes_parameters():
     with pytest.raises(ConfigError, match=r"full fine-tune of Stable Diffusion 3.5 \(8.1B parameters\) needs about "
                                           r"120 GiB .*--method lora"):
         by_name("sd3").check_training("full", transformer, torch.device("cpu"))
+
+
+def test_a_command_line_config_gets_the_family_defaults_it_left_unset(tmp_path):
+    """``--base-model`` alone: SD3.5's defaults (LoRA, 1024 px, its steps and guidance) fill every setting the
+    command line left unset; what it set stays."""
+    from hubtools.cli.run_options import build_config
+    from hubtools.families import apply_family_defaults
+
+    family, config = by_name("sd3"), {"dual_attention_layers": []}
+    unset = apply_family_defaults(build_config(None, [], {"model.base_model": "x/y", "training.steps": 3}), family,
+                                  config)
+    assert (unset.training.method, unset.training.resolution, unset.training.steps) == ("lora", 1024, 3)
+    assert (unset.sampling.num_inference_steps, unset.sampling.guidance_scales) == (28, [2.5, 3.5, 4.5])
+    assert unset.resolve().training.learning_rate == 1e-4
+    chosen = apply_family_defaults(build_config(None, ["training.resolution=512"], {"model.base_model": "x/y",
+                                                "training.method": "full"}), family, config)
+    assert (chosen.training.method, chosen.training.resolution) == ("full", 512)
