@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
-from hubtools.errors import ConfigError
+from hubtools.families.flow_matching import FlowMatchingFamily
 from hubtools.families.base import (
-    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
 )
 
 _TINY_SEED = 1234
@@ -39,7 +39,7 @@ DEV_LICENSE = License(
 )
 
 
-class Flux(Family):
+class Flux(FlowMatchingFamily):
     name = "flux"
     title = "FLUX.1"
     pipeline_class_name = "FluxPipeline"
@@ -89,27 +89,6 @@ class Flux(Family):
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
         return License("apache-2.0") if self.is_schnell(denoiser_config) else DEV_LICENSE
-
-    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
-        # LoRA: a full fine-tune of the real model needs ~180 GiB (check_training); lr 1e-4 follows the method
-        return {**super().config_defaults(denoiser_config), "training.method": "lora"}
-
-    def sampling_scheduler(self, name: str, scheduler_config):
-        """FLUX samples with the flow-matching Euler scheduler it was trained for, whatever the name."""
-        return self.validation_scheduler(scheduler_config)
-
-    def sampling_scheduler_label(self, name: str) -> str:
-        return "flow-matching Euler"
-
-    def validation_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-
-    def training_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
 
     # -- training ------------------------------------------------------------------------------------------
 

@@ -14,10 +14,11 @@ The script trains the transformer only (no text-encoder LoRA), so does this fami
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from hubtools.families.flow_matching import FlowMatchingFamily
 from hubtools.families.base import (
-    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -66,7 +67,7 @@ MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
 )
 
 
-class QwenImage(Family):
+class QwenImage(FlowMatchingFamily):
     name = "qwen-image"
     title = "Qwen-Image"
     pipeline_class_name = "QwenImagePipeline"
@@ -77,6 +78,7 @@ class QwenImage(Family):
     trainable_text_encoders = ()  # the script adapts the transformer only
     denoiser_lora_targets = ("to_k", "to_q", "to_v", "to_out.0")  # the script's default --lora_layers
     tiny_repo_id = "hubtools/tiny-qwen-image"
+    training_shift = TRAINING_SHIFT
     default_resolution = 1024
     card_dtype = "torch.bfloat16"
     card_tag = "qwen-image"
@@ -103,25 +105,6 @@ class QwenImage(Family):
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
         return License("apache-2.0", note="Apache 2.0: commercial use allowed")
-
-    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
-        return {**super().config_defaults(denoiser_config), "training.method": "lora"}
-
-    def sampling_scheduler(self, name: str, scheduler_config):
-        return self.validation_scheduler(scheduler_config)
-
-    def sampling_scheduler_label(self, name: str) -> str:
-        return "flow-matching Euler"
-
-    def validation_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-
-    def training_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config, shift=TRAINING_SHIFT)
 
     # -- training ------------------------------------------------------------------------------------------
 

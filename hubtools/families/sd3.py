@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hubtools.families.flow_matching import FlowMatchingFamily
 from hubtools.families.base import (
-    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -64,7 +65,7 @@ MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
 )
 
 
-class StableDiffusion3(Family):
+class StableDiffusion3(FlowMatchingFamily):
     name = "sd3"
     title = "Stable Diffusion 3.5"
     pipeline_class_name = "StableDiffusion3Pipeline"
@@ -110,26 +111,6 @@ class StableDiffusion3(Family):
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
         return LICENSE
-
-    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
-        # LoRA, as diffusers' main SD3 recipe; a full fine-tune is there for who asks (and has the memory)
-        return {**super().config_defaults(denoiser_config), "training.method": "lora"}
-
-    def sampling_scheduler(self, name: str, scheduler_config):
-        return self.validation_scheduler(scheduler_config)
-
-    def sampling_scheduler_label(self, name: str) -> str:
-        return "flow-matching Euler"
-
-    def validation_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-
-    def training_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
 
     # -- training ------------------------------------------------------------------------------------------
 

@@ -8,13 +8,14 @@ The text encoder is not trained (the script's recipe); LoRA targets the attentio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
+from hubtools.families.flow_matching import FlowMatchingFamily
 from hubtools.families.base import (
-    Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
 )
 
 _TINY_SEED = 1234
@@ -25,7 +26,7 @@ MAX_SEQUENCE_LENGTH = 512
 _ALWAYS_FULL_BELOW = 100_000_000  # the tiny model trains fully anywhere
 
 
-class ZImage(Family):
+class ZImage(FlowMatchingFamily):
     name = "z-image"
     title = "Z-Image"
     pipeline_class_name = "ZImagePipeline"
@@ -61,23 +62,6 @@ class ZImage(Family):
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
         return License("apache-2.0")
-
-    def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
-        return {**super().config_defaults(denoiser_config), "training.method": "lora"}
-
-    def sampling_scheduler(self, name: str, scheduler_config):
-        return self.validation_scheduler(scheduler_config)
-
-    def sampling_scheduler_label(self, name: str) -> str:
-        return "flow-matching Euler"
-
-    def validation_scheduler(self, scheduler_config):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-
-    def training_scheduler(self, scheduler_config):
-        return self.validation_scheduler(scheduler_config)
 
     # -- training ------------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import mimetypes
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
