@@ -174,12 +174,12 @@ def test_sampling_defaults_and_licences_per_family():
 
 
 def test_a_full_flux_fine_tune_is_refused_where_memory_does_not_allow(pipelines, monkeypatch):
-    from hubtools.families import flux
+    from hubtools.families import flow_matching
 
     family, transformer = by_name("flux"), pipelines["flux"].transformer
     family.check_training("full", transformer, torch.device("cpu"))  # the tiny model trains fully anywhere
     family.check_training("lora", transformer, torch.device("cpu"))
-    monkeypatch.setattr(flux, "_ALWAYS_FULL_BELOW", 0)  # as if it were the 12B model
+    monkeypatch.setattr(flow_matching, "ALWAYS_FULL_BELOW", 0)  # as if it were the 12B model
     with pytest.raises(ConfigError, match=r"full fine-tune of FLUX.1 .*\(no GPU here\): sharded with FSDP it fits "
                                           r"on 2 GPUs of 80 GiB .*--distributed fsdp\), or train a LoRA instead"):
         family.check_training("full", transformer, torch.device("cpu"))

@@ -88,7 +88,7 @@ def test_the_offline_qwen_tokenizer_writes_qwens_chat_markup_and_round_trips(tmp
 
 
 def test_card_facts_and_a_full_fine_tune_of_the_real_size_is_refused_without_the_memory(pipe, monkeypatch):
-    from hubtools.families import zimage
+    from hubtools.families import flow_matching
 
     family = by_name("z-image")
     assert family.default_license({}).id == "apache-2.0"
@@ -97,6 +97,6 @@ def test_card_facts_and_a_full_fine_tune_of_the_real_size_is_refused_without_the
                                                                                          "torch.bfloat16", None)
     assert "height=64" in snippet["call_args"] and "max_sequence_length=512" in snippet["call_args"]
     family.check_training("full", pipe.transformer, torch.device("cpu"))  # the tiny model trains fully anywhere
-    monkeypatch.setattr(zimage, "_ALWAYS_FULL_BELOW", 0)  # as if it were the 6B model
+    monkeypatch.setattr(flow_matching, "ALWAYS_FULL_BELOW", 0)  # as if it were the 6B model
     with pytest.raises(ConfigError, match=r"full fine-tune of Z-Image .*\(no GPU here\): .*train a LoRA instead"):
         family.check_training("full", pipe.transformer, torch.device("cpu"))

@@ -4,9 +4,15 @@ real models needs far more memory than one GPU has)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.base import Family
+from hubtools.families.base import Family, NoisyBatch, unwrapped
+
+if TYPE_CHECKING:  # importing a family imports no torch
+    import torch
+
+# Below this many denoiser parameters (the tiny models) a full fine-tune is allowed anywhere, CPU included.
+ALWAYS_FULL_BELOW = 100_000_000
 
 
 class FlowMatchingFamily(Family):
@@ -14,6 +20,18 @@ class FlowMatchingFamily(Family):
     scheduler config's shift during training where the family's script does (None: the config's own)."""
 
     training_shift: ClassVar[float | None] = None
+
+    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
+        """LoRA trains anywhere; a full fine-tune of a real model (16 bytes a parameter: weights, gradients and
+        AdamW states) is refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do."""
+        from hubtools.families.fits import check_full_fine_tune
+
+        if method != "full":
+            return
+        parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
+        if parameters < ALWAYS_FULL_BELOW:
+            return
+        check_full_fine_tune(self.title, parameters, device, shards)
 
     def config_defaults(self, denoiser_config: dict[str, Any]) -> dict[str, Any]:
         return {**super().config_defaults(denoiser_config), "training.method": "lora"}
@@ -35,3 +53,25 @@ class FlowMatchingFamily(Family):
 
         shift = {} if self.training_shift is None else {"shift": self.training_shift}
         return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config, **shift)
+
+
+def logit_normal_noisy_batch(scheduler, latents: torch.Tensor, generator: torch.Generator, device: torch.device,
+                             weighting_scheme: str, target: torch.Tensor | None = None) -> NoisyBatch:
+    """The step of diffusers' SD3-style scripts (SD 3.5, Qwen-Image): times ``u`` from
+    ``compute_density_for_timestep_sampling`` (logit-normal mean 0, std 1, mode scale 1.29), index ``u * 1000``
+    into the scheduler's shifted timesteps and sigmas, ``x_t = (1 - sigma) x_0 + sigma noise``; the target is
+    ``noise - x_0`` unless ``target`` (given as ``latents`` for preconditioned outputs) says otherwise. Noise
+    first, then ``u``, both from ``generator`` (exact resume depends on that order)."""
+    import torch
+    from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    u = compute_density_for_timestep_sampling(weighting_scheme, latents.shape[0], logit_mean=0.0, logit_std=1.0,
+                                              mode_scale=1.29, generator=generator)
+    indices = (u * scheduler.config.num_train_timesteps).long()
+    timesteps = scheduler.timesteps[indices].to(device)
+    sigmas = scheduler.sigmas[indices].to(device=device, dtype=latents.dtype)
+    expanded = sigmas.view(-1, 1, 1, 1)
+    noisy = (1.0 - expanded) * latents + expanded * noise
+    weights = compute_loss_weighting_for_sd3(weighting_scheme, sigmas).float()
+    return NoisyBatch(noisy, timesteps, noise - latents if target is None else target, weights)

@@ -29,8 +29,6 @@ TRAINING_GUIDANCE = 1.0
 # The timestep density of SD3/FLUX training: sigmoid of a standard normal (more weight mid-schedule).
 TIMESTEP_SAMPLING = "logit_normal"
 
-# Below this many parameters a full fine-tune runs anywhere (the tiny model; nothing real is this small).
-_ALWAYS_FULL_BELOW = 100_000_000
 
 DEV_LICENSE = License(
     "other", name="flux-1-dev-non-commercial-license",
@@ -165,19 +163,6 @@ class Flux(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """FLUX's own attention processors already call PyTorch's SDPA."""
-
-    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
-        """A full fine-tune of FLUX.1 (12B parameters, ~180 GiB of weights, gradients and AdamW states) is
-        refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny model trains fully
-        anywhere."""
-        from hubtools.families.fits import check_full_fine_tune
-
-        if method != "full":
-            return
-        parameters = sum(p.numel() for p in denoiser.parameters())
-        if parameters < _ALWAYS_FULL_BELOW:
-            return
-        check_full_fine_tune("FLUX.1", parameters, device, shards)
 
     # -- the tiny random model -----------------------------------------------------------------------------
 

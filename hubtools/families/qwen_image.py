@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hubtools.families.flow_matching import FlowMatchingFamily
+from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -28,7 +28,6 @@ _TINY_SEED = 2025
 _TINY_RESOLUTION = 64
 
 WEIGHTING_SCHEME = "none"
-LOGIT_MEAN, LOGIT_STD, MODE_SCALE = 0.0, 1.0, 1.29
 TRAINING_SHIFT = 3.0  # what the script loads the scheduler with (inert under dynamic shifting)
 MAX_SEQUENCE_LENGTH = 512  # the script's --max_sequence_length default: caption tokens after the template
 # The pipeline's chat template and the count of its tokens before the caption (``prompt_template_encode`` and
@@ -40,7 +39,6 @@ PROMPT_TEMPLATE = ("<|im_start|>system\nDescribe the image by detailing the colo
 TEMPLATE_TOKENS = 34
 TOKENIZER_MAX_LENGTH = 1024
 
-_ALWAYS_FULL_BELOW = 100_000_000
 
 # Wan 2.1's VAE statistics, which Qwen-Image's VAE config carries: latents are (x - mean) / std per channel.
 LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -151,20 +149,7 @@ class QwenImage(FlowMatchingFamily):
 
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:
-        import torch
-        from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
-
-        count = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        u = compute_density_for_timestep_sampling(WEIGHTING_SCHEME, count, logit_mean=LOGIT_MEAN, logit_std=LOGIT_STD,
-                                                  mode_scale=MODE_SCALE, generator=generator)
-        indices = (u * scheduler.config.num_train_timesteps).long()
-        timesteps = scheduler.timesteps[indices].to(device)
-        sigmas = scheduler.sigmas[indices].to(device=device, dtype=latents.dtype)
-        expanded = sigmas.view(-1, 1, 1, 1)
-        noisy = (1.0 - expanded) * latents + expanded * noise
-        weights = compute_loss_weighting_for_sd3(WEIGHTING_SCHEME, sigmas).float()
-        return NoisyBatch(noisy, timesteps, noise - latents, weights)
+        return logit_normal_noisy_batch(scheduler, latents, generator, device, WEIGHTING_SCHEME)
 
     def predict(self, denoiser, model_input: torch.Tensor, timesteps: torch.Tensor,
                 conditioning: Conditioning) -> torch.Tensor:
@@ -183,19 +168,6 @@ class QwenImage(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """Qwen-Image's own attention processors already call PyTorch's SDPA."""
-
-    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
-        """Qwen-Image trains as a LoRA, as diffusers' script does; a full fine-tune is refused unless the GPU
-        holds 16 bytes a parameter (~305 GiB for the 20B transformer), or ``shards`` GPUs under FSDP do; the
-        tiny model trains fully anywhere."""
-        from hubtools.families.fits import check_full_fine_tune
-
-        if method != "full":
-            return
-        parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
-        if parameters < _ALWAYS_FULL_BELOW:
-            return
-        check_full_fine_tune(self.title, parameters, device, shards)
 
     def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
         from hubtools.families.lora_files import with_module_alphas

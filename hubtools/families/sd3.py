@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.flow_matching import FlowMatchingFamily
+from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -31,15 +31,12 @@ _TINY_RESOLUTION = 64
 
 # The training step's settings, as the diffusers scripts default them.
 WEIGHTING_SCHEME = "logit_normal"
-LOGIT_MEAN, LOGIT_STD, MODE_SCALE = 0.0, 1.0, 1.29
 PRECONDITION_OUTPUTS = True
 # T5 tokens a caption is padded/truncated to in training (the scripts' --max_sequence_length default; the
 # pipeline itself reads up to 256 at sampling time).
 TRAINING_T5_TOKENS = 77
 CLIP_TOKENS = 77
 
-# Below this many parameters a full fine-tune runs anywhere (the tiny model; nothing real is this small).
-_ALWAYS_FULL_BELOW = 100_000_000
 
 _LICENSE_NOTE = ("Stability AI Community License: free for research, non-commercial use, and commercial use by "
                  "individuals and organisations with less than USD 1M in total annual revenue; above that, "
@@ -143,21 +140,8 @@ class StableDiffusion3(FlowMatchingFamily):
 
     def noisy_input_and_target(self, scheduler, latents: torch.Tensor, generator: torch.Generator, training,
                                device: torch.device) -> NoisyBatch:
-        import torch
-        from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
-
-        count = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        u = compute_density_for_timestep_sampling(WEIGHTING_SCHEME, count, logit_mean=LOGIT_MEAN, logit_std=LOGIT_STD,
-                                                  mode_scale=MODE_SCALE, generator=generator)
-        indices = (u * scheduler.config.num_train_timesteps).long()
-        timesteps = scheduler.timesteps[indices].to(device)
-        sigmas = scheduler.sigmas[indices].to(device=device, dtype=latents.dtype)
-        expanded = sigmas.view(-1, 1, 1, 1)
-        noisy = (1.0 - expanded) * latents + expanded * noise
-        target = latents if PRECONDITION_OUTPUTS else noise - latents
-        weights = compute_loss_weighting_for_sd3(WEIGHTING_SCHEME, sigmas).float()
-        return NoisyBatch(noisy, timesteps, target, weights)
+        return logit_normal_noisy_batch(scheduler, latents, generator, device, WEIGHTING_SCHEME,
+                                        target=latents if PRECONDITION_OUTPUTS else None)
 
     def predict(self, denoiser, model_input: torch.Tensor, timesteps: torch.Tensor,
                 conditioning: Conditioning) -> torch.Tensor:
@@ -172,19 +156,6 @@ class StableDiffusion3(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """SD3's joint-attention processors already call PyTorch's SDPA (a plain one would break them)."""
-
-    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
-        """A full fine-tune of SD3.5 Large (8.1B parameters: ~120 GiB of weights, gradients and AdamW states) or
-        Medium (~33 GiB) is refused unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny
-        model trains fully anywhere."""
-        from hubtools.families.fits import check_full_fine_tune
-
-        if method != "full":
-            return
-        parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
-        if parameters < _ALWAYS_FULL_BELOW:
-            return
-        check_full_fine_tune(self.title, parameters, device, shards)
 
     # -- the ComfyUI copy of a LoRA ------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from hubtools.families.flow_matching import FlowMatchingFamily
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
 )
 
 _TINY_SEED = 1234
@@ -23,7 +23,6 @@ _TINY_RESOLUTION = 64
 # The script's default --weighting_scheme: uniform timesteps, no loss weighting.
 TIMESTEP_SAMPLING = "none"
 MAX_SEQUENCE_LENGTH = 512
-_ALWAYS_FULL_BELOW = 100_000_000  # the tiny model trains fully anywhere
 
 
 class ZImage(FlowMatchingFamily):
@@ -121,18 +120,6 @@ class ZImage(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """Z-Image's attention processors already dispatch to PyTorch's SDPA."""
-
-    def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
-        """A full fine-tune of the 6B transformer (~92 GiB of weights, gradients and AdamW states) is refused
-        unless the GPU has room for it, or ``shards`` GPUs under FSDP do; the tiny model trains fully anywhere."""
-        from hubtools.families.fits import check_full_fine_tune
-
-        if method != "full":
-            return
-        parameters = sum(p.numel() for p in unwrapped(denoiser).parameters())
-        if parameters < _ALWAYS_FULL_BELOW:
-            return
-        check_full_fine_tune(self.title, parameters, device, shards)
 
     # -- the tiny random model -----------------------------------------------------------------------------
 
