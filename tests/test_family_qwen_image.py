@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hubtools.families import by_name
-from test_training_support import single_thread_torch
+from test_training_support import load_tiny_family_pipeline, single_thread_torch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "qwen_image_configs.json"
 PROMPTS = ["a photo of nlwx dog on the beach", "a dog"]
@@ -24,19 +24,12 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    from diffusers import DiffusionPipeline
-
-    folder = tmp_path_factory.mktemp("qwen-image") / "tiny"
-    by_name("qwen-image").build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
-    loaded = DiffusionPipeline.from_pretrained(folder)
-    loaded.set_progress_bar_config(disable=True)
-    return loaded
+    return load_tiny_family_pipeline(tmp_path_factory.mktemp("qwen_image"), "qwen-image")
 
 
 def test_the_offline_tokenizer_reads_the_template_as_qwen_does(pipe):
     """The pipeline drops the template's first 34 tokens (``prompt_template_encode_start_idx``): the tiny
     tokenizer splits that prefix into exactly those 34 (one per word, as Qwen2.5-VL's), and round-trips."""
-    from transformers import AutoTokenizer
 
     prefix = pipe.prompt_template_encode.split("{}")[0]
     assert len(pipe.tokenizer(prefix).input_ids) == pipe.prompt_template_encode_start_idx == 34

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hubtools.families import by_name
-from test_training_support import single_thread_torch
+from test_training_support import load_tiny_family_pipeline, single_thread_torch
 
 PROMPT = "a photo of nlwx dog on the beach"
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "sd35_configs.json"
@@ -24,13 +24,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    from diffusers import DiffusionPipeline
-
-    folder = tmp_path_factory.mktemp("sd3") / "tiny"
-    by_name("sd3").build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
-    loaded = DiffusionPipeline.from_pretrained(folder)  # eval mode, as training's frozen encoders are
-    loaded.set_progress_bar_config(disable=True)
-    return loaded
+    return load_tiny_family_pipeline(tmp_path_factory.mktemp("sd3"), "sd3")
 
 
 def test_the_step_is_the_scripts_flow_matching_step(pipe):

@@ -10,7 +10,7 @@ import torch
 
 from hubtools.errors import ConfigError
 from hubtools.families import by_name
-from test_training_support import single_thread_torch
+from test_training_support import load_tiny_family_pipeline, single_thread_torch
 
 PROMPT = "a photo of nlwx dog on the beach"
 
@@ -22,13 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    from diffusers import DiffusionPipeline
-
-    folder = tmp_path_factory.mktemp("zimage") / "tiny"
-    by_name("z-image").build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
-    loaded = DiffusionPipeline.from_pretrained(folder)
-    loaded.set_progress_bar_config(disable=True)
-    return loaded
+    return load_tiny_family_pipeline(tmp_path_factory.mktemp("zimage"), "z-image")
 
 
 def test_the_step_is_the_scripts_flow_matching(pipe):

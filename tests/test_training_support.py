@@ -57,6 +57,16 @@ def tiny_family_base(root: Path, family: str) -> Path:
     return base
 
 
+def load_tiny_family_pipeline(root: Path, family: str):
+    """The tiny pipeline of ``family`` saved and loaded back with plain diffusers (eval mode, as training's frozen
+    encoders are), progress bars off."""
+    from diffusers import DiffusionPipeline
+
+    loaded = DiffusionPipeline.from_pretrained(tiny_family_base(root, family))
+    loaded.set_progress_bar_config(disable=True)
+    return loaded
+
+
 def write_concept(run: Path, count: int = 3) -> None:
     """A prepared concept set: ``count`` distinct 64 px images in imagefolder layout with captions."""
     images = run / "concept" / "images"
