@@ -30,7 +30,6 @@ def pipe(tmp_path_factory):
 def test_the_offline_tokenizer_reads_the_template_as_qwen_does(pipe):
     """The pipeline drops the template's first 34 tokens (``prompt_template_encode_start_idx``): the tiny
     tokenizer splits that prefix into exactly those 34 (one per word, as Qwen2.5-VL's), and round-trips."""
-
     prefix = pipe.prompt_template_encode.split("{}")[0]
     assert len(pipe.tokenizer(prefix).input_ids) == pipe.prompt_template_encode_start_idx == 34
     ids = pipe.tokenizer(PROMPTS[0]).input_ids
