@@ -11,6 +11,7 @@ from hubtools.families.base import Family, NoisyBatch, unwrapped
 if TYPE_CHECKING:  # importing a family imports no torch
     import torch
 
+TINY_RESOLUTION = 64
 # Below this many denoiser parameters (the tiny models) a full fine-tune is allowed anywhere, CPU included.
 ALWAYS_FULL_BELOW = 100_000_000
 
@@ -75,3 +76,16 @@ def logit_normal_noisy_batch(scheduler, latents: torch.Tensor, generator: torch.
     noisy = (1.0 - expanded) * latents + expanded * noise
     weights = compute_loss_weighting_for_sd3(weighting_scheme, sigmas).float()
     return NoisyBatch(noisy, timesteps, noise - latents if target is None else target, weights)
+
+
+def tiny_flow_matching_vae(*, shift_factor: float, scaling_factor: float):
+    """The tiny models' 16-channel, 8x VAE (64 px in, 8x8 latents out) with the family's latent shift and scale;
+    call it inside the builder's seeded RNG, where the VAE's weights are drawn."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
+        latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=shift_factor, scaling_factor=scaling_factor,
+    )

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
-from hubtools.families.flow_matching import FlowMatchingFamily
+from hubtools.families.flow_matching import FlowMatchingFamily, tiny_flow_matching_vae
 from hubtools.families.base import (
     Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
 )
 
 _TINY_SEED = 1234
-_TINY_RESOLUTION = 64
 
 # Guidance the transformer is conditioned on while training a dev LoRA (diffusers' and SimpleTuner's recipe
 # train at 1; the embedding's value at sampling time, ~3.5, is then what a user turns).
@@ -170,7 +169,7 @@ class Flux(FlowMatchingFamily):
         """CLIP + a small T5 encoder, a one-double-block, one-single-block transformer over 16-channel latents
         (64 inputs after 2x2 packing), an 8x VAE with a shift factor, FLUX.1-dev's scheduler: 64 px."""
         import torch
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
         from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
         from hubtools.tokenizer import build_clip_tokenizer, build_t5_tokenizer
@@ -184,12 +183,7 @@ class Flux(FlowMatchingFamily):
                 attention_head_dim=16, num_attention_heads=2, joint_attention_dim=t5_hidden,
                 pooled_projection_dim=clip_hidden, guidance_embeds=True, axes_dims_rope=(4, 6, 6),
             )
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
-                latent_channels=latent_channels, norm_num_groups=8, sample_size=_TINY_RESOLUTION,
-                use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
-            )
+            vae = tiny_flow_matching_vae(shift_factor=0.1159, scaling_factor=0.3611)
             text_encoder = CLIPTextModel(CLIPTextConfig(
                 vocab_size=len(tokenizer), hidden_size=clip_hidden, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch
+from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch, tiny_flow_matching_vae
 from hubtools.families.base import (
     Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
 )
@@ -177,7 +177,7 @@ class StableDiffusion3(FlowMatchingFamily):
         RMS q/k norm in the first, as SD3.5 Medium) over 2x2 patches of 16-channel latents, an 8x VAE with
         SD3's shift and scale, SD3.5's scheduler (shift 3): 64 px."""
         import torch
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
         from diffusers import StableDiffusion3Pipeline
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
 
@@ -203,12 +203,7 @@ class StableDiffusion3(FlowMatchingFamily):
                 caption_projection_dim=32, pooled_projection_dim=2 * clip_hidden, out_channels=latent_channels,
                 pos_embed_max_size=32, dual_attention_layers=(0,), qk_norm="rms_norm",
             )
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
-                latent_channels=latent_channels, norm_num_groups=8, sample_size=_TINY_RESOLUTION,
-                use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305,
-            )
+            vae = tiny_flow_matching_vae(shift_factor=0.0609, scaling_factor=1.5305)
             text_encoder, text_encoder_2 = clip(2), clip(3)
             text_encoder_3 = T5EncoderModel(T5Config(
                 vocab_size=len(tokenizer_3), d_model=t5_hidden, d_kv=8, d_ff=64, num_layers=2, num_heads=4,

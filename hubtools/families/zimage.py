@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from hubtools.families.flow_matching import FlowMatchingFamily
+from hubtools.families.flow_matching import FlowMatchingFamily, tiny_flow_matching_vae
 from hubtools.families.base import (
     Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
 )
 
 _TINY_SEED = 1234
-_TINY_RESOLUTION = 64
 # The script's default --weighting_scheme: uniform timesteps, no loss weighting.
 TIMESTEP_SAMPLING = "none"
 MAX_SEQUENCE_LENGTH = 512
@@ -127,7 +126,7 @@ class ZImage(FlowMatchingFamily):
         """A byte-level Qwen tokenizer with Qwen's chat markup, a two-layer Qwen3 encoder, a two-layer Z-Image
         transformer over 16-channel latents (2x2 patches), an 8x VAE with a shift factor: 64 px."""
         import torch
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
         from transformers import Qwen3Config, Qwen3Model
 
         tokenizer = build_qwen_chat_tokenizer()
@@ -142,12 +141,7 @@ class ZImage(FlowMatchingFamily):
             with torch.no_grad():  # created with torch.empty: fixed, or the model is not deterministic
                 transformer.x_pad_token.fill_(1.0)
                 transformer.cap_pad_token.fill_(1.0)
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
-                latent_channels=latent_channels, norm_num_groups=8, sample_size=_TINY_RESOLUTION,
-                use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
-            )
+            vae = tiny_flow_matching_vae(shift_factor=0.1159, scaling_factor=0.3611)
             text_encoder = Qwen3Model(Qwen3Config(
                 hidden_size=text_hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 num_key_value_heads=2, head_dim=8, vocab_size=len(tokenizer), max_position_embeddings=MAX_SEQUENCE_LENGTH,
