@@ -13,6 +13,14 @@ from test_training_support import single_thread_torch
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 
+def _load_bench():
+    """benchmarks/bench_train.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread_torch()
@@ -20,9 +28,7 @@ def _one_thread():
 
 @pytest.mark.slow
 def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     out = tmp_path / "results.json"
     assert bench.main(["--device", "cpu", "--steps", "3", "--profiles", "high,low", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -37,9 +43,7 @@ def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
 @pytest.mark.parametrize("family", ["flux", "sd3", "qwen-image"])
 def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
     """The FLUX.1 and SD3.5 configurations: their profiles are LoRA ones, their FLOPs counted through the family."""
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     out = tmp_path / "results.json"
     assert bench.main(["--device", "cpu", "--family", family, "--steps", "2", "--profiles", "high",
                        "--out", str(out)]) == 0
@@ -51,9 +55,7 @@ def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
 @pytest.mark.slow
 def test_benchmark_compares_one_bucket_with_the_square(tmp_path):
     """``--bucket``: the same profile trained on the square and on one portrait bucket, each with its steps/s."""
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     out = tmp_path / "results.json"
     assert bench.main(["--device", "cpu", "--steps", "2", "--profiles", "lora-fast", "--bucket", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
