@@ -102,6 +102,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
     family = by_name(record.family)
     denoiser_config = _denoiser_config(run, family, record)
     licence = _license(config, base_model, family, denoiser_config)
+    identifier_report = IdentifierRecord.read(run)
     return {
         "repo_id": repo_id,
         "repo_placeholder": repo_id or f"YOUR_NAMESPACE/{model_name}",
@@ -117,9 +118,12 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "license": licence.id,
         "license_terms": {k: v for k, v in (("license_name", licence.name), ("license_link", licence.link)) if v},
         "license_note": licence.note,
-        "family": {"name": family.name, "title": family.title, "tag": family.card_tag},
+        "family": {"name": family.name, "title": family.title, "tag": family.card_tag,
+                   # the identifier is counted in the family's own tokenizers only: CLIP's line where it has one
+                   "first_tokenizer_is_clip": family.first_tokenizer_is_clip},
         "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.main_resolution),
-        "identifier_report": IdentifierRecord.read(run),
+        "identifier_report": identifier_report,
+        "identifier_warnings": _identifier_warnings(identifier_report, family),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora, train),
         "weights": _weights(run, train, lora, family.pipeline_class_name),
@@ -146,6 +150,20 @@ def _repo_files(run: RunFolder) -> list[dict[str, str]]:
         folder = path.split("/", 1)[0] + "/"
         pushed.add(path if path in FILE_ROLES else folder)
     return [{"path": name, "what": what} for name, what in FILE_ROLES.items() if name in pushed]
+
+
+def _identifier_warnings(report: IdentifierRecord | None, family) -> list[str]:
+    """What is doubtful about the identifier to the family's own tokenizers: every warning of the check where the
+    family's first tokenizer is CLIP's (the check's own); else only those of its tokenizers' splits (CLIP's
+    split, rarity and prior mean nothing to a model without CLIP)."""
+    if report is None:
+        return []
+    if family.first_tokenizer_is_clip:
+        return list(report.warnings)
+    from hubtools.families.tokenizers import TokenizerSplit, split_warning
+
+    splits = [TokenizerSplit(**split) for split in report.other_tokenizers or []]
+    return [split_warning(report.text, split) for split in splits if split.num_tokens != 1]
 
 
 def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:

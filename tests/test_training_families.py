@@ -4,6 +4,7 @@ and what it leaves loads with plain diffusers (full pipeline folder, or base + `
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import train_dreambooth
-from test_training_support import make_run, single_thread_torch, tiny_family_base
+from test_training_support import IDENTIFIER, make_run, single_thread_torch, tiny_family_base
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -153,3 +154,25 @@ def test_an_sd3_card_states_the_stability_community_licence(root, trained):
     assert "Stability AI Community License" in card.content and "USD 1M" in card.content
     assert "StableDiffusion3Pipeline" in card.content and "torch.bfloat16" in card.content
     assert "flow-matching Euler" in card.content and "sd3" in card.data.tags
+
+
+def test_a_qwen_image_card_counts_the_identifier_in_its_own_tokenizer_only(root, trained):
+    """Qwen-Image has no CLIP tokenizer: its card says how many tokens the identifier is to its Qwen tokenizer
+    and has no "CLIP token" line (an SDXL card keeps its CLIP line beside its second tokenizer's)."""
+    from hubtools.card import render_model_card
+    from hubtools.config import load_run_config
+    from hubtools.runfolder import RunFolder
+    from hubtools.runner import check_identifier_for
+
+    cards = {}
+    for family_name in ("qwen-image", "sdxl"):
+        run, _ = trained(family_name, "lora")
+        check_identifier_for(load_run_config(run)).write(RunFolder(run))
+        cards[family_name] = render_model_card(run, repo_id=f"tester/{family_name}-lora").content
+    qwen = cards["qwen-image"]
+    assert "CLIP token" not in qwen and "pk + bl + z" not in qwen  # nor CLIP's split in a note
+    assert re.search(r"- To `tokenizer` \(Qwen2Tokenizer\): \d+ tokens?\s+\(`p`", qwen)
+    assert "tokens to tokenizer (Qwen2Tokenizer: p + k + bl + z)" in qwen
+    sdxl = cards["sdxl"]
+    assert re.search(rf"`{IDENTIFIER}` is \d+ CLIP tokens?\s+\(", sdxl) and "pk + bl + z" in sdxl
+    assert "- To `tokenizer_2` (CLIPTokenizer" in sdxl
