@@ -24,9 +24,14 @@ CASES = {
     # Z-Image: the diffusers LoRA only (no second key layout written for it yet)
     "z-image": ("hubtools/tiny-z-image", "lora", {"pytorch_lora_weights.safetensors"}),
     "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
+    # FLUX.2 [dev]: LoRA only, the diffusers file; [klein]: a full fine-tune, the whole pipeline
+    "flux2": ("hubtools/tiny-flux2", "lora", {"pytorch_lora_weights.safetensors"}),
+    "flux2-klein": ("hubtools/tiny-flux2-klein", "full",
+                    {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
 }
 PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline",
-             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline"}
+             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline", "flux2": "Flux2Pipeline",
+             "flux2-klein": "Flux2KleinPipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -48,7 +53,7 @@ FRESH_PROCESS = textwrap.dedent("""
     else:
         pipe = DiffusionPipeline.from_pretrained(repo)
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a photo of nlwx dog", num_inference_steps=2, height=64, width=64, output_type="np",
+    image = pipe(prompt="a photo of nlwx dog", num_inference_steps=2, height=64, width=64, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.shape == (64, 64, 3), image.shape
     print(type(pipe).__name__)
@@ -113,6 +118,13 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert "max_sequence_length=512" in card.content and "with flow-matching Euler" in card.content
         # the identifier in the model's own tokenizer (a byte-level Qwen tokenizer: one token a letter)
         assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): 4 tokens", card.content), card.content
+
+    if family in ("flux2", "flux2-klein"):
+        assert card.data.license == "apache-2.0"  # the tiny base's own card's (the real ones: test_family_flux2)
+        assert f"{PIPELINES[family]}.from_pretrained" in card.content and "torch.bfloat16" in card.content
+        assert "with flow-matching Euler" in card.content and "DDIM" not in card.content
+        # the identifier in the model's own tokenizer (byte-level: one token a letter)
+        assert re.search(r"`tokenizer` \(\w+\): 4 tokens", card.content), card.content
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, base, repo_id, method], env=env, capture_output=True,
                            text=True, timeout=600, cwd=tmp_path)

@@ -244,6 +244,10 @@ class Family(ABC):
 
         denoiser.set_attn_processor(AttnProcessor2_0())
 
+    def check_method(self, method: str) -> None:
+        """Raise ``ConfigError`` when this family never trains ``method`` ("full" or "lora"), whatever the machine:
+        called by the preflight, before anything is loaded (default: both)."""
+
     def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP
         (default: it always can)."""
