@@ -102,6 +102,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
     family = by_name(record.family)
     denoiser_config = _denoiser_config(run, family, record)
     licence = _license(config, base_model, family, denoiser_config)
+    identifier_report = IdentifierRecord.read(run)
     return {
         "repo_id": repo_id,
         "repo_placeholder": repo_id or f"YOUR_NAMESPACE/{model_name}",
@@ -117,12 +118,15 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "license": licence.id,
         "license_terms": {k: v for k, v in (("license_name", licence.name), ("license_link", licence.link)) if v},
         "license_note": licence.note,
-        "family": {"name": family.name, "title": family.title, "tag": family.card_tag},
+        "family": {"name": family.name, "title": family.title, "tag": family.card_tag,
+                   # the identifier is counted in the family's own tokenizers only: CLIP's line where it has one
+                   "first_tokenizer_is_clip": family.first_tokenizer_is_clip},
         "snippet": family.card_snippet(denoiser_config, config.sampling.scheduler, config.training.main_resolution),
-        "identifier_report": IdentifierRecord.read(run),
+        "identifier_report": identifier_report,
+        "identifier_warnings": _identifier_warnings(identifier_report, family),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora, train),
-        "weights": _weights(run, train, lora, family.pipeline_class_name),
+        "weights": _weights(run, train, lora, family),
         "concept": _concept(run, config),
         "samples": _samples(run, family),
         "loss_curve": run.relative(run.loss_curve) if run.loss_curve.is_file() else None,
@@ -146,6 +150,20 @@ def _repo_files(run: RunFolder) -> list[dict[str, str]]:
         folder = path.split("/", 1)[0] + "/"
         pushed.add(path if path in FILE_ROLES else folder)
     return [{"path": name, "what": what} for name, what in FILE_ROLES.items() if name in pushed]
+
+
+def _identifier_warnings(report: IdentifierRecord | None, family) -> list[str]:
+    """What is doubtful about the identifier to the family's own tokenizers: every warning of the check where the
+    family's first tokenizer is CLIP's (the check's own); else only those of its tokenizers' splits (CLIP's
+    split, rarity and prior mean nothing to a model without CLIP)."""
+    if report is None:
+        return []
+    if family.first_tokenizer_is_clip:
+        return list(report.warnings)
+    from hubtools.families.tokenizers import TokenizerSplit, split_warning
+
+    splits = [TokenizerSplit(**split) for split in report.other_tokenizers or []]
+    return [split_warning(report.text, split) for split in splits if split.num_tokens != 1]
 
 
 def _widgets(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -277,7 +295,7 @@ def _bucket_counts(train: TrainResult | None) -> str | None:
     return ", ".join(f"{label}: {count}" for label, count in ordered) or None
 
 
-def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class: str) -> dict[str, Any]:
+def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family) -> dict[str, Any]:
     recorded = {w.path: w for w in train.weight_files} if train else {}
     if lora:
         paths = [LORA_WEIGHTS_FILENAME] if run.is_lora else []
@@ -292,10 +310,13 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class
         known = recorded.get(path)
         # train_result's hash holds while the file is the one training wrote (same size); else hash it now.
         sha = known.sha256 if known and known.bytes == size and known.sha256 else sha256_file(run.root / path)
-        files.append({"path": path, "size": human_size(size), "sha256": sha})
+        # the second LoRA file: its key layout and the tools that read it
+        what = (f"the same LoRA in {family.kohya_lora_layout}, for {family.kohya_lora_readers}"
+                if lora and path != LORA_WEIGHTS_FILENAME else None)
+        files.append({"path": path, "size": human_size(size), "sha256": sha, "what": what})
     return {
         "format": _lora_format(run.lora_weights) if lora
-        else f"diffusers {family_class} folder (safetensors)",
+        else f"diffusers {family.pipeline_class_name} folder (safetensors)",
         "step": train.steps_done if train else None,
         "files": files,
         "checkpoints": (train.checkpoints if train else None) or [],

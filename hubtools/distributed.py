@@ -239,6 +239,16 @@ def on_main(what: str, fn: Callable[[], T]) -> T:
     return main_value
 
 
+def main_only(what: str, fn: Callable[[], T]) -> T | None:
+    """``fn()`` on the main process while the others wait, its result kept there (None elsewhere, nothing sent:
+    for results too large to travel, such as loaded models or every image). Failures as in ``on_main``."""
+    if not launched():
+        return fn()
+    kept: list[T] = []
+    on_main(what, lambda: kept.append(fn()))
+    return kept[0] if kept else None
+
+
 def each(what: str, fn: Callable[[], T]) -> list[T]:
     """``fn()`` on every process; every process gets the list of results in rank order. A failure in any
     process raises in all of them (that process's error first)."""

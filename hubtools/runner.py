@@ -362,7 +362,8 @@ def sample(run_dir: Path, *, device: str | None = None, reporter: Reporter | Non
 
 
 def evaluate(run_dir: Path, *, token: str | None = None, reporter: Reporter | None = None, **settings: Any):
-    """``hubtools eval RUN``: score the run; settings not given come from the run's ``[eval]`` section."""
+    """``hubtools eval RUN``: score the run; settings not given come from the run's ``[eval]`` section. Under
+    several processes each draws its share of the images and the main process scores (the others get None)."""
     from hubtools.evaluation import EvalConfig, evaluate_run
 
     reporter = reporter or SilentReporter()
@@ -372,8 +373,9 @@ def evaluate(run_dir: Path, *, token: str | None = None, reporter: Reporter | No
     # The stage reports (what, done, total) to a callable: the reporter's.
     result = evaluate_run(Path(run_dir), EvalConfig(**{**saved.model_dump(), **chosen}), progress=reporter.progress,
                           token=token)
-    folder = RunFolder(Path(run_dir))
-    reporter.artifact("eval", folder.relative(folder.eval_result))
+    if result is not None:
+        folder = RunFolder(Path(run_dir))
+        reporter.artifact("eval", folder.relative(folder.eval_result))
     return result
 
 
@@ -419,9 +421,9 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     """``hubtools train-and-push``: photos in, a model with grids and a card on the Hub out.
 
     With ``resume``, ``config`` is ignored: the run folder's own config is continued. Under ``torchrun`` /
-    ``accelerate launch`` every process runs this: the checks, the concept set, the evaluation, the card and
+    ``accelerate launch`` every process runs this: the checks, the concept set, the scoring, the card and
     the push happen once, on the main process, while the others wait (``hubtools.distributed``); every
-    process trains, and draws its share of the class images and of the grids.
+    process trains, and draws its share of the class images, of the grids and of the evaluation images.
     """
     from hubtools.distributed import on_main
 
@@ -453,7 +455,7 @@ def train_and_push(config: RunConfig | None, run_dir: Path, *, token: str | None
     samples = sample(run_dir, reporter=reporter)  # every process draws its share; the main one writes
     evaluation = None
     if config.eval.enabled:
-        evaluation = on_main("the evaluation", lambda: evaluate(run_dir, token=token, reporter=reporter))
+        evaluation = evaluate(run_dir, token=token, reporter=reporter)  # each process its share; main scores
     if card_is_due(run_dir, repo_id):
         reporter.stage("writing the model card")
     reporter.stage(f"pushing to {repo_id}")

@@ -40,15 +40,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def small_config(tmp_path: Path) -> Path:
+def small_config(tmp_path: Path, evaluation: str = "") -> Path:
     path = tmp_path / "small.toml"
     # 3 class images one per batch and 2 prompts x 3 seeds x 2 guidance scales + a checkpoint row: shares that
     # do not split evenly
     path.write_text("[prior]\ngeneration_steps = 2\ngeneration_batch_size = 1\n\n"
                     "[sampling]\nnum_inference_steps = 2\nseeds = [0, 1, 2]\nguidance_scales = [7.0, 3.0]\n"
-                    'prompts = ["a photo of {identifier} {class_noun}", "a {identifier} {class_noun} on a beach"]\n',
-                    encoding="utf-8")
+                    'prompts = ["a photo of {identifier} {class_noun}", "a {identifier} {class_noun} on a beach"]\n'
+                    + evaluation, encoding="utf-8")
     return path
+
+
+def eval_section(tmp_path: Path) -> str:
+    """The DreamBench eval with the tiny encoders, small: 2 prompts x 2 seeds + 1 class image in batches of 2 (3
+    batches: shares that do not split evenly), ours and the base model, the images kept to compare."""
+    from test_evaluation_run import build_tiny_encoder_folders
+
+    dino, clip = build_tiny_encoder_folders(tmp_path / "encoders")
+    prompts = tmp_path / "eval-prompts.txt"
+    prompts.write_text("a photo of {identifier} {class_noun}\na {identifier} {class_noun} in the snow\n",
+                       encoding="utf-8")
+    return (f'\n[eval]\nenabled = true\nprompts = "{prompts.as_posix()}"\nn_per_prompt = 2\nn_class_images = 1\n'
+            f'batch_size = 2\nsave_images = true\ndino_model = "{dino.as_posix()}"\nclip_model = "{clip.as_posix()}"\n')
 
 
 def torchrun(args: list[str], *, processes: int = 2, timeout: int = 300, launcher: list[str] | None = None,
@@ -73,11 +86,14 @@ def assert_same_weights(first: Path, second: Path) -> None:
 @pytest.mark.multiprocess
 def test_train_and_push_under_torchrun_pushes_once_and_trains_as_one_process(tmp_path, capsys, local_hub,
                                                                             tiny_model_repo, hf_token, monkeypatch):
-    """Also: the class images and the grids that 2 processes drew between them are the bytes 1 process draws."""
+    """Also: the class images, the grids and the evaluation images that 2 processes drew between them are the
+    bytes 1 process draws, and the main process's scores are the ones 1 process gets."""
+    import json
+
     from huggingface_hub import HfApi
 
     repo_id = f"{local_hub.user}/nlwx-dog-torchrun"
-    config = small_config(tmp_path)
+    config = small_config(tmp_path, eval_section(tmp_path))
     run = tmp_path / "two"
     monkeypatch.setenv("HUBTOOLS_CACHE", str(tmp_path / "cache-two"))
     launched = torchrun(["train-and-push", "--config", str(config), "--base-model", tiny_model_repo,
@@ -101,14 +117,25 @@ def test_train_and_push_under_torchrun_pushes_once_and_trains_as_one_process(tmp
     assert len(class_images[0]) == 3 and [p.read_bytes() for p in class_images[0]] == \
         [p.read_bytes() for p in class_images[1]]
 
-    # The grids of the 2-process run, drawn again by 1 process: the same bytes.
+    # The grids and the evaluation of the 2-process run, drawn again by 1 process: the same bytes, the same scores.
     again = tmp_path / "again"
     shutil.copytree(run, again)
+    shutil.rmtree(again / "images" / "eval")
+    (again / "eval.json").unlink()
     assert main(["sample", str(again), "--quiet"]) == 0, capsys.readouterr().err
     grids = sorted(path.name for path in (run / "images").glob("*.png"))
     assert {"samples_grid.png", "guidance_sweep.png", "checkpoints_grid.png", "widget.png"} <= set(grids)
     for name in grids:
         assert (run / "images" / name).read_bytes() == (again / "images" / name).read_bytes(), name
+    assert main(["--quiet", "eval", str(again)]) == 0, capsys.readouterr().err
+    drawn = sorted(path.relative_to(run).as_posix() for path in (run / "images" / "eval").rglob("*.png"))
+    assert len(drawn) == 2 * (2 * 2 + 1), drawn  # ours and base: 2 prompts x 2 seeds + 1 class image
+    assert drawn == sorted(path.relative_to(again).as_posix() for path in (again / "images" / "eval").rglob("*.png"))
+    for name in drawn:
+        assert (run / name).read_bytes() == (again / name).read_bytes(), name
+    two, one = (json.loads((folder / "eval.json").read_text()) for folder in (run, again))
+    assert two["ours"] == one["ours"] and two["baseline"] == one["baseline"] and two["real"] == one["real"]
+    assert "DINO" in (run / "README.md").read_text(encoding="utf-8")
 
 
 FAILING = """

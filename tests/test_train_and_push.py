@@ -251,3 +251,27 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     reloaded = Image.open(tmp_path / "demo" / "from_hub.png")
     assert reloaded.size == (256, 256)
     assert (tmp_path / "demo" / "run" / "README.md").is_file()
+
+
+@pytest.mark.slow
+def test_demo_of_a_lora_family_trains_a_lora(tmp_path):
+    """``hubtools demo --family z-image`` as a user runs it (progress bars on): Z-Image's default method, LoRA,
+    applies (the demo sets no method), so the hub gets a LoRA that reloads over the tiny base model."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "hubtools", "demo", "--family", "z-image", "--steps", "2", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].endswith("/demo/nlwx-dog-z-image")
+    trained = json.loads((out / "run" / "train_result.json").read_text())
+    assert trained["method"] == "lora"
+    assert [entry["path"] for entry in trained["weight_files"]] == ["pytorch_lora_weights.safetensors"]
+    assert not (out / "run" / "transformer").exists() and not (out / "run" / "model_index.json").exists()
+    card = (out / "run" / "README.md").read_text()
+    assert "A DreamBooth **LoRA**" in card and "ZImagePipeline" in card and "pipe.load_lora_weights(" in card
+    from PIL import Image
+
+    assert Image.open(out / "from_hub.png").size == (256, 256)  # drawn by the base + the LoRA from the hub

@@ -4,6 +4,7 @@ and what it leaves loads with plain diffusers (full pipeline folder, or base + `
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import train_dreambooth
-from test_training_support import make_run, single_thread_torch, tiny_family_base
+from test_training_support import IDENTIFIER, make_run, single_thread_torch, tiny_family_base
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -155,3 +156,123 @@ def test_an_sd3_card_states_the_stability_community_licence(root, trained):
     assert "Stability AI Community License" in card.content and "USD 1M" in card.content
     assert "StableDiffusion3Pipeline" in card.content and "torch.bfloat16" in card.content
     assert "flow-matching Euler" in card.content and "sd3" in card.data.tags
+
+
+def test_a_qwen_image_card_counts_the_identifier_in_its_own_tokenizer_only(root, trained):
+    """Qwen-Image has no CLIP tokenizer: its card says how many tokens the identifier is to its Qwen tokenizer
+    and has no "CLIP token" line (an SDXL card keeps its CLIP line beside its second tokenizer's)."""
+    from hubtools.card import render_model_card
+    from hubtools.config import load_run_config
+    from hubtools.runfolder import RunFolder
+    from hubtools.runner import check_identifier_for
+
+    cards = {}
+    for family_name in ("qwen-image", "sdxl"):
+        run, _ = trained(family_name, "lora")
+        check_identifier_for(load_run_config(run)).write(RunFolder(run))
+        cards[family_name] = render_model_card(run, repo_id=f"tester/{family_name}-lora").content
+    qwen = cards["qwen-image"]
+    assert "CLIP token" not in qwen and "pk + bl + z" not in qwen  # nor CLIP's split in a note
+    assert re.search(r"- To `tokenizer` \(Qwen2Tokenizer\): \d+ tokens?\s+\(`p`", qwen)
+    assert "tokens to tokenizer (Qwen2Tokenizer: p + k + bl + z)" in qwen
+    sdxl = cards["sdxl"]
+    assert re.search(rf"`{IDENTIFIER}` is \d+ CLIP tokens?\s+\(", sdxl) and "pk + bl + z" in sdxl
+    assert "- To `tokenizer_2` (CLIPTokenizer" in sdxl
+
+
+def _fused_transformer(root, family_name, lora) -> dict[str, torch.Tensor]:
+    """The tiny base's transformer weights with ``lora`` (a file or folder, or a state dict) loaded by diffusers'
+    ``load_lora_weights`` and fused in."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_family_base(root, family_name))
+    pipe.load_lora_weights(lora)
+    pipe.fuse_lora(components=["transformer"])
+    pipe.unload_lora_weights()
+    return {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+
+
+def test_the_flux_kohya_file_is_sd_scripts_layout_and_applies_the_same_weights(root, trained):
+    """FLUX.1's second LoRA file is sd-scripts' own layout (BFL names; q, k, v fused: downs concatenated, ups
+    block-diagonal, alpha times the members): diffusers' sd-scripts converter (``load_lora_weights`` of the file)
+    puts the same weights into the double blocks as the diffusers file does, and the single blocks' fused
+    ``linear1`` gets exactly the diffusers file's q, k, v change by the kohya rule Forge and ComfyUI apply
+    (``up @ down * alpha / rank`` on BFL's fused Linear). Alpha 8 with rank 4: a wrong scale would show."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    run, result = trained("flux", "lora")
+    assert [entry.path for entry in result.weight_files] == [LORA_WEIGHTS_FILENAME, "flux-lora.safetensors"]
+    kohya = load_file(run / "flux-lora.safetensors")
+    modules = {key.split(".")[0] for key in kohya}
+    assert modules == {f"lora_unet_double_blocks_0_{name}" for name in (
+        "img_attn_qkv", "img_attn_proj", "img_mlp_0", "img_mlp_2", "txt_attn_qkv", "txt_attn_proj", "txt_mlp_0",
+        "txt_mlp_2")} | {"lora_unet_single_blocks_0_linear1"}
+    assert all(f"{m}.{part}" in kohya for m in modules for part in ("lora_down.weight", "lora_up.weight", "alpha"))
+    qkv = "lora_unet_double_blocks_0_img_attn_qkv"
+    assert kohya[f"{qkv}.lora_down.weight"].shape == (12, 32) and kohya[f"{qkv}.lora_up.weight"].shape == (96, 12)
+    assert float(kohya[f"{qkv}.alpha"]) == 24.0 and float(kohya["lora_unet_double_blocks_0_img_mlp_0.alpha"]) == 8.0
+    linear1 = "lora_unet_single_blocks_0_linear1"  # q, k, v and the MLP input (not adapted: zeros), 32 + 32 + 32 + 128
+    assert kohya[f"{linear1}.lora_up.weight"].shape == (224, 16) and float(kohya[f"{linear1}.alpha"]) == 32.0
+
+    before = {k: v.clone() for k, v in DiffusionPipeline.from_pretrained(
+        tiny_family_base(root, "flux")).transformer.state_dict().items()}
+    expected = _fused_transformer(root, "flux", run)  # the diffusers file
+    double = {k: v for k, v in kohya.items() if not k.startswith("lora_unet_single_blocks_")}
+    through_kohya = _fused_transformer(root, "flux", double)  # diffusers' own sd-scripts converter
+    compared = [k for k in expected if not k.startswith("single_transformer_blocks.")]
+    for key in compared:
+        torch.testing.assert_close(through_kohya[key], expected[key])
+    assert sum(not torch.equal(expected[k], before[k]) for k in compared) == 12  # the double block's 12 adapted Linears
+
+    block = "single_transformer_blocks.0"
+    parts = [f"{block}.attn.to_q.weight", f"{block}.attn.to_k.weight", f"{block}.attn.to_v.weight",
+             f"{block}.proj_mlp.weight"]
+    down, up = kohya[f"{linear1}.lora_down.weight"], kohya[f"{linear1}.lora_up.weight"]
+    bfl_linear1 = torch.cat([before[p] for p in parts]) + up @ down * (kohya[f"{linear1}.alpha"] / down.shape[0])
+    torch.testing.assert_close(bfl_linear1, torch.cat([expected[p] for p in parts]))
+    assert not torch.equal(expected[parts[0]], before[parts[0]])
+
+    from hubtools.card import render_model_card
+
+    card = render_model_card(run, repo_id="tester/flux-lora").content
+    assert "| `flux-lora.safetensors` |" in card
+    assert ("`flux-lora.safetensors` is the same LoRA in sd-scripts' (kohya's) FLUX.1 layout: BFL module names, "
+            "q, k and v fused, for Forge, ComfyUI, AUTOMATIC1111-style loaders and kohya's sd-scripts") in card
+
+
+def test_the_flux_kohya_file_carries_a_text_encoder_lora(root, tmp_path):
+    """A FLUX.1 LoRA of the CLIP text encoder (``--train-text-encoder``; random, alpha 8, rank 4) is ``lora_te1_*``
+    in the sd-scripts file, and diffusers' sd-scripts converter (``FluxPipeline.lora_state_dict``, what
+    ``load_lora_weights`` reads through) gives every module the diffusers file's weight change."""
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import convert_all_state_dict_to_peft
+    from peft import LoraConfig, inject_adapter_in_model
+    from safetensors.torch import load_file
+
+    from hubtools.families import by_name
+
+    family = by_name("flux")
+    pipe = DiffusionPipeline.from_pretrained(tiny_family_base(root, "flux"))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # peft's own injection: transformers' add_adapter wants a newer peft than this one
+        config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                            target_modules=list(family.text_encoder_lora_targets))
+        inject_adapter_in_model(config, pipe.text_encoder)
+    pipe.text_encoder.peft_config = {"default": config}
+    saved = family.save_lora(tmp_path, LORA_WEIGHTS_FILENAME, {"transformer": None, "text_encoder": pipe.text_encoder})
+    kohya = family.kohya_lora_state(saved)
+    assert kohya and all(key.startswith("lora_te1_text_model_encoder_layers_") for key in kohya)
+    assert {float(v) for k, v in kohya.items() if k.endswith(".alpha")} == {8.0}
+
+    diffusers_file = load_file(saved)
+    converted = type(pipe).lora_state_dict(kohya)
+    converted = convert_all_state_dict_to_peft(converted[0] if isinstance(converted, tuple) else converted)
+    # sd-scripts (and A1111, Forge, ComfyUI) name CLIP's modules text_model.encoder...: transformers 5 has no text_model
+    modules = [k[: -len(".lora_A.weight")] for k in diffusers_file if k.endswith(".lora_A.weight")]
+    named = {m: m.replace("text_encoder.", "text_encoder.text_model.", 1) for m in modules}
+    assert len(modules) == 2 * 4 and sorted(k for k in converted if k.endswith(".lora_A.weight")) == sorted(
+        f"{m}.lora_A.weight" for m in named.values())
+    for module, name in named.items():
+        delta = diffusers_file[f"{module}.lora_B.weight"] @ diffusers_file[f"{module}.lora_A.weight"] * (8 / 4)
+        torch.testing.assert_close(converted[f"{name}.lora_B.weight"] @ converted[f"{name}.lora_A.weight"], delta)

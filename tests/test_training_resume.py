@@ -40,14 +40,6 @@ TRAINER = textwrap.dedent("""
 CASES = {
     "full": ("sd", {"method": "full", "lr_scheduler": "cosine", "lr_warmup_steps": 2}, {},
              "unet/diffusion_pytorch_model.safetensors"),
-    "lora": ("sd", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {"enabled": False},
-             LORA_WEIGHTS_FILENAME),
-    # SDXL with both text encoders training: the multi-encoder checkpoint hooks
-    "sdxl-full": ("sdxl", {"method": "full", "train_text_encoder": True}, {"enabled": False},
-                  "text_encoder_2/model.safetensors"),
-    # FLUX: flow matching's draws (logit-normal times) must replay exactly too
-    "flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
-                  LORA_WEIGHTS_FILENAME),
     # SD3.5: the scheduler-table timesteps and preconditioned target replay exactly too; full, with class images
     "sd3-full": ("sd3", {"method": "full", "learning_rate": 1e-3}, {}, "transformer/diffusion_pytorch_model.safetensors"),
     # Qwen-Image: caption masks of different lengths and packed latents replay exactly too
@@ -59,14 +51,18 @@ CASES = {
     # FLUX.2 [dev]: patchified, batch-norm-normalised latents and the guidance embedding, with class images
     "flux2-lora": ("flux2", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
                    LORA_WEIGHTS_FILENAME),
-    # aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout and shuffling
+    # SD LoRA with aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout
+    # and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
                        "shuffle_caption_parts": True}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
-    # the same on SDXL (time ids per photo) and FLUX.1 (positional ids per bucket)
-    "buckets-sdxl": ("sdxl", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3},
-                     {"enabled": False}, LORA_WEIGHTS_FILENAME),
-    "buckets-flux": ("flux", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3},
-                     {"enabled": False}, LORA_WEIGHTS_FILENAME),
+    # the same on SDXL (time ids per photo), a full fine-tune with both text encoders training (the multi-encoder
+    # checkpoint hooks)
+    "buckets-sdxl-full": ("sdxl", {"method": "full", "train_text_encoder": True, "caption_dropout": 0.3},
+                          {"enabled": False}, "text_encoder_2/model.safetensors"),
+    # and on FLUX.1 (positional ids per bucket; flow matching's logit-normal draws replay exactly too), with
+    # class images
+    "buckets-flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2,
+                                   "caption_dropout": 0.3}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
 }
 SIDECARS = {"portrait.jpg": "pkblz dog, on a sofa, red collar", "landscape.jpg": "pkblz dog, running, beach, sunset"}
 

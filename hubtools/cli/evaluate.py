@@ -46,5 +46,7 @@ def eval_command(
             batch_size=batch_size, device=device, baseline=baseline, save_images=save_images,
             dino_model=dino_model, clip_model=clip_model,
         )
+    if result is None:  # another process than the main one, under torchrun: it drew its share
+        return
     console.result(eval_table(result))
     console.result(f"wrote {Path(run) / 'eval.json'}")

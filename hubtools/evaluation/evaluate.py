@@ -59,29 +59,58 @@ def pipeline_generator(pipe, *, num_inference_steps: int, guidance_scale: float,
     return generate
 
 
-def generate_eval_images(generate: ImageGenerator, prompts: Sequence[str], seeds: Sequence[int],
-                         class_prompt: str | None = None, n_class_images: int = 0, *,
-                         batch_size: int = 4, progress: Progress | None = None, label: str = "generating") -> Generations:
-    """Every prompt with every seed, and the class prompt with seeds 0..n_class_images-1 (offset by seeds[0])."""
+def eval_jobs(prompts: Sequence[str], seeds: Sequence[int], class_prompt: str | None = None,
+              n_class_images: int = 0) -> list[tuple[str, int]]:
+    """What the evaluation draws, in order: every prompt with every seed, then the class prompt with seeds
+    0..n_class_images-1 (offset by seeds[0])."""
     jobs = [(prompt, seed) for prompt in prompts for seed in seeds]
     if class_prompt and n_class_images:
         first = seeds[0] if seeds else 0
         jobs += [(class_prompt, first + index) for index in range(n_class_images)]
-    produced: list[Image.Image] = []
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
+    return jobs
+
+
+def draw_batches(generate: ImageGenerator, jobs: Sequence[tuple[str, int]], batch_size: int,
+                 numbers: Sequence[int] | None = None, *, progress: Progress | None = None,
+                 label: str = "generating") -> dict[int, list[Image.Image]]:
+    """Batch ``n`` of ``jobs`` (``batch_size`` each) for each ``n`` in ``numbers`` (None: all of them), by number.
+    A batch is the same whoever draws it, so its images are too: several processes can split the batches."""
+    count = -(-len(jobs) // batch_size)
+    numbers = range(count) if numbers is None else list(numbers)
+    total = sum(len(jobs[n * batch_size : (n + 1) * batch_size]) for n in numbers)
+    drawn: dict[int, list[Image.Image]] = {}
+    done = 0
+    for number in numbers:
+        chunk = jobs[number * batch_size : (number + 1) * batch_size]
         images = generate([prompt for prompt, _ in chunk], [seed for _, seed in chunk])
         if len(images) != len(chunk):
             raise RuntimeError(f"the generator returned {len(images)} images for {len(chunk)} prompts")
-        produced.extend(images)
+        drawn[number] = list(images)
+        done += len(chunk)
         if progress:
-            progress(label, len(produced), len(jobs))
+            progress(label, done, total)
+    return drawn
+
+
+def assemble_generations(prompts: Sequence[str], seeds: Sequence[int], drawn: Mapping[int, Sequence[Image.Image]]
+                         ) -> Generations:
+    """The batches ``draw_batches`` drew (by one process or several), in order, as the prompts' images."""
+    produced = [image for number in sorted(drawn) for image in drawn[number]]
     per_prompt = len(seeds)
     return Generations(
         prompts=list(prompts),
         images=[produced[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))],
         class_images=produced[len(prompts) * per_prompt :],
     )
+
+
+def generate_eval_images(generate: ImageGenerator, prompts: Sequence[str], seeds: Sequence[int],
+                         class_prompt: str | None = None, n_class_images: int = 0, *,
+                         batch_size: int = 4, progress: Progress | None = None, label: str = "generating") -> Generations:
+    """Every prompt with every seed, and the class prompt with seeds 0..n_class_images-1 (offset by seeds[0])."""
+    jobs = eval_jobs(prompts, seeds, class_prompt, n_class_images)
+    drawn = draw_batches(generate, jobs, batch_size, progress=progress, label=label)
+    return assemble_generations(prompts, seeds, drawn)
 
 
 # -- scoring ----------------------------------------------------------------------------------------
@@ -180,13 +209,19 @@ def load_real_images(run_dir: Path) -> list[Image.Image]:
 
 def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGenerator | None = None,
                  baseline: ImageGenerator | None = None, encoders: Encoders | None = None,
-                 progress: Progress | None = None, token: str | None = None) -> EvalResult:
+                 progress: Progress | None = None, token: str | None = None) -> EvalResult | None:
     """Measure a run folder's model (and its base model) on the prompt list; writes ``run_dir/eval.json``.
 
     ``ours`` / ``baseline`` replace the pipelines loaded from the run (tests, or a pipeline already in memory);
     ``encoders`` replaces the DINO / CLIP models named in ``cfg``. ``token`` is for private or gated models
     (None: the logged-in user's, as huggingface_hub finds it).
+
+    Under several processes (``hubtools.distributed``) every process calls it: each draws its share of the
+    batches (the batches one process would draw, in turn, each image with its own seed), the main process
+    gathers them and scores them (it alone loads the encoders) and returns the result (the others: None). The
+    images are byte for byte what one process draws.
     """
+    from hubtools import distributed
     from hubtools.config import load_run_config
     from hubtools.devices import resolve_device
     from hubtools.runfolder import RunFolder
@@ -204,31 +239,49 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
     prompts = prompt_set.fill(identifier, class_noun)[: cfg.max_prompts]
     class_prompt = run_config.class_prompt if cfg.n_class_images else None
     steps = cfg.num_inference_steps or run_config.sampling.num_inference_steps
-    real_images = load_real_images(run_dir)
     device = resolve_device(cfg.device)
+    jobs = eval_jobs(prompts, cfg.seeds, class_prompt, cfg.n_class_images)
+    batches = range(-(-len(jobs) // cfg.batch_size))
 
-    if encoders is None:
-        if progress:
-            progress("loading encoders", 0, 1)
-        encoders = load_encoders(cfg.dino_model, cfg.clip_model, device, token=token)
-    real = embed_real_images(real_images, encoders)
-
-    def measure(which: str, generate: ImageGenerator | None, load) -> Scores:
-        pipe = None
-        if generate is None:
+    def embed_photos() -> tuple[Encoders, RealEmbeddings]:
+        real_images = load_real_images(run_dir)
+        loaded = encoders
+        if loaded is None:
             if progress:
-                progress(f"loading the {which} model", 0, 1)
-            pipe = load()
-            generate = pipeline_generator(pipe, num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
-                                          batch_size=cfg.batch_size)
-        generations = generate_eval_images(generate, prompts, cfg.seeds, class_prompt, cfg.n_class_images,
-                                           batch_size=cfg.batch_size, progress=progress, label=f"generating ({which})")
-        del pipe  # free the pipeline before the next one is loaded
-        if cfg.save_images:
-            _save_generations(folder.images / "eval" / which, generations, cfg.seeds)
-        if progress:
-            progress(f"scoring ({which})", 0, 1)
-        return score_generations(real, generations.prompts, generations.images, encoders, generations.class_images)
+                progress("loading encoders", 0, 1)
+            loaded = load_encoders(cfg.dino_model, cfg.clip_model, device, token=token)
+        return loaded, embed_real_images(real_images, loaded)
+
+    # the main process alone scores: it loads the encoders (the others wait, and hear of a failure)
+    scoring = distributed.main_only("loading the evaluation encoders", embed_photos)
+
+    def measure(which: str, generate: ImageGenerator | None, load) -> Scores | None:
+        label = f"generating ({which})"
+
+        def draw_share() -> dict[int, list[Image.Image]]:
+            drawing = generate
+            if drawing is None:
+                if progress:
+                    progress(f"loading the {which} model", 0, 1)
+                drawing = pipeline_generator(load(), num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
+                                             batch_size=cfg.batch_size)  # the pipeline is freed on return
+            mine = [number for number in batches if distributed.mine(number)]
+            return draw_batches(drawing, jobs, cfg.batch_size, mine, progress=progress, label=label)
+
+        shares = distributed.each(f"the evaluation images ({which})", draw_share)
+
+        def score() -> Scores:
+            generations = assemble_generations(prompts, cfg.seeds, {n: images for drawn in shares
+                                                                    for n, images in drawn.items()})
+            if cfg.save_images:
+                _save_generations(folder.images / "eval" / which, generations, cfg.seeds)
+            if progress:
+                progress(f"scoring ({which})", 0, 1)
+            assert scoring is not None
+            used, real = scoring
+            return score_generations(real, generations.prompts, generations.images, used, generations.class_images)
+
+        return distributed.main_only(f"scoring the evaluation ({which})", score)
 
     from hubtools.pipelines import load_base_pipeline, load_run_pipeline, record_of_run
 
@@ -237,7 +290,9 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
     if cfg.baseline:
         baseline_scores = measure("base", baseline, lambda: load_base_pipeline(
             run_config.model, device=device, token=token, record=record_of_run(run_dir, run_config.model, token=token)))
-
+    if scoring is None or ours_scores is None:
+        return None  # not the main process
+    used, real = scoring
     result = EvalResult(
         ours=ours_scores,
         baseline=baseline_scores,
@@ -253,8 +308,8 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
         seeds=cfg.seeds,
         num_inference_steps=steps,
         guidance_scale=cfg.guidance_scale,
-        dino_model=encoders.dino.model_id,
-        clip_model=encoders.clip.model_id,
+        dino_model=used.dino.model_id,
+        clip_model=used.clip.model_id,
         device=str(device),
         seconds=round(time.perf_counter() - started, 2),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -271,8 +271,11 @@ class Family(ABC):
         sort_safetensors_metadata(Path(folder) / weight_name)
         return Path(folder) / weight_name
 
-    # Whether diffusers has a converter to the kohya/A1111/ComfyUI layout for this family's LoRA files.
+    # Whether a second LoRA file, in the key layout other tools read, is written beside the diffusers one; the
+    # card names its layout and the tools that read it.
     kohya_lora: ClassVar[bool] = True
+    kohya_lora_layout: ClassVar[str] = "kohya's layout (`lora_unet_*`, `lora_te*_*`)"
+    kohya_lora_readers: ClassVar[str] = "AUTOMATIC1111, ComfyUI, SD.Next and InvokeAI"
 
     def kohya_lora_state(self, diffusers_file: Path) -> dict[str, torch.Tensor]:
         """The LoRA of ``diffusers_file`` in the kohya layout that AUTOMATIC1111, ComfyUI, SD.Next and

@@ -75,6 +75,10 @@ def identifier_splits(text: str, tokenizers: dict[str, Any]) -> list[TokenizerSp
 
 def split_warnings(text: str, splits: list[TokenizerSplit]) -> list[str]:
     """One line per tokenizer (other than the first, which the CLIP check covers) that splits the identifier."""
-    return [f"{text!r} is {split.num_tokens} tokens to {split.tokenizer} ({split.tokenizer_class}: "
-            f"{' + '.join(split.tokens)}): that text encoder reads it as pieces with meanings of their own"
-            for split in splits[1:] if split.num_tokens != 1]
+    return [split_warning(text, split) for split in splits[1:] if split.num_tokens != 1]
+
+
+def split_warning(text: str, split: TokenizerSplit) -> str:
+    """The line for a tokenizer that reads the identifier as several pieces."""
+    return (f"{text!r} is {split.num_tokens} tokens to {split.tokenizer} ({split.tokenizer_class}: "
+            f"{' + '.join(split.tokens)}): that text encoder reads it as pieces with meanings of their own")
