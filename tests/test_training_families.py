@@ -276,3 +276,36 @@ def test_the_flux_kohya_file_carries_a_text_encoder_lora(root, tmp_path):
     for module, name in named.items():
         delta = diffusers_file[f"{module}.lora_B.weight"] @ diffusers_file[f"{module}.lora_A.weight"] * (8 / 4)
         torch.testing.assert_close(converted[f"{name}.lora_B.weight"] @ converted[f"{name}.lora_A.weight"], delta)
+
+
+def test_the_z_image_comfyui_file_applies_the_same_weights(root, trained):
+    """Z-Image's ComfyUI copy (``diffusion_model.<module>`` keys, each module's ``alpha``: ComfyUI's Lumina2
+    LoRA loader maps these names onto its fused qkv and scales by ``alpha / rank``) changes every weight as the
+    diffusers file does, by that rule and by diffusers' own Z-Image loader (``load_lora_weights`` of the copy)."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    run, result = trained("z-image", "lora")
+    assert [entry.path for entry in result.weight_files] == [LORA_WEIGHTS_FILENAME, "z-image-lora.safetensors"]
+    comfy = load_file(run / "z-image-lora.safetensors")
+    diffusers_file = load_file(run / LORA_WEIGHTS_FILENAME)
+    assert {k.split(".", 1)[0] for k in comfy} == {"diffusion_model"}
+    assert {k.replace("diffusion_model.", "transformer.", 1) for k in comfy if not k.endswith(".alpha")} == set(diffusers_file)
+    assert {float(v) for k, v in comfy.items() if k.endswith(".alpha")} == {8.0}
+
+    before = {k: v.clone() for k, v in DiffusionPipeline.from_pretrained(
+        tiny_family_base(root, "z-image")).transformer.state_dict().items()}
+    expected = _fused_transformer(root, "z-image", run)
+    through_diffusers = _fused_transformer(root, "z-image", comfy)  # diffusers' Z-Image converter reads the copy
+    assert any(not torch.equal(expected[k], before[k]) for k in expected)
+    for key in expected:
+        torch.testing.assert_close(through_diffusers[key], expected[key])
+    checked = 0
+    for key, down in comfy.items():
+        if key.endswith(".lora_A.weight"):
+            module = key[len("diffusion_model."): -len(".lora_A.weight")]
+            up, alpha = comfy[f"diffusion_model.{module}.lora_B.weight"], comfy[f"diffusion_model.{module}.alpha"]
+            torch.testing.assert_close(expected[f"{module}.weight"],
+                                       before[f"{module}.weight"] + (up @ down) * (alpha / down.shape[0]))
+            checked += 1
+    assert checked == len([k for k in diffusers_file if k.endswith(".lora_A.weight")]) > 0

@@ -12,9 +12,10 @@ if TYPE_CHECKING:
     import torch
 
 
-def with_module_alphas(diffusers_file: Path) -> dict[str, torch.Tensor]:
+def with_module_alphas(diffusers_file: Path, *, prefixes: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """A diffusers LoRA file's tensors with ``<module>.alpha`` beside each module's ``lora_A``/``lora_B`` (the
-    adapter's alpha from the file's metadata; its rank when the metadata has none)."""
+    adapter's alpha from the file's metadata; its rank when the metadata has none); ``prefixes`` renames the
+    components' key prefixes (Z-Image: ``transformer`` -> ``diffusion_model``, the checkpoint's own)."""
     import json
 
     import torch
@@ -31,6 +32,9 @@ def with_module_alphas(diffusers_file: Path) -> dict[str, torch.Tensor]:
         module = key[: -len(".lora_A.weight")]
         alpha = metadata.get(f"{module.split('.', 1)[0]}.lora_alpha")
         out[f"{module}.alpha"] = torch.tensor(float(alpha if alpha is not None else down.shape[0]))
+    if prefixes:
+        out = {prefixes.get(key.split(".", 1)[0], key.split(".", 1)[0]) + "." + key.split(".", 1)[1]: value
+               for key, value in out.items()}
     return out
 
 
