@@ -118,6 +118,10 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
     base_model = _resolve_base(config)
     resolved = _with_family_defaults(config, base_model).resolve()
+    if base_model is not None:
+        from hubtools.base_model import family_of
+
+        family_of(base_model).check_method(resolved.training.method)  # a LoRA-only family refuses full here
     notes: list[str] = []
     from hubtools.basemodels import resolve_base_model
 

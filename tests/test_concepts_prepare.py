@@ -265,6 +265,21 @@ def test_distinct_shots_of_the_same_dog_are_not_duplicates(tmp_path):
     assert concept.counts == {"accepted": 5, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 5}
 
 
+def test_perceptual_hashes_are_the_published_phash_and_dhash():
+    # values imagehash 4.3.2 (the package these hashes used to come from) gives for the demo photos: the
+    # numpy-only hashes are bit for bit the same, so the near-duplicate thresholds keep their meaning
+    from hubtools.concepts.dedupe import dhash, perceptual_hash, phash
+
+    expected = {"00.jpg": (0xE8DD8B263F845929, 0x7333132F0F2F8D95), "01.jpg": (0xF994CCCF93306391, 0x3832969F1A339B99)}
+    for name, (want_phash, want_dhash) in expected.items():
+        with Image.open(DEMO_CONCEPT_DIR / name) as photo:
+            assert (phash(photo), dhash(photo)) == (want_phash, want_dhash)
+            small = photo.resize((200, 200))
+            assert perceptual_hash(photo).distance(perceptual_hash(small)) <= 4
+    with Image.open(DEMO_CONCEPT_DIR / "00.jpg") as a, Image.open(DEMO_CONCEPT_DIR / "01.jpg") as b:
+        assert perceptual_hash(a).distance(perceptual_hash(b)) > 20
+
+
 @pytest.mark.parametrize("resolution", [64, 512])
 def test_demo_concept_prepares_at_64_and_512(tmp_path, resolution):
     concept = prepare(DEMO_CONCEPT_DIR, tmp_path, resolution=resolution, caption="a photo of pkblz dog")

@@ -110,3 +110,53 @@ def test_the_graph_follows_imports_made_inside_functions():
     graph = _import_graph()
     # runner imports hubtools.training only inside train_folder: the graph must still have the edge
     assert "hubtools.training" in graph["hubtools.runner"]
+
+
+# -- start-up: what `hubtools train` imports (issue 29) ----------------------------------------------------------
+
+# Installed, scipy makes diffusers and transformers import scipy.stats and scipy.optimize (~2 CPU-s) in every
+# training run, and matplotlib.pyplot costs ~1.5 CPU-s: hubtools needs neither (perceptual hashes in numpy, the
+# loss curve in Pillow). The child below runs as if they were not installed.
+NOT_NEEDED_TO_TRAIN = ("scipy", "matplotlib", "imagehash")
+# what a training run has no use for: the hub server, the studio, the evaluation encoders
+NOT_IMPORTED_BY_TRAIN = ("fastapi", "uvicorn", "hubtools.localhub", "hubtools.studio", "hubtools.evaluation",
+                         "hubtools.publish", "hubtools.card")
+
+_CHILD = """
+import json, runpy, sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # as if not installed: importing it fails, importlib.util.find_spec says None
+report, sys.argv = sys.argv[1], ["hubtools", *sys.argv[2:]]
+code = 0
+try:
+    runpy.run_module("hubtools", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    code = exit.code
+with open(report, "w") as handle:
+    json.dump({{"code": code, "modules": sorted(m for m, v in sys.modules.items() if v is not None)}}, handle)
+"""
+
+
+def test_train_runs_without_scipy_or_matplotlib_and_imports_nothing_it_does_not_use(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_training_support import subprocess_env, tiny_base
+
+    from hubtools.resources import DEMO_CONCEPT_DIR
+
+    report, run = tmp_path / "modules.json", tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(blocked=NOT_NEEDED_TO_TRAIN), str(report), "train",
+         "--base-model", str(tiny_base(tmp_path)), "--concept", str(DEMO_CONCEPT_DIR), "--identifier", "pkblz",
+         "--class-noun", "dog", "--method", "lora", "--steps", "2", "--resolution", "64", "--device", "cpu",
+         "--no-prior", "--checkpoint-every", "0", "--out", str(run)],
+        capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    child = json.loads(report.read_text())
+    assert child["code"] in (0, None), result.stderr[-3000:]
+    assert (run / "pytorch_lora_weights.safetensors").is_file() and (run / "images" / "loss_curve.png").is_file()
+    loaded = set(child["modules"])
+    unused = {m for m in loaded for heavy in NOT_IMPORTED_BY_TRAIN if m == heavy or m.startswith(heavy + ".")}
+    assert not unused, f"hubtools train imported what it does not use: {sorted(unused)}"

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from hubtools.atomic import atomic_path, write_text_atomic
+from hubtools.atomic import write_text_atomic
 from hubtools.errors import HubtoolsError
 from hubtools.runfolder import read_jsonl
+from hubtools.training.loss_plot import BLUE, GREEN, ORANGE, Series, draw_line_chart
 
 
 class MetricsLog:
@@ -111,42 +112,20 @@ def plot_loss_curve(rows: list[dict[str, Any]], path: Path, *, title: str,
     rows = [row for row in rows if row.get("loss") is not None]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [row["step"] for row in rows]
     window = max(1, len(rows) // 20)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.scatter(steps, [row["loss"] for row in rows], s=6, alpha=0.25, color="tab:blue", label="loss (per step)")
-    ax.plot(steps, smooth([row["loss"] for row in rows], window), color="tab:blue", linewidth=2,
-            label=f"loss ({window}-step average)")
-    if any(row.get("prior_loss") is not None for row in rows):
-        prior = [(row["step"], row["prior_loss"]) for row in rows if row.get("prior_loss") is not None]
-        ax.plot([s for s, _ in prior], smooth([v for _, v in prior], window), color="tab:orange", linewidth=1.5,
-                linestyle="--", label=f"prior loss ({window}-step average)")
-    ax.set_title(title)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (MSE)")
-    ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
+    losses = [row["loss"] for row in rows]
+    series = [Series(list(zip(steps, losses)), "loss (per step)", BLUE, "dots"),
+              Series(list(zip(steps, smooth(losses, window))), f"loss ({window}-step average)", BLUE)]
+    prior = [(row["step"], row["prior_loss"]) for row in rows if row.get("prior_loss") is not None]
+    if prior:
+        series.append(Series(list(zip([s for s, _ in prior], smooth([v for _, v in prior], window))),
+                             f"prior loss ({window}-step average)", ORANGE, "dashed"))
     fidelity = [row for row in fidelity or [] if row.get("dino") is not None]
     if fidelity:
-        right = ax.twinx()
-        right.plot([row["step"] for row in fidelity], [row["dino"] for row in fidelity], color="tab:green",
-                   marker="o", linewidth=1.5, label="subject fidelity (DINO, validation images)")
-        right.set_ylabel("DINO similarity to the photos")
-        more_handles, more_labels = right.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-        # below the plot: two axes' lines would run through a legend drawn inside it
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
-    else:
-        ax.legend(handles, labels, loc="upper right")
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+        series.append(Series([(row["step"], row["dino"]) for row in fidelity],
+                             "subject fidelity (DINO, validation images)", GREEN, "markers", right_axis=True))
+    # with a second axis the legend goes below the plot: two axes' lines would run through one drawn inside it
+    return draw_line_chart(series, Path(path), title=title, x_label="training step", y_label="loss (MSE)",
+                           right_label="DINO similarity to the photos" if fidelity else None,
+                           legend_below=bool(fidelity))
