@@ -192,3 +192,56 @@ def test_a_full_fine_tune_of_flux2_dev_is_refused_in_one_line(root, tmp_path):
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "trains a LoRA only" in lines[0] and "--method lora" in lines[0], done.stderr
+
+
+def test_the_bfl_layout_lora_is_the_same_lora_for_comfyui_and_diffusers(pipes, root, tmp_path):
+    """The copy in BFL's names: by ComfyUI's rule (each ``diffusion_model.<module>`` weight += lora_B @ lora_A,
+    scale 1 without an alpha) every fused q/k/v update is exactly diffusers' three updates stacked; and diffusers'
+    own FLUX.2 loader, given the copy, draws what the diffusers file draws."""
+    import numpy as np
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    from hubtools.families.flux2 import LORA_TARGETS
+    from hubtools.training.lora import add_lora_adapters
+
+    family = by_name("flux2")
+    pipe = DiffusionPipeline.from_pretrained(tiny_family_base(root, "flux2"))
+    add_lora_adapters(pipe.transformer, {}, rank=4, alpha=8.0, denoiser_targets=LORA_TARGETS, text_encoder_targets=())
+    with torch.no_grad():  # a LoRA that does something: its up weights are zero when it starts
+        generator = torch.Generator().manual_seed(0)
+        for name, param in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    saved = family.save_lora(tmp_path, "pytorch_lora_weights.safetensors", {"transformer": pipe.transformer})
+    copy = family.kohya_lora_state(saved)
+    diffusers = load_file(saved)
+
+    def update(module):  # diffusers' update of one module, with the adapter's alpha / rank = 2
+        return 2.0 * diffusers[f"transformer.{module}.lora_B.weight"] @ diffusers[f"transformer.{module}.lora_A.weight"]
+
+    assert not any(key.endswith(".alpha") for key in copy)
+    fused = copy["diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight"] @ copy[
+        "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"]
+    block = "transformer_blocks.0.attn"
+    torch.testing.assert_close(fused, torch.cat([update(f"{block}.to_q"), update(f"{block}.to_k"),
+                                                 update(f"{block}.to_v")]))
+    single = copy["diffusion_model.single_blocks.1.linear1.lora_B.weight"] @ copy[
+        "diffusion_model.single_blocks.1.linear1.lora_A.weight"]
+    torch.testing.assert_close(single, update("single_transformer_blocks.1.attn.to_qkv_mlp_proj"))
+    assert {key.split(".")[1] for key in copy} == {"double_blocks", "single_blocks"}
+
+    copy_file = tmp_path / "bfl" / "nlwx.safetensors"
+    copy_file.parent.mkdir()
+    save_file(copy, copy_file)
+    images = []
+    for weights in (saved, copy_file):
+        loaded = DiffusionPipeline.from_pretrained(tiny_family_base(root, "flux2"))
+        loaded.set_progress_bar_config(disable=True)
+        loaded.load_lora_weights(str(weights))
+        images.append(loaded(prompt=PROMPTS[0], num_inference_steps=2, height=64, width=64, output_type="np",
+                             generator=torch.Generator().manual_seed(0)).images[0])
+    base = pipes("flux2")(prompt=PROMPTS[0], num_inference_steps=2, height=64, width=64, output_type="np",
+                          generator=torch.Generator().manual_seed(0)).images[0]
+    assert np.abs(images[0] - base).max() > 1e-3  # the LoRA changes the drawing
+    np.testing.assert_allclose(images[1], images[0], atol=1e-5)

@@ -74,9 +74,12 @@ class _Flux2Family(FlowMatchingFamily):
     denoiser_lora_targets = LORA_TARGETS
     default_resolution = 1024
     card_dtype = "torch.bfloat16"
-    # Only the diffusers LoRA file is written (whether ComfyUI or Forge read these keys as they are is not
-    # checked offline).
-    kohya_lora = False
+    # Beside the diffusers file, the same LoRA in Black Forest Labs' module names, as ComfyUI and ai-toolkit
+    # write and read FLUX.2 LoRAs (``bfl_lora_state``); diffusers' FLUX.2 loader reads it too.
+    kohya_lora = True
+    kohya_lora_layout = ("Black Forest Labs' layout (`diffusion_model.double_blocks.*` / `single_blocks.*`, q, k and "
+                         "v fused, the adapter's scale in the weights)")
+    kohya_lora_readers = "ComfyUI and ai-toolkit (diffusers reads it too)"
     swaps_scheduler = False
     pipeline_sizes_itself = False  # draws 1024 px unless told
     patch_size = 2  # 2x2 latent patches per token: image sides are multiples of 16 px
@@ -146,6 +149,9 @@ class _Flux2Family(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """FLUX.2's attention processors already dispatch to PyTorch's SDPA."""
+
+    def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
+        return bfl_lora_state(diffusers_file)
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         """The real shapes with random weights, in bf16 (as they ship), for the benchmark."""
@@ -363,6 +369,71 @@ def _bn_std(vae, like: torch.Tensor) -> torch.Tensor:
     import torch
 
     return torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(like.device, like.dtype)
+
+
+# -- the LoRA in Black Forest Labs' layout (ComfyUI, ai-toolkit) ----------------------------------------------
+
+def _bfl_modules(double_blocks: list[int], single_blocks: list[int]) -> dict[str, tuple[str, ...]]:
+    """BFL's FLUX.2 module names -> the diffusers modules each one is (several: one fused Linear in BFL's model)."""
+    layout: dict[str, tuple[str, ...]] = {}
+    for i in double_blocks:
+        block = f"transformer_blocks.{i}"
+        layout.update({
+            f"double_blocks.{i}.img_attn.qkv": (f"{block}.attn.to_q", f"{block}.attn.to_k", f"{block}.attn.to_v"),
+            f"double_blocks.{i}.img_attn.proj": (f"{block}.attn.to_out.0",),
+            f"double_blocks.{i}.txt_attn.qkv": (f"{block}.attn.add_q_proj", f"{block}.attn.add_k_proj",
+                                                f"{block}.attn.add_v_proj"),
+            f"double_blocks.{i}.txt_attn.proj": (f"{block}.attn.to_add_out",),
+            f"double_blocks.{i}.img_mlp.0": (f"{block}.ff.linear_in",),
+            f"double_blocks.{i}.img_mlp.2": (f"{block}.ff.linear_out",),
+            f"double_blocks.{i}.txt_mlp.0": (f"{block}.ff_context.linear_in",),
+            f"double_blocks.{i}.txt_mlp.2": (f"{block}.ff_context.linear_out",),
+        })
+    for i in single_blocks:
+        block = f"single_transformer_blocks.{i}"
+        layout.update({f"single_blocks.{i}.linear1": (f"{block}.attn.to_qkv_mlp_proj",),
+                       f"single_blocks.{i}.linear2": (f"{block}.attn.to_out",)})
+    return layout
+
+
+def bfl_lora_state(diffusers_file) -> dict[str, torch.Tensor]:
+    """A FLUX.2 diffusers LoRA file in BFL's module names, the layout ComfyUI and ai-toolkit use
+    (``diffusion_model.<module>.lora_A.weight`` / ``lora_B.weight``). Where BFL's model fuses q, k and v into one
+    Linear, the members' down weights are concatenated and their up weights placed block-diagonally, so the fused
+    module's update is exactly the three updates stacked. The adapter's scale ``alpha / rank`` is multiplied into
+    the up weights and no ``alpha`` is written: ComfyUI applies such a file at scale 1, and diffusers' FLUX.2
+    converter (which takes no alpha keys) reads it with rank = alpha, scale 1 too."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hubtools.families.lora_files import adapter_alphas
+
+    state = load_file(str(diffusers_file))
+    prefix = "transformer."
+    modules = {key[len(prefix): -len(".lora_A.weight")] for key in state
+               if key.startswith(prefix) and key.endswith(".lora_A.weight")}
+    numbered = lambda stem: sorted({int(m.split(".")[1]) for m in modules if m.startswith(stem)})  # noqa: E731
+    layout = _bfl_modules(numbered("transformer_blocks."), numbered("single_transformer_blocks."))
+    alpha = adapter_alphas(diffusers_file).get("transformer")
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for name, members in layout.items():
+        present = [m for m in members if m in modules]
+        if not present:
+            continue
+        if len(present) != len(members):
+            raise ValueError(f"the LoRA adapts only part of the fused module {name}: {', '.join(present)}")
+        downs = [state[f"{prefix}{m}.lora_A.weight"] for m in members]
+        ups = [state[f"{prefix}{m}.lora_B.weight"] for m in members]
+        rank = downs[0].shape[0]
+        scale = (alpha if alpha is not None else rank) / rank
+        out[f"diffusion_model.{name}.lora_A.weight"] = torch.cat(downs).contiguous()
+        out[f"diffusion_model.{name}.lora_B.weight"] = (torch.block_diag(*ups) * scale).contiguous()
+        used.update(members)
+    left = sorted(modules - used)
+    if left or any(not key.startswith(prefix) for key in state):
+        raise ValueError(f"no FLUX.2 (BFL) name for the LoRA modules {', '.join(left[:3]) or 'outside the transformer'}")
+    return out
 
 
 # -- the real shapes (benchmarks/flux2_configs.json) ------------------------------------------------------------
