@@ -101,7 +101,7 @@ def gpu_name() -> str | None:
         return None
     try:
         answer = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                                timeout=10)
+                                check=False, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     names = [line.strip() for line in answer.stdout.splitlines() if line.strip()]

@@ -15,7 +15,13 @@ from hubtools.base_model import count_parameters
 from hubtools.cli.app import main
 from hubtools.config import RunConfig
 from hubtools.estimate import (
-    GPU_EFFICIENCY, Throughput, TimeEstimate, cpu_throughput, estimate_run_time, forward_flops, gpu_throughput,
+    GPU_EFFICIENCY,
+    Throughput,
+    TimeEstimate,
+    cpu_throughput,
+    estimate_run_time,
+    forward_flops,
+    gpu_throughput,
     run_flops,
 )
 from hubtools.families import by_name

@@ -11,7 +11,10 @@ import pytest
 from hubtools.base_model import count_parameters
 from hubtools.errors import ConfigError
 from hubtools.families.fits import (
-    GIB, full_fine_tune_estimate, full_fine_tune_refusal, profile_estimate,
+    GIB,
+    full_fine_tune_estimate,
+    full_fine_tune_refusal,
+    profile_estimate,
 )
 from hubtools.training.memory import family_profiles, pick_profile, profile_need
 

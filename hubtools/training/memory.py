@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hubtools.config import DEFAULT_LR, RunConfig
+from hubtools.distributed import world_size
 from hubtools.errors import HubtoolsError
 from hubtools.families import Family, MemoryProfile, by_name
 from hubtools.families.fits import fsdp_command, profile_estimate
@@ -151,7 +152,10 @@ def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, 
     where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"
     if smaller:
         return HubtoolsError(f"{where}: retry with --memory {smaller} ({_by_name(family)[smaller].summary})")
-    return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, "
+    sharded = cfg.training.distributed == "fsdp" and world_size() > 1
+    more = (f"run it on more GPUs ({world_size()} share the trained part now)" if sharded else
+            "shard the trained part over several GPUs (torchrun --nproc-per-node N -m hubtools ... --distributed fsdp)")
+    return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, {more}, "
                          "or free GPU memory used by other processes")
 
 
