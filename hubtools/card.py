@@ -126,7 +126,7 @@ def card_context(run_dir: Path, config: RunConfig, *, repo_id: str | None = None
         "identifier_warnings": _identifier_warnings(identifier_report, family),
         "training": _training(config, train, lora),
         "hyperparameters": _hyperparameters(config, lora, train),
-        "weights": _weights(run, train, lora, family.pipeline_class_name),
+        "weights": _weights(run, train, lora, family),
         "concept": _concept(run, config),
         "samples": _samples(run, family),
         "loss_curve": run.relative(run.loss_curve) if run.loss_curve.is_file() else None,
@@ -295,7 +295,7 @@ def _bucket_counts(train: TrainResult | None) -> str | None:
     return ", ".join(f"{label}: {count}" for label, count in ordered) or None
 
 
-def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class: str) -> dict[str, Any]:
+def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family) -> dict[str, Any]:
     recorded = {w.path: w for w in train.weight_files} if train else {}
     if lora:
         paths = [LORA_WEIGHTS_FILENAME] if run.is_lora else []
@@ -310,10 +310,13 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family_class
         known = recorded.get(path)
         # train_result's hash holds while the file is the one training wrote (same size); else hash it now.
         sha = known.sha256 if known and known.bytes == size and known.sha256 else sha256_file(run.root / path)
-        files.append({"path": path, "size": human_size(size), "sha256": sha})
+        # the second LoRA file: its key layout and the tools that read it
+        what = (f"the same LoRA in {family.kohya_lora_layout}, for {family.kohya_lora_readers}"
+                if lora and path != LORA_WEIGHTS_FILENAME else None)
+        files.append({"path": path, "size": human_size(size), "sha256": sha, "what": what})
     return {
         "format": _lora_format(run.lora_weights) if lora
-        else f"diffusers {family_class} folder (safetensors)",
+        else f"diffusers {family.pipeline_class_name} folder (safetensors)",
         "step": train.steps_done if train else None,
         "files": files,
         "checkpoints": (train.checkpoints if train else None) or [],

@@ -268,7 +268,8 @@ def test_demo_of_a_lora_family_trains_a_lora(tmp_path):
     assert result.stdout.strip().splitlines()[-1].endswith("/demo/nlwx-dog-z-image")
     trained = json.loads((out / "run" / "train_result.json").read_text())
     assert trained["method"] == "lora"
-    assert [entry["path"] for entry in trained["weight_files"]] == ["pytorch_lora_weights.safetensors"]
+    assert [entry["path"] for entry in trained["weight_files"]] == ["pytorch_lora_weights.safetensors",
+                                                                   "nlwx-dog-z-image.safetensors"]  # + ComfyUI's copy
     assert not (out / "run" / "transformer").exists() and not (out / "run" / "model_index.json").exists()
     card = (out / "run" / "README.md").read_text()
     assert "A DreamBooth **LoRA**" in card and "ZImagePipeline" in card and "pipe.load_lora_weights(" in card

@@ -97,6 +97,9 @@ class Family(ABC):
     vae_scale_factor: ClassVar[int] = 8
     # Latent pixels per token side of the denoiser (FLUX packs 2x2 latent patches into one token).
     patch_size: ClassVar[int] = 1
+    # Forward FLOPs of the trained component per parameter and latent pixel, for the plan's time estimate
+    # (``hubtools/estimate.py``); None: a transformer's 2 FLOPs a parameter and token (``2 / patch_size**2``).
+    forward_flops_per_parameter_and_pixel: ClassVar[float | None] = None
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
     # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them):
@@ -244,6 +247,10 @@ class Family(ABC):
 
         denoiser.set_attn_processor(AttnProcessor2_0())
 
+    def check_method(self, method: str) -> None:
+        """Raise ``ConfigError`` when this family never trains ``method`` ("full" or "lora"), whatever the machine:
+        called by the preflight, before anything is loaded (default: both)."""
+
     def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP
         (default: it always can)."""
@@ -267,8 +274,11 @@ class Family(ABC):
         sort_safetensors_metadata(Path(folder) / weight_name)
         return Path(folder) / weight_name
 
-    # Whether diffusers has a converter to the kohya/A1111/ComfyUI layout for this family's LoRA files.
+    # Whether a second LoRA file, in the key layout other tools read, is written beside the diffusers one; the
+    # card names its layout and the tools that read it.
     kohya_lora: ClassVar[bool] = True
+    kohya_lora_layout: ClassVar[str] = "kohya's layout (`lora_unet_*`, `lora_te*_*`)"
+    kohya_lora_readers: ClassVar[str] = "AUTOMATIC1111, ComfyUI, SD.Next and InvokeAI"
 
     def kohya_lora_state(self, diffusers_file: Path) -> dict[str, torch.Tensor]:
         """The LoRA of ``diffusers_file`` in the kohya layout that AUTOMATIC1111, ComfyUI, SD.Next and

@@ -63,9 +63,11 @@ class Flux(FlowMatchingFamily):
         MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
                                                      "embeddings (lower --resolution below this)"),
     )
-    # diffusers converts kohya's FLUX LoRAs (BFL names, fused qkv) to its own, not back; ComfyUI loads the
-    # diffusers file itself (its ``transformer.*`` keys), so no second file is written.
-    kohya_lora = False
+    # Beside the diffusers file, the same LoRA in sd-scripts' own FLUX layout (BFL module names, q, k and v fused):
+    # what Forge and AUTOMATIC1111-style loaders read (``lora_files.sd_scripts_flux_state``).
+    kohya_lora = True
+    kohya_lora_layout = "sd-scripts' (kohya's) FLUX.1 layout: BFL module names, q, k and v fused"
+    kohya_lora_readers = "Forge, ComfyUI, AUTOMATIC1111-style loaders and kohya's sd-scripts"
     swaps_scheduler = False
     pipeline_sizes_itself = False  # FluxPipeline draws 1024 px unless told
     patch_size = 2  # 2x2 latent patches per token: image sides are multiples of 16 px
@@ -162,6 +164,11 @@ class Flux(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """FLUX's own attention processors already call PyTorch's SDPA."""
+
+    def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
+        from hubtools.families.lora_files import sd_scripts_flux_state
+
+        return sd_scripts_flux_state(diffusers_file)
 
     # -- the tiny random model -----------------------------------------------------------------------------
 

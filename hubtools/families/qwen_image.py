@@ -89,6 +89,8 @@ class QwenImage(FlowMatchingFamily):
     benchmark_variants = ("",)
     # ComfyUI and Forge read diffusers' Qwen-Image LoRA keys as they are; the copy adds per-module alphas.
     kohya_lora = True
+    kohya_lora_layout = "ComfyUI's layout: diffusers' keys with a per-module alpha"
+    kohya_lora_readers = "ComfyUI and Forge"
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         """Qwen-Image's model card: 50 steps, true classifier-free guidance 4 against a blank negative prompt

@@ -92,6 +92,8 @@ class StableDiffusion3(FlowMatchingFamily):
     # ``text_encoder(_2).text_model...``) as they are, with a per-module ``alpha`` when the file has one: the
     # second file is the same tensors plus those alphas (diffusers' own file keeps alpha in its metadata).
     kohya_lora = True
+    kohya_lora_layout = "ComfyUI's layout: diffusers' keys with a per-module alpha"
+    kohya_lora_readers = "ComfyUI and Forge"
 
     # -- variants and defaults -----------------------------------------------------------------------------
 

@@ -39,9 +39,13 @@ class ZImage(FlowMatchingFamily):
     card_dtype = "torch.bfloat16"
     card_tag = "z-image"
     tiny_card_tags = ("z-image",)
-    # Only the diffusers LoRA file is written: no converter to another key layout exists here yet (whether
-    # ComfyUI or Forge read these keys as they are is not checked offline).
-    kohya_lora = False
+    # Beside the diffusers file, the ComfyUI copy: ComfyUI's Z-Image (Lumina2) LoRA loader maps diffusers' module
+    # names (``transformer.`` or ``diffusion_model.`` + ``layers.N.attention.to_q`` ...) onto its fused qkv, but
+    # scales by a per-module ``alpha`` (1 without one), which diffusers keeps in the metadata only. The copy is
+    # keyed ``diffusion_model.<module>``, the checkpoint's own prefix, which diffusers' Z-Image loader reads too.
+    kohya_lora = True
+    kohya_lora_layout = "ComfyUI's layout: the checkpoint's module names (`diffusion_model.*`) with a per-module alpha"
+    kohya_lora_readers = "ComfyUI"
     swaps_scheduler = False  # samples with the flow-matching scheduler it was trained for
     pipeline_sizes_itself = False  # ZImagePipeline draws 1024 px unless told
     patch_size = 2
@@ -119,6 +123,11 @@ class ZImage(FlowMatchingFamily):
 
     def use_fast_attention(self, denoiser) -> None:
         """Z-Image's attention processors already dispatch to PyTorch's SDPA."""
+
+    def kohya_lora_state(self, diffusers_file) -> dict[str, torch.Tensor]:
+        from hubtools.families.lora_files import with_module_alphas
+
+        return with_module_alphas(diffusers_file, prefixes={"transformer": "diffusion_model"})
 
     # -- the tiny random model -----------------------------------------------------------------------------
 
