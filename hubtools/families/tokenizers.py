@@ -8,6 +8,7 @@ that CLIP keeps whole may still be three pieces to FLUX's T5, each with a meanin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from hubtools.families import Family, detect
@@ -24,6 +25,23 @@ class TokenizerSplit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The tokenizers the identifier check loaded (SDXL's second CLIP, FLUX's T5: a quarter second each), kept for the
+# pipeline that training loads next in the same process (``take_loaded_tokenizers``), so none is read twice before
+# the first step. One base model at a time; taking them empties it.
+_LOADED: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+
+def _key(base_model: str, revision: str | None) -> tuple[str, str | None]:
+    local = Path(base_model).expanduser()
+    return (str(local.resolve()), None) if local.is_dir() else (base_model, revision)
+
+
+def take_loaded_tokenizers(base_model: str, revision: str | None) -> dict[str, Any]:
+    """{component name: tokenizer} already loaded in this process from ``base_model`` at ``revision`` (a local
+    folder at any revision), handed over once; {} when none."""
+    return _LOADED.pop(_key(base_model, revision), {})
 
 
 def base_model_tokenizers(base_model: str, *, revision: str | None = None, token: str | None = None,
@@ -44,6 +62,8 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
         library, class_name = index.get(name, [None, None])
         tokenizer_class = getattr(transformers, class_name or "AutoTokenizer", transformers.AutoTokenizer)
         tokenizers[name] = tokenizer_class.from_pretrained(base_model, subfolder=name, revision=revision, token=token)
+    _LOADED.clear()
+    _LOADED[_key(base_model, revision)] = dict(tokenizers)
     return family, tokenizers
 
 
