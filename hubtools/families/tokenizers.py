@@ -7,6 +7,7 @@ that CLIP keeps whole may still be three pieces to FLUX's T5, each with a meanin
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,24 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
     _LOADED.clear()
     _LOADED[_key(base_model, revision)] = dict(tokenizers)
     return family, tokenizers
+
+
+def tokenizer_fingerprint(base_model: str | None, record=None) -> str | None:
+    """What the base model's tokenizers are, for the identifier check's cache: a hash of its tokenizer folders'
+    files (a local folder), ``repo@commit`` (a Hub model resolved to a commit), "none" without a base model; None
+    when that cannot be told (the check then runs uncached)."""
+    if base_model is None:
+        return "none"
+    local = Path(base_model).expanduser()
+    if local.is_dir():
+        digest = hashlib.sha256()
+        folders = sorted(p for p in local.iterdir() if p.is_dir() and p.name.startswith("tokenizer"))
+        for path in sorted(f for folder in folders for f in folder.rglob("*") if f.is_file()):
+            digest.update(str(path.relative_to(local)).encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+    if record is not None and record.commit:
+        return f"{record.repo_id}@{record.commit}"
+    return None
 
 
 def further_tokenizers(base_model: str | None, revision: str | None = None) -> tuple[dict[str, Any], str | None]:
