@@ -115,7 +115,7 @@ def _generate_from_hub(repo_id: str, path: Path, token: str, lora_base: str | No
     extra = family.call_kwargs(dict(pipe.components[family.denoiser].config))
     if not family.pipeline_sizes_itself:  # such a pipeline draws 1024 px unless told; the tiny model is 64 px
         extra.update(height=64, width=64)
-    image = pipe("a photo of nlwx dog on the beach", num_inference_steps=10,
+    image = pipe(prompt="a photo of nlwx dog on the beach", num_inference_steps=10,
                  generator=torch.Generator().manual_seed(0), **extra).images[0]
     image.resize((256, 256)).save(path)
     return path

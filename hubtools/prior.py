@@ -171,7 +171,7 @@ def _render(cfg: RunConfig, base, batches: list[list[int]], size_of: list[tuple[
         for indices in batches:
             generators = [torch.Generator().manual_seed(cfg.training.seed * 1_000_003 + i) for i in indices]
             width, height = size_of[indices[0]]
-            images = pipe([cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
+            images = pipe(prompt=[cfg.class_prompt] * len(indices), num_inference_steps=cfg.prior.generation_steps,
                           height=height, width=width, generator=generators, **guidance).images
             for i, image in zip(indices, images):
                 png = io.BytesIO()

@@ -44,6 +44,8 @@ class Preflight:
     # The base model resolved (family, commit, size); None when the Hub could not be reached now: setting up
     # the run folder resolves it then, or fails saying why.
     base_model: BaseModelRecord | None = None
+    # The estimated time (``hubtools.estimate``), made by ``plan`` (--dry-run, the studio); None elsewhere.
+    estimate: Any | None = None
 
 
 @dataclass
@@ -116,6 +118,10 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
     base_model = _resolve_base(config)
     resolved = _with_family_defaults(config, base_model).resolve()
+    if base_model is not None:
+        from hubtools.base_model import family_of
+
+        family_of(base_model).check_method(resolved.training.method)  # a LoRA-only family refuses full here
     notes: list[str] = []
     from hubtools.basemodels import resolve_base_model
 
@@ -152,10 +158,22 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
 
 
 def plan(config: RunConfig, run_dir: Path, *, push: bool = True, reporter: Reporter | None = None) -> Preflight:
-    """``--dry-run``: the preflight, its notes reported; nothing is loaded or written."""
+    """``--dry-run``: the preflight, its notes reported, the estimated time; nothing is loaded or written."""
     checked = preflight(config, run_dir, push=push)
     _report_notes(checked.notes, reporter or SilentReporter())
+    checked.estimate = estimate_time(checked)
     return checked
+
+
+def estimate_time(checked: Preflight):
+    """The run's estimated time (``hubtools.estimate.TimeEstimate``) from the base model's size and the device."""
+    from hubtools.base_model import family_of
+    from hubtools.estimate import device_throughput, estimate_run_time
+
+    record = checked.base_model
+    family = family_of(record) if record is not None else None
+    return estimate_run_time(checked.config, family, record.parameter_count if record else None,
+                             device_throughput(checked.config.training.device))
 
 
 def _report_notes(notes: list[str], reporter: Reporter) -> None:

@@ -426,3 +426,31 @@ def test_cli_eval_takes_the_runs_eval_settings_and_flags_override_only_what_is_g
     result = EvalResult.load(run / "eval.json")
     assert (result.guidance_scale, result.seeds, result.n_class_images) == (2.0, [5], 0)
     assert result.baseline is None
+
+
+def test_the_batches_drawn_in_shares_assemble_into_what_one_drawer_draws():
+    """What several processes do (each draws every N-th batch; the main one assembles them): the same images,
+    in the same places, as drawing every batch at once, also when the shares are uneven."""
+    from hubtools.evaluation.evaluate import (
+        assemble_generations,
+        draw_batches,
+        eval_jobs,
+        generate_eval_images,
+    )
+
+    def generate(prompts, seeds):
+        return [Image.new("RGB", (8, 8), (len(prompt) * 7 % 256, seed * 40 % 256, 0))
+                for prompt, seed in zip(prompts, seeds)]
+
+    prompts, seeds = ["a nlwx dog", "a nlwx dog in the snow", "a nlwx dog on a beach"], [0, 1]
+    whole = generate_eval_images(generate, prompts, seeds, "a dog", 3, batch_size=4)
+    jobs = eval_jobs(prompts, seeds, "a dog", 3)
+    assert len(jobs) == 9  # 3 batches of 4, 4 and 1
+    shares = [draw_batches(generate, jobs, 4, [n for n in range(3) if n % 2 == rank]) for rank in (0, 1)]
+    assert [sorted(share) for share in shares] == [[0, 2], [1]]
+    split = assemble_generations(prompts, seeds, {n: images for share in shares for n, images in share.items()})
+    assert split.prompts == whole.prompts
+    assert [[image.tobytes() for image in group] for group in split.images] == \
+        [[image.tobytes() for image in group] for group in whole.images]
+    assert [image.tobytes() for image in split.class_images] == [image.tobytes() for image in whole.class_images]
+    assert [image.getpixel((0, 0))[1] for image in whole.class_images] == [0, 40, 80]  # seeds 0, 1, 2

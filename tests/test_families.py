@@ -71,7 +71,7 @@ def test_tiny_models_load_with_plain_diffusers_and_draw(tiny_folders, pipelines)
         assert index["_class_name"] == family.pipeline_class_name and of_pipeline(pipe) is family
         config = dict(pipe.components[family.denoiser].config)
         defaults = family.sampling_defaults(config)
-        image = pipe(PROMPT, num_inference_steps=2, guidance_scale=defaults.guidance_scale, height=64, width=64,
+        image = pipe(prompt=PROMPT, num_inference_steps=2, guidance_scale=defaults.guidance_scale, height=64, width=64,
                      generator=torch.Generator().manual_seed(0), output_type="np", **defaults.extra).images[0]
         assert image.shape == (64, 64, 3) and np.isfinite(image).all() and image.std() > 0.01
         parameters = sum(p.numel() for p in pipe.components.values() if isinstance(p, torch.nn.Module)

@@ -25,9 +25,14 @@ CASES = {
     # Z-Image: the diffusers LoRA and its ComfyUI copy (diffusion_model.* keys, per-module alphas)
     "z-image": ("hubtools/tiny-z-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-z-image.safetensors"}),
     "qwen-image": ("hubtools/tiny-qwen-image", "lora", {"pytorch_lora_weights.safetensors", "nlwx-qwen-image.safetensors"}),
+    # FLUX.2 [dev]: LoRA only, the diffusers file and its copy in BFL's names; [klein]: a full fine-tune
+    "flux2": ("hubtools/tiny-flux2", "lora", {"pytorch_lora_weights.safetensors", "nlwx-flux2.safetensors"}),
+    "flux2-klein": ("hubtools/tiny-flux2-klein", "full",
+                    {"model_index.json", "transformer/diffusion_pytorch_model.safetensors"}),
 }
 PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline",
-             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline"}
+             "qwen-image": "QwenImagePipeline", "z-image": "ZImagePipeline", "flux2": "Flux2Pipeline",
+             "flux2-klein": "Flux2KleinPipeline"}
 
 SMALL = textwrap.dedent("""
     [prior]
@@ -99,6 +104,15 @@ def test_train_and_push_a_family_then_load_it_with_plain_diffusers(tmp_path, loc
         assert re.search(r"`tokenizer` \(Qwen2Tokenizer\w*\): 4 tokens", card.content), card.content
         assert "CLIP token" not in card.content  # Z-Image has no CLIP tokenizer
         assert "`nlwx-z-image.safetensors` is the same LoRA in ComfyUI's layout" in card.content
+
+    if family in ("flux2", "flux2-klein"):
+        assert card.data.license == "apache-2.0"  # the tiny base's own card's (the real ones: test_family_flux2)
+        assert f"{PIPELINES[family]}.from_pretrained" in card.content and "torch.bfloat16" in card.content
+        assert "with flow-matching Euler" in card.content and "DDIM" not in card.content
+        # the identifier in the model's own tokenizer (byte-level: one token a letter)
+        assert re.search(r"`tokenizer` \(\w+\): 4 tokens", card.content), card.content
+    if family == "flux2":
+        assert "`nlwx-flux2.safetensors`" in card.content and "ComfyUI and ai-toolkit" in card.content
 
     # the card's snippet, as a reader copies it, in a fresh process: plain diffusers loads the pushed repo (base +
     # load_lora_weights, or from_pretrained after a full fine-tune) and draws

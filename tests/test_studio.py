@@ -8,6 +8,7 @@ JSON API (bad uploads; SIGKILL mid-run, restart, exact resume).
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from test_cli_commands import user_env
+from test_cli_commands import hubtools, user_env
 from test_concepts_bomb import png_bomb
 from test_localhub_pages import _natural_widths, browser  # noqa: F401 (a fixture)
 
@@ -260,6 +261,19 @@ def _tensors(run: Path) -> dict:
     return load_file(run / "unet" / "diffusion_pytorch_model.safetensors")
 
 
+def assert_same_estimate(plan: str, settings: dict, base_model: str, tmp_path: Path) -> None:
+    """The studio's plan shows the estimated time `hubtools train --dry-run` prints for the same settings."""
+    from test_estimate import estimated
+
+    lines = [f"{key}={json.dumps(value)}" for key, value in settings["settings"].items()]
+    lines += settings["set"].splitlines()
+    dry_run = hubtools("train", "--concept", PHOTOS[0].parent, "--out", tmp_path / "dry-run", "--dry-run",
+                       *[part for line in lines for part in ("--set", line)])
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "trained parameters" in " ".join(dry_run.stdout.replace("│", " ").split()), dry_run.stdout
+    assert estimated(plan) == estimated(dry_run.stdout), (plan, dry_run.stdout)
+
+
 @needs_json_events
 def test_a_studio_killed_mid_run_resumes_the_job_to_the_same_weights(tmp_path, local_hub, tiny_model_repo):
     data = tmp_path / "studio"
@@ -283,6 +297,9 @@ def test_a_studio_killed_mid_run_resumes_the_job_to_the_same_weights(tmp_path, l
         assert client.get(f"/api/jobs/{job}").json()["state"] in ("queued", "running")
         again = client.post("/api/jobs").json()["id"]  # the same run, uninterrupted, queued behind it
         _upload(client, again, [(photo.name, photo.read_bytes()) for photo in PHOTOS])
+        plan = client.post(f"/api/jobs/{again}/plan", json=settings)
+        assert plan.status_code == 200, plan.text
+        assert_same_estimate(plan.json()["plan"], settings, tiny_model_repo, tmp_path)
         assert client.post(f"/api/jobs/{again}/start", json=settings).status_code == 200
         _wait_for(lambda: client.get(f"/api/jobs/{again}").json()["state"] in ("done", "failed"), "both jobs")
         states = [client.get(f"/api/jobs/{name}").json() for name in (job, again)]

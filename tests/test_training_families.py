@@ -28,7 +28,7 @@ def root(tmp_path_factory):
 def _draw(pipe, family):
     defaults = family.sampling_defaults(dict(pipe.components[family.denoiser].config))
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a photo of pkblz dog", num_inference_steps=2, height=64, width=64, output_type="np",
+    image = pipe(prompt="a photo of pkblz dog", num_inference_steps=2, height=64, width=64, output_type="np",
                  guidance_scale=defaults.guidance_scale, generator=torch.Generator().manual_seed(0),
                  **defaults.extra).images[0]
     return np.asarray(image)
@@ -44,7 +44,8 @@ def trained(root):
             training = {"method": method, "steps": 3, "validation_every": 3, "lora_rank": 4, "lora_alpha": 8.0,
                         "learning_rate": 5e-2 if method == "lora" else 1e-3}
             cfg, run = make_run(root, f"{family_name}-{method}", base=tiny_family_base(root, family_name),
-                                training=training, prior={"enabled": family_name in ("flux", "sd3", "qwen-image", "z-image")})
+                                training=training, prior={"enabled": family_name in ("flux", "sd3", "qwen-image", "z-image", "flux2",
+                                                                           "flux2-klein")})
             done[family_name, method] = run, train_dreambooth(cfg, run, progress=False)
         return done[family_name, method]
 
@@ -53,7 +54,8 @@ def trained(root):
 
 @pytest.mark.parametrize(("family_name", "method"), [("sdxl", "lora"), ("flux", "lora"), ("flux", "full"),
                                                          ("sd3", "lora"), ("sd3", "full"), ("qwen-image", "lora"),
-                                                         ("z-image", "lora"), ("z-image", "full")])
+                                                         ("z-image", "lora"), ("z-image", "full"), ("flux2", "lora"),
+                                                         ("flux2-klein", "lora"), ("flux2-klein", "full")])
 def test_a_family_trains_and_its_output_loads_with_plain_diffusers(root, trained, family_name, method):
     from diffusers import DiffusionPipeline
 

@@ -48,6 +48,9 @@ CASES = {
     # Z-Image: uniform picks from the scheduler's table, masked Qwen captions, with class images
     "z-image-lora": ("z-image", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
                      LORA_WEIGHTS_FILENAME),
+    # FLUX.2 [dev]: patchified, batch-norm-normalised latents and the guidance embedding, with class images
+    "flux2-lora": ("flux2", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
+                   LORA_WEIGHTS_FILENAME),
     # SD LoRA with aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout
     # and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,

@@ -113,7 +113,7 @@ def make_run(root: Path, name: str = "run", *, training: dict | None = None, pri
 def render(pipe, prompt: str = f"a photo of {IDENTIFIER} {CLASS_NOUN}", seed: int = 0) -> np.ndarray:
     import torch
 
-    image = pipe(prompt, num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
+    image = pipe(prompt=prompt, num_inference_steps=2, height=RESOLUTION, width=RESOLUTION,
                  generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
     return np.asarray(image)
 

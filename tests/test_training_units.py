@@ -120,6 +120,8 @@ def test_out_of_memory_advice_names_the_next_smaller_profile():
     assert "step 12" in message and "--memory medium" in message
     low = MemoryChoice("low", "", "lora", True, True)
     assert "smallest" in str(out_of_memory_error(cfg, low, step=1, family="sd"))
+    assert "shard the trained part over several GPUs (torchrun --nproc-per-node N -m hubtools ... --distributed fsdp)" \
+        in str(out_of_memory_error(cfg, low, step=1, family="sd"))
     assert "while loading" in str(out_of_memory_error(cfg, low, step=None, family="sd"))
     assert next_smaller_profile(cfg, MemoryChoice("manual", "", "full", False, False), "sd") == "medium"
     assert isinstance(out_of_memory_error(cfg, low, 1, "sd"), HubtoolsError)

@@ -47,6 +47,8 @@ def plan_table(checked) -> Table:
         theme = f", hackathon theme {cfg.publish.hackathon_theme}" if cfg.publish.hackathon_theme else ""
         _row(table, "push to", f"{cfg.publish.repo_id} ({visibility}{theme})")
     _row(table, "memory", _memory_text(cfg.training))
+    if getattr(checked, "estimate", None) is not None:
+        _row(table, "estimated time", checked.estimate.text())
     report = checked.identifier_report
     if report is not None:
         _row(table, "identifier", f"{report.text!r}: {report.num_tokens} token(s) {report.tokens}")

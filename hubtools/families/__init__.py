@@ -11,6 +11,7 @@ from typing import Any
 from hubtools.errors import ConfigError
 from hubtools.families.base import Conditioning, Family, License, MemoryProfile, NoisyBatch, SamplingDefaults
 from hubtools.families.flux import Flux
+from hubtools.families.flux2 import Flux2, Flux2Klein
 from hubtools.families.qwen_image import QwenImage
 from hubtools.families.sd import StableDiffusion
 from hubtools.families.sd3 import StableDiffusion3
@@ -20,7 +21,7 @@ from hubtools.families.zimage import ZImage
 # The registry: the one list of families. Help texts, messages, the tiny models a hub serves and the demo's
 # choices are built from it. The first is the default of the demo and the tiny model.
 FAMILIES: tuple[Family, ...] = (
-    StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage(), ZImage(),
+    StableDiffusion(), StableDiffusionXL(), Flux(), StableDiffusion3(), QwenImage(), ZImage(), Flux2(), Flux2Klein(),
 )
 DEFAULT_FAMILY: Family = FAMILIES[0]
 _BY_CLASS = {family.pipeline_class_name: family for family in FAMILIES}
@@ -91,7 +92,7 @@ def of_pipeline(pipeline) -> Family:
 
 
 __all__ = [
-    "DEFAULT_FAMILY", "FAMILIES", "Conditioning", "Family", "Flux", "License", "MemoryProfile", "NoisyBatch",
+    "DEFAULT_FAMILY", "FAMILIES", "Conditioning", "Family", "Flux", "Flux2", "Flux2Klein", "License", "MemoryProfile", "NoisyBatch",
     "QwenImage", "SamplingDefaults", "StableDiffusion", "StableDiffusion3", "StableDiffusionXL",
     "UnsupportedModelError", "apply_family_defaults", "by_name", "detect", "names", "names_in_words", "of_pipeline",
     "supported", "titles_in_words", "ZImage",

@@ -97,6 +97,9 @@ class Family(ABC):
     vae_scale_factor: ClassVar[int] = 8
     # Latent pixels per token side of the denoiser (FLUX packs 2x2 latent patches into one token).
     patch_size: ClassVar[int] = 1
+    # Forward FLOPs of the trained component per parameter and latent pixel, for the plan's time estimate
+    # (``hubtools/estimate.py``); None: a transformer's 2 FLOPs a parameter and token (``2 / patch_size**2``).
+    forward_flops_per_parameter_and_pixel: ClassVar[float | None] = None
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
     # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them):
@@ -243,6 +246,10 @@ class Family(ABC):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         denoiser.set_attn_processor(AttnProcessor2_0())
+
+    def check_method(self, method: str) -> None:
+        """Raise ``ConfigError`` when this family never trains ``method`` ("full" or "lora"), whatever the machine:
+        called by the preflight, before anything is loaded (default: both)."""
 
     def check_training(self, method: str, denoiser, device: torch.device, shards: int = 1) -> None:
         """Raise ``ConfigError`` when this family cannot train ``method`` here, on ``shards`` GPUs under FSDP

@@ -57,7 +57,7 @@ def further_tokenizers(base_model: str | None, revision: str | None = None) -> t
         return {}, None
     try:
         return base_model_tokenizers(base_model, revision=revision, skip_first=True)[1], None
-    except (HubtoolsError, OSError, ValueError) as error:
+    except (HubtoolsError, OSError, ValueError, ImportError) as error:  # ImportError: a processor's extra needs
         return {}, f"could not read the further tokenizers of {base_model}: {error}"
 
 
@@ -65,6 +65,8 @@ def identifier_splits(text: str, tokenizers: dict[str, Any]) -> list[TokenizerSp
     """The identifier's pieces in each tokenizer (no special tokens)."""
     splits = []
     for name, tokenizer in tokenizers.items():
+        # a processor (FLUX.2 [dev] ships Mistral's as a PixtralProcessor) splits text with its tokenizer
+        tokenizer = tokenizer if hasattr(tokenizer, "convert_ids_to_tokens") else tokenizer.tokenizer
         ids = list(tokenizer(text, add_special_tokens=False).input_ids)
         tokens = tokenizer.convert_ids_to_tokens(ids)
         splits.append(TokenizerSplit(name, type(tokenizer).__name__, tokens, len(ids)))

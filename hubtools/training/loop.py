@@ -115,7 +115,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, resume: bool, force: bool, token: s
     instance = at_resolutions(load_instance_examples(run.folder.concept, cfg.instance_prompt),
                               cfg.training.resolutions, family.size_multiple)
     plan = plan_training(cfg, run.folder, run.accelerator, concept_fingerprint=concept_fingerprint(instance),
-                         resume=resume, force=force, family=where.family)
+                         resume=resume, force=force, family=where.family, parameters=record.parameter_count)
     where.effective, where.choice = plan.trained_config, plan.choice
     run.reporter.note(f"memory profile: {plan.choice.profile} ({plan.choice.reason})")
     models = load_trainable_models(plan.trained_config, run.accelerator, record=record, seed=cfg.training.seed,

@@ -1,6 +1,7 @@
 """Memory profiles: named bundles of the settings that trade speed for GPU memory.
 
-``--memory auto`` picks the largest profile that fits the free GPU memory and says why; an explicit
+``--memory auto`` picks the largest profile that fits the free GPU memory and says why (under ``--distributed
+fsdp`` with N processes a profile needs its sharded part / N + the rest on each GPU: ``families.fits``); an explicit
 ``low|medium|high`` applies that profile; ``manual`` (the default) trains exactly as configured. When CUDA
 runs out of memory the error names the next smaller profile to try.
 """
@@ -13,8 +14,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hubtools.config import DEFAULT_LR, RunConfig
+from hubtools.distributed import world_size
 from hubtools.errors import HubtoolsError
 from hubtools.families import Family, MemoryProfile, by_name
+from hubtools.families.fits import fsdp_command, profile_estimate
 
 GIB = 1024**3
 
@@ -50,24 +53,68 @@ def free_gpu_bytes(device: torch.device) -> int | None:
     return int(free)
 
 
-def choose_profile(cfg: RunConfig, device: torch.device, family: Family | str) -> MemoryChoice:
+def _least_free(device: torch.device) -> int | None:
+    """The free memory of this GPU; under several processes the least any of them has, so that every process
+    picks the same profile (None: no GPU)."""
+    from hubtools import distributed
+
+    free = distributed.each("measuring the free GPU memory", lambda: free_gpu_bytes(device))
+    return None if any(value is None for value in free) else min(free)
+
+
+def choose_profile(cfg: RunConfig, device: torch.device, family: Family | str, *, parameters: int | None = None,
+                   shards: int = 1) -> MemoryChoice:
     """The profile for this run: as configured (manual), named, or picked from the free GPU memory (auto),
-    from the profiles of the base model's ``family``."""
+    from the profiles of the base model's ``family``. ``parameters``: of the trained component (the base model
+    record's count; None: unknown); ``shards``: the processes FSDP splits it among (1: no FSDP)."""
     training = cfg.training
-    profiles = family_profiles(family)
     if training.memory == "manual":
         return _manual(cfg, "as configured")
     if training.memory != "auto":
         return _from_profile(_by_name(family)[training.memory], f"--memory {training.memory} was asked for")
-    free = free_gpu_bytes(device)
+    free = _least_free(device)
     if free is None:
         return _manual(cfg, f"no GPU memory to size for on {device.type}: settings as configured")
-    for profile in profiles:
-        if free >= profile.min_free_gib * GIB:
-            return _from_profile(profile, f"{free / GIB:.1f} GiB free GPU memory >= {profile.min_free_gib} GiB")
+    profile, reason = pick_profile(family_profiles(family), free, parameters=parameters, shards=shards)
+    return _from_profile(profile, reason)
+
+
+def profile_need(profile: MemoryProfile, parameters: int | None, shards: int = 1) -> int:
+    """Bytes ``profile`` needs on each GPU: its ``min_free_gib``, or under FSDP (``shards`` > 1, the trained
+    component's ``parameters`` known) its sharded part / shards + the rest (``families.fits``)."""
+    if shards > 1 and parameters:
+        return profile_estimate(profile, parameters).per_gpu(shards)
+    return int(profile.min_free_gib * GIB)
+
+
+def pick_profile(profiles: list[MemoryProfile], free: int, *, parameters: int | None = None,
+                 shards: int = 1) -> tuple[MemoryProfile, str]:
+    """``--memory auto``: the largest of ``profiles`` whose need on each GPU (``profile_need``) fits ``free``
+    bytes, and why; when one that did not fit would under FSDP on more GPUs of this size, the reason says on how
+    many. The smallest when none fits."""
+    sharded = shards > 1 and bool(parameters)
+    how = f", {shards} processes sharing the trained part under FSDP" if sharded else ""
+    for index, profile in enumerate(profiles):
+        need = profile_need(profile, parameters, shards)
+        if free >= need:
+            reason = f"{free / GIB:.1f} GiB free GPU memory >= {need / GIB:.1f} GiB{how}"
+            return profile, reason + (_more_gpus(profiles[0], parameters, free, shards) if index else "")
     smallest = profiles[-1]
-    return _from_profile(smallest, f"only {free / GIB:.1f} GiB free GPU memory (< {smallest.min_free_gib} GiB): "
-                                   "the smallest profile; lower --resolution if it still runs out")
+    need = profile_need(smallest, parameters, shards)
+    more = _more_gpus(smallest, parameters, free, shards)
+    return smallest, (f"only {free / GIB:.1f} GiB free GPU memory (< {need / GIB:.1f} GiB{how}): the smallest "
+                      f"profile; lower --resolution if it still runs out{more}")
+
+
+def _more_gpus(profile: MemoryProfile, parameters: int | None, free: int, shards: int) -> str:
+    """'; ``profile`` fits on K GPUs of this size under FSDP (command)' when K is more than the run has."""
+    if not parameters:
+        return ""
+    gpus = profile_estimate(profile, parameters).gpus_for(free)
+    if gpus is None or gpus <= shards:
+        return ""
+    return (f"; {profile.name} ({profile.summary}) fits on {gpus} GPUs of {free / GIB:.0f} GiB under FSDP "
+            f"({fsdp_command(gpus)})")
 
 
 def apply_choice(cfg: RunConfig, choice: MemoryChoice) -> RunConfig:
@@ -105,7 +152,10 @@ def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, 
     where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"
     if smaller:
         return HubtoolsError(f"{where}: retry with --memory {smaller} ({_by_name(family)[smaller].summary})")
-    return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, "
+    sharded = cfg.training.distributed == "fsdp" and world_size() > 1
+    more = (f"run it on more GPUs ({world_size()} share the trained part now)" if sharded else
+            "shard the trained part over several GPUs (torchrun --nproc-per-node N -m hubtools ... --distributed fsdp)")
+    return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, {more}, "
                          "or free GPU memory used by other processes")
 
 

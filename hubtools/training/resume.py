@@ -34,14 +34,17 @@ class TrainingPlan:
 
 
 def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fingerprint: str, resume: bool,
-                  force: bool, family: Family) -> TrainingPlan:
+                  force: bool, family: Family, parameters: int | None = None) -> TrainingPlan:
     """Clear what interrupted saves left, then resume from the newest checkpoint or start over. Every
-    process decides the same; only the main process deletes."""
+    process decides the same; only the main process deletes. ``parameters``: of the trained component, for
+    ``--memory auto`` under FSDP."""
     checkpoint_config = {**ckpt.comparable_config(cfg), "concept images": concept_fingerprint,
                          "num_processes": accelerator.num_processes}
     if accelerator.is_main_process:
         ckpt.remove_partial(folder.checkpoints)
     accelerator.wait_for_everyone()
+    shards = accelerator.num_processes if cfg.training.distributed == "fsdp" else 1
+    sizing = {"parameters": parameters, "shards": shards}
     resume_from: tuple[int, Path] | None = None
     pinned_revision: str | None = None
     if resume:
@@ -53,11 +56,11 @@ def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fin
                               "(restore it, or pass --force to resume with the new settings)")
         # auto picked from the free memory of that day: keep its pick; anything else follows the config
         choice = (MemoryChoice(**state["memory_choice"]) if cfg.training.memory == "auto"
-                  else choose_profile(cfg, accelerator.device, family))
+                  else choose_profile(cfg, accelerator.device, family, **sizing))
         pinned_revision = state.get("base_revision")
     else:
         _clear_earlier_training(folder, accelerator, force=force)
-        choice = choose_profile(cfg, accelerator.device, family)
+        choice = choose_profile(cfg, accelerator.device, family, **sizing)
     effective = apply_choice(cfg, choice)
     if pinned_revision and not effective.model.revision:
         effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw

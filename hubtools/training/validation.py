@@ -43,7 +43,7 @@ def render_validation_grid(*, pipe, denoiser, prompts: list[str], seeds: list[in
             for prompt in prompts:
                 for seed in seeds:
                     generator = torch.Generator().manual_seed(seed)
-                    images.append(pipe(prompt, num_inference_steps=min(num_inference_steps, MAX_VALIDATION_STEPS),
+                    images.append(pipe(prompt=prompt, num_inference_steps=min(num_inference_steps, MAX_VALIDATION_STEPS),
                                        height=resolution, width=resolution, generator=generator,
                                        **(call_kwargs or {})).images[0])
     finally:

@@ -60,7 +60,7 @@ def usage_snippet(summary: Summary, endpoint: str) -> tuple[str, str]:
     else:
         lines += [f"pipe = DiffusionPipeline.from_pretrained(\n    {name})"]
     lines += ['pipe = pipe.to("cuda")  # or "cpu"', f"prompt = {json.dumps(summary.widget_prompt or 'a photo of a dog')}",
-              "image = pipe(prompt).images[0]", 'image.save("out.png")']
+              "image = pipe(prompt=prompt).images[0]", 'image.save("out.png")']
     return "python", "\n".join(lines) + "\n"
 
 
