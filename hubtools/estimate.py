@@ -24,11 +24,10 @@ if TYPE_CHECKING:
     from hubtools.config import RunConfig
     from hubtools.families import Family
 
-# Forward FLOPs per parameter and latent pixel. The UNets' were counted with torch's FlopCounterMode on the real
-# shapes (benchmarks/sd15_configs.json at 512 px: 0.80 TFLOP, sdxl_configs.json at 1024 px: 6.76 TFLOP, built on
-# the meta device); a transformer applies each weight once per token (2 FLOPs a parameter and token, a token
-# being patch x patch latent pixels), attention's quadratic part and the text tokens not counted.
-FLOPS_PER_PARAMETER_AND_PIXEL = {"sd": 0.228, "sdxl": 0.161}
+# Forward FLOPs per parameter and latent pixel: the family's own (the UNets', counted with torch's
+# FlopCounterMode on the real shapes), else a transformer's, which applies each weight once per token (2 FLOPs a
+# parameter and token, a token being patch x patch latent pixels), attention's quadratic part and the text tokens
+# not counted.
 
 # Dense bf16 tensor-core peaks (TFLOP/s, NVIDIA datasheets, without sparsity), matched on the name nvidia-smi
 # gives, first match wins.
@@ -180,7 +179,7 @@ def device_throughput(preference: str) -> Throughput:
 def forward_flops(family: Family, parameters: int, resolution: int) -> float:
     """FLOPs of one forward pass of the trained component on one image of ``resolution`` px."""
     pixels = (resolution / family.vae_scale_factor) ** 2
-    factor = FLOPS_PER_PARAMETER_AND_PIXEL.get(family.name, 2.0 / family.patch_size**2)
+    factor = family.forward_flops_per_parameter_and_pixel or 2.0 / family.patch_size**2
     return factor * parameters * pixels
 
 

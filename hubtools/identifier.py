@@ -150,6 +150,11 @@ def load_tokenizer_and_text_encoder(base_model: str, *, revision: str | None = N
     model_id, moved = resolve_base_model(base_model)
     if moved:
         notes.append(moved)
+    family = _family_of(model_id, revision, token)
+    if family is not None and not family.first_tokenizer_is_clip:
+        notes.append(f"{family.title} reads prompts with no CLIP tokenizer: the checks below use Stable Diffusion "
+                     "1.x's, built offline, and list the split in the model's own tokenizer")
+        return default_tokenizer(), None, notes
     try:
         tokenizer = CLIPTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision, token=token)
     except (OSError, ValueError) as error:
@@ -165,6 +170,19 @@ def load_tokenizer_and_text_encoder(base_model: str, *, revision: str | None = N
         except (OSError, ValueError) as error:
             notes.append(f"no text encoder weights for {model_id} ({first_line(error)}): neighbours and prior skipped")
     return tokenizer, text_encoder, notes
+
+
+def _family_of(model_id: str, revision: str | None, token: str | None):
+    """The base model's family from its ``model_index.json``; None when it cannot be read or is unknown (the CLIP
+    tokenizer is then tried as before)."""
+    from hubtools.base_model import read_model_index
+    from hubtools.errors import HubtoolsError
+    from hubtools.families import detect
+
+    try:
+        return detect(read_model_index(model_id, revision, token=token))
+    except (HubtoolsError, OSError, ValueError):
+        return None
 
 
 def _token_ids(tokenizer, text: str) -> list[int]:

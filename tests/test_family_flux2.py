@@ -245,3 +245,14 @@ def test_the_bfl_layout_lora_is_the_same_lora_for_comfyui_and_diffusers(pipes, r
                           generator=torch.Generator().manual_seed(0)).images[0]
     assert np.abs(images[0] - base).max() > 1e-3  # the LoRA changes the drawing
     np.testing.assert_allclose(images[1], images[0], atol=1e-5)
+
+
+def test_identifier_check_reads_the_models_own_tokenizer(root):
+    """``hubtools identifier check --base-model`` on a family without CLIP: a note, the split in its own
+    tokenizer, exit 0 (it used to load a CLIP tokenizer from the Mistral folder and fail)."""
+    base = tiny_family_base(root, "flux2")
+    done = subprocess.run([sys.executable, "-m", "hubtools", "identifier", "check", "nlwx", "--base-model", str(base)],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "FLUX.2 [dev] reads prompts with no CLIP tokenizer" in done.stderr + done.stdout
+    assert "n + l + w + x" in done.stdout

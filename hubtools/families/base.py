@@ -97,6 +97,9 @@ class Family(ABC):
     vae_scale_factor: ClassVar[int] = 8
     # Latent pixels per token side of the denoiser (FLUX packs 2x2 latent patches into one token).
     patch_size: ClassVar[int] = 1
+    # Forward FLOPs of the trained component per parameter and latent pixel, for the plan's time estimate
+    # (``hubtools/estimate.py``); None: a transformer's 2 FLOPs a parameter and token (``2 / patch_size**2``).
+    forward_flops_per_parameter_and_pixel: ClassVar[float | None] = None
     # Component keyword arguments the pipeline needs beyond its parts (SD: no safety checker).
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {}
     # The family's memory profiles, largest first (``training/memory.py`` picks one; benchmarks/ measures them):

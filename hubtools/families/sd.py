@@ -22,6 +22,8 @@ class StableDiffusion(Family):
     denoiser_lora_targets = ("to_k", "to_q", "to_v", "to_out.0")
     tiny_repo_id = "hubtools/tiny-stable-diffusion"
     default_resolution = 512
+    # counted with torch's FlopCounterMode on the real shapes (benchmarks/sd15_configs.json at 512 px: 0.80 TFLOP, on the meta device)
+    forward_flops_per_parameter_and_pixel = 0.228
     card_dtype = "torch.float16"
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {
         "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,

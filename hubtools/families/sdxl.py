@@ -25,6 +25,8 @@ class StableDiffusionXL(StableDiffusion):
     trainable_text_encoders = ("text_encoder", "text_encoder_2")
     tiny_repo_id = "hubtools/tiny-stable-diffusion-xl"
     default_resolution = 1024
+    # counted with torch's FlopCounterMode on the real shapes (benchmarks/sdxl_configs.json at 1024 px: 6.76 TFLOP, on the meta device)
+    forward_flops_per_parameter_and_pixel = 0.161
     card_dtype = "torch.float16"
     # No invisible watermark: it needs an extra package and changes the pixels a test compares.
     extra_pipeline_kwargs: ClassVar[dict[str, Any]] = {"add_watermarker": False}
