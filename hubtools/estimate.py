@@ -43,9 +43,10 @@ GPU_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     (r"\bA10\b", 125.0),
     (r"\bRTX 4090\b", 165.0),
 )
-# The share of the peak DreamBooth training reaches (model-FLOPs utilisation of diffusion training is
-# typically 30-45 % on these GPUs; to check against benchmarks/bench_train.py's MFU on a GPU).
-GPU_EFFICIENCY = 0.35
+# The share of the peak the training reaches in these terms (only the trained component's linear work counted):
+# an assumption, lower than the 30-40 % large transformer training reaches, since batches here are small and the
+# attention, text encoders and VAE are left out. To be replaced by benchmarks/bench_train.py's measured MFU.
+GPU_EFFICIENCY = 0.25
 # On the CPU: the share of the probe's matmul speed the training kernels reach (convolutions, small shapes).
 CPU_EFFICIENCY = 0.5
 PROBE_FILE = "cpu-throughput.json"  # in the user's hubtools cache: the probe's figure per machine and thread count

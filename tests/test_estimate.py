@@ -81,7 +81,7 @@ def test_the_cpu_probe_is_measured_once_and_kept(tmp_path, monkeypatch):
 def test_known_gpus_are_their_datasheet_peak_at_an_assumed_efficiency(name, tflops):
     throughput = gpu_throughput(name)
     assert throughput.flops_per_second == pytest.approx(tflops * 1e12 * GPU_EFFICIENCY)
-    assert f"{name}: {tflops} TFLOP/s bf16 peak (datasheet) at an assumed 35% of it" in throughput.basis
+    assert f"{name}: {tflops} TFLOP/s bf16 peak (datasheet) at an assumed {GPU_EFFICIENCY:.0%} of it" in throughput.basis
 
 
 def test_an_unknown_gpu_gives_no_figure_and_says_why():
@@ -105,8 +105,8 @@ def test_real_shapes_on_an_h100():
         "prior": {"enabled": False}})
     h100 = gpu_throughput("NVIDIA H100 80GB HBM3")
     estimate = estimate_run_time(config, by_name("flux"), flux_parameters, h100)
-    # 1000 steps x 1 row x (forward + backward + recomputation) / (989 TFLOP/s x 35 %)
-    assert estimate.parts["training"] == pytest.approx(1000 * 3 * 97.5e12 / (989e12 * 0.35), rel=0.01)
+    # 1000 steps x 1 row x (forward + backward + recomputation) / (989 TFLOP/s x the assumed efficiency)
+    assert estimate.parts["training"] == pytest.approx(1000 * 3 * 97.5e12 / (989e12 * GPU_EFFICIENCY), rel=0.01)
     assert set(estimate.parts) == {"training", "grids"} and "NVIDIA H100 80GB HBM3" in estimate.text()
     assert run_flops(config, by_name("flux"), flux_parameters)["training"] == pytest.approx(1000 * 3 * 97.5e12, rel=0.01)
 

@@ -179,6 +179,7 @@ def test_studio_in_the_browser_from_photos_to_the_model_page_on_the_hub(browser,
         click(browser.find_element(By.ID, "show-plan"))
         plan = wait(lambda: browser.find_element(By.ID, "plan").text)
         assert "full, 30 steps" in plan and "64 px" in plan and tiny_model_repo in plan
+        assert "estimated time" in plan and "float32 matmul probe" in " ".join(plan.replace("│", " ").split())
         _screenshot(browser, "studio_new_run")
 
         click(browser.find_element(By.ID, "start"))

@@ -220,7 +220,7 @@ def _plan_text(checked, data_dir: Path) -> str:
 
     config = checked.config.model_copy(deep=True)
     config.concept.source = shown(config.concept.source)
-    console = Console(record=True, width=110, markup=False, highlight=False, file=io.StringIO())
+    console = Console(record=True, width=92, markup=False, highlight=False, file=io.StringIO())
     console.print(plan_table(replace(checked, config=config, run_dir=shown(checked.run_dir))))
     return console.export_text()
 

@@ -174,7 +174,7 @@ def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) 
     sharding.shard(models.trained, accelerator.device)
     trainable_models = list(models.trained.values())
     params = [p for model in trainable_models for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam)
+    optimizer = _make_optimizer(params, lr=cfg.learning_rate, use_8bit=training.use_8bit_adam, fused=False)
     lr_scheduler = accelerator.prepare(get_scheduler(  # accelerate steps it once per process, as above
         training.lr_scheduler, optimizer=optimizer, num_warmup_steps=training.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=training.steps * accelerator.num_processes))
@@ -184,11 +184,21 @@ def _sharded_optimization(cfg: RunConfig, models: TrainableModels, accelerator) 
                         denoiser=trainable_models[0], text_encoders=models.text_encoders, sharded=True)
 
 
-def _make_optimizer(params, *, lr: float, use_8bit: bool):
+def _make_optimizer(params, *, lr: float, use_8bit: bool, fused: bool = True):
+    """AdamW (8-bit from bitsandbytes when asked). ``fused``: torch's one-kernel AdamW where the parameters allow
+    it (CPU or CUDA, floating point): the same update as the default per-tensor loop, without a handful of small
+    ops per parameter tensor each step (about 8 % of a tiny LoRA step on CPU). FSDP's sharded parameters keep
+    the default."""
     if use_8bit:
         try:
             import bitsandbytes as bnb
         except ImportError:
             raise ConfigError("8-bit Adam needs bitsandbytes: pip install 'hubtools[bnb]', or set training.use_8bit_adam = false") from None
         return bnb.optim.AdamW8bit(params, lr=lr)
+    if fused and params and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                                and type(p) is torch.nn.Parameter for p in params):
+        try:
+            return torch.optim.AdamW(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a torch without a fused AdamW for this device
+            pass
     return torch.optim.AdamW(params, lr=lr)
