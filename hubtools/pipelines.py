@@ -21,6 +21,7 @@ from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
 from hubtools.devices import dtype_kwargs, resolve_device
 from hubtools.errors import ConfigError, first_line
 from hubtools.families import Family, apply_family_defaults
+from hubtools.families.tokenizers import take_loaded_tokenizers
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME, RunFolder
 
 
@@ -99,6 +100,8 @@ def load_base_model(model_cfg: ModelConfig, *, record: BaseModelRecord | None = 
     record = record or resolve_base_model_record(model_cfg, token=token)
     family = family_of(record)
     replaced = {"vae": load_vae(model_cfg.vae, dtype=dtype, token=token)} if model_cfg.vae else {}
+    # tokenizers the identifier check already read from this base model are not read again
+    replaced = {**take_loaded_tokenizers(record.repo_id, record.load_revision), **replaced}
     try:
         pipe = family.pipeline_class().from_pretrained(
             record.repo_id, revision=record.load_revision, token=token, **dtype_kwargs("diffusers", dtype),

@@ -67,22 +67,31 @@ class TrainOutcome:
 # -- before anything is loaded ------------------------------------------------------------------------
 
 
-def check_identifier_for(config: RunConfig) -> IdentifierRecord | None:
-    """The identifier report as the run folder keeps it; under ``concept.strict`` a doubtful identifier is an error."""
-    from hubtools.families.tokenizers import further_tokenizers
+def check_identifier_for(config: RunConfig, base_model: BaseModelRecord | None = None) -> IdentifierRecord | None:
+    """The identifier report as the run folder keeps it (cached per identifier, class noun and tokenizer files:
+    ``identifier_cache``); under ``concept.strict`` a doubtful identifier is an error."""
+    from hubtools.families.tokenizers import further_tokenizers, tokenizer_fingerprint
     from hubtools.identifier import check_identifier
+    from hubtools.identifier_cache import cached_report
 
     identifier = config.concept.identifier
     if not identifier:
         return None
-    report = check_identifier(identifier, class_noun=config.concept.class_noun,
-                              other_tokenizers=further_tokenizers(config.model.base_model, config.model.revision)[0])
+
+    def compute() -> dict:
+        return check_identifier(identifier, class_noun=config.concept.class_noun, other_tokenizers=further_tokenizers(
+            config.model.base_model, config.model.revision)[0]).to_dict()
+
+    fingerprint = tokenizer_fingerprint(config.model.base_model, base_model)
+    report = IdentifierRecord.from_dict(compute() if fingerprint is None else cached_report(
+        {"identifier": identifier.strip(), "class_noun": config.concept.class_noun, "tokenizers": fingerprint},
+        compute))
     if config.concept.strict and report.warnings:
         raise ConfigError(
             f"identifier {identifier!r} is a doubtful choice: {report.warnings[0]} "
             "(see `hubtools identifier check`; drop --strict to train anyway)"
         )
-    return IdentifierRecord.from_dict(report.to_dict())
+    return report
 
 
 def _resolve_base(config: RunConfig, token: str | None = None) -> BaseModelRecord | None:
@@ -133,7 +142,7 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
         from hubtools.hackathon import get_theme
 
         get_theme(resolved.publish.hackathon_theme)  # an unknown theme fails here, not after training
-    report = check_identifier_for(resolved)
+    report = check_identifier_for(resolved, base_model)
     if report is not None:
         notes.extend(f"identifier: {warning}" for warning in report.warnings)
     stages = ["prepare concept set", "train"]

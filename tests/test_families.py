@@ -239,6 +239,24 @@ def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_fol
     assert list(sd_tokenizers) == ["tokenizer"]
 
 
+def test_tokenizers_the_identifier_check_read_are_not_read_again_by_the_pipeline(tiny_folders):
+    """Before the first step each tokenizer is read once (issue 29): the pipeline that training loads takes the
+    ones the identifier check loaded (SDXL's second CLIP here), and only once."""
+    from hubtools.config import ModelConfig
+    from hubtools.families.tokenizers import further_tokenizers, take_loaded_tokenizers
+    from hubtools.pipelines import load_base_model
+
+    folder = tiny_folders["sdxl"]
+    checked, problem = further_tokenizers(str(folder))
+    assert problem is None and list(checked) == ["tokenizer_2"]
+    pipe = load_base_model(ModelConfig(base_model=str(folder))).pipeline
+    assert pipe.tokenizer_2 is checked["tokenizer_2"] and pipe.tokenizer_2.pad_token == "!"
+    assert take_loaded_tokenizers(str(folder), None) == {}  # handed over once
+    again = load_base_model(ModelConfig(base_model=str(folder))).pipeline  # nothing checked before: read from disk
+    assert again.tokenizer_2 is not checked["tokenizer_2"]
+    assert again.tokenizer_2("a photo").input_ids == pipe.tokenizer_2("a photo").input_ids
+
+
 def test_family_defaults_fill_only_what_the_user_left_unset(tiny_folders):
     from hubtools.config import RunConfig
     from hubtools.families import apply_family_defaults

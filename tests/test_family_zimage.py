@@ -3,6 +3,8 @@ conditioning against ``ZImagePipeline``'s own, and the offline Qwen tokenizer of
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +15,7 @@ from hubtools.families import by_name
 from test_training_support import load_tiny_family_pipeline, single_thread_torch
 
 PROMPT = "a photo of nlwx dog on the beach"
+CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "zimage_configs.json"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,3 +97,25 @@ def test_card_facts_and_a_full_fine_tune_of_the_real_size_is_refused_without_the
     monkeypatch.setattr(flow_matching, "ALWAYS_FULL_BELOW", 0)  # as if it were the 6B model
     with pytest.raises(ConfigError, match=r"full fine-tune of Z-Image .*\(no GPU here\): .*train a LoRA instead"):
         family.check_training("full", pipe.transformer, torch.device("cpu"))
+
+
+def test_memory_profiles_hold_the_real_shapes_parameters():
+    """Z-Image's real shapes (Z-Image-Turbo's configs) built on the meta device hold the parameters
+    zimage_configs.json records (a 6.15B transformer, Qwen3-4B); every profile is a LoRA one with room for every
+    frozen part in bf16; a full fine-tune of the real transformer is refused on a CPU, with its size."""
+    from hubtools.families.zimage import real_shape_models
+    from hubtools.training.memory import family_profiles
+
+    configs = json.loads(CONFIGS.read_text())
+    with torch.device("meta"):
+        models = real_shape_models(configs)
+    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    assert counts == configs["parameters"]
+    assert 6.1e9 < counts["transformer"] < 6.2e9 and 4.0e9 < counts["text_encoder"] < 4.1e9
+    profiles = family_profiles("z-image")
+    assert [p.name for p in profiles] == ["high", "medium", "low"] and {p.method for p in profiles} == {"lora"}
+    assert profiles[-1].min_free_gib * 2**30 > 2 * sum(counts.values())
+    assert [p.min_free_gib for p in profiles] == sorted((p.min_free_gib for p in profiles), reverse=True)
+    with pytest.raises(ConfigError, match=r"full fine-tune of Z-Image \(6.2B parameters\)"):
+        by_name("z-image").check_training("full", models["transformer"], torch.device("cpu"))
+    assert by_name("z-image").default_license({}).note == "Apache 2.0: commercial use allowed"

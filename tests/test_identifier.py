@@ -187,3 +187,35 @@ def test_unreachable_base_model_falls_back_to_the_built_tokenizer(local_hub, cap
     captured = capsys.readouterr()
     assert json.loads(captured.out)["num_tokens"] == 3
     assert "built offline" in captured.err and "neighbours and prior skipped" in captured.err
+
+
+def test_a_runs_identifier_report_is_computed_once_per_identifier_and_tokenizer_files(tmp_path, monkeypatch):
+    """Issue 29: the check is cached in the user's cache under the identifier, class noun and the base model's
+    tokenizer files; another identifier or changed tokenizer files compute it again."""
+    import shutil
+
+    from test_training_support import tiny_base
+
+    from hubtools.config import RunConfig
+    from hubtools.runner import check_identifier_for
+
+    monkeypatch.setenv("HUBTOOLS_CACHE", str(tmp_path / "cache"))
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base(tmp_path / "built"), base)
+
+    def config(identifier: str) -> RunConfig:
+        return RunConfig.model_validate({"model": {"base_model": str(base)},
+                                         "concept": {"identifier": identifier, "class_noun": "dog"}})
+
+    first = check_identifier_for(config("sks"))
+    assert first.known_bad and first.warnings and first.suggestion
+    cached = list((tmp_path / "cache" / "identifiers").glob("*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text())["text"] == "sks"
+    # the second run reads it back: what the cache holds is what it returns
+    cached[0].write_text(json.dumps({**json.loads(cached[0].read_text()), "warnings": ["from the cache"]}))
+    assert check_identifier_for(config("sks")).warnings == ["from the cache"]
+    assert check_identifier_for(config("pkblz")).text == "pkblz"  # another identifier: its own entry
+    (base / "tokenizer" / "tokenizer_config.json").write_text(
+        (base / "tokenizer" / "tokenizer_config.json").read_text() + "\n")  # other tokenizer files: computed again
+    assert check_identifier_for(config("sks")).warnings == first.warnings
+    assert len(list((tmp_path / "cache" / "identifiers").glob("*.json"))) == 3

@@ -40,9 +40,10 @@ def test_benchmark_runs_on_cpu_with_the_tiny_model(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["flux", "sd3", "qwen-image"])
+@pytest.mark.parametrize("family", ["flux", "sd3", "qwen-image", "z-image"])
 def test_benchmark_runs_for_flux_on_cpu(tmp_path, family):
-    """The FLUX.1 and SD3.5 configurations: their profiles are LoRA ones, their FLOPs counted through the family."""
+    """The FLUX.1, SD3.5, Qwen-Image and Z-Image configurations: their profiles are LoRA ones, their FLOPs counted
+    through the family."""
     bench = _load_bench()
     out = tmp_path / "results.json"
     assert bench.main(["--device", "cpu", "--family", family, "--steps", "2", "--profiles", "high",

@@ -7,7 +7,9 @@ that CLIP keeps whole may still be three pieces to FLUX's T5, each with a meanin
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from hubtools.families import Family, detect
@@ -24,6 +26,23 @@ class TokenizerSplit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The tokenizers the identifier check loaded (SDXL's second CLIP, FLUX's T5: a quarter second each), kept for the
+# pipeline that training loads next in the same process (``take_loaded_tokenizers``), so none is read twice before
+# the first step. One base model at a time; taking them empties it.
+_LOADED: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+
+def _key(base_model: str, revision: str | None) -> tuple[str, str | None]:
+    local = Path(base_model).expanduser()
+    return (str(local.resolve()), None) if local.is_dir() else (base_model, revision)
+
+
+def take_loaded_tokenizers(base_model: str, revision: str | None) -> dict[str, Any]:
+    """{component name: tokenizer} already loaded in this process from ``base_model`` at ``revision`` (a local
+    folder at any revision), handed over once; {} when none."""
+    return _LOADED.pop(_key(base_model, revision), {})
 
 
 def base_model_tokenizers(base_model: str, *, revision: str | None = None, token: str | None = None,
@@ -44,7 +63,27 @@ def base_model_tokenizers(base_model: str, *, revision: str | None = None, token
         library, class_name = index.get(name, [None, None])
         tokenizer_class = getattr(transformers, class_name or "AutoTokenizer", transformers.AutoTokenizer)
         tokenizers[name] = tokenizer_class.from_pretrained(base_model, subfolder=name, revision=revision, token=token)
+    _LOADED.clear()
+    _LOADED[_key(base_model, revision)] = dict(tokenizers)
     return family, tokenizers
+
+
+def tokenizer_fingerprint(base_model: str | None, record=None) -> str | None:
+    """What the base model's tokenizers are, for the identifier check's cache: a hash of its tokenizer folders'
+    files (a local folder), ``repo@commit`` (a Hub model resolved to a commit), "none" without a base model; None
+    when that cannot be told (the check then runs uncached)."""
+    if base_model is None:
+        return "none"
+    local = Path(base_model).expanduser()
+    if local.is_dir():
+        digest = hashlib.sha256()
+        folders = sorted(p for p in local.iterdir() if p.is_dir() and p.name.startswith("tokenizer"))
+        for path in sorted(f for folder in folders for f in folder.rglob("*") if f.is_file()):
+            digest.update(str(path.relative_to(local)).encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+    if record is not None and record.commit:
+        return f"{record.repo_id}@{record.commit}"
+    return None
 
 
 def further_tokenizers(base_model: str | None, revision: str | None = None) -> tuple[dict[str, Any], str | None]:

@@ -24,6 +24,22 @@ TIMESTEP_SAMPLING = "none"
 MAX_SEQUENCE_LENGTH = 512
 
 
+# From the real shapes' parameter counts (benchmarks/zimage_configs.json, counted on the meta device by
+# tests/test_family_zimage.py): a 6.15B transformer, Qwen3-4B (4.02B) and FLUX.1's VAE (0.08B) are ~19.1 GiB of
+# frozen bf16 weights, all kept on the GPU, before the LoRA, its optimizer and the activations of ~4,600 tokens
+# (1024 px plus the caption) through 34 blocks 3840 wide; a full fine-tune (16 bytes a parameter) would need
+# ~92 GiB, so every profile is a LoRA one. Estimates until bench_train.py measures them on a GPU.
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
+    MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+    MemoryProfile("medium", 28, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+    MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower --resolution below this)"),
+)
+
+# Z-Image and Z-Image-Turbo are Apache 2.0: the "License: apache-2.0" of both model cards on the Hub
+# (Tongyi-MAI/Z-Image, Tongyi-MAI/Z-Image-Turbo; their card metadata's ``license``).
+LICENSE = License("apache-2.0", note="Apache 2.0: commercial use allowed")
+
+
 class ZImage(FlowMatchingFamily):
     name = "z-image"
     title = "Z-Image"
@@ -49,13 +65,9 @@ class ZImage(FlowMatchingFamily):
     swaps_scheduler = False  # samples with the flow-matching scheduler it was trained for
     pipeline_sizes_itself = False  # ZImagePipeline draws 1024 px unless told
     patch_size = 2
-    # 6B transformer at 1024 px: LoRA profiles (estimates until measured on a GPU: benchmarks/).
-    memory_profiles = (
-        MemoryProfile("high", 40, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 16, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
-                                                     "embeddings (lower --resolution below this)"),
-    )
+    memory_profiles = MEMORY_PROFILES
+    benchmark_configs = "zimage_configs.json"  # benchmarks/bench_train.py builds the real shapes from it
+    benchmark_variants = ("",)
 
     def sampling_defaults(self, denoiser_config: dict[str, Any]) -> SamplingDefaults:
         # ZImagePipeline's own defaults (the base model); Z-Image-Turbo draws at ~9 steps and guidance 0
@@ -63,7 +75,7 @@ class ZImage(FlowMatchingFamily):
                                 extra={"max_sequence_length": MAX_SEQUENCE_LENGTH})
 
     def default_license(self, denoiser_config: dict[str, Any]) -> License:
-        return License("apache-2.0")
+        return LICENSE
 
     # -- training ------------------------------------------------------------------------------------------
 
@@ -129,6 +141,21 @@ class ZImage(FlowMatchingFamily):
 
         return with_module_alphas(diffusers_file, prefixes={"transformer": "diffusion_model"})
 
+    def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
+        """Z-Image of the real size with random weights, in bf16 (as it ships), for the benchmark."""
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
+
+        torch.manual_seed(0)
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            models = real_shape_models(configs)
+        finally:
+            torch.set_default_dtype(before)
+        return ZImagePipeline(**models, tokenizer=build_qwen_chat_tokenizer(),
+                              scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]))
+
     # -- the tiny random model -----------------------------------------------------------------------------
 
     def build_tiny_pipeline(self):
@@ -159,6 +186,19 @@ class ZImage(FlowMatchingFamily):
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
         return ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               transformer=transformer)
+
+
+def real_shape_models(configs: dict[str, Any]) -> dict[str, Any]:
+    """Random-weight models of Z-Image's real shapes (``configs``: benchmarks/zimage_configs.json) on the current
+    default device and dtype: under ``torch.device("meta")`` they cost nothing and count parameters."""
+    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    return {
+        "transformer": ZImageTransformer2DModel(**configs["transformer"]),
+        "vae": AutoencoderKL(**configs["vae"]),
+        "text_encoder": Qwen3Model(Qwen3Config(**configs["text_encoder"])),
+    }
 
 
 # Qwen's chat markup, as Qwen3's own template writes one user turn and the assistant's start (with
