@@ -315,7 +315,7 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family) -> d
                 if lora and path != LORA_WEIGHTS_FILENAME else None)
         files.append({"path": path, "size": human_size(size), "sha256": sha, "what": what})
     return {
-        "format": _lora_format(run.lora_weights) if lora
+        "format": _lora_format(run.lora_weights, family.denoiser) if lora
         else f"diffusers {family.pipeline_class_name} folder (safetensors)",
         "step": train.steps_done if train else None,
         "files": files,
@@ -323,14 +323,14 @@ def _weights(run: RunFolder, train: TrainResult | None, lora: bool, family) -> d
     }
 
 
-def _lora_format(path: Path) -> str:
-    parts = "UNet"
+def _lora_format(path: Path, denoiser: str = "unet") -> str:
+    parts = "UNet" if denoiser == "unet" else denoiser  # the trained component: the UNet, or the transformer
     if path.is_file():
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             if any(key.startswith("text_encoder") for key in handle.keys()):
-                parts = "UNet and text encoder"
+                parts = f"{parts} and text encoder"
     return f"diffusers LoRA weights for the {parts} (safetensors), loaded over the base model"
 
 

@@ -259,13 +259,15 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
         label = f"generating ({which})"
 
         def draw_share() -> dict[int, list[Image.Image]]:
+            mine = [number for number in batches if distributed.mine(number)]
+            if not mine:  # more processes than batches: nothing to load for
+                return {}
             drawing = generate
             if drawing is None:
                 if progress:
                     progress(f"loading the {which} model", 0, 1)
                 drawing = pipeline_generator(load(), num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
                                              batch_size=cfg.batch_size)  # the pipeline is freed on return
-            mine = [number for number in batches if distributed.mine(number)]
             return draw_batches(drawing, jobs, cfg.batch_size, mine, progress=progress, label=label)
 
         shares = distributed.each(f"the evaluation images ({which})", draw_share)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from hubtools import distributed
 from hubtools.config import DEFAULT_LR, RunConfig
-from hubtools.distributed import world_size
 from hubtools.errors import HubtoolsError
 from hubtools.families import Family, MemoryProfile, by_name
 from hubtools.families.fits import fsdp_command, profile_estimate
@@ -56,8 +56,6 @@ def free_gpu_bytes(device: torch.device) -> int | None:
 def _least_free(device: torch.device) -> int | None:
     """The free memory of this GPU; under several processes the least any of them has, so that every process
     picks the same profile (None: no GPU)."""
-    from hubtools import distributed
-
     free = distributed.each("measuring the free GPU memory", lambda: free_gpu_bytes(device))
     return None if any(value is None for value in free) else min(free)
 
@@ -152,8 +150,8 @@ def out_of_memory_error(cfg: RunConfig, choice: MemoryChoice, step: int | None, 
     where = f"CUDA ran out of memory {when} with the {choice.profile} memory profile ({choice.method})"
     if smaller:
         return HubtoolsError(f"{where}: retry with --memory {smaller} ({_by_name(family)[smaller].summary})")
-    sharded = cfg.training.distributed == "fsdp" and world_size() > 1
-    more = (f"run it on more GPUs ({world_size()} share the trained part now)" if sharded else
+    sharded = cfg.training.distributed == "fsdp" and distributed.world_size() > 1
+    more = (f"run it on more GPUs ({distributed.world_size()} share the trained part now)" if sharded else
             "shard the trained part over several GPUs (torchrun --nproc-per-node N -m hubtools ... --distributed fsdp)")
     return HubtoolsError(f"{where}: already the smallest profile; lower --resolution or --batch-size, {more}, "
                          "or free GPU memory used by other processes")
