@@ -119,7 +119,8 @@ def environment(args: argparse.Namespace, contender: str, run_dir: Path) -> dict
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                 "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(Path(args.work) / "hf_home"),
-                "HUBTOOLS_CACHE": str(run_dir / "hubtools-cache")})
+                "HUBTOOLS_CACHE": str(Path(args.work) / "hubtools-cache" if args.shared_cache
+                                      else run_dir / "hubtools-cache")})
     if contender == "hubtools" and args.hubtools_pythonpath:
         env["PYTHONPATH"] = args.hubtools_pythonpath
     if contender == "diffusers" and args.torchvision_src:
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--variant", choices=("matched", "defaults"), default="matched")
     parser.add_argument("--torchvision-src", default="", help="unpacked torchvision wheel, for the stand-in package")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="one HUBTOOLS_CACHE for every hubtools run (a returning user: built tokenizer files, "
+                             "identifier reports); default: a fresh one per run (a first run)")
     parser.add_argument("--keep-runs", action="store_true", help="keep every run folder (default: failed ones only)")
     args = parser.parse_args(argv)
 
@@ -318,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return ", ".join(f"{key} {value}" for key, value in venv.items())
 
     lines = [
-        (f"Side by side, variant `{args.variant}`, {args.reps} repetition(s), {long} and {short} steps, "
+        (f"Side by side, variant `{args.variant}`{', shared hubtools cache' if args.shared_cache else ''}, "
+         f"{args.reps} repetition(s), {long} and {short} steps, "
          f"{RESOLUTION} px, batch 1, one thread per process; medians of CPU seconds (user + system)."),
         (f"Machine: {header['machine']}. Started {header['started']}; load average before "
          f"{header['load_before']}, after {loadavg()}."),

@@ -68,3 +68,13 @@ def test_the_torchvision_stand_in_points_at_the_unpacked_sources(bench, tmp_path
     seen = subprocess.run([sys.executable, "-c", "import torchvision, torchvision.transforms as t; print(t.WHERE, torchvision.__version__)"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(folder)}, check=True)
     assert seen.stdout.split() == ["the", "unpacked", "sources", "0.28.0"]
+
+
+def test_each_process_gets_one_thread_offline_and_its_own_or_a_shared_hubtools_cache(bench, tmp_path):
+    args = argparse.Namespace(work=str(tmp_path), hubtools_pythonpath="", torchvision_src="", shared_cache=False)
+    first = bench.environment(args, "hubtools", tmp_path / "run-1")
+    assert (first["OMP_NUM_THREADS"], first["HF_HUB_OFFLINE"]) == ("1", "1") and "PYTHONPATH" not in first
+    assert first["HUBTOOLS_CACHE"] != bench.environment(args, "hubtools", tmp_path / "run-2")["HUBTOOLS_CACHE"]
+    args.shared_cache = True  # a returning user
+    assert first["HUBTOOLS_CACHE"] != bench.environment(args, "hubtools", tmp_path / "run-1")["HUBTOOLS_CACHE"]
+    assert len({bench.environment(args, "hubtools", tmp_path / f"run-{n}")["HUBTOOLS_CACHE"] for n in (1, 2)}) == 1
