@@ -75,6 +75,21 @@ class LocalHubHandle:
         self.server.set_downloads(repo_id, downloads, repo_type=repo_type)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's in-process training (``pytestmark = usefixtures(...)``): on a shared
+    2-core machine, torch's default two OpenMP threads per process make each step 20x slower as soon as other
+    processes run."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def local_hub():
     """The local hub for the whole session, with users ``tester``, ``other`` and ``hubtools``, and the
@@ -94,6 +109,14 @@ def tiny_model_repo(local_hub) -> str:
     from hubtools.tinymodel import publish_tiny_model
 
     return publish_tiny_model(local_hub.url, local_hub.hubtools_token)
+
+
+@pytest.fixture(scope="session")
+def api(local_hub):
+    """``HfApi`` signed in as ``tester`` against the local hub."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=local_hub.url, token=local_hub.token)
 
 
 @pytest.fixture

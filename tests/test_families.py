@@ -11,14 +11,10 @@ import torch
 
 from hubtools.errors import ConfigError
 from hubtools.families import FAMILIES, Flux, StableDiffusion, StableDiffusionXL, by_name, detect, of_pipeline
-from test_training_support import single_thread_torch
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROMPT = "a photo of nlwx dog on the beach"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
 
 
 @pytest.fixture(scope="module")

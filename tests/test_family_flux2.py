@@ -16,16 +16,13 @@ import torch
 
 from hubtools.errors import ConfigError
 from hubtools.families import by_name
-from test_training_support import load_tiny_family_pipeline, single_thread_torch, subprocess_env, tiny_family_base
+from test_training_support import load_tiny_family_pipeline, subprocess_env, tiny_family_base
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "flux2_configs.json"
 PROMPTS = ["a photo of nlwx dog on the beach", "a dog"]
 FAMILIES = ("flux2", "flux2-klein")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from hubtools.families import by_name
-from test_training_support import load_tiny_family_pipeline, single_thread_torch
+from test_training_support import load_tiny_family_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "qwen_image_configs.json"
 PROMPTS = ["a photo of nlwx dog on the beach", "a dog"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
 
 
 @pytest.fixture(scope="module")

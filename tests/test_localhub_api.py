@@ -29,11 +29,6 @@ from huggingface_hub.errors import (
 
 
 @pytest.fixture
-def api(local_hub) -> HfApi:
-    return HfApi(endpoint=local_hub.url, token=local_hub.token)
-
-
-@pytest.fixture
 def repo_id(api, local_hub) -> str:
     repo_id = f"{local_hub.user}/api-{uuid.uuid4().hex[:8]}"
     api.create_repo(repo_id)

@@ -16,11 +16,6 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 
 @pytest.fixture
-def api(local_hub) -> HfApi:
-    return HfApi(endpoint=local_hub.url, token=local_hub.token)
-
-
-@pytest.fixture
 def other(local_hub) -> HfApi:
     return HfApi(endpoint=local_hub.url, token=local_hub.other_token)
 

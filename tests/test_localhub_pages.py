@@ -102,11 +102,6 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def api(local_hub) -> HfApi:
-    return HfApi(endpoint=local_hub.url, token=local_hub.token)
-
-
-@pytest.fixture(scope="module")
 def demo_model(local_hub, tiny_model_repo, tmp_path_factory) -> tuple[str, Path]:
     """A model pushed the way ``hubtools demo`` pushes it: grids, card, pipeline, config."""
     repo_id = f"{local_hub.user}/pages-demo-dog"

@@ -96,11 +96,6 @@ def test_a_data_folder_of_a_newer_layout_is_refused_in_one_line(tmp_path):
 
 
 @pytest.fixture
-def api(local_hub) -> HfApi:
-    return HfApi(endpoint=local_hub.url, token=local_hub.token)
-
-
-@pytest.fixture
 def repo_id(api, local_hub) -> str:
     repo_id = f"{local_hub.user}/storage-{uuid.uuid4().hex[:8]}"
     api.create_repo(repo_id)

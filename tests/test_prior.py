@@ -11,12 +11,8 @@ from hubtools.families import of_pipeline
 from hubtools.pipelines import BaseModel
 from hubtools.tinymodel import build_tiny_pipeline
 from hubtools.prior import class_images_key, ensure_class_images
-from test_training_support import single_thread_torch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

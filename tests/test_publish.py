@@ -45,11 +45,6 @@ def _commits(api: HfApi, repo_id: str, revision: str = "main") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def api(local_hub) -> HfApi:
-    return HfApi(endpoint=local_hub.url, token=local_hub.token)
-
-
-@pytest.fixture(scope="module")
 def full_push(local_hub, tiny_model_repo, tmp_path_factory) -> tuple[Path, str, PushResult]:
     repo_id = f"{local_hub.user}/publish-full"
     run = _finished_run(tmp_path_factory.mktemp("full"), repo_id, samples=True, base_model=tiny_model_repo)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from test_training_support import single_thread_torch
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
@@ -19,11 +20,6 @@ def _load_bench():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
 
 
 @pytest.mark.slow

@@ -16,13 +16,10 @@ from hubtools.training import train_dreambooth
 from hubtools.training.bucket_order import bucket_step
 from hubtools.training.data import CaptionDraws, load_instance_examples
 from test_training_support import (
-    MIXED_SHAPES, RESOLUTION, make_bucketed_run, single_thread_torch, tiny_family_base, write_mixed_photos,
+    MIXED_SHAPES, RESOLUTION, make_bucketed_run, tiny_family_base, write_mixed_photos,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,9 @@ import torch
 
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import train_dreambooth
-from test_training_support import IDENTIFIER, make_run, single_thread_torch, tiny_family_base
+from test_training_support import IDENTIFIER, make_run, tiny_family_base
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,15 @@ from hubtools.config import load_run_config, save_config
 from hubtools.errors import ConfigError, HubtoolsError
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import TrainResult, train_dreambooth
-from test_training_support import make_run, render, single_thread_torch, tiny_base
+from test_training_support import make_run, render, tiny_base
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONTRACT_KEYS = {
     "method", "steps_done", "steps_total", "final_loss", "losses_tail", "wall_seconds", "steps_per_second",
     "peak_memory_bytes", "device", "mixed_precision", "memory_profile", "base_model", "base_revision",
     "weight_files", "checkpoints", "class_images", "num_instance_images", "resumed_from", "hubtools_version",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread_torch()
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,6 @@ CLASS_NOUN = "dog"
 RESOLUTION = 64
 
 
-def single_thread_torch():
-    """Generator for a fixture: one torch thread while it is active. On a shared 2-core machine, torch's
-    default two OpenMP threads per process make each step 20x slower as soon as other processes run."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The test process's environment (local hub, caches) with pinned threads, for child trainers."""
     import os

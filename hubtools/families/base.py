@@ -40,6 +40,17 @@ class MemoryProfile:
     summary: str
 
 
+def lora_profiles(high_gib: float, medium_gib: float, low_gib: float,
+                  low_ending: str = " (lower --resolution below this)") -> tuple[MemoryProfile, ...]:
+    """The three LoRA profiles of a family too large to fine-tune whole on one GPU, for the free GiB each needs;
+    ``low_ending`` ends the low profile's summary."""
+    return (
+        MemoryProfile("high", high_gib, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
+        MemoryProfile("medium", medium_gib, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
+        MemoryProfile("low", low_gib, "lora", True, True, f"LoRA, 8-bit Adam, gradient checkpointing{low_ending}"),
+    )
+
+
 @dataclass(frozen=True)
 class License:
     """The licence a fine-tune inherits, in the Hub's card metadata terms."""

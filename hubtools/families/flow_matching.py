@@ -89,3 +89,17 @@ def tiny_flow_matching_vae(*, shift_factor: float, scaling_factor: float):
         latent_channels=16, norm_num_groups=8, sample_size=TINY_RESOLUTION,
         use_quant_conv=False, use_post_quant_conv=False, shift_factor=shift_factor, scaling_factor=scaling_factor,
     )
+
+
+def real_shapes_in_bf16(build_models, *args) -> dict[str, Any]:
+    """``build_models(*args)`` (a family's real-shape builder) seeded and with bf16 as the default dtype, as the
+    large families ship: the benchmark's full-size random pipeline then allocates half the memory of fp32."""
+    import torch
+
+    torch.manual_seed(0)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return build_models(*args)
+    finally:
+        torch.set_default_dtype(before)

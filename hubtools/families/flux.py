@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from hubtools.families.flow_matching import FlowMatchingFamily, tiny_flow_matching_vae
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, NoisyBatch, SamplingDefaults, lora_profiles, unwrapped,
 )
 
 _TINY_SEED = 1234
@@ -57,12 +57,7 @@ class Flux(FlowMatchingFamily):
     tiny_card_tags = ("flux",)
     # 12B transformer: never fully fine-tuned by a profile; its profiles are LoRA ones (the QLoRA recipe, with a
     # 4-bit base, peaks near 9 GB). Estimates until measured: benchmarks/.
-    memory_profiles = (
-        MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 32, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing, cached text "
-                                                     "embeddings (lower --resolution below this)"),
-    )
+    memory_profiles = lora_profiles(48, 32, 24, ", cached text embeddings (lower --resolution below this)")
     # Beside the diffusers file, the same LoRA in sd-scripts' own FLUX layout (BFL module names, q, k and v fused):
     # what Forge and AUTOMATIC1111-style loaders read (``lora_files.sd_scripts_flux_state``).
     kohya_lora = True

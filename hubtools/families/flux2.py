@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 from hubtools.errors import ConfigError
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, unwrapped,
+    Conditioning, License, NoisyBatch, SamplingDefaults, lora_profiles, unwrapped,
 )
-from hubtools.families.flow_matching import TINY_RESOLUTION, FlowMatchingFamily
+from hubtools.families.flow_matching import TINY_RESOLUTION, FlowMatchingFamily, real_shapes_in_bf16
 
 _TINY_SEED = 2026
 # The scripts' defaults: --weighting_scheme none (uniform u, no loss weighting), --guidance_scale 3.5 (fed to
@@ -155,15 +155,7 @@ class _Flux2Family(FlowMatchingFamily):
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         """The real shapes with random weights, in bf16 (as they ship), for the benchmark."""
-        import torch
-
-        torch.manual_seed(0)
-        before = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            models = real_shape_models(configs, variant or self.benchmark_variants[0])
-        finally:
-            torch.set_default_dtype(before)
+        models = real_shapes_in_bf16(real_shape_models, configs, variant or self.benchmark_variants[0])
         return self._tiny_pipeline(models, self.tiny_tokenizer())
 
     def build_tiny_pipeline(self):
@@ -226,12 +218,7 @@ class Flux2(_Flux2Family):
     # tests/test_family_flux2.py): a 32.2B transformer and a 24.0B Mistral are ~105 GiB of frozen bf16 weights
     # before the LoRA, its optimizer and activations; a full fine-tune is not offered (the script trains LoRA).
     # Estimates until bench_train.py measures them on a GPU.
-    memory_profiles = (
-        MemoryProfile("high", 140, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 120, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 112, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower "
-                                                      "--resolution below this)"),
-    )
+    memory_profiles = lora_profiles(140, 120, 112)
 
     def variant(self, denoiser_config: dict[str, Any]) -> str:
         return "dev"
@@ -298,12 +285,7 @@ class Flux2Klein(_Flux2Family):
     # Sized for the 9B (benchmarks/flux2_configs.json): a 9.1B transformer and an 8.2B Qwen3 are ~32 GiB of
     # bf16 weights; the 4B (3.9B + 4.0B) fits each profile with room to spare. A full fine-tune (--method full)
     # is allowed where the GPU holds it (16 bytes a parameter). Estimates until measured on a GPU.
-    memory_profiles = (
-        MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-        MemoryProfile("medium", 40, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-        MemoryProfile("low", 36, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower "
-                                                     "--resolution below this)"),
-    )
+    memory_profiles = lora_profiles(48, 40, 36)
 
     def variant(self, denoiser_config: dict[str, Any]) -> str:
         """The size: ``4b`` or ``9b`` (read from the text embedding's width); '' for another shape."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch
+from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch, real_shapes_in_bf16
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, lora_profiles,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -58,11 +58,7 @@ SCHEDULER_CONFIG = {
 # tests/test_family_qwen_image.py): a 20.4B transformer, an 8.3B Qwen2.5-VL and a 0.13B VAE are ~54 GiB of
 # frozen bf16 weights before the LoRA, its optimizer and activations, so every profile is a LoRA one (a full
 # fine-tune would need ~305 GiB). Estimates until bench_train.py measures them on a GPU.
-MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
-    MemoryProfile("high", 80, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-    MemoryProfile("medium", 72, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    MemoryProfile("low", 64, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower --resolution below this)"),
-)
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = lora_profiles(80, 72, 64)
 
 
 class QwenImage(FlowMatchingFamily):
@@ -178,16 +174,9 @@ class QwenImage(FlowMatchingFamily):
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         """Qwen-Image of the real size with random weights, in bf16 (as it ships), for the benchmark."""
-        import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
 
-        torch.manual_seed(0)
-        before = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            models = real_shape_models(configs)
-        finally:
-            torch.set_default_dtype(before)
+        models = real_shapes_in_bf16(real_shape_models, configs)
         return QwenImagePipeline(**models, tokenizer=build_qwen_tokenizer(),
                                  scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG))
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hubtools.families.flow_matching import FlowMatchingFamily, logit_normal_noisy_batch, tiny_flow_matching_vae
+from hubtools.families.flow_matching import (
+    FlowMatchingFamily, logit_normal_noisy_batch, real_shapes_in_bf16, tiny_flow_matching_vae,
+)
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, lora_profiles,
 )
 
 if TYPE_CHECKING:  # importing a family imports no torch: its operations do when they run
@@ -54,12 +56,8 @@ LICENSE = License("other", name="stabilityai-ai-community",
 # CLIP-G 0.69B, CLIP-L 0.12B, VAE 0.08B); a full fine-tune (16 bytes a trained parameter) would need ~120 GiB
 # before activations, so every profile is a LoRA one, as for FLUX.1. Estimates until bench_train.py measures
 # them on a GPU.
-MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
-    MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-    MemoryProfile("medium", 36, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    MemoryProfile("low", 30, "lora", True, True,
-                  "LoRA, 8-bit Adam, gradient checkpointing (SD3.5 Medium needs far less; lower --resolution below this)"),
-)
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = lora_profiles(
+    48, 36, 30, " (SD3.5 Medium needs far less; lower --resolution below this)")
 
 
 class StableDiffusion3(FlowMatchingFamily):
@@ -248,20 +246,13 @@ def real_shape_models(configs: dict[str, Any], variant: str = "large") -> dict[s
 
 def build_full_size_pipeline(configs: dict[str, Any], variant: str = "large"):
     """SD3.5 Large or Medium of the real size with random weights, in bf16 (as it ships), for the benchmark."""
-    import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTokenizer
 
     from hubtools.tokenizer import build_clip_tokenizer, build_t5_tokenizer
 
     tokenizer = build_clip_tokenizer()
-    torch.manual_seed(0)
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        models = real_shape_models(configs, variant)
-    finally:
-        torch.set_default_dtype(before)
+    models = real_shapes_in_bf16(real_shape_models, configs, variant)
     return StableDiffusion3Pipeline(
         **models, tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(tokenizer.name_or_path, pad_token="!"),
         tokenizer_3=build_t5_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]),

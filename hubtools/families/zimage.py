@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from hubtools.families.flow_matching import FlowMatchingFamily, tiny_flow_matching_vae
+from hubtools.families.flow_matching import FlowMatchingFamily, real_shapes_in_bf16, tiny_flow_matching_vae
 from hubtools.families.base import (
-    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults,
+    Conditioning, License, MemoryProfile, NoisyBatch, SamplingDefaults, lora_profiles,
 )
 
 _TINY_SEED = 1234
@@ -29,11 +29,7 @@ MAX_SEQUENCE_LENGTH = 512
 # frozen bf16 weights, all kept on the GPU, before the LoRA, its optimizer and the activations of ~4,600 tokens
 # (1024 px plus the caption) through 34 blocks 3840 wide; a full fine-tune (16 bytes a parameter) would need
 # ~92 GiB, so every profile is a LoRA one. Estimates until bench_train.py measures them on a GPU.
-MEMORY_PROFILES: tuple[MemoryProfile, ...] = (
-    MemoryProfile("high", 48, "lora", False, False, "LoRA, AdamW, no checkpointing (fastest)"),
-    MemoryProfile("medium", 28, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing"),
-    MemoryProfile("low", 24, "lora", True, True, "LoRA, 8-bit Adam, gradient checkpointing (lower --resolution below this)"),
-)
+MEMORY_PROFILES: tuple[MemoryProfile, ...] = lora_profiles(48, 28, 24)
 
 # Z-Image and Z-Image-Turbo are Apache 2.0: the "License: apache-2.0" of both model cards on the Hub
 # (Tongyi-MAI/Z-Image, Tongyi-MAI/Z-Image-Turbo; their card metadata's ``license``).
@@ -143,16 +139,9 @@ class ZImage(FlowMatchingFamily):
 
     def build_full_size_pipeline(self, configs: dict[str, Any], variant: str | None = None):
         """Z-Image of the real size with random weights, in bf16 (as it ships), for the benchmark."""
-        import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
-        torch.manual_seed(0)
-        before = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            models = real_shape_models(configs)
-        finally:
-            torch.set_default_dtype(before)
+        models = real_shapes_in_bf16(real_shape_models, configs)
         return ZImagePipeline(**models, tokenizer=build_qwen_chat_tokenizer(),
                               scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"]))
 

@@ -100,13 +100,17 @@ class BlobStore:
         """Store ``content`` (owned by no repo yet: see ``put_bytes_for_repo``); returns its sha256."""
         sha256 = hashlib.sha256(content).hexdigest()
         if not self.has_blob(sha256, len(content)):
-            fd, temp_path = self.new_temp_file()
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.adopt_blob(temp_path, sha256)
+            self.adopt_blob(self.durable_temp_file(content), sha256)
         return sha256
+
+    def durable_temp_file(self, content: bytes) -> Path:
+        """``content`` in a new temp file of ``tmp/`` (mode 0600), on disk before it is moved into place."""
+        fd, temp_path = self.new_temp_file()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return temp_path
 
     def read_blob(self, sha256: str) -> bytes:
         """The whole blob, checked against its sha256 (BlobDamaged, and the blob set aside, when not)."""

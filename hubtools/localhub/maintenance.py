@@ -282,8 +282,7 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
 def _copy_xorbs(data_dir: Path, destination: Path) -> None:
     """Xet xorbs are kept (never collected) because the clients remember what they uploaded and later send
     only a shard naming those xorbs: a restored hub must still hold them. Each is checked against its name."""
-    from hubtools.localhub.xet.format import XetFormatError, parse_xorb
-    from hubtools.localhub.xet.hashing import hash_to_hex
+    from hubtools.localhub.xet.format import XetFormatError, verified_xorb
 
     source_dir = data_dir / "xet" / "xorbs"
     if not source_dir.is_dir():
@@ -293,11 +292,9 @@ def _copy_xorbs(data_dir: Path, destination: Path) -> None:
             continue
         body = source.read_bytes()
         try:
-            valid = hash_to_hex(parse_xorb(body).hash) == source.name
+            verified_xorb(body, source.name)
         except XetFormatError:
-            valid = False
-        if not valid:
-            raise HubError(f"The hub's xorb {source.name} is corrupt: run `hubtools hub fsck`; the backup is incomplete.")
+            raise HubError(f"The hub's xorb {source.name} is corrupt: run `hubtools hub fsck`; the backup is incomplete.") from None
         target = destination / source.relative_to(data_dir)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temp = target.with_name(target.name + ".partial")

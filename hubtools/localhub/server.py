@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from hubtools.errors import HubError
+from hubtools.folder_lock import hold_folder
 from hubtools.localhub.app import HubSettings, create_app
 from hubtools.localhub.auth import Organizations, TokenBook
 from hubtools.localhub.naming import check_repo_type
@@ -138,12 +139,8 @@ def check_tls_files(cert: Path, key: Path) -> None:
 
 def lock_data_dir(data_dir: Path, *, doing: str = "serve it") -> FileLock:
     """Hold the data folder for one server (or ``gc``): two at once would race each other's sweep and gc."""
-    lock = FileLock(Path(data_dir) / "server.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise HubError(f"A local hub is already serving {data_dir}: stop it first to {doing}.") from None
-    return lock
+    return hold_folder(Path(data_dir) / "server.lock",
+                       HubError(f"A local hub is already serving {data_dir}: stop it first to {doing}."))
 
 
 def check_organizations(organizations: dict[str, list[str]] | None, users: list[str]) -> Organizations:

@@ -7,18 +7,15 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from hubtools.errors import ConfigError, HubtoolsError
+from hubtools.folder_lock import hold_folder
 
 
 def lock_data_dir(data_dir: Path) -> FileLock:
-    lock = FileLock(Path(data_dir) / "studio.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise HubtoolsError(f"a studio is already running on {data_dir}: open that one, or stop it first") from None
-    return lock
+    return hold_folder(Path(data_dir) / "studio.lock",
+                       HubtoolsError(f"a studio is already running on {data_dir}: open that one, or stop it first"))
 
 
 def check_bind(host: str, *, tls: bool, allow_remote: bool) -> None:

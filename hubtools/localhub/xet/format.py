@@ -112,6 +112,14 @@ def parse_xorb(body: bytes) -> Xorb:
     return Xorb(xorb_hash(list(zip(hashes, (len(c) for c in chunks)))), chunks, hashes)
 
 
+def verified_xorb(body: bytes, hex_hash: str) -> Xorb:
+    """The xorb ``body`` parsed, checked to hash to the name ``hex_hash`` it is stored or uploaded under."""
+    xorb = parse_xorb(body)
+    if hash_to_hex(xorb.hash) != hex_hash:
+        raise XetFormatError(f"The xorb's chunks hash to {hash_to_hex(xorb.hash)}, not {hex_hash}.")
+    return xorb
+
+
 def _read(body: bytes, offset: int, size: int, what: str) -> bytes:
     if offset + size > len(body):
         raise XetFormatError(f"The shard ends inside {what}.")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hubtools.localhub.blobs import private_dir
 from hubtools.localhub.storage import Storage
-from hubtools.localhub.xet.format import FileInfo, Xorb, XetFormatError, parse_xorb
+from hubtools.localhub.xet.format import FileInfo, Xorb, XetFormatError, parse_xorb, verified_xorb
 from hubtools.localhub.xet.hashing import file_hash, hash_to_hex, verification_hash
 
 TOKEN_TTL_S = 3600
@@ -90,21 +90,14 @@ class XetStore:
     def put_xorb(self, hex_hash: str, body: bytes) -> bool:
         """Verify ``body`` hashes to ``hex_hash`` and keep it; True when it was new."""
         try:
-            xorb = parse_xorb(body)
+            verified_xorb(body, hex_hash)
         except XetFormatError as error:
             raise XetRefused(400, str(error)) from None
-        if hash_to_hex(xorb.hash) != hex_hash:
-            raise XetRefused(400, f"The xorb's chunks hash to {hash_to_hex(xorb.hash)}, not {hex_hash}.")
         target = self.xorb_path(hex_hash)
         if target.is_file():
             return False
         target.parent.mkdir(mode=0o700, exist_ok=True)
-        fd, temp_path = self.storage.blobs.new_temp_file()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, target)
+        os.replace(self.storage.blobs.durable_temp_file(body), target)
         return True
 
     def load_xorb(self, hex_hash: str) -> Xorb:
