@@ -237,13 +237,19 @@ def test_debug_shows_the_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_offline_end_to_end(tmp_path):
-    """The README's first command: no arguments, no network, and the pushed model reloads from the hub."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}
+    """The README's first command as a user runs it (progress bars on): no arguments, no network, the pushed model
+    reloads from the hub, and nothing is left in the system temp directory (issue 30)."""
+    temp_dir = tmp_path / "tmp"
+    temp_dir.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_ENDPOINT", "HF_TOKEN", "HF_HUB_DISABLE_PROGRESS_BARS", "TEMP", "TMP")}
+    env["TMPDIR"] = str(temp_dir)
     result = subprocess.run(
-        [sys.executable, "-m", "hubtools", "demo", "--out", str(tmp_path / "demo"), "--quiet"],
+        [sys.executable, "-m", "hubtools", "demo", "--out", str(tmp_path / "demo")],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
     last_line = result.stdout.strip().splitlines()[-1]
     assert last_line.startswith("http://127.0.0.1:") and last_line.endswith("/demo/nlwx-dog")
     from PIL import Image
@@ -251,6 +257,7 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     reloaded = Image.open(tmp_path / "demo" / "from_hub.png")
     assert reloaded.size == (256, 256)
     assert (tmp_path / "demo" / "run" / "README.md").is_file()
+    assert sorted(p.name for p in temp_dir.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""kill -9 in the middle of a run, then resume: the same final weights as a run never interrupted."""
+"""kill -9 in the middle of a run, then resume: the same final weights as a run never interrupted.
+
+The run that is killed is a child process; the uninterrupted run and the resume are trained in the test's own
+process (a different process from the killed one, as a user's next command is), which spares two interpreter
+start-ups per case."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hubtools.config import load_run_config
 from hubtools.runfolder import LORA_WEIGHTS_FILENAME
+from hubtools.training import train_dreambooth
 from test_training_support import make_bucketed_run, make_run, subprocess_env, tiny_family_base
 
 TRAINER = textwrap.dedent("""
@@ -64,6 +70,7 @@ CASES = {
     "buckets-flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2,
                                    "caption_dropout": 0.3}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
 }
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIDECARS = {"portrait.jpg": "pkblz dog, on a sofa, red collar", "landscape.jpg": "pkblz dog, running, beach, sunset"}
 
 
@@ -89,8 +96,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
         _, reference = make_run(tmp_path, "reference", training=training, prior=prior, base=base)
         _, crashed = make_run(tmp_path, "crashed", training=training, prior=prior, base=base)
 
-    done = _train(script, "fresh", reference)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_dreambooth(load_run_config(reference), reference, progress=False)
 
     killed = _train(script, "crash-at-6", crashed)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -98,8 +104,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
     assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp-checkpoint-000006", "checkpoint-000003"]
     assert not (crashed / "train_result.json").exists() and not (crashed / weights).exists()
 
-    resumed = _train(script, "resume", crashed)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_dreambooth(load_run_config(crashed), crashed, resume=True, progress=False)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-000003", "checkpoint-000006", "checkpoint-000009"]
 
     expected, actual = load_file(reference / weights), load_file(crashed / weights)
