@@ -18,12 +18,11 @@ import httpx
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from run_builders import build_run
-from test_localhub_pages import (  # noqa: F401 - the fixtures api and browser (one browser for this module)
+from test_localhub_pages import (  # noqa: F401 - the fixture browser (one browser for this module)
     _click_and_wait_for_reload,
     _natural_widths,
     _photo,
     _signed_in_client,
-    api,
     browser,
 )
 
