@@ -72,6 +72,15 @@ CASES = {
                        "--weighting_scheme", "logit_normal")),
     "sd3_lora": Case("sd3", "lora", "1e-4", "train_dreambooth_lora_sd3.py",
                      ("--rank", str(RANK), "--weighting_scheme", "logit_normal")),
+    # the newer families follow their script's defaults (uniform timesteps, its guidance, 512 caption tokens)
+    "flux2_lora": Case("flux2", "lora", "1e-4", "train_dreambooth_lora_flux2.py",
+                       ("--rank", str(RANK), "--lora_alpha", str(RANK))),
+    "flux2_klein_lora": Case("flux2-klein", "lora", "1e-4", "train_dreambooth_lora_flux2_klein.py",
+                             ("--rank", str(RANK), "--lora_alpha", str(RANK))),
+    "qwen_image_lora": Case("qwen-image", "lora", "1e-4", "train_dreambooth_lora_qwen_image.py",
+                            ("--rank", str(RANK), "--lora_alpha", str(RANK))),
+    "z_image_lora": Case("z-image", "lora", "1e-4", "train_dreambooth_lora_z_image.py",
+                         ("--rank", str(RANK), "--lora_alpha", str(RANK))),
 }
 
 

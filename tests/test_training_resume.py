@@ -57,6 +57,9 @@ CASES = {
     # FLUX.2 [dev]: patchified, batch-norm-normalised latents and the guidance embedding, with class images
     "flux2-lora": ("flux2", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2}, {},
                    LORA_WEIGHTS_FILENAME),
+    # FLUX.2 [klein]: a full fine-tune (Qwen3 captions, no guidance embedding), with class images
+    "flux2-klein-full": ("flux2-klein", {"method": "full", "learning_rate": 1e-3}, {},
+                         "transformer/diffusion_pytorch_model.safetensors"),
     # SD LoRA with aspect-ratio buckets (portrait, landscape, square), class images per bucket, caption dropout
     # and shuffling
     "buckets": ("sd", {"method": "lora", "lora_rank": 4, "learning_rate": 1e-2, "caption_dropout": 0.3,
