@@ -73,10 +73,14 @@ CASES = {
     "sd3_lora": Case("sd3", "lora", "1e-4", "train_dreambooth_lora_sd3.py",
                      ("--rank", str(RANK), "--weighting_scheme", "logit_normal")),
     # the newer families follow their script's defaults (uniform timesteps, its guidance, 512 caption tokens)
+    # (FLUX.2 [dev]'s script loads a PixtralProcessor, images and all, which the tiny model does not carry)
     "flux2_lora": Case("flux2", "lora", "1e-4", "train_dreambooth_lora_flux2.py",
                        ("--rank", str(RANK), "--lora_alpha", str(RANK))),
+    # the script's --text_encoder_out_layers default (10 20 30) is not Flux2KleinPipeline's (9 18 27), which
+    # hubtools uses and the tiny 28-layer encoder reaches
     "flux2_klein_lora": Case("flux2-klein", "lora", "1e-4", "train_dreambooth_lora_flux2_klein.py",
-                             ("--rank", str(RANK), "--lora_alpha", str(RANK))),
+                             ("--rank", str(RANK), "--lora_alpha", str(RANK), "--text_encoder_out_layers", "9", "18",
+                              "27")),
     "qwen_image_lora": Case("qwen-image", "lora", "1e-4", "train_dreambooth_lora_qwen_image.py",
                             ("--rank", str(RANK), "--lora_alpha", str(RANK))),
     "z_image_lora": Case("z-image", "lora", "1e-4", "train_dreambooth_lora_z_image.py",

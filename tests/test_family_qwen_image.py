@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hubtools.families import by_name
-from test_training_support import load_tiny_family_pipeline
+from test_training_support import load_tiny_family_pipeline, meta_parameter_counts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -109,9 +109,7 @@ def test_memory_profiles_hold_the_real_shapes_parameters():
     from hubtools.training.memory import family_profiles
 
     configs = json.loads(CONFIGS.read_text())
-    with torch.device("meta"):
-        models = real_shape_models(configs)
-    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    models, counts = meta_parameter_counts(real_shape_models, configs)
     assert counts == configs["parameters"]
     assert 20.4e9 < counts["transformer"] < 20.5e9 and 8.2e9 < counts["text_encoder"] < 8.3e9
     profiles = family_profiles("qwen-image")

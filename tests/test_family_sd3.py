@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hubtools.families import by_name
-from test_training_support import load_tiny_family_pipeline
+from test_training_support import load_tiny_family_pipeline, meta_parameter_counts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,9 +101,7 @@ def test_memory_profiles_hold_the_real_shapes_parameters():
     configs = json.loads(CONFIGS.read_text())
     counts = {}
     for variant in ("large", "medium"):
-        with torch.device("meta"):
-            models = real_shape_models(configs, variant)
-        counts[variant] = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+        models, counts[variant] = meta_parameter_counts(real_shape_models, configs, variant)
     assert counts == configs["parameters"]
     assert 8.0e9 < counts["large"]["transformer"] < 8.1e9 and 2.2e9 < counts["medium"]["transformer"] < 2.3e9
 

@@ -44,6 +44,15 @@ def tiny_family_base(root: Path, family: str) -> Path:
     return base
 
 
+def meta_parameter_counts(real_shape_models, *args) -> tuple[dict, dict[str, int]]:
+    """A family's real-shape components built on the meta device (no memory), and each one's parameter count."""
+    import torch
+
+    with torch.device("meta"):
+        models = real_shape_models(*args)
+    return models, {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+
+
 def load_tiny_family_pipeline(root: Path, family: str):
     """The tiny pipeline of ``family`` saved and loaded back with plain diffusers (eval mode, as training's frozen
     encoders are), progress bars off."""
