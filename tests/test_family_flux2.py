@@ -158,7 +158,7 @@ def test_memory_profiles_hold_the_real_shapes_parameters():
     configs = json.loads(CONFIGS.read_text())
     counts = {}
     for variant in ("dev", "4b", "9b"):
-        models, counts[variant] = meta_parameter_counts(real_shape_models, configs, variant)
+        _, counts[variant] = meta_parameter_counts(real_shape_models, configs, variant)
     assert counts == configs["parameters"]
     assert 32.1e9 < counts["dev"]["transformer"] < 32.3e9 and 23.9e9 < counts["dev"]["text_encoder"] < 24.1e9
     assert 3.8e9 < counts["4b"]["transformer"] < 3.9e9 and 9.0e9 < counts["9b"]["transformer"] < 9.1e9

@@ -101,7 +101,7 @@ def test_memory_profiles_hold_the_real_shapes_parameters():
     configs = json.loads(CONFIGS.read_text())
     counts = {}
     for variant in ("large", "medium"):
-        models, counts[variant] = meta_parameter_counts(real_shape_models, configs, variant)
+        _, counts[variant] = meta_parameter_counts(real_shape_models, configs, variant)
     assert counts == configs["parameters"]
     assert 8.0e9 < counts["large"]["transformer"] < 8.1e9 and 2.2e9 < counts["medium"]["transformer"] < 2.3e9
 

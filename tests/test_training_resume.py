@@ -20,7 +20,11 @@ from hubtools.runfolder import LORA_WEIGHTS_FILENAME
 from hubtools.training import train_dreambooth
 from test_training_support import make_bucketed_run, make_run, subprocess_env, tiny_family_base
 
-TRAINER = textwrap.dedent("""
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# A child trainer killed (SIGKILL) as checkpoint STEP is about to be renamed into place: its whole state is
+# then in the temp folder only.
+KILLED_TRAINER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
 
@@ -29,18 +33,17 @@ TRAINER = textwrap.dedent("""
     from hubtools.config import load_run_config
     from hubtools.training import checkpoints, train_dreambooth
 
-    mode, run = sys.argv[1], Path(sys.argv[2])
-    if mode.startswith("crash-at-"):
-        doomed = checkpoints.checkpoint_name(int(mode.rsplit("-", 1)[1]))
-        publish = checkpoints.replace_dir
+    step, run = int(sys.argv[1]), Path(sys.argv[2])
+    doomed = checkpoints.checkpoint_name(step)
+    publish = checkpoints.replace_dir
 
-        def publish_or_die(tmp, final):
-            if final.name == doomed:  # the whole state is in the temp folder, not yet renamed into place
-                os.kill(os.getpid(), signal.SIGKILL)
-            publish(tmp, final)
+    def publish_or_die(tmp, final):
+        if final.name == doomed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        publish(tmp, final)
 
-        checkpoints.replace_dir = publish_or_die
-    train_dreambooth(load_run_config(run), run, resume=mode == "resume", progress=False)
+    checkpoints.replace_dir = publish_or_die
+    train_dreambooth(load_run_config(run), run, progress=False)
 """)
 
 CASES = {
@@ -73,13 +76,12 @@ CASES = {
     "buckets-flux-lora": ("flux", {"method": "lora", "lora_rank": 4, "lora_alpha": 8.0, "learning_rate": 1e-2,
                                    "caption_dropout": 0.3}, {"num_class_images": 3}, LORA_WEIGHTS_FILENAME),
 }
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIDECARS = {"portrait.jpg": "pkblz dog, on a sofa, red collar", "landscape.jpg": "pkblz dog, running, beach, sunset"}
 
 
-def _train(script, mode, run):
-    return subprocess.run([sys.executable, str(script), mode, str(run)], env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+def _train_killed_at(script, step, run):
+    return subprocess.run([sys.executable, str(script), str(step), str(run)], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -88,7 +90,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
     family, training, prior, weights = CASES[case]
     training = {**training, "steps": 9, "checkpoint_every": 3, "keep_checkpoints": 3}
     script = tmp_path / "trainer.py"
-    script.write_text(TRAINER)
+    script.write_text(KILLED_TRAINER)
     base = tiny_family_base(tmp_path, family)
     if case.startswith("buckets"):
         _, reference = make_bucketed_run(tmp_path, "reference", family=family, training=training, prior=prior,
@@ -101,7 +103,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, case)
 
     train_dreambooth(load_run_config(reference), reference, progress=False)
 
-    killed = _train(script, "crash-at-6", crashed)
+    killed = _train_killed_at(script, 6, crashed)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoints = crashed / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp-checkpoint-000006", "checkpoint-000003"]
