@@ -243,3 +243,31 @@ def test_backup_during_concurrent_commits_serves_every_commit_it_holds_whole(tmp
             for path in (f"notes/{upto}.txt", f"weights/{upto}.safetensors", "weights/0.safetensors"):
                 local = api.hf_hub_download("alice/busy", path, revision=commit.commit_id, cache_dir=tmp_path / "c")
                 assert Path(local).read_bytes() == expected[path]
+
+
+def test_backup_of_a_damaged_or_missing_blob_stops_with_one_line_and_leaves_no_blob_under_its_name(tmp_path):
+    data = tmp_path / "data"
+    weights, notes = os.urandom(40_000), b"notes\n"
+    with serve_in_background(data, tokens={"alice": ALICE}) as hub:
+        api = HfApi(endpoint=hub.url, token=ALICE)
+        api.create_repo("alice/damaged")
+        api.create_commit("alice/damaged", [CommitOperationAdd("w.safetensors", weights),
+                                            CommitOperationAdd("notes.txt", notes)], commit_message="add")
+    stored = _blob(data, weights)
+    stored.write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))  # one bit flipped on disk
+
+    copy = tmp_path / "backup"
+    result = _hubtools("hub", "backup", str(copy), "--data", str(data), cwd=tmp_path)
+    sha256 = hashlib.sha256(weights).hexdigest()
+    assert result.returncode != 0
+    assert f"The hub's blob {sha256} is corrupt: run `hubtools hub fsck`" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    copied = {path.relative_to(copy).as_posix() for path in copy.rglob("*") if path.is_file()}
+    assert f"blobs/{sha256[:2]}/{sha256[2:]}" not in copied
+    assert not any(p.startswith("blobs/") and p.endswith(".partial") for p in copied)
+    assert "hub.sqlite" not in copied  # only hub.sqlite.partial: the copy never looks like a finished backup
+
+    stored.unlink()
+    again = _hubtools("hub", "backup", str(tmp_path / "backup2"), "--data", str(data), cwd=tmp_path)
+    assert again.returncode != 0 and f"The hub's blob {sha256} is missing" in again.stderr, again.stderr
+    assert not list((tmp_path / "backup2" / "blobs").rglob("*.partial"))

@@ -23,6 +23,7 @@ import os
 import re
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,34 +296,45 @@ def _copy_xorbs(data_dir: Path, destination: Path) -> None:
             verified_xorb(body, source.name)
         except XetFormatError:
             raise HubError(f"The hub's xorb {source.name} is corrupt: run `hubtools hub fsck`; the backup is incomplete.") from None
-        target = destination / source.relative_to(data_dir)
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = target.with_name(target.name + ".partial")
-        with temp.open("wb") as writer:
-            writer.write(body)
-            writer.flush()
-            os.fsync(writer.fileno())
-        os.replace(temp, target)
+        _write_durably(destination / source.relative_to(data_dir), [body])
 
 
 def _copy_blob(data_dir: Path, destination: Path, sha256: str, size: int) -> int:
     relative = Path("blobs") / sha256[:2] / sha256[2:]
-    source = data_dir / relative
-    target = destination / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
-    try:
-        with source.open("rb") as reader, temp.open("wb") as writer:
+
+    def chunks() -> Iterator[bytes]:
+        with (data_dir / relative).open("rb") as reader:
             while chunk := reader.read(_CHUNK):
                 digest.update(chunk)
+                yield chunk
+
+    def intact(temp: Path) -> None:
+        if digest.hexdigest() != sha256 or temp.stat().st_size != size:
+            raise HubError(f"The hub's blob {sha256} is corrupt: run `hubtools hub fsck`; the backup is incomplete.")
+
+    try:
+        _write_durably(destination / relative, chunks(), check=intact)
+    except FileNotFoundError:
+        raise HubError(f"The hub's blob {sha256} is missing: run `hubtools hub fsck`; the backup is incomplete.") from None
+    return size
+
+
+def _write_durably(target: Path, chunks: Iterable[bytes], *, check: Callable[[Path], None] | None = None) -> None:
+    """``chunks`` into ``target.partial`` (folders 0700), on disk before it is renamed over ``target``: a backup
+    interrupted midway leaves ``.partial`` files, never a short blob under its real name. ``check(temp)`` may
+    refuse the written file (it raises); the partial file is removed then."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = target.with_name(target.name + ".partial")
+    try:
+        with temp.open("wb") as writer:
+            for chunk in chunks:
                 writer.write(chunk)
             writer.flush()
             os.fsync(writer.fileno())
-    except FileNotFoundError:
-        raise HubError(f"The hub's blob {sha256} is missing: run `hubtools hub fsck`; the backup is incomplete.") from None
-    if digest.hexdigest() != sha256 or temp.stat().st_size != size:
-        temp.unlink()
-        raise HubError(f"The hub's blob {sha256} is corrupt: run `hubtools hub fsck`; the backup is incomplete.")
+        if check is not None:
+            check(temp)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     os.replace(temp, target)
-    return size
