@@ -1,4 +1,5 @@
-"""The user's hubtools cache: ``$HUBTOOLS_CACHE``, else ``~/.cache/hubtools`` (class images, built tokenizers)."""
+"""The user's hubtools cache: ``$HUBTOOLS_CACHE``, else ``~/.cache/hubtools`` (class images, built tokenizers, torch's
+compile caches)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ def user_cache(*parts: str) -> Path:
     """A path under the user's hubtools cache (not created)."""
     base = os.environ.get("HUBTOOLS_CACHE") or Path.home() / ".cache" / "hubtools"
     return Path(base).expanduser().joinpath(*parts)
+
+
+def keep_torch_caches_here() -> None:
+    """torch keeps its compile caches in ``$TMPDIR/torchinductor_$USER`` unless told, and makes that folder as soon
+    as ``torch._dynamo`` is imported (diffusers imports it): point it into this cache instead, so a run leaves
+    nothing in the system temp folder and a compiled graph outlives a reboot. Before torch is imported; a
+    ``TORCHINDUCTOR_CACHE_DIR`` the user set wins."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache("torchinductor")))
 
 
 def built_once(folder: Path, build: Callable[[Path], object]) -> Path:

@@ -27,19 +27,23 @@ TINY = ["--resolution", "64", "--steps", "2", "--lr", "5e-4", "--device", "cpu",
 
 def user_env(token: str | None = None) -> dict[str, str]:
     """The test session's environment (local hub, caches) less the switches a user would not have set."""
-    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_TOKEN")}
+    # TORCHINDUCTOR_CACHE_DIR: torch sets it in this process once torch._dynamo is imported; a user has none
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_TOKEN", "TORCHINDUCTOR_CACHE_DIR")}
     if token:
         env["HF_TOKEN"] = token
     return env
 
 
-def hubtools(*args, token: str | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m hubtools ARGS`` as a user runs it, with a temp dir of its own that it must leave empty (issue
-    30: nothing of a run stays behind in the system temp directory)."""
+def hubtools(*args, token: str | None = None, cwd: Path | None = None, timeout: int = 600,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m hubtools ARGS`` as a user runs it (in ``env``, default ``user_env(token)``), with a temp dir of
+    its own that it must leave empty (issue 30: nothing of a run stays behind in the system temp directory)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="hubtools-cli-tmp-"))
     try:
         result = subprocess.run([sys.executable, "-m", "hubtools", *map(str, args)], capture_output=True, text=True,
-                                env={**user_env(token), "TMPDIR": str(temp_dir)}, cwd=cwd, timeout=timeout)
+                                env={**(user_env(token) if env is None else env), "TMPDIR": str(temp_dir)}, cwd=cwd,
+                                timeout=timeout)
         output = result.stdout + result.stderr
         assert "unexpected error" not in output and "Traceback" not in output, output[-4000:]
         left = sorted(p.name for p in temp_dir.iterdir())

@@ -13,6 +13,7 @@ import torch
 
 from hubtools.cli.app import main
 from hubtools.resources import DEMO_CONCEPT_DIR
+from test_cli_commands import hubtools, user_env
 
 TINY_FLAGS = [
     "--resolution", "64", "--steps", "6", "--lr", "5e-4", "--device", "cpu",
@@ -235,21 +236,17 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
+def _offline_user_env() -> dict[str, str]:
+    """A user with no Hub configured: the demo starts its own."""
+    return {k: v for k, v in user_env().items() if k not in ("HF_ENDPOINT", "TEMP", "TMP")}
+
+
 @pytest.mark.slow
 def test_demo_runs_offline_end_to_end(tmp_path):
     """The README's first command as a user runs it (progress bars on): no arguments, no network, the pushed model
-    reloads from the hub, and nothing is left in the system temp directory (issue 30)."""
-    temp_dir = tmp_path / "tmp"
-    temp_dir.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_ENDPOINT", "HF_TOKEN", "HF_HUB_DISABLE_PROGRESS_BARS", "TEMP", "TMP")}
-    env["TMPDIR"] = str(temp_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "hubtools", "demo", "--out", str(tmp_path / "demo")],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
-    )
+    reloads from the hub, and nothing is left in the system temp directory (issue 30: ``hubtools()`` checks)."""
+    result = hubtools("demo", "--out", tmp_path / "demo", env=_offline_user_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stdout + result.stderr
     last_line = result.stdout.strip().splitlines()[-1]
     assert last_line.startswith("http://127.0.0.1:") and last_line.endswith("/demo/nlwx-dog")
     from PIL import Image
@@ -257,20 +254,15 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     reloaded = Image.open(tmp_path / "demo" / "from_hub.png")
     assert reloaded.size == (256, 256)
     assert (tmp_path / "demo" / "run" / "README.md").is_file()
-    assert sorted(p.name for p in temp_dir.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_demo_of_a_lora_family_trains_a_lora(tmp_path):
     """``hubtools demo --family z-image`` as a user runs it (progress bars on): Z-Image's default method, LoRA,
     applies (the demo sets no method), so the hub gets a LoRA that reloads over the tiny base model."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = {**_offline_user_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "hubtools", "demo", "--family", "z-image", "--steps", "2", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
-    )
+    result = hubtools("demo", "--family", "z-image", "--steps", "2", "--out", out, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].endswith("/demo/nlwx-dog-z-image")
     trained = json.loads((out / "run" / "train_result.json").read_text())

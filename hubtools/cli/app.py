@@ -166,6 +166,8 @@ def _run(args: list[str]) -> int:
 def entry_point() -> None:
     """The ``hubtools`` console script (``python -m hubtools`` too)."""
     from hubtools.distributed import passive_waiting
+    from hubtools.usercache import keep_torch_caches_here
 
     passive_waiting()  # before torch is imported: OpenMP reads it then
+    keep_torch_caches_here()
     sys.exit(main())
