@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,7 +108,7 @@ else:
 def run_case(args: argparse.Namespace, name: str, contender: str) -> dict:
     case = sbs.CASES[name]
     run_dir = Path(args.work) / "runs" / name / contender
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out = run_dir / "out"
     if contender == "hubtools":
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=("matched", "defaults"), default="matched")
     parser.add_argument("--torchvision-src", default="")
     args = parser.parse_args(argv)
-    args.shared_cache = False
+    args.shared_cache = False  # bench_sidebyside.environment reads it: a fresh HUBTOOLS_CACHE per run
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
