@@ -148,17 +148,19 @@ def import_floor(python: str, env_extra: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--diffusers-python", required=True)
-    parser.add_argument("--scripts", required=True)
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--hubtools-python", default=sys.executable)
-    parser.add_argument("--hubtools-pythonpath", default="")
-    parser.add_argument("--models", default="")
-    parser.add_argument("--concept", default=str(sbs.DEFAULT_CONCEPT))
-    parser.add_argument("--cases", default="sd_lora,sd_full,sdxl_lora,flux_lora,sd3_lora")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--variant", choices=("matched", "defaults"), default="matched")
-    parser.add_argument("--torchvision-src", default="")
+    parser.add_argument("--diffusers-python", required=True, help="python of the venv the diffusers scripts run in")
+    parser.add_argument("--scripts", required=True, help="folder holding diffusers' examples/dreambooth scripts")
+    parser.add_argument("--work", required=True, help="scratch folder: runs and parts.md")
+    parser.add_argument("--hubtools-python", default=sys.executable, help="python with hubtools installed")
+    parser.add_argument("--hubtools-pythonpath", default="", help="PYTHONPATH for hubtools (a checkout to run)")
+    parser.add_argument("--models", default="", help="tiny models folder (default WORK/models; built when missing)")
+    parser.add_argument("--concept", default=str(sbs.DEFAULT_CONCEPT), help="folder of instance photos")
+    parser.add_argument("--cases", default="sd_lora,sd_full,sdxl_lora,flux_lora,sd3_lora",
+                        help=f"of {', '.join(sbs.CASES)}")
+    parser.add_argument("--steps", type=int, default=400, help="steps of each run (the first tenth warms up)")
+    parser.add_argument("--variant", choices=("matched", "defaults"), default="matched",
+                        help="as bench_sidebyside's: the same work, or each tool's defaults")
+    parser.add_argument("--torchvision-src", default="", help="unpacked torchvision wheel, for the stand-in package")
     args = parser.parse_args(argv)
     args.shared_cache = False  # bench_sidebyside.environment reads it: a fresh HUBTOOLS_CACHE per run
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
