@@ -24,8 +24,8 @@ from hubtools.runfolder import RunFolder
 from hubtools.runfolder.base_model import BaseModelRecord
 
 __all__ = [
-    "BaseModelRecord", "count_parameters", "family_of", "read_denoiser_config", "read_model_index",
-    "record_of_run", "resolve_base_model_record", "resolve_base_revision",
+    "BaseModelRecord", "check_model_reference", "count_parameters", "family_of", "read_denoiser_config",
+    "read_model_index", "record_of_run", "resolve_base_model_record", "resolve_base_revision",
 ]
 
 
@@ -36,13 +36,29 @@ def _resolve_moved_id(model_id: str) -> str:
     return resolved
 
 
+def check_model_reference(model_id: str) -> None:
+    """A base model is a folder or a Hub id: anything else (a path that does not exist) is the user's typo, said
+    in one line before any client turns it into a repo-id error."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(model_id).expanduser().is_dir():
+        return
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError:
+        raise ConfigError(f"base model {model_id}: no such folder, and not a Hub model id (namespace/name): check "
+                          "the path, or give the id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5") from None
+
+
 def resolve_base_revision(model_cfg: ModelConfig, token: str | None = None) -> tuple[str, str | None]:
     """(model id after known moves, commit sha) of a Hub base model; local folders have no sha."""
     model_id = model_cfg.base_model
     if Path(model_id).expanduser().is_dir():
         return str(Path(model_id).expanduser()), None
-    model_id = _resolve_moved_id(model_id)
     from huggingface_hub import HfApi
+
+    check_model_reference(model_id)
+    model_id = _resolve_moved_id(model_id)
 
     with hub_errors(f"base model {model_id}", token=token, missing=ConfigError, revision=model_cfg.revision,
                     revision_hint="check --revision",

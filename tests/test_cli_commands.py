@@ -102,6 +102,15 @@ def test_train_shows_the_caption_note(trained):
     assert result.stdout.strip().splitlines()[-1] == str(run)
 
 
+def test_train_speaks_in_hubtools_voice_only(trained):
+    """Stages, notes and warnings on stderr, and the Hub's own download bars (real transfers): nothing the
+    libraries say at import or load time (bitsandbytes' kernel fetch, diffusers' and transformers' loading)."""
+    _, result = trained
+    ours = ("==> ", "note: ", "warning: ", "Fetching ")
+    foreign = [line for line in result.stderr.splitlines() if line.strip() and not line.lstrip().startswith(ours)]
+    assert foreign == [], result.stderr[-3000:]
+
+
 def test_dry_run_without_concept_names_the_config_section():
     result = hubtools("train-and-push", "--config", "hackathon/pokeball-machine.toml", "--dry-run", cwd=REPO_ROOT)
     assert result.returncode == 2

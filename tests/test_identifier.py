@@ -160,6 +160,15 @@ def test_cli_check_text_and_strict(capsys):
     assert main(["identifier", "check", EMOJI, "--strict"]) == 0
 
 
+def test_cli_a_base_model_that_is_no_folder_and_no_id_is_one_line(capsys):
+    for command in (["check", "pkblz"], ["suggest"]):
+        assert main(["identifier", *command, "--base-model", "./no/such/model"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == ("error: base model ./no/such/model: no such folder, and not a Hub model id "
+                               "(namespace/name): check the path, or give the id, e.g. "
+                               "stable-diffusion-v1-5/stable-diffusion-v1-5")
+
+
 def test_cli_suggest_json(capsys):
     assert main(["identifier", "suggest", "--n", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

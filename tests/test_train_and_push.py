@@ -155,6 +155,16 @@ def test_token_for_another_namespace(tmp_path, capsys, local_hub, tiny_model_rep
     assert hf_token not in err
 
 
+def test_base_model_that_is_no_folder_and_no_id(tmp_path, capsys):
+    code, _, err = _run(_dog_run("train", "./no/such/model", tmp_path / "run"), capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        "error: base model ./no/such/model: no such folder, and not a Hub model id (namespace/name): check the path, "
+        "or give the id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert "Traceback" not in err and "bug in hubtools" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_base_model_not_found(tmp_path, capsys, local_hub, hf_token):
     code, _, err = _run(_dog_run("train", "nobody/no-such-model", tmp_path / "run"), capsys)
     assert code == 2

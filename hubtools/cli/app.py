@@ -39,8 +39,10 @@ def _quiet_libraries() -> None:
     for variable in ("HF_HUB_VERBOSITY", "TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "DATASETS_VERBOSITY"):
         os.environ.setdefault(variable, "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # bitsandbytes warns through plain logging, at import, about optional CPU kernels.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # bitsandbytes warns through plain logging, at import, about optional CPU kernels, and the kernels package it
+    # fetches them with about the Hub being offline.
+    for library in ("bitsandbytes", "kernels"):
+        logging.getLogger(library).setLevel(logging.ERROR)
 
 
 _prepare_environment()

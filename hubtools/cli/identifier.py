@@ -35,6 +35,9 @@ def _load_tools(base_model: str | None, revision: str | None, weights: bool):
 
     if base_model is None:
         return default_tokenizer(), None
+    from hubtools.base_model import check_model_reference
+
+    check_model_reference(base_model)
     tokenizer, text_encoder, notes = load_tokenizer_and_text_encoder(base_model, revision=revision, weights=weights)
     for note in notes:
         out.note(note)
