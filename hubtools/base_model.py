@@ -36,9 +36,10 @@ def _resolve_moved_id(model_id: str) -> str:
     return resolved
 
 
-def check_model_reference(model_id: str) -> None:
-    """A base model is a folder or a Hub id: anything else (a path that does not exist) is the user's typo, said
-    in one line before any client turns it into a repo-id error."""
+def check_model_reference(model_id: str, *, what: str = "base model",
+                          example: str = "stable-diffusion-v1-5/stable-diffusion-v1-5") -> None:
+    """A model is a folder or a Hub id: anything else (a path that does not exist) is the user's typo, said in
+    one line before any client turns it into a repo-id error."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if Path(model_id).expanduser().is_dir():
@@ -46,8 +47,8 @@ def check_model_reference(model_id: str) -> None:
     try:
         validate_repo_id(model_id)
     except HFValidationError:
-        raise ConfigError(f"base model {model_id}: no such folder, and not a Hub model id (namespace/name): check "
-                          "the path, or give the id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5") from None
+        raise ConfigError(f"{what} {model_id}: no such folder, and not a Hub model id (namespace/name): check "
+                          f"the path, or give the id, e.g. {example}") from None
 
 
 def resolve_base_revision(model_cfg: ModelConfig, token: str | None = None) -> tuple[str, str | None]:

@@ -17,6 +17,7 @@ from hubtools.base_model import (  # noqa: F401 (re-exported: the resolution ste
     BaseModelRecord, family_of, read_denoiser_config, read_model_index, record_of_run, resolve_base_model_record,
     resolve_base_revision,
 )
+from hubtools.base_model import check_model_reference
 from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
 from hubtools.devices import dtype_kwargs, resolve_device
 from hubtools.errors import ConfigError, first_line
@@ -118,13 +119,20 @@ def load_base_model(model_cfg: ModelConfig, *, record: BaseModelRecord | None = 
     return BaseModel(model_id=record.repo_id, revision=record.commit, pipeline=pipe, family=family, record=record)
 
 
+def vae_source(reference: str) -> tuple[str, str]:
+    """(folder or Hub id, revision or "") of ``--vae``; neither a folder nor an id is a one-line error."""
+    local = Path(reference).expanduser()
+    model_id, _, revision = (str(local), "", "") if local.is_dir() else reference.partition("@")
+    check_model_reference(model_id, what="--vae", example="madebyollin/sdxl-vae-fp16-fix")
+    return model_id, revision
+
+
 def load_vae(reference: str, *, dtype: torch.dtype = torch.float32, token: str | None = None):
     """An ``AutoencoderKL`` from a Hub id (``ns/name[@revision]``) or local folder: a VAE repo (config at the
     top, as ``madebyollin/sdxl-vae-fp16-fix``) or a pipeline's ``vae/`` subfolder."""
     from diffusers import AutoencoderKL
 
-    local = Path(reference).expanduser()
-    model_id, _, revision = (str(local), "", "") if local.is_dir() else reference.partition("@")
+    model_id, revision = vae_source(reference)
     error: Exception | None = None
     for subfolder in (None, "vae"):
         try:

@@ -125,6 +125,10 @@ def preflight(config: RunConfig, run_dir: Path, *, push: bool = True) -> Preflig
     concept_source(config.concept.source or "")
     if push and not config.publish.repo_id:
         raise ConfigError("missing --repo: name the Hub repo to push to, as namespace/name (or use `hubtools train`)")
+    if config.model.vae:
+        from hubtools.pipelines import vae_source
+
+        vae_source(config.model.vae)  # a path that is not there fails now, not after the concept set is prepared
     base_model = _resolve_base(config)
     resolved = _with_family_defaults(config, base_model).resolve()
     if base_model is not None:

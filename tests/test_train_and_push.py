@@ -122,6 +122,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
         (["--repo", "not-a-repo-id"], "--repo (publish.repo_id): must look like namespace/name"),
         (["--lr", "-1"], "--learning-rate (training.learning_rate): Input should be greater than 0"),
         (["--config", "missing.toml"], "config file not found: missing.toml"),
+        (["--vae", "./no/such/vae"], "--vae ./no/such/vae: no such folder, and not a Hub model id (namespace/name)"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, expected):
