@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from hubtools.base_model import (  # noqa: F401 (re-exported: the resolution steps loading builds on)
-    BaseModelRecord, family_of, read_denoiser_config, read_model_index, record_of_run, resolve_base_model_record,
-    resolve_base_revision,
+    BaseModelRecord, check_model_reference, family_of, read_denoiser_config, read_model_index, record_of_run,
+    resolve_base_model_record, resolve_base_revision,
 )
-from hubtools.base_model import check_model_reference
 from hubtools.config import RUN_CONFIG_FILENAME, ModelConfig, load_run_config
 from hubtools.devices import dtype_kwargs, resolve_device
 from hubtools.errors import ConfigError, first_line
