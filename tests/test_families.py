@@ -216,8 +216,11 @@ def test_a_vae_of_the_users_choice_replaces_the_base_models(tiny_folders, tmp_pa
     AutoencoderKL.from_pretrained(tiny_folders["sdxl"], subfolder="vae", scaling_factor=0.5).save_pretrained(vae_folder)
     base = load_base_model(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(vae_folder)))
     assert base.family.name == "sdxl" and base.pipeline.vae.config.scaling_factor == 0.5
-    with pytest.raises(ConfigError, match=r"--vae .*nowhere could not be loaded as a diffusers AutoencoderKL"):
+    with pytest.raises(ConfigError, match=r"--vae .*nowhere: no such folder, and not a Hub model id"):
         load_base_model(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "nowhere")))
+    (tmp_path / "no-vae-here").mkdir()
+    with pytest.raises(ConfigError, match=r"--vae .*no-vae-here could not be loaded as a diffusers AutoencoderKL"):
+        load_base_model(ModelConfig(base_model=str(tiny_folders["sdxl"]), vae=str(tmp_path / "no-vae-here")))
 
 
 def test_the_identifier_is_counted_in_every_tokenizer_of_the_base_model(tiny_folders):
