@@ -277,20 +277,27 @@ def table(rows: list[dict], long: int, short: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_shared_arguments(parser: argparse.ArgumentParser, *, work_holds: str) -> None:
+    """The flags that say where the two tools, the scripts, the models and the photos are, and which variant runs
+    (bench_step_parts.py takes the same)."""
     parser.add_argument("--diffusers-python", required=True, help="python of the venv the diffusers scripts run in")
     parser.add_argument("--scripts", required=True, help="folder holding diffusers' examples/dreambooth scripts")
-    parser.add_argument("--work", required=True, help="scratch folder: runs, results.jsonl, table.md")
+    parser.add_argument("--work", required=True, help=f"scratch folder: {work_holds}")
     parser.add_argument("--hubtools-python", default=sys.executable, help="python with hubtools installed")
     parser.add_argument("--hubtools-pythonpath", default="", help="PYTHONPATH for hubtools (a checkout to run)")
     parser.add_argument("--models", default="", help="tiny models folder (default WORK/models; built when missing)")
     parser.add_argument("--concept", default=str(DEFAULT_CONCEPT), help="folder of instance photos")
+    parser.add_argument("--variant", choices=("matched", "defaults"), default="matched",
+                        help="the same work in both tools, or each tool's defaults")
+    parser.add_argument("--torchvision-src", default="", help="unpacked torchvision wheel, for the stand-in package")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shared_arguments(parser, work_holds="runs, results.jsonl, table.md")
     parser.add_argument("--cases", default="sd_lora,sd_full,sdxl_lora,flux_lora", help=f"of {', '.join(CASES)}")
     parser.add_argument("--steps", default="300,30", help="LONG,SHORT")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--variant", choices=("matched", "defaults"), default="matched")
-    parser.add_argument("--torchvision-src", default="", help="unpacked torchvision wheel, for the stand-in package")
     parser.add_argument("--shared-cache", action="store_true",
                         help="one HUBTOOLS_CACHE for every hubtools run (a returning user: built tokenizer files, "
                              "identifier reports); default: a fresh one per run (a first run)")

@@ -91,7 +91,7 @@ torch.optim.AdamW.step = on_step(torch.optim.AdamW.step)
 @atexit.register
 def write():
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
-    steps = max(len(stamps), 1)
+    steps = max(len(stamps) - 1, 1)  # the parts are counted from the first optimizer step on: one step fewer
     with open(os.environ["HUBTOOLS_PARTS_OUT"], "w") as out:
         json.dump({"steps": len(stamps), "intervals": intervals,
                    "per_step": {key: totals[key] / steps for key in totals}, "counts": counts}, out)
@@ -103,6 +103,24 @@ else:
     from hubtools.cli.app import entry_point
     entry_point()
 '''
+
+
+def timed_run(python: str, argv: list[str], *, script: bool, denoiser: tuple[str, str], vae: tuple[str, str],
+              env: dict[str, str], run_dir: Path) -> dict:
+    """Run ``argv`` (a script's path and flags, or hubtools' CLI arguments) under TIMER in ``run_dir``; returns
+    the step (median interval after the first tenth) and the per-step CPU seconds of forward, backward, encode."""
+    env = {**env, "HUBTOOLS_PARTS_OUT": str(run_dir / "parts.json"),
+           "HUBTOOLS_PARTS_SPEC": json.dumps({"argv": argv, "script": script, "denoiser": denoiser, "vae": vae})}
+    with open(run_dir / "stderr.txt", "wb") as stderr:
+        done = subprocess.run([python, "-c", TIMER], stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=run_dir,
+                              check=False)
+    if done.returncode != 0:
+        tail = (run_dir / "stderr.txt").read_text(errors="replace")[-1500:]
+        raise SystemExit(f"{' '.join(argv[:2])} failed (exit {done.returncode}):\n{tail}")
+    parts = json.loads((run_dir / "parts.json").read_text())
+    warm = parts["intervals"][len(parts["intervals"]) // 10:]  # the first tenth warms up
+    return {"step": statistics.median(warm), "steps": parts["steps"],
+            **{key: parts["per_step"].get(key, 0.0) for key in ("forward", "backward", "encode")}}
 
 
 def run_case(args: argparse.Namespace, name: str, contender: str) -> dict:
@@ -117,20 +135,9 @@ def run_case(args: argparse.Namespace, name: str, contender: str) -> dict:
     else:
         command = sbs.diffusers_command(args, case, args.steps, out)
         python, argv, script = command[0], command[1:], True
-    env = sbs.environment(args, contender, run_dir)
-    env["HUBTOOLS_PARTS_OUT"] = str(run_dir / "parts.json")
-    env["HUBTOOLS_PARTS_SPEC"] = json.dumps({"argv": argv, "script": script, "denoiser": DENOISERS[case.family],
-                                             "vae": VAES.get(case.family, DEFAULT_VAE)})
-    with open(run_dir / "stderr.txt", "wb") as stderr:
-        done = subprocess.run([python, "-c", TIMER], stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=run_dir,
-                              check=False)
-    if done.returncode != 0:
-        tail = (run_dir / "stderr.txt").read_text(errors="replace")[-1500:]
-        raise SystemExit(f"{name} {contender} failed (exit {done.returncode}):\n{tail}")
-    parts = json.loads((run_dir / "parts.json").read_text())
-    warm = parts["intervals"][len(parts["intervals"]) // 10:]  # the first tenth warms up
-    return {"step": statistics.median(warm), **{key: parts["per_step"].get(key, 0.0)
-                                                for key in ("forward", "backward", "encode")}}
+    return timed_run(python, argv, script=script, denoiser=DENOISERS[case.family],
+                     vae=VAES.get(case.family, DEFAULT_VAE), env=sbs.environment(args, contender, run_dir),
+                     run_dir=run_dir)
 
 
 def import_floor(python: str, env_extra: dict[str, str]) -> float:
@@ -148,19 +155,10 @@ def import_floor(python: str, env_extra: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--diffusers-python", required=True, help="python of the venv the diffusers scripts run in")
-    parser.add_argument("--scripts", required=True, help="folder holding diffusers' examples/dreambooth scripts")
-    parser.add_argument("--work", required=True, help="scratch folder: runs and parts.md")
-    parser.add_argument("--hubtools-python", default=sys.executable, help="python with hubtools installed")
-    parser.add_argument("--hubtools-pythonpath", default="", help="PYTHONPATH for hubtools (a checkout to run)")
-    parser.add_argument("--models", default="", help="tiny models folder (default WORK/models; built when missing)")
-    parser.add_argument("--concept", default=str(sbs.DEFAULT_CONCEPT), help="folder of instance photos")
+    sbs.add_shared_arguments(parser, work_holds="runs and parts.md")
     parser.add_argument("--cases", default="sd_lora,sd_full,sdxl_lora,flux_lora,sd3_lora",
                         help=f"of {', '.join(sbs.CASES)}")
     parser.add_argument("--steps", type=int, default=400, help="steps of each run (the first tenth warms up)")
-    parser.add_argument("--variant", choices=("matched", "defaults"), default="matched",
-                        help="as bench_sidebyside's: the same work, or each tool's defaults")
-    parser.add_argument("--torchvision-src", default="", help="unpacked torchvision wheel, for the stand-in package")
     args = parser.parse_args(argv)
     args.shared_cache = False  # bench_sidebyside.environment reads it: a fresh HUBTOOLS_CACHE per run
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
