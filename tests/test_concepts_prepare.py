@@ -260,6 +260,23 @@ def test_exact_and_near_duplicates_keep_the_largest_copy(tmp_path):
     assert sorted(p.name for p in (concept.dir / "images").iterdir()) == ["0000.png", "0001.png", "0002.png"]
 
 
+def test_a_duplicate_names_the_copy_that_is_kept_when_a_larger_one_comes_later(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with Image.open(sorted(DEMO_CONCEPT_DIR.glob("*.jpg"))[0]) as photo:
+        photo.resize((600, 600)).save(src / "a-medium.png")
+        photo.resize((560, 560)).save(src / "b-smaller.jpg", quality=90)  # a duplicate of a-medium, at first
+        photo.resize((1200, 1200)).save(src / "c-large.jpg", quality=90)  # then a-medium gives way to this one
+
+    concept = prepare(src, tmp_path)
+    assert {entry.path: entry.status for entry in concept.entries} == {
+        "a-medium.png": "duplicate", "b-smaller.jpg": "duplicate", "c-large.jpg": "accepted"}
+    for name in ("a-medium.png", "b-smaller.jpg"):
+        entry = entry_for(concept, name)
+        assert entry.duplicate_of == "c-large.jpg", (name, entry.reason)
+        assert "near duplicate of" in entry.reason and "c-large.jpg" in entry.reason
+
+
 def test_distinct_shots_of_the_same_dog_are_not_duplicates(tmp_path):
     concept = prepare(DEMO_CONCEPT_DIR, tmp_path)
     assert concept.counts == {"accepted": 5, "rejected": 0, "duplicate": 0, "ignored": 0, "total": 5}

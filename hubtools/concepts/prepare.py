@@ -198,6 +198,7 @@ def _prepare_into(
     kept: list[_Kept] = []
     by_sha: dict[str, int] = {}  # input sha256 -> entry index of the first copy
     thumbnails: dict[int, Image.Image] = {}  # decoded but unused inputs, for the contact sheet
+    duplicate_hashes: dict[int, PerceptualHash] = {}  # near duplicates by entry index, to re-point when needed
 
     for item in _with_progress(resolved, reporter):
         index = len(entries)
@@ -253,6 +254,7 @@ def _prepare_into(
             entry.reason = f"near duplicate of {kept_entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
             entry.bucket = entry.crop_box = None
             thumbnails[index] = _thumbnail(processed)
+            duplicate_hashes[index] = image_hash
             continue
         staged = images_dir / f"staged-{index:06d}.png"
         processed.save(staged, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -265,6 +267,12 @@ def _prepare_into(
             old.status, old.duplicate_of, old.caption = "duplicate", entry.label, None
             old.bucket = old.crop_box = old.caption_warning = None
             old.reason = f"near duplicate of the larger {entry.label} (perceptual hash distance {twin.hash.distance(image_hash)}/64)"
+            duplicate_hashes[twin.entry_index] = twin.hash
+            for other, other_hash in duplicate_hashes.items():  # those that pointed at the demoted copy: the kept one
+                if other != twin.entry_index and entries[other].duplicate_of == old.label:
+                    entries[other].duplicate_of = entry.label
+                    entries[other].reason = (f"near duplicate of {entry.label} (perceptual hash distance "
+                                             f"{other_hash.distance(image_hash)}/64)")
             with Image.open(twin.staged) as previous:
                 thumbnails[twin.entry_index] = _thumbnail(previous.convert("RGB"))
             twin.staged.unlink()
