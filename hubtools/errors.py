@@ -30,6 +30,12 @@ class HubError(HubtoolsError):
     """The Hub (real or local) refused or could not serve a request."""
 
 
+class Interrupted(HubtoolsError):
+    """The user stopped a command (Ctrl-C); the line says where it stopped and how to go on."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report it
+
+
 def first_line(error: BaseException | str) -> str:
     """The first line of an error's text (libraries add pages of context); its type name when it has none."""
     lines = str(error).strip().splitlines()

@@ -311,6 +311,23 @@ def finished_training(run_dir: Path):
     return done
 
 
+def interrupted_message(run_dir: Path, resume_command: str) -> str:
+    """What a user reads after Ctrl-C stopped a run: where it stands, and the command that goes on from there."""
+    folder = RunFolder(Path(run_dir))
+    if not folder.config.is_file():
+        return "interrupted before the run folder was set up: run the same command again"
+    if finished_training(run_dir) is not None:
+        return f"interrupted after training (the weights are saved): `{resume_command}` goes on from there"
+    checkpoints = folder.list_checkpoints()
+    config = load_run_config(run_dir)
+    if checkpoints:
+        return (f"interrupted: `{resume_command}` continues from the checkpoint of step {checkpoints[-1][0]} "
+                f"(of {config.training.steps})")
+    every = config.training.checkpoint_every
+    where = f"before the first checkpoint (every {every} steps)" if every else "with no checkpoints (--checkpoint-every 0)"
+    return f"interrupted {where}: `{resume_command}` trains from the start, the concept set and class images kept"
+
+
 def train_folder(run_dir: Path, *, resume: bool = False, force: bool = False, token: str | None = None,
                  reporter: Reporter | None = None):
     """Train the run set up in ``run_dir``; with ``resume``, continue it from its last checkpoint."""

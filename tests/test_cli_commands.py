@@ -172,6 +172,41 @@ def test_train_resume_of_a_finished_run(trained):
     assert result.returncode == 0 and "nothing to resume" in result.stderr
 
 
+def test_ctrl_c_in_training_says_how_to_go_on_and_resume_does(tmp_path, tiny_model_repo):
+    """Ctrl-C (SIGINT) as a user presses it, progress bars on: exit 130 and one line naming the checkpoint and
+    the command that continues from it; that command then finishes the run."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    temp_dir = tmp_path / "tmp"
+    temp_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hubtools", "train", "--base-model", tiny_model_repo, "--concept", DEMO_CONCEPT_DIR,
+         "--identifier", "nlwx", "--class-noun", "dog", "--out", run, "--resolution", "64", "--steps", "150",
+         "--checkpoint-every", "10", "--device", "cpu", "--no-prior"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**user_env(), "TMPDIR": str(temp_dir), "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "checkpoint-000010").is_dir() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: interrupted: `hubtools train {run} --resume` continues from the checkpoint of "
+                           "step "), err[-2000:]
+    assert last.endswith(" (of 150)") and "Traceback" not in err
+    stopped_at = int(last.split("checkpoint of step ")[1].split()[0])
+    assert 10 <= stopped_at < 150 and list(temp_dir.iterdir()) == []
+
+    resumed = hubtools("train", run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"150 steps from step {stopped_at}" in resumed.stderr
+    assert json.loads((run / "train_result.json").read_text())["steps_done"] == 150
+
+
 def test_sample(trained):
     run, _ = trained
     result = hubtools("sample", run, "--device", "cpu")

@@ -172,10 +172,16 @@ def test_resume_continues_from_the_newest_checkpoint_and_can_extend_a_constant_s
     assert not (run / "checkpoints" / ".tmp-checkpoint-000008").exists()
 
 
-def test_resume_without_checkpoints_says_how_to_start(root):
-    cfg, run = make_run(root, "nothing")
-    with pytest.raises(ConfigError, match="no checkpoints"):
-        train_dreambooth(cfg, run, resume=True, progress=False)
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_trains_it_from_the_start(root):
+    """Ctrl-C before the first checkpoint leaves a run folder and no checkpoint: --resume starts it over there
+    (a fresh run into the same folder would be refused as holding a run already)."""
+    cfg, run = make_run(root, "nothing", training={"steps": 3, "checkpoint_every": 0}, prior={"enabled": False})
+    (run / "logs").mkdir(exist_ok=True)
+    (run / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # the stopped run's first row
+    result = train_dreambooth(cfg, run, resume=True, progress=False)
+    assert (result.resumed_from, result.steps_done) == (None, 3)
+    rows = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3] and rows[0]["loss"] != 9.0
 
 
 def test_nan_loss_stops_with_the_step_and_a_hint(root):

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from hubtools.cli import console
-from hubtools.errors import HubError, HubtoolsError
+from hubtools.errors import HubError, HubtoolsError, Interrupted
 from hubtools.hubenv import current_endpoint, is_connection_error
 
 app = typer.Typer(
@@ -131,11 +131,7 @@ def _run(args: list[str]) -> int:
         console.error(str(error), exit_code=error.exit_code)
         return error.exit_code
     except KeyboardInterrupt:
-        if console.mode() == console.JSON:
-            console.error("interrupted", exit_code=130)
-        else:
-            console.warning("interrupted")
-        return 130
+        return _interrupted()
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except Exception as error:  # usage errors are shown as click shows them; anything else is a bug
@@ -161,8 +157,19 @@ def _run(args: list[str]) -> int:
                       "This is a bug in hubtools; rerun with --debug for the traceback and report it.",
                       prefix="unexpected error:")
         return 1
-    # Without standalone mode, click hands back typer.Exit's code as the return value.
+    # Without standalone mode, click hands back typer.Exit's code as the return value; typer turns a Ctrl-C
+    # that no command caught into Exit(130).
+    if returned == Interrupted.exit_code:
+        return _interrupted()
     return returned if isinstance(returned, int) else 0
+
+
+def _interrupted() -> int:
+    if console.mode() == console.JSON:
+        console.error("interrupted", exit_code=Interrupted.exit_code)
+    else:
+        console.warning("interrupted")
+    return Interrupted.exit_code
 
 
 def entry_point() -> None:

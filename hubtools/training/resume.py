@@ -47,8 +47,9 @@ def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fin
     sizing = {"parameters": parameters, "shards": shards}
     resume_from: tuple[int, Path] | None = None
     pinned_revision: str | None = None
-    if resume:
-        resume_from = _newest_checkpoint(folder)
+    if resume:  # a run stopped before its first checkpoint has none: it starts over, in the same folder
+        resume_from = ckpt.latest_checkpoint(folder.checkpoints)
+    if resume_from is not None:
         state = ckpt.read_state(resume_from[1])
         changes = ckpt.config_changes(state["config"], checkpoint_config)
         if changes and not force:
@@ -65,14 +66,6 @@ def plan_training(cfg: RunConfig, folder: RunFolder, accelerator, *, concept_fin
     if pinned_revision and not effective.model.revision:
         effective.model.revision = pinned_revision  # the frozen parts must be the ones the checkpoint saw
     return TrainingPlan(effective, choice, checkpoint_config, resume_from)
-
-
-def _newest_checkpoint(folder: RunFolder) -> tuple[int, Path]:
-    found = ckpt.latest_checkpoint(folder.checkpoints)
-    if found is None:
-        raise ConfigError(f"nothing to resume in {folder.root}: it has no checkpoints (train it again without "
-                          "--resume, with --checkpoint-every N to make resumable runs)")
-    return found
 
 
 def _clear_earlier_training(folder: RunFolder, accelerator, *, force: bool) -> None:
