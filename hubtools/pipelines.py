@@ -165,7 +165,7 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
         pipe = load_base_pipeline(config.model, token=token, record=record_of_run(run_dir, config.model, token=token))
         pipe.load_lora_weights(run_dir, weight_name=LORA_WEIGHTS_FILENAME)
     elif (run_dir / RUN_CONFIG_FILENAME).is_file():
-        raise ConfigError(f"run {run_dir} has no trained model yet: run `hubtools train --out {run_dir}` first")
+        run.require_trained_model()
     else:
         raise ConfigError(f"{run_dir} is not a hubtools run folder (no {RUN_CONFIG_FILENAME})")
     if device is not None:

@@ -81,10 +81,9 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     check_repo_id(repo_id)
     run = RunFolder(Path(run_dir))
     config = load_run_config(run.root)
-    if not run.has_model:
-        raise ConfigError(f"run {run.root} has no trained model to push: run `hubtools train --out {run.root}` first")
+    run.require_trained_model()
     if not run.card.is_file():
-        raise ConfigError(f"run {run.root} has no model card to push: run `hubtools card --out {run.root}` first")
+        raise ConfigError(f"run {run.root} has no model card to push: `hubtools card {run.root}` writes it")
     token = _resolve_token(token)
     api = HfApi(token=token)
 

@@ -401,6 +401,7 @@ def sample(run_dir: Path, *, device: str | None = None, reporter: Reporter | Non
     from hubtools.sample import render_samples
 
     reporter = reporter or SilentReporter()
+    RunFolder(Path(run_dir)).require_trained_model()
     reporter.stage("rendering sample grids")
     return render_samples(run_dir, device=resolve_device(device or "auto"), reporter=reporter)
 
@@ -429,6 +430,7 @@ def card(run_dir: Path, *, template: Path | None = None, repo_id: str | None = N
     from hubtools.card import render_model_card
 
     reporter = reporter or SilentReporter()
+    RunFolder(Path(run_dir)).require_trained_model()  # a card would describe a model that is not there
     render_model_card(run_dir, template=template, repo_id=repo_id)
     if template is not None:
         reporter.note("the run keeps this template: later renders (push to another repo) use it too")
@@ -447,6 +449,7 @@ def push(run_dir: Path, repo_id: str | None = None, *, private: bool | None = No
     repo_id = repo_id or config.publish.repo_id
     if not repo_id:
         raise ConfigError(f"name the repo: hubtools push {run_dir} namespace/name")
+    RunFolder(Path(run_dir)).require_trained_model()  # before a card is rendered for it
     if card_is_due(run_dir, repo_id):
         render_model_card(run_dir, repo_id=repo_id)  # with the template `hubtools card --template` kept, if any
         reporter.artifact("card", "README.md")

@@ -207,6 +207,20 @@ def test_ctrl_c_in_training_says_how_to_go_on_and_resume_does(tmp_path, tiny_mod
     assert json.loads((run / "train_result.json").read_text())["steps_done"] == 150
 
 
+def test_stages_after_training_refuse_a_run_that_has_not_trained_naming_the_command_that_does(tmp_path, capsys):
+    """A run stopped before its weights were saved: card, push, sample and eval say so in one line (before a card
+    is written or an encoder fetched), naming `train RUN --resume`, the command that works on that folder."""
+    from hubtools.cli.app import main
+    from test_training_support import make_run
+
+    _, run = make_run(tmp_path, base=tmp_path)  # set up, never trained
+    expected = f"error: run {run} has no trained model yet: `hubtools train {run} --resume` trains it"
+    for command in (["card", run], ["push", run, "me/x"], ["sample", run], ["eval", run]):
+        assert main([str(part) for part in command]) == 2, command
+        assert capsys.readouterr().err.strip().splitlines()[-1] == expected, command
+    assert not (run / "README.md").exists()
+
+
 def test_sample(trained):
     run, _ = trained
     result = hubtools("sample", run, "--device", "cpu")

@@ -237,6 +237,8 @@ def evaluate_run(run_dir: Path, cfg: EvalConfig | None = None, *, ours: ImageGen
         raise InputError(f"{folder.config} names no identifier or class noun: set [concept] identifier and class_noun")
     prompt_set: PromptSet = load_prompts(cfg.prompts, class_noun)
     prompts = prompt_set.fill(identifier, class_noun)[: cfg.max_prompts]
+    if ours is None:  # the run's own model is drawn: before any encoder is fetched, say it is not there
+        folder.require_trained_model()
     class_prompt = run_config.class_prompt if cfg.n_class_images else None
     steps = cfg.num_inference_steps or run_config.sampling.num_inference_steps
     device = resolve_device(cfg.device)

@@ -105,6 +105,15 @@ class RunFolder:
     def has_model(self) -> bool:
         return self.model_index.is_file() or self.is_lora
 
+    def require_trained_model(self) -> None:
+        """For the stages after training (card, push, sample, eval): a run set up but not trained (stopped before
+        its weights were saved) is one line naming the command that trains it in this folder."""
+        from hubtools.errors import ConfigError
+
+        if self.config.is_file() and not self.has_model:
+            raise ConfigError(f"run {self.root} has no trained model yet: `hubtools train {self.root} --resume` "
+                              "trains it")
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"
