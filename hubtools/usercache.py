@@ -21,7 +21,22 @@ def keep_torch_caches_here() -> None:
     as ``torch._dynamo`` is imported (diffusers imports it): point it into this cache instead, so a run leaves
     nothing in the system temp folder and a compiled graph outlives a reboot. Before torch is imported; a
     ``TORCHINDUCTOR_CACHE_DIR`` the user set wins."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache("torchinductor")))
+    folder = user_cache("torchinductor")
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ and _writable(folder):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` can be made: its nearest existing ancestor is a folder this process may write."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
+
+
+def is_in_user_cache(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in the user's hubtools cache (an error there is about the cache, not the run)."""
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(user_cache()))
 
 
 def built_once(folder: Path, build: Callable[[Path], object]) -> Path:

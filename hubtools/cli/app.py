@@ -16,6 +16,7 @@ import typer
 from hubtools.cli import console
 from hubtools.errors import HubError, HubtoolsError, Interrupted
 from hubtools.hubenv import current_endpoint, is_connection_error
+from hubtools.usercache import is_in_user_cache, user_cache
 
 app = typer.Typer(
     name="hubtools",
@@ -149,6 +150,10 @@ def _run(args: list[str]) -> int:
             return 1
         if debug_enabled():
             raise
+        if isinstance(error, OSError) and error.filename and is_in_user_cache(error.filename):
+            console.error(f"the hubtools cache {user_cache()} cannot be used ({error.strerror}: {error.filename}): "
+                          "set HUBTOOLS_CACHE to a folder you can write", exit_code=HubtoolsError.exit_code)
+            return HubtoolsError.exit_code
         if is_connection_error(error):  # whichever stage met it: the Hub is down or HF_ENDPOINT is wrong
             console.error(f"could not reach the Hub at {current_endpoint()} ({type(error).__name__}): "
                           "check the connection or HF_ENDPOINT, then run again", exit_code=HubError.exit_code)
