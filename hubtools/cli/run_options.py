@@ -13,6 +13,8 @@ import difflib
 import functools
 import inspect
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -21,7 +23,7 @@ import typer
 from pydantic import BaseModel
 
 from hubtools.config import RunConfig, apply_overrides, load_config
-from hubtools.errors import ConfigError
+from hubtools.errors import ConfigError, Interrupted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -236,3 +238,14 @@ def build_config(config_file: Path | None, settings: list[str], flags: dict[str,
 def default_run_dir(config: RunConfig) -> Path:
     name = (config.publish.repo_id or "").split("/")[-1] or f"{config.concept.identifier}-{config.concept.class_noun}"
     return Path("runs") / "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+@contextmanager
+def resumable(run_dir: Path, resume_command: str) -> Iterator[None]:
+    """Ctrl-C inside the block is one line saying where the run stopped and that ``resume_command`` goes on."""
+    from hubtools import runner
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(runner.interrupted_message(run_dir, resume_command)) from None

@@ -10,7 +10,6 @@ import typer
 from hubtools.cli import console
 from hubtools.cli import run_options as opt
 from hubtools.cli.tables import plan_table, train_table
-from hubtools.errors import Interrupted
 
 
 def register(app: typer.Typer) -> None:
@@ -34,19 +33,15 @@ def train_command(
         if flags.resume:
             if run_dir is None:
                 raise typer.BadParameter("--resume needs the run folder: hubtools train RUN --resume")
-            try:
+            with opt.resumable(run_dir, f"hubtools train {run_dir} --resume"):
                 outcome = runner.resume_training(run_dir, force=flags.force, reporter=reporter)
-            except KeyboardInterrupt:
-                raise Interrupted(runner.interrupted_message(run_dir, f"hubtools train {run_dir} --resume")) from None
         else:
             config = flags.config()
             run_dir = run_dir or opt.default_run_dir(config)
             if flags.dry_run:
                 console.show(plan_table(runner.plan(config, run_dir, push=False, reporter=reporter)))
                 return
-            try:
+            with opt.resumable(run_dir, f"hubtools train {run_dir} --resume"):
                 outcome = runner.train(config, run_dir, reporter=reporter)
-            except KeyboardInterrupt:
-                raise Interrupted(runner.interrupted_message(run_dir, f"hubtools train {run_dir} --resume")) from None
     console.show(train_table(outcome.train))
     console.result(str(outcome.run_dir), data={"run_dir": str(outcome.run_dir)})

@@ -10,7 +10,6 @@ import typer
 from hubtools.cli import console
 from hubtools.cli import run_options as opt
 from hubtools.cli.tables import eval_table, plan_table, train_table
-from hubtools.errors import Interrupted
 
 
 def register(app: typer.Typer) -> None:
@@ -38,12 +37,9 @@ def train_and_push_command(
         if flags.dry_run:
             console.show(plan_table(runner.plan(config, run_dir, reporter=reporter)))
             return
-        try:
+        with opt.resumable(run_dir, f"hubtools train-and-push --out {run_dir} --resume"):
             result = runner.train_and_push(None if flags.resume else config, run_dir, resume=flags.resume,
                                            force=flags.force, reporter=reporter)
-        except KeyboardInterrupt:
-            raise Interrupted(runner.interrupted_message(
-                run_dir, f"hubtools train-and-push --out {run_dir} --resume")) from None
     console.show(train_table(result.train))
     if result.evaluation is not None:  # the same figures as the card's table, without opening a file
         console.show(eval_table(result.evaluation))
