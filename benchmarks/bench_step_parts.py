@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -140,16 +139,21 @@ def run_case(args: argparse.Namespace, name: str, contender: str) -> dict:
                      run_dir=run_dir)
 
 
-def import_floor(python: str, env_extra: dict[str, str]) -> float:
-    """CPU seconds of a process that imports only what both tools load to train (median of three)."""
+def import_floor(args: argparse.Namespace, contender: str) -> float:
+    """CPU seconds of a process that imports only what both tools load to train, in ``contender``'s venv and run
+    environment (median of three)."""
     code = ("import torch, diffusers.models.modeling_utils, diffusers.models.unets.unet_2d_condition, "
             "transformers.models.clip.modeling_clip, peft")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    python = args.hubtools_python if contender == "hubtools" else args.diffusers_python
+    run_dir = Path(args.work) / "import-floor" / contender
+    run_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for _ in range(3):
-        process = subprocess.Popen([python, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, _, usage = os.wait4(process.pid, 0)
-        figures.append(usage.ru_utime + usage.ru_stime)
+        returncode, cpu, _, _ = sbs.measure([python, "-c", code], sbs.environment(args, contender, run_dir), run_dir)
+        if returncode != 0:
+            tail = (run_dir / "stderr.txt").read_text(errors="replace")[-1500:]
+            raise SystemExit(f"the imports failed in {contender}'s venv (exit {returncode}):\n{tail}")
+        figures.append(cpu)
     return statistics.median(figures)
 
 
@@ -181,11 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {contender} | {f['step'] * 1000:.1f} | {f['forward'] * 1000:.1f} | "
                          f"{f['backward'] * 1000:.1f} | {f['encode'] * 1000:.1f} | {rest * 1000:.1f} | {ceiling} |")
         print(lines[-2], lines[-1], sep="\n", file=sys.stderr, flush=True)
-    torchvision = ({"PYTHONPATH": str(sbs.torchvision_stand_in(work, Path(args.torchvision_src)))}
-                   if args.torchvision_src else {})
     lines += ["", f"Import floor (torch, diffusers' model code, transformers' CLIP, peft): hubtools venv "
-              f"{import_floor(args.hubtools_python, {}):.2f} CPU-s, diffusers venv "
-              f"{import_floor(args.diffusers_python, torchvision):.2f} CPU-s; load after {sbs.loadavg()}."]
+              f"{import_floor(args, 'hubtools'):.2f} CPU-s, diffusers venv "
+              f"{import_floor(args, 'diffusers'):.2f} CPU-s; load after {sbs.loadavg()}."]
     report = "\n".join(lines) + "\n"
     (work / "parts.md").write_text(report, encoding="utf-8")
     print(report)
