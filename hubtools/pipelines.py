@@ -157,6 +157,7 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
     diffusers_warnings_off()
     run = RunFolder(Path(run_dir))
     run_dir = run.root
+    run.require_trained_model()  # a run set up but never trained
     if run.model_index.is_file():
         family = family_of(record_of_run(run_dir, token=token))
         pipe = DiffusionPipeline.from_pretrained(run_dir, **family.extra_pipeline_kwargs)
@@ -164,8 +165,6 @@ def load_run_pipeline(run_dir: Path, device: torch.device | str | None = None, t
         config = load_run_config(run_dir)
         pipe = load_base_pipeline(config.model, token=token, record=record_of_run(run_dir, config.model, token=token))
         pipe.load_lora_weights(run_dir, weight_name=LORA_WEIGHTS_FILENAME)
-    elif (run_dir / RUN_CONFIG_FILENAME).is_file():
-        run.require_trained_model()
     else:
         raise ConfigError(f"{run_dir} is not a hubtools run folder (no {RUN_CONFIG_FILENAME})")
     if device is not None:
